@@ -1,0 +1,113 @@
+"""Configuration: frozen dataclasses with commented defaults, validated on construction.
+
+A `ragtune.toml` may override any field, e.g.::
+
+    [rag]
+    k = 8
+    mode = "dense"
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from .errors import ConfigError
+
+RETRIEVAL_MODES = ("hybrid", "dense", "bm25")
+
+
+def _check(cond: bool, field: str, value: object, why: str) -> None:
+    if not cond:
+        raise ConfigError(f"{field}={value!r}: {why}")
+
+
+@dataclass(frozen=True)
+class ChunkConfig:
+    """How documents are cut into chunks (sizes are in embedder tokens)."""
+
+    chunk_tokens: int = 200  # all-MiniLM-L6-v2 reads 256 word pieces; leave room for the title
+    overlap_tokens: int = 40  # trailing sentences repeated at the start of the next chunk
+
+    def __post_init__(self) -> None:
+        _check(self.chunk_tokens >= 16, "chunk_tokens", self.chunk_tokens, "must be at least 16")
+        _check(
+            0 <= self.overlap_tokens < self.chunk_tokens // 2,
+            "overlap_tokens",
+            self.overlap_tokens,
+            f"must be >= 0 and below half of chunk_tokens ({self.chunk_tokens})",
+        )
+
+
+@dataclass(frozen=True)
+class RagConfig:
+    """Retrieval, context selection and generation settings for answering questions."""
+
+    embedder: str = "all-minilm-l6-v2"  # registry name or a local sentence-transformers folder
+    generator: str = "smollm2-135m-instruct"  # registry name, local HF folder or .gguf file
+    k: int = 5  # hits handed to context selection
+    mode: str = "hybrid"  # hybrid (reciprocal-rank fusion of dense and BM25) | dense | bm25
+    rrf_k: int = 60  # RRF constant (Cormack et al. 2009); larger flattens rank differences
+    candidates: int = 20  # hits fetched from each retriever before fusion
+    context_tokens: int = 320  # budget for the selected source sentences, in embedder tokens
+    dedupe_threshold: float = 0.8  # word-set Jaccard above which two sentences are duplicates
+    max_new_tokens: int = 48  # answers are meant to be short
+    max_question_chars: int = 2000
+
+    def __post_init__(self) -> None:
+        _check(self.k >= 1, "k", self.k, "must be at least 1")
+        _check(self.mode in RETRIEVAL_MODES, "mode", self.mode, f"must be one of {RETRIEVAL_MODES}")
+        _check(self.rrf_k >= 1, "rrf_k", self.rrf_k, "must be at least 1")
+        _check(self.candidates >= 1, "candidates", self.candidates, "must be at least 1")
+        _check(self.context_tokens >= 16, "context_tokens", self.context_tokens, "must be at least 16")
+        _check(
+            0.0 < self.dedupe_threshold <= 1.0,
+            "dedupe_threshold",
+            self.dedupe_threshold,
+            "must be in (0, 1]",
+        )
+        _check(self.max_new_tokens >= 1, "max_new_tokens", self.max_new_tokens, "must be at least 1")
+        _check(self.max_question_chars >= 1, "max_question_chars", self.max_question_chars, "must be at least 1")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All settings, one section per stage."""
+
+    chunk: ChunkConfig = ChunkConfig()
+    rag: RagConfig = RagConfig()
+
+
+_SECTIONS = {"chunk": ChunkConfig, "rag": RagConfig}
+
+
+def load_settings(path: str | Path | None = None, **overrides: dict) -> Settings:
+    """Read `ragtune.toml` (if given) and apply per-section overrides; unknown keys are errors."""
+    data: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {str(p)!r} does not exist")
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {str(p)!r} is not valid TOML: {exc}") from exc
+    built = {}
+    for section, cls in _SECTIONS.items():
+        values = dict(data.pop(section, {}) or {})
+        values.update({k: v for k, v in (overrides.get(section) or {}).items() if v is not None})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"[{section}] has unknown keys {unknown}; known: {sorted(known)}")
+        built[section] = cls(**values)
+    if data:
+        raise ConfigError(f"unknown config sections {sorted(data)}; known: {sorted(_SECTIONS)}")
+    return Settings(**built)
+
+
+def replace(cfg, **changes):
+    """`dataclasses.replace` that skips None values (CLI options left unset)."""
+    return dataclasses.replace(cfg, **{k: v for k, v in changes.items() if v is not None})

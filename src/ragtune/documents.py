@@ -1,0 +1,270 @@
+"""Documents and the loaders that read them from files: txt, md, html, pdf, jsonl, SQuAD json."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+from .errors import DocumentError
+
+
+@dataclass(frozen=True)
+class Document:
+    """One source document; `id` is stable across runs, `content_hash` changes with its content."""
+
+    id: str
+    text: str
+    title: str = ""
+    source: str = ""  # the file it came from
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def content_hash(self) -> str:
+        payload = json.dumps([self.title, self.text, self.meta], sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A piece of a document small enough to embed; `id` is `<doc id>#<position>`."""
+
+    id: str
+    doc_id: str
+    text: str
+    position: int
+    title: str = ""
+    source: str = ""
+    content_hash: str = ""  # the parent document's hash
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A retrieved chunk with its score and 1-based rank; `via` names the retriever."""
+
+    chunk: Chunk
+    score: float
+    rank: int
+    via: str
+
+
+@dataclass(frozen=True)
+class QAExample:
+    """A labelled question: gold answers and the ids of the documents that hold them."""
+
+    id: str
+    question: str
+    answers: tuple[str, ...]
+    doc_ids: tuple[str, ...] = ()
+    context: str = ""
+    title: str = ""
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A file (or record) that was not ingested, and why."""
+
+    path: str
+    reason: str
+
+
+@dataclass
+class LoadResult:
+    documents: list[Document] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+
+
+def normalise_text(text: str) -> str:
+    """NFC, unified newlines, no trailing spaces, at most one blank line in a row."""
+    text = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n")
+    text = text.replace("\x00", "")
+    text = re.sub(r"[ \t\f\v]+\n", "\n", text)
+    text = re.sub(r"\n{3,}", "\n\n", text)
+    return text.strip()
+
+
+def _looks_binary(data: bytes) -> bool:
+    sample = data[:4096]
+    if b"\x00" in sample:
+        return True
+    controls = sum(1 for b in sample if b < 32 and b not in (9, 10, 12, 13))
+    return len(sample) > 0 and controls / len(sample) > 0.05
+
+
+def _decode(path: Path, data: bytes) -> str:
+    if _looks_binary(data):
+        raise DocumentError(f"{path}: looks like binary data, not text")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DocumentError(f"{path}: not valid UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+
+
+def _title_from_markdown(text: str, fallback: str) -> str:
+    m = re.search(r"^#\s+(.+)$", text, flags=re.M)
+    return m.group(1).strip() if m else fallback
+
+
+def load_text(path: Path, doc_id: str) -> list[Document]:
+    text = normalise_text(_decode(path, path.read_bytes()))
+    title = _title_from_markdown(text, path.stem) if path.suffix.lower() in (".md", ".markdown") else path.stem
+    return [Document(id=doc_id, text=text, title=title, source=str(path))]
+
+
+def load_html(path: Path, doc_id: str) -> list[Document]:
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(_decode(path, path.read_bytes()), "lxml")
+    title = soup.title.get_text(strip=True) if soup.title else path.stem
+    for tag in soup(["script", "style", "noscript", "nav", "header", "footer", "aside", "form", "template", "svg"]):
+        tag.decompose()
+    root = soup.find("main") or soup.find("article") or soup.body or soup
+    blocks = []
+    for el in root.find_all(["h1", "h2", "h3", "h4", "h5", "h6", "p", "li", "pre", "blockquote", "td", "th", "dd", "dt"]):
+        if el.find(["p", "li", "pre", "blockquote", "td"]):
+            continue  # a container; its children are taken on their own
+        piece = " ".join(el.get_text(" ", strip=True).split())
+        if piece:
+            blocks.append(piece)
+    text = "\n\n".join(blocks) if blocks else root.get_text("\n", strip=True)
+    return [Document(id=doc_id, text=normalise_text(text), title=title or path.stem, source=str(path))]
+
+
+def load_pdf(path: Path, doc_id: str) -> list[Document]:
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    try:
+        reader = PdfReader(str(path))
+        pages = [page.extract_text() or "" for page in reader.pages]
+        meta_title = (reader.metadata.title if reader.metadata else None) or ""
+    except (PdfReadError, ValueError, KeyError, TypeError, OSError) as exc:
+        raise DocumentError(f"{path}: not a readable PDF ({type(exc).__name__}: {exc})") from exc
+    text = normalise_text("\n\n".join(p.strip() for p in pages))
+    return [Document(id=doc_id, text=text, title=str(meta_title) or path.stem, source=str(path), meta={"pages": len(pages)})]
+
+
+def load_jsonl(path: Path, doc_id: str) -> list[Document]:
+    """One JSON object a line: `text` (required), `id`, `title`, `meta`."""
+    docs = []
+    for lineno, line in enumerate(_decode(path, path.read_bytes()).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DocumentError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
+        if not isinstance(rec, dict) or not isinstance(rec.get("text"), str):
+            raise DocumentError(f"{path}:{lineno}: each line needs a string field 'text'")
+        meta = rec.get("meta") or {}
+        if not isinstance(meta, dict):
+            raise DocumentError(f"{path}:{lineno}: 'meta' must be an object, got {type(meta).__name__}")
+        rid = str(rec.get("id", f"{doc_id}:{lineno}"))
+        docs.append(Document(id=rid, text=normalise_text(rec["text"]), title=str(rec.get("title", "")), source=str(path), meta=meta))
+    return docs
+
+
+def _slug(title: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.,()-]+", "_", title).strip("_") or "untitled"
+
+
+def load_squad(path: str | Path) -> tuple[list[Document], list[QAExample]]:
+    """SQuAD v1.1 JSON -> one Document per paragraph (`<title>/<index>`) and its QA examples."""
+    path = Path(path)
+    try:
+        data = json.loads(_decode(path, path.read_bytes()))
+        articles = data["data"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise DocumentError(f"{path}: not a SQuAD JSON file ({exc})") from exc
+    docs: list[Document] = []
+    examples: list[QAExample] = []
+    for article in articles:
+        title = article.get("title", "").replace("_", " ")
+        for i, para in enumerate(article.get("paragraphs", [])):
+            did = f"{_slug(article.get('title', ''))}/{i}"
+            docs.append(Document(id=did, text=normalise_text(para["context"]), title=title, source=str(path)))
+            for qa in para.get("qas", []):
+                answers = tuple(dict.fromkeys(a["text"] for a in qa.get("answers", [])))
+                examples.append(QAExample(id=qa["id"], question=qa["question"].strip(), answers=answers, doc_ids=(did,), context=para["context"], title=title))
+    return docs, examples
+
+
+def _is_squad(path: Path) -> bool:
+    with path.open("rb") as fh:
+        head = fh.read(2048)
+    return head.lstrip().startswith(b"{") and b'"data"' in head
+
+
+def _load_json(path: Path, doc_id: str) -> list[Document]:
+    if not _is_squad(path):
+        raise DocumentError(f"{path}: JSON files must be SQuAD format (use .jsonl for one document a line)")
+    return load_squad(path)[0]
+
+
+LOADERS: dict[str, Callable[[Path, str], list[Document]]] = {
+    ".txt": load_text,
+    ".md": load_text,
+    ".markdown": load_text,
+    ".html": load_html,
+    ".htm": load_html,
+    ".pdf": load_pdf,
+    ".jsonl": load_jsonl,
+    ".json": _load_json,
+}
+
+
+def iter_files(paths: list[str | Path]) -> Iterator[tuple[Path, str]]:
+    """Files under the given paths, each with its document id (path relative to the argument's parent)."""
+    for raw in paths:
+        p = Path(raw)
+        if not p.exists():
+            raise DocumentError(f"{raw}: no such file or directory")
+        if p.is_file():
+            yield p, p.name
+            continue
+        base = p.resolve().parent
+        for f in sorted(p.rglob("*")):
+            if f.is_file() and not any(part.startswith(".") for part in f.relative_to(p).parts):
+                yield f, f.resolve().relative_to(base).as_posix()
+
+
+def load_file(path: Path, doc_id: str) -> list[Document]:
+    """Read one file with the loader for its suffix; raises DocumentError with the reason."""
+    loader = LOADERS.get(path.suffix.lower())
+    if loader is None:
+        raise DocumentError(f"{path}: unsupported file type {path.suffix or '(none)'!r}; supported: {sorted(LOADERS)}")
+    if path.stat().st_size == 0:
+        raise DocumentError(f"{path}: empty file")
+    docs = [d for d in loader(path, doc_id) if d.text.strip()]
+    if not docs:
+        raise DocumentError(f"{path}: no text found")
+    return docs
+
+
+def load_paths(paths: list[str | Path], on_file: Callable[[Path], None] | None = None) -> LoadResult:
+    """Load every supported file under `paths`; files that fail are recorded in `skipped`."""
+    result = LoadResult()
+    seen: dict[str, str] = {}
+    for path, doc_id in iter_files(paths):
+        if on_file:
+            on_file(path)
+        try:
+            docs = load_file(path, doc_id)
+        except DocumentError as exc:
+            result.skipped.append(Skipped(str(path), str(exc).removeprefix(f"{path}: ")))
+            continue
+        except OSError as exc:
+            result.skipped.append(Skipped(str(path), f"cannot read: {exc.strerror or exc}"))
+            continue
+        for d in docs:
+            if d.id in seen:
+                result.skipped.append(Skipped(str(path), f"duplicate document id {d.id!r} (first seen in {seen[d.id]})"))
+                continue
+            seen[d.id] = str(path)
+            result.documents.append(d)
+    return result

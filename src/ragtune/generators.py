@@ -1,0 +1,105 @@
+"""Generators: chat messages in, text out, batch first."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Callable, Protocol, Sequence
+
+from .models import resolve_generator
+from .prompts import Messages
+
+
+class Generator(Protocol):
+    name: str
+
+    def generate(self, prompts: Sequence[Messages], max_new_tokens: int) -> list[str]:
+        """One completion per chat prompt, greedy."""
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]: ...
+
+    def render(self, prompt: Messages) -> str:
+        """The exact text the model reads for a prompt."""
+
+
+class TransformersGenerator:
+    """A causal LM through transformers (float32 on the CPU), optionally with a PEFT adapter."""
+
+    def __init__(self, model: str = "smollm2-135m-instruct", adapter: str | Path | None = None, batch_size: int = 8):
+        self.name = model if adapter is None else f"{model}+{Path(adapter).name}"
+        self.model_name = model
+        self.adapter = adapter
+        self.batch_size = batch_size
+        self._model = None
+        self._tokenizer = None
+        self._lock = threading.Lock()  # generate() mutates no state, but one forward at a time keeps memory flat
+
+    def _load(self) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path = resolve_generator(self.model_name)
+        tok = AutoTokenizer.from_pretrained(str(path))
+        tok.padding_side = "left"  # generation continues from the right edge
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+        model = AutoModelForCausalLM.from_pretrained(str(path))
+        if self.adapter is not None:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, str(self.adapter))
+        model.eval()
+        self._tokenizer, self._model = tok, model
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            self._load()
+        return self._tokenizer
+
+    @property
+    def model(self):
+        if self._model is None:
+            self._load()
+        return self._model
+
+    def render(self, prompt: Messages) -> str:
+        return self.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return [len(ids) for ids in self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+
+    def generate(self, prompts: Sequence[Messages], max_new_tokens: int = 48) -> list[str]:
+        import torch
+
+        model, tok = self.model, self.tokenizer
+        out: list[str] = []
+        with self._lock, torch.inference_mode():
+            for start in range(0, len(prompts), self.batch_size):
+                texts = [self.render(p) for p in prompts[start : start + self.batch_size]]
+                enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+                gen = model.generate(
+                    **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id,
+                    eos_token_id=tok.eos_token_id,
+                )
+                new = gen[:, enc["input_ids"].shape[1] :]
+                out.extend(t.strip() for t in tok.batch_decode(new, skip_special_tokens=True))
+        return out
+
+
+class ScriptedGenerator:
+    """A fake for tests: answers from a function of the rendered prompt, records what it saw."""
+
+    def __init__(self, respond: Callable[[Messages], str], name: str = "scripted"):
+        self.name = name
+        self.respond = respond
+        self.seen: list[Messages] = []
+
+    def render(self, prompt: Messages) -> str:
+        return "\n".join(f"<{m['role']}>\n{m['content']}" for m in prompt)
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return [len(t.split()) for t in texts]
+
+    def generate(self, prompts: Sequence[Messages], max_new_tokens: int = 48) -> list[str]:
+        self.seen.extend(prompts)
+        return [" ".join(self.respond(p).split()[:max_new_tokens]) for p in prompts]
