@@ -51,7 +51,9 @@ def cmd_ingest(args) -> int:
 
     settings = _settings(args)
     console = _console()
-    embedder = make_embedder(args.embedder or settings.rag.embedder)
+    # An existing index keeps the embedder it was built with unless one is named.
+    name = args.embedder or _index_embedder(args.index) or settings.rag.embedder
+    embedder = make_embedder(name)
     with _progress_bar(console) as bar:
         task = bar.add_task("embedding documents", total=None)
         report = ingest_paths(
@@ -69,6 +71,16 @@ def cmd_ingest(args) -> int:
         for s in report.skipped:
             print(f"  skipped {s.path}: {s.reason}")
     return EXIT_SKIPPED if report.skipped else 0
+
+
+def _index_embedder(index: str) -> str | None:
+    from .errors import IndexNotFoundError
+    from .stores import LanceStore
+
+    try:
+        return LanceStore.open(index).manifest.embedder
+    except IndexNotFoundError:
+        return None
 
 
 def cmd_search(args) -> int:

@@ -78,11 +78,10 @@ class HashingEmbedder:
         return [len(t.split()) for t in texts]
 
 
-EMBEDDERS = {"hashing": HashingEmbedder}
-
-
 def make_embedder(name: str) -> Embedder:
-    """`hashing` (tests) or any sentence-transformers model the registry resolves."""
-    if name in EMBEDDERS:
-        return EMBEDDERS[name]()
+    """`hashing` or `hashing-<dim>` (tests), else a sentence-transformers model the registry resolves."""
+    if name == "hashing":
+        return HashingEmbedder()
+    if name.startswith("hashing-") and name.removeprefix("hashing-").isdigit():
+        return HashingEmbedder(int(name.removeprefix("hashing-")))
     return SentenceTransformerEmbedder(name)

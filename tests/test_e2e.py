@@ -1,0 +1,40 @@
+"""End to end on the real bundled models: all-MiniLM-L6-v2 and SmolLM2-135M-Instruct (GGUF)."""
+
+import pytest
+
+from ragtune.config import ChunkConfig, RagConfig
+from ragtune.demo import demo_data_path
+from ragtune.documents import load_squad
+from ragtune.embedders import SentenceTransformerEmbedder
+from ragtune.generators import TransformersGenerator
+from ragtune.ingest import ingest_documents
+from ragtune.rag import answer_batch
+from ragtune.retrieval import Retriever
+from ragtune.stores import LanceStore
+
+pytestmark = pytest.mark.e2e
+
+
+def test_squad_paragraphs_ingest_ask_and_cite(tmp_path):
+    docs, examples = load_squad(demo_data_path())
+    docs = [d for d in docs if d.id.startswith("Normans/")][:20]
+    ids = {d.id for d in docs}
+    first_q = {}
+    for e in examples:
+        first_q.setdefault(e.doc_ids[0], e)
+    asked = [first_q[f"Normans/{i}"] for i in (4, 9, 14)]
+    embedder = SentenceTransformerEmbedder()
+    store = LanceStore.create_or_open(tmp_path / "ix", embedder.name, embedder.dim, {"chunk_tokens": 200, "overlap_tokens": 40})
+    report = ingest_documents(docs, store, embedder, ChunkConfig())
+    assert report.counts()["added"] == 20 and store.count_chunks() >= 20
+
+    config = RagConfig(k=5, max_new_tokens=24)
+    retriever = Retriever(store, embedder, config)
+    answers = answer_batch([e.question for e in asked], retriever, TransformersGenerator(), config)
+    for ex, ans in zip(asked, answers):
+        retrieved = {h.chunk.id for h in ans.hits}
+        assert any(h.chunk.doc_id == ex.doc_ids[0] for h in ans.hits), (ex.question, [h.chunk.doc_id for h in ans.hits])
+        assert all(c.chunk_id in retrieved for c in ans.citations)
+        assert {s.chunk_id for s in ans.sources} <= retrieved
+        assert ans.abstained or ans.text.strip()
+        assert ans.tokens_in > 50 and 0 < ans.tokens_out <= 24
