@@ -110,10 +110,17 @@ def cmd_ask(args) -> int:
     from .rag import answer, open_retriever
 
     settings = _settings(args)
-    retriever = open_retriever(args.index, settings.rag)
-    generator = TransformersGenerator(args.generator or settings.rag.generator)
+    generator = TransformersGenerator(args.generator or _adapter_base(args.adapter) or settings.rag.generator, adapter=args.adapter)
     filters = dict(f.split("=", 1) for f in args.filter or [])
-    ans = answer(_question(args.question), retriever, generator, settings.rag, filters=filters or None)
+    if args.no_retrieval:
+        from .rag import answer_closed_book
+
+        ans = answer_closed_book([_question(args.question)], generator, settings.rag)[0]
+    else:
+        if not args.index:
+            raise RagtuneError("ask needs --index DIR (or --no-retrieval to ask the model alone)")
+        retriever = open_retriever(args.index, settings.rag)
+        ans = answer(_question(args.question), retriever, generator, settings.rag, filters=filters or None)
     if args.json:
         print(_dump(ans))
         return 0
@@ -126,11 +133,115 @@ def cmd_ask(args) -> int:
     return 0
 
 
+def _adapter_base(adapter: str | None) -> str | None:
+    """The base model a fine-tuning run started from (its manifest sits beside the adapter)."""
+    if not adapter:
+        return None
+    for cand in (Path(adapter), Path(adapter).parent):
+        mf = cand / "ragtune-finetune.json"
+        if mf.is_file():
+            return json.loads(mf.read_text())["config"]["base_model"]
+    return None
+
+
 def cmd_index_info(args) -> int:
     from .stores import LanceStore
 
     info = LanceStore.open(args.index).info()
     print(_dump(info) if args.json else "\n".join(f"{k}: {v}" for k, v in asdict(info).items()))
+    return 0
+
+
+def cmd_prepare(args) -> int:
+    from .finetune.data import PrepareConfig, prepare
+
+    ratios = tuple(float(x) for x in args.split.split(","))
+    cfg = PrepareConfig(ratios=ratios, seed=args.seed, conflict_policy=args.conflicts, max_tokens=args.max_tokens, skip_bad=args.skip_bad)
+    chunk_text = None
+    if any(Path(p).is_dir() for p in args.inputs):  # a document folder: train on its chunks
+        from .chunking import chunk_documents, whitespace_tokens
+
+        settings = _settings(args)
+        chunk_text = lambda docs: [(c.doc_id, c.text) for c in chunk_documents(docs, settings.chunk, whitespace_tokens)]  # noqa: E731
+    report = prepare(args.inputs, args.out, cfg, chunk_text=chunk_text)
+    if args.json:
+        print(_dump(report))
+    else:
+        print(report.to_markdown())
+        print(f"\nwrote {args.out}/train.jsonl, validation.jsonl, test.jsonl, report.json, report.md")
+    return 0
+
+
+_FT_OPTIONS = {  # CLI option -> FinetuneConfig field
+    "model": "base_model", "mode": "mode", "method": "method", "lr": "lr", "epochs": "epochs", "max_steps": "max_steps",
+    "batch_size": "batch_size", "grad_accum": "grad_accum", "eval_every": "eval_every", "patience": "patience",
+    "lora_r": "lora_r", "lora_alpha": "lora_alpha", "lora_dropout": "lora_dropout", "top_layers": "top_layers",
+    "warmup_steps": "warmup_steps", "schedule": "schedule", "weight_decay": "weight_decay", "max_seq_len": "max_seq_len",
+    "seed": "seed", "raft_p_no_gold": "raft_p_no_gold", "generate_max": "generate_max",
+}
+
+
+def finetune_config(args):
+    import tomllib
+
+    from .finetune.config import FinetuneConfig
+
+    values = {}
+    if args.ft_config:
+        try:
+            values = tomllib.loads(Path(args.ft_config).read_text()).get("finetune", {})
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise RagtuneError(f"--ft-config {args.ft_config!r}: {exc}") from exc
+        if "target_modules" in values:
+            values["target_modules"] = tuple(values["target_modules"])
+    values.update({field: getattr(args, opt) for opt, field in _FT_OPTIONS.items() if getattr(args, opt, None) is not None})
+    if args.target_modules:
+        values["target_modules"] = tuple(args.target_modules.split(","))
+    try:
+        return FinetuneConfig(**values)
+    except TypeError as exc:
+        raise RagtuneError(f"--ft-config: {exc}") from exc
+
+
+def cmd_finetune(args) -> int:
+    cfg = finetune_config(args)
+    console = _console()
+    with _progress_bar(console) as bar:
+        task = bar.add_task("training", total=None)
+
+        def progress(step, total, loss, tps):
+            bar.update(task, completed=step, total=total, description=f"training  loss {loss:.3f}  {tps:.0f} tok/s")
+
+        if args.sweep:
+            from .finetune.sweep import parse_grid, sweep
+
+            rows, best = sweep(cfg, parse_grid(args.sweep), args.data, args.out, index=args.index, progress=progress)
+            print(_dump(rows) if args.json else Path(args.out, "sweep.md").read_text() + f"best: {rows[best]['run']}")
+            return 0
+        from .finetune.train import train
+
+        result = train(cfg, args.data, args.out, index=args.index, progress=progress)
+    if args.json:
+        print(_dump(result))
+    else:
+        g = result.generation
+        print(f"trained {result.steps} steps in {result.wall_s:.0f}s ({result.tokens_per_s:.0f} tok/s); "
+              f"trainable {result.trainable_params:,} of {result.total_params:,} parameters"
+              + ("; resumed from step %d" % result.resumed_from_step if result.resumed_from_step else ""))
+        print(f"best validation loss {result.best_val_loss:.4f} at step {result.best_step}"
+              + (" (stopped early)" if result.stopped_early else "")
+              + f"; test loss {result.test_loss:.4f}, perplexity {result.test_perplexity:.2f}")
+        if g:
+            print(f"test generation on {g['n']}: EM {g['em']:.1f}  F1 {g['f1']:.1f}  ROUGE-L {g['rouge_l']:.1f}  BLEU {g['bleu']:.1f}")
+        print(f"output: {args.out}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .finetune.export import export_merged
+
+    out = export_merged(args.adapter, args.out)
+    print(f"merged model written to {out}")
     return 0
 
 
@@ -146,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="verb", required=True)
 
     def common(sp, index_required=True):
-        sp.add_argument("--index", required=index_required, help="index directory")
+        sp.add_argument("--index", required=index_required and sp.prog.split()[-1] != "ask", help="index directory")
         sp.add_argument("--json", action="store_true", help="machine-readable output")
 
     sp = sub.add_parser("ingest", help="add files and folders to an index (incremental)")
@@ -166,11 +277,48 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--filter", action="append", metavar="KEY=VALUE", help="doc_id, title, source or a meta key")
         if name == "ask":
             sp.add_argument("--generator", help="registry name, HF folder or .gguf")
+            sp.add_argument("--adapter", help="a fine-tuned adapter or model folder (from `ragtune finetune`)")
+            sp.add_argument("--no-retrieval", action="store_true", help="ask the model alone (closed book)")
         sp.set_defaults(func=func)
 
     sp = sub.add_parser("index-info", help="what an index holds")
     common(sp)
     sp.set_defaults(func=cmd_index_info)
+
+    sp = sub.add_parser("prepare", help="clean and split task data for fine-tuning")
+    sp.add_argument("inputs", nargs="+", help="QA/instruction JSONL, SQuAD JSON, a document folder or an index")
+    sp.add_argument("--out", required=True)
+    sp.add_argument("--split", default="0.8,0.1,0.1", help="train,validation,test shares")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--conflicts", default="majority", choices=("majority", "drop", "first"), help="policy for the same question with different answers")
+    sp.add_argument("--max-tokens", type=int, default=1024, help="longer examples are length outliers")
+    sp.add_argument("--skip-bad", action="store_true", help="skip malformed lines (reported) instead of failing")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_prepare)
+
+    sp = sub.add_parser("finetune", help="train an adapter (or top layers / full model) on prepared data")
+    sp.add_argument("--data", required=True, help="a folder written by `ragtune prepare`")
+    sp.add_argument("--out", required=True)
+    sp.add_argument("--index", help="index for --mode raft (gold chunk and distractors)")
+    sp.add_argument("--ft-config", help="TOML file with a [finetune] section")
+    sp.add_argument("--model", help="base model (default smollm2-135m-instruct)")
+    sp.add_argument("--mode", choices=("corpus", "qa", "raft"))
+    sp.add_argument("--method", choices=("lora", "top-layers", "full"))
+    for opt, typ in (("lr", float), ("epochs", int), ("max-steps", int), ("batch-size", int), ("grad-accum", int),
+                     ("eval-every", int), ("patience", int), ("lora-r", int), ("lora-alpha", int), ("lora-dropout", float),
+                     ("top-layers", int), ("warmup-steps", int), ("weight-decay", float), ("max-seq-len", int),
+                     ("seed", int), ("raft-p-no-gold", float), ("generate-max", int)):
+        sp.add_argument(f"--{opt}", type=typ)
+    sp.add_argument("--schedule", choices=("cosine", "linear", "constant"))
+    sp.add_argument("--target-modules", help="comma-separated LoRA target modules")
+    sp.add_argument("--sweep", nargs="+", metavar="FIELD=V1,V2", help="train every combination, keep the best by validation loss")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_finetune)
+
+    sp = sub.add_parser("export", help="merge a LoRA adapter into a standalone model folder")
+    sp.add_argument("--adapter", required=True)
+    sp.add_argument("--out", required=True)
+    sp.set_defaults(func=cmd_export)
 
     sp = sub.add_parser("demo", help="run ragtune on the bundled demo data")
     sp.add_argument("--out", default="ragtune-demo", help="output directory")

@@ -34,19 +34,31 @@ class TransformersGenerator:
         self._tokenizer = None
         self._lock = threading.Lock()  # generate() mutates no state, but one forward at a time keeps memory flat
 
+    @classmethod
+    def from_loaded(cls, model, tokenizer, name: str = "in-memory") -> "TransformersGenerator":
+        """Wrap a model already in memory (e.g. right after training)."""
+        gen = cls(name)
+        gen._model, gen._tokenizer = model, tokenizer
+        return gen
+
     def _load(self) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        path = resolve_generator(self.model_name)
+        adapter = Path(self.adapter) if self.adapter is not None else None
+        if adapter is not None and not (adapter / "adapter_config.json").exists() and not (adapter / "config.json").exists():
+            from .errors import ModelNotFoundError
+
+            raise ModelNotFoundError(f"{str(adapter)!r} holds neither a PEFT adapter nor a model (adapter_config.json / config.json)")
+        # A fine-tuned whole model (top-layers / full) replaces the base; a PEFT adapter wraps it.
+        path = adapter if adapter is not None and (adapter / "config.json").exists() else resolve_generator(self.model_name)
         tok = AutoTokenizer.from_pretrained(str(path))
-        tok.padding_side = "left"  # generation continues from the right edge
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
         model = AutoModelForCausalLM.from_pretrained(str(path))
-        if self.adapter is not None:
+        if adapter is not None and (adapter / "adapter_config.json").exists():
             from peft import PeftModel
 
-            model = PeftModel.from_pretrained(model, str(self.adapter))
+            model = PeftModel.from_pretrained(model, str(adapter))
         model.eval()
         self._tokenizer, self._model = tok, model
 
@@ -66,13 +78,16 @@ class TransformersGenerator:
         return self.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        return [len(ids) for ids in self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+        return [len(ids) for ids in self.tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]]
 
     def generate(self, prompts: Sequence[Messages], max_new_tokens: int = 48) -> list[str]:
         import torch
 
         model, tok = self.model, self.tokenizer
         out: list[str] = []
+        tok.padding_side = "left"  # generation continues from the right edge
+        was_training = model.training
+        model.eval()
         with self._lock, torch.inference_mode():
             for start in range(0, len(prompts), self.batch_size):
                 texts = [self.render(p) for p in prompts[start : start + self.batch_size]]
@@ -83,6 +98,7 @@ class TransformersGenerator:
                 )
                 new = gen[:, enc["input_ids"].shape[1] :]
                 out.extend(t.strip() for t in tok.batch_decode(new, skip_special_tokens=True))
+        model.train(was_training)
         return out
 
 

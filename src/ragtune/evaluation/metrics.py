@@ -61,3 +61,26 @@ def retrieval_scores(results: Sequence[Sequence[Hit]], golds: Sequence[Sequence[
     recall = {k: sum(1 for r in ranks if r is not None and r <= k) / max(n, 1) for k in ks}
     mrr = sum(1.0 / r for r in ranks if r is not None and r <= 10) / max(n, 1)
     return RetrievalScores(n, recall, mrr)
+
+
+def rouge_l(prediction: str, golds: Sequence[str]) -> float:
+    """ROUGE-L F-measure (Google's rouge-score, stemmed), max over gold answers."""
+    from rouge_score import rouge_scorer
+
+    scorer = _ROUGE.get("s") or _ROUGE.setdefault("s", rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True))
+    return max((scorer.score(g, prediction)["rougeL"].fmeasure for g in golds), default=0.0)
+
+
+_ROUGE: dict = {}
+
+
+def corpus_bleu(predictions: Sequence[str], golds: Sequence[Sequence[str]]) -> float:
+    """Corpus BLEU (sacrebleu, 0-100) with every gold answer as a reference."""
+    import sacrebleu
+
+    if not predictions:
+        return 0.0
+    n_refs = max(len(g) for g in golds)
+    # sacrebleu wants one list per reference position; short answers get their first gold repeated.
+    refs = [[(g[i] if i < len(g) else g[0]) for g in golds] for i in range(n_refs)]
+    return float(sacrebleu.corpus_bleu(list(predictions), refs).score)

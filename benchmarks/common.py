@@ -1,0 +1,40 @@
+"""Shared set-up for the benchmarks: the SQuAD dev set from ../shared and a full-dev index."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SQUAD_DEV = Path(os.environ.get("SQUAD_DEV", ROOT.parent / "shared" / "datasets" / "squad_v1.1_dev" / "dev-v1.1.json"))
+
+
+def squad_dev():
+    from ragtune.documents import load_squad
+
+    if not SQUAD_DEV.is_file():
+        sys.exit(f"SQuAD v1.1 dev not found at {SQUAD_DEV}; set SQUAD_DEV=/path/to/dev-v1.1.json")
+    return load_squad(SQUAD_DEV)
+
+
+def squad_index(path: Path, embedder, docs):
+    """Open (or build, incrementally) an index of the given SQuAD paragraphs."""
+    from dataclasses import asdict
+
+    from ragtune.config import ChunkConfig
+    from ragtune.ingest import ingest_documents
+    from ragtune.stores import LanceStore
+
+    chunking = ChunkConfig()
+    store = LanceStore.create_or_open(path, embedder.name, embedder.dim, asdict(chunking))
+    t0 = time.perf_counter()
+    report = ingest_documents(docs, store, embedder, chunking, sync=True)
+    print(f"index {path}: {report.counts()} in {time.perf_counter() - t0:.1f}s", flush=True)
+    return store
+
+
+def median(xs):
+    return statistics.median(xs)

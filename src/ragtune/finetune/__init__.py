@@ -1,0 +1,1 @@
+"""Fine-tuning: prepare and clean task data, train (LoRA | top layers | full), export."""

@@ -1,0 +1,94 @@
+"""Turn prepared examples into token ids and loss masks for each training mode."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Sequence
+
+from ..prompts import ABSTAIN, closed_book_messages, rag_messages
+from .config import FinetuneConfig
+from .data import Example
+
+IGNORE = -100  # label id the loss skips
+
+
+@dataclass(frozen=True)
+class Tokenized:
+    input_ids: list[int]
+    labels: list[int]  # IGNORE on every position that is not trained on
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+def encode_chat(tok, messages: list[dict], target: str, max_len: int) -> Tokenized:
+    """Prompt in the model's chat template, then the target and end-of-turn; loss on the target only.
+    An over-long prompt loses tokens from its start, never the question's end or the target."""
+    prompt = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    t_ids = tok(target, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    t_ids = t_ids[: max_len // 2]
+    p_ids = p_ids[-(max_len - len(t_ids)) :]
+    return Tokenized(p_ids + t_ids, [IGNORE] * len(p_ids) + t_ids)
+
+
+def encode_text(tok, text: str, max_len: int) -> list[Tokenized]:
+    """Continued pre-training: every token is a target; long texts become several windows."""
+    ids = tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    return [Tokenized(ids[i : i + max_len], ids[i : i + max_len]) for i in range(0, len(ids), max_len) if len(ids[i : i + max_len]) > 1]
+
+
+def raft_prompt(ex: Example, retriever, cfg: FinetuneConfig, rng: random.Random) -> tuple[list[dict], str]:
+    """RAFT (Zhang et al. 2024): the gold chunk among retrieved distractors, or (with
+    probability raft_p_no_gold) distractors only; the target cites the gold source."""
+    from ..context import select_context
+
+    hits = retriever.search(ex.question, k=cfg.raft_k + 3, mode="hybrid")
+    gold_doc = ex.doc_id or _doc_for_context(ex, retriever)
+    gold = [h for h in hits if h.chunk.doc_id == gold_doc]
+    if not gold and gold_doc:
+        gold = _gold_hits(retriever, gold_doc, ex)
+    distractors = [h for h in hits if h.chunk.doc_id != gold_doc]
+    with_gold = bool(gold) and rng.random() >= cfg.raft_p_no_gold
+    chosen = (gold[:1] + distractors[: cfg.raft_k - 1]) if with_gold else distractors[: cfg.raft_k]
+    rng.shuffle(chosen)
+    chosen = [type(h)(h.chunk, h.score, i + 1, h.via) for i, h in enumerate(chosen)]
+    sources = select_context(ex.question, chosen, retriever.embedder, retriever.config.context_tokens, retriever.config.dedupe_threshold)
+    cited = [s.number for s in sources if s.doc_id == gold_doc]
+    if cited:
+        target = f"{ex.answer} [{cited[0]}]"
+    else:
+        target = ABSTAIN if cfg.raft_no_gold_target == "abstain" else ex.answer
+    return rag_messages(ex.question, sources), target
+
+
+def _doc_for_context(ex: Example, retriever) -> str:
+    if not ex.context:
+        return ""
+    hits = retriever.store.search_text(ex.context[:1000], 1)
+    return hits[0].chunk.doc_id if hits else ""
+
+
+def _gold_hits(retriever, doc_id: str, ex: Example):
+    hits = retriever.search(ex.question + " " + ex.answer, k=3, mode="bm25", filters={"doc_id": doc_id})
+    return hits[:1]
+
+
+def encode_examples(examples: Sequence[Example], tok, cfg: FinetuneConfig, retriever=None, seed: int = 0) -> list[Tokenized]:
+    rng = random.Random(seed)
+    out: list[Tokenized] = []
+    for ex in examples:
+        if cfg.mode == "corpus":
+            text = ex.text or (f"{ex.context}\n\nQ: {ex.question}\nA: {ex.answer}" if ex.question else "")
+            out.extend(encode_text(tok, text, cfg.max_seq_len))
+        elif cfg.mode == "qa":
+            out.append(encode_chat(tok, closed_book_messages(ex.question), ex.answer, cfg.max_seq_len))
+        else:
+            if retriever is None:
+                from ..errors import ConfigError
+
+                raise ConfigError("mode='raft' needs an index (--index DIR) to retrieve distractors from")
+            messages, target = raft_prompt(ex, retriever, cfg, rng)
+            out.append(encode_chat(tok, messages, target, cfg.max_seq_len))
+    return out

@@ -1,0 +1,338 @@
+"""The training loop, readable top to bottom (after nanoGPT's train.py): load, choose what
+trains, estimate_loss, get_lr, the loop with best-validation checkpoint and patience, resume,
+test metrics, save.
+
+    train(FinetuneConfig(mode="qa", method="lora"), data_dir="prep/", out_dir="adapter/")
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from ..errors import RagtuneError
+from .config import FinetuneConfig
+from .data import read_split
+from .examples import IGNORE, Tokenized, encode_examples
+
+MANIFEST = "ragtune-finetune.json"
+
+
+@dataclass
+class TrainResult:
+    out_dir: str
+    steps: int
+    stopped_early: bool
+    best_step: int
+    best_val_loss: float
+    test_loss: float
+    test_perplexity: float
+    generation: dict = field(default_factory=dict)  # em, f1, rouge_l, bleu, n
+    trainable_params: int = 0
+    total_params: int = 0
+    tokens_per_s: float = 0.0
+    wall_s: float = 0.0
+    resumed_from_step: int = 0
+
+
+# -- model ---------------------------------------------------------------------------------------
+
+
+def load_base(name: str):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ..models import resolve_generator
+
+    path = resolve_generator(name)
+    tok = AutoTokenizer.from_pretrained(str(path))
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok, AutoModelForCausalLM.from_pretrained(str(path)), path
+
+
+def decoder_layers(model):
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base.get_decoder().layers
+
+
+def choose_trainable(model, cfg: FinetuneConfig):
+    """LoRA wraps the model; top-layers and full flip requires_grad (one loop, as torchtune does)."""
+    if cfg.method == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                          target_modules=list(cfg.target_modules), task_type="CAUSAL_LM")
+        return get_peft_model(model, lora)
+    if cfg.method == "full":
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return model
+    layers = decoder_layers(model)
+    if cfg.top_layers > len(layers):
+        raise RagtuneError(f"top_layers={cfg.top_layers}: the model has only {len(layers)} decoder blocks")
+    keep = {id(p) for layer in layers[-cfg.top_layers :] for p in layer.parameters()}
+    keep |= {id(p) for p in model.get_decoder().norm.parameters()}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in keep)
+    return model
+
+
+def trainable_state(model) -> dict:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def load_trainable_state(model, state: dict) -> None:
+    params = dict(model.named_parameters())
+    for n, t in state.items():
+        params[n].data.copy_(t)
+
+
+# -- batches and loss ----------------------------------------------------------------------------
+
+
+def collate(items: Sequence[Tokenized], pad_id: int):
+    """Dynamic padding: right-pad to the longest item in this batch only."""
+    import torch
+
+    width = max(len(x) for x in items)
+    ids = torch.full((len(items), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(items), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(items), width), dtype=torch.long)
+    for i, x in enumerate(items):
+        ids[i, : len(x)] = torch.tensor(x.input_ids)
+        labels[i, : len(x)] = torch.tensor(x.labels)
+        mask[i, : len(x)] = 1
+    return ids, mask, labels
+
+
+def lm_loss(model, ids, mask, labels):
+    """Summed next-token loss and the number of target tokens. Logits are computed only at
+    positions that have a target: with loss on a few answer tokens, this skips most of the
+    49k-vocabulary projection and its memory."""
+    import torch.nn.functional as F
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    hidden = base.get_decoder()(input_ids=ids, attention_mask=mask).last_hidden_state
+    targets = labels[:, 1:]
+    keep = targets != IGNORE
+    logits = base.get_output_embeddings()(hidden[:, :-1][keep])
+    return F.cross_entropy(logits.float(), targets[keep], reduction="sum"), int(keep.sum())
+
+
+def estimate_loss(model, data: Sequence[Tokenized], batch_size: int, pad_id: int, max_batches: int = 0) -> float:
+    """Mean per-token loss over `data` (the first `max_batches` batches if set)."""
+    import torch
+
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for b, start in enumerate(range(0, len(data), batch_size)):
+            if max_batches and b >= max_batches:
+                break
+            loss, n = lm_loss(model, *collate(data[start : start + batch_size], pad_id))
+            total, count = total + float(loss), count + n
+    model.train()
+    return total / max(count, 1)
+
+
+def get_lr(step: int, total: int, cfg: FinetuneConfig) -> float:
+    """Linear warm-up, then cosine or linear decay to a tenth of the peak (or constant)."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "constant":
+        return cfg.lr
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
+    decay = 0.5 * (1 + math.cos(math.pi * progress)) if cfg.schedule == "cosine" else 1 - progress
+    return cfg.lr * (0.1 + 0.9 * decay)
+
+
+# -- checkpoints ---------------------------------------------------------------------------------
+
+
+def _atomic_save(obj, path: Path) -> None:
+    import torch
+
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+Progress = Callable[[int, int, float, float], None]  # step, total, train loss, tokens/s
+
+
+def train(
+    cfg: FinetuneConfig,
+    data_dir: str | Path,
+    out_dir: str | Path,
+    index: str | Path | None = None,
+    progress: Progress | None = None,
+    stop_after: int = 0,  # testing hook: return (as if killed) after this many optimizer steps
+) -> TrainResult:
+    import torch
+
+    data_dir, out = Path(data_dir), Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+
+    tok, model, base_path = load_base(cfg.base_model)
+    model = choose_trainable(model, cfg)
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    n_total = sum(p.numel() for p in model.parameters())
+    log_path = out / "training_log.jsonl"
+
+    retriever = None
+    if cfg.mode == "raft":
+        if index is None:
+            raise RagtuneError("mode='raft' needs --index DIR (the gold chunk and distractors come from it)")
+        from ..rag import open_retriever
+
+        retriever = open_retriever(index)
+    splits = {s: read_split(data_dir / f"{s}.jsonl") for s in ("train", "validation", "test")}
+    if not splits["train"]:
+        raise RagtuneError(f"{data_dir / 'train.jsonl'} holds no examples")
+    train_set = encode_examples(splits["train"], tok, cfg, retriever, seed=cfg.seed)
+    val_set = encode_examples(splits["validation"] or splits["train"][:32], tok, cfg, retriever, seed=cfg.seed + 1)
+    test_set = encode_examples(splits["test"], tok, cfg, retriever, seed=cfg.seed + 2)
+
+    steps_per_epoch = math.ceil(len(train_set) / (cfg.batch_size * cfg.grad_accum))
+    total = cfg.max_steps or cfg.epochs * steps_per_epoch
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+
+    # Resume from the last checkpoint of the same configuration, if there is one.
+    state = {"step": 0, "epoch": 0, "pos": 0, "best_val": float("inf"), "best_step": 0, "bad_evals": 0, "tokens": 0, "train_s": 0.0}
+    ckpt_path, best_path = out / "checkpoint.pt", out / "best.pt"
+    resumed = 0
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, weights_only=False)
+        if ckpt["fingerprint"] != cfg.fingerprint():
+            raise RagtuneError(f"{out} holds a checkpoint of a different configuration; use another --out or delete {ckpt_path}")
+        load_trainable_state(model, ckpt["trainable"])
+        opt.load_state_dict(ckpt["optimizer"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        state = ckpt["state"]
+        resumed = state["step"]
+    else:
+        log_path.write_text("")
+    (out / MANIFEST).write_text(json.dumps({"config": asdict(cfg), "base_model_path": str(base_path), "trainable_params": n_train, "total_params": n_total}, indent=2))
+
+    def save_checkpoint() -> None:
+        _atomic_save({"fingerprint": cfg.fingerprint(), "trainable": trainable_state(model), "optimizer": opt.state_dict(),
+                      "torch_rng": torch.get_rng_state(), "state": dict(state)}, ckpt_path)
+
+    def log(rec: dict) -> None:
+        with log_path.open("a") as fh:
+            fh.write(json.dumps(rec) + "\n")
+
+    model.train()
+    stopped_early = False
+    steps_this_run = 0
+    while state["step"] < total and not stopped_early:
+        order = list(range(len(train_set)))
+        random.Random(cfg.seed * 1000 + state["epoch"]).shuffle(order)
+        while state["pos"] < len(order) and state["step"] < total:
+            t0 = time.perf_counter()
+            lr = get_lr(state["step"], total, cfg)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            loss_sum, tok_count, seen = 0.0, 0, 0
+            micro = [order[state["pos"] + i * cfg.batch_size : state["pos"] + (i + 1) * cfg.batch_size] for i in range(cfg.grad_accum)]
+            micro = [m for m in micro if m]
+            n_targets = sum(sum(1 for l in train_set[j].labels[1:] if l != IGNORE) for m in micro for j in m)
+            for m in micro:
+                ids, mask, labels = collate([train_set[j] for j in m], tok.pad_token_id)
+                loss, n = lm_loss(model, ids, mask, labels)
+                (loss / max(n_targets, 1)).backward()  # mean over all target tokens of the step
+                loss_sum += float(loss)
+                tok_count += int(mask.sum())
+                seen += len(m)
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            state["pos"] += seen
+            state["step"] += 1
+            steps_this_run += 1
+            dt = time.perf_counter() - t0
+            state["tokens"] += tok_count
+            state["train_s"] += dt
+            train_loss = loss_sum / max(n_targets, 1)
+            rec = {"step": state["step"], "epoch": state["epoch"], "train_loss": round(train_loss, 5), "lr": lr, "tokens_per_s": round(tok_count / dt, 1)}
+            if state["step"] % cfg.eval_every == 0 or state["step"] == total:
+                val = estimate_loss(model, val_set, cfg.batch_size, tok.pad_token_id, cfg.eval_batches)
+                rec["val_loss"] = round(val, 5)
+                if val < state["best_val"]:
+                    state.update(best_val=val, best_step=state["step"], bad_evals=0)
+                    _atomic_save(trainable_state(model), best_path)
+                else:
+                    state["bad_evals"] += 1
+                    stopped_early = state["bad_evals"] >= cfg.patience
+                    rec["early_stop"] = stopped_early
+                save_checkpoint()
+            log(rec)
+            if progress:
+                progress(state["step"], total, train_loss, tok_count / dt)
+            if stopped_early:
+                break
+            if stop_after and steps_this_run >= stop_after:
+                save_checkpoint()
+                return TrainResult(str(out), state["step"], False, state["best_step"], state["best_val"], float("nan"), float("nan"), resumed_from_step=resumed)
+        if state["pos"] >= len(order):
+            state["epoch"] += 1
+            state["pos"] = 0
+
+    # The best validation checkpoint is what we keep (early stopping's point).
+    if best_path.exists():
+        load_trainable_state(model, torch.load(best_path, weights_only=False))
+    test_loss = estimate_loss(model, test_set, cfg.batch_size, tok.pad_token_id) if test_set else float("nan")
+    generation = evaluate_generation(model, tok, splits["test"], cfg, retriever) if cfg.mode != "corpus" and splits["test"] else {}
+    save_model(model, tok, out, cfg)
+    result = TrainResult(
+        str(out), state["step"], stopped_early, state["best_step"], state["best_val"], test_loss,
+        math.exp(min(test_loss, 50)) if test_loss == test_loss else float("nan"), generation, n_train, n_total,
+        state["tokens"] / max(state["train_s"], 1e-9), time.perf_counter() - t_start, resumed,
+    )
+    (out / "results.json").write_text(json.dumps(asdict(result), indent=2))
+    ckpt_path.unlink(missing_ok=True)  # finished: the next run of this command starts afresh
+    return result
+
+
+def save_model(model, tok, out: Path, cfg: FinetuneConfig) -> Path:
+    """LoRA -> PEFT adapter folder; top-layers/full -> a whole model folder; both safetensors."""
+    target = out / ("adapter" if cfg.method == "lora" else "model")
+    model.save_pretrained(str(target), safe_serialization=True)
+    tok.save_pretrained(str(target))
+    return target
+
+
+def evaluate_generation(model, tok, examples, cfg: FinetuneConfig, retriever=None) -> dict:
+    """EM, token F1, ROUGE-L and BLEU on up to `generate_max` test examples, greedy."""
+    from ..evaluation.metrics import corpus_bleu, exact_match, f1_score, rouge_l
+    from ..generators import TransformersGenerator
+    from ..rag import answer_batch, answer_closed_book
+
+    examples = list(examples)[: cfg.generate_max]
+    gen = TransformersGenerator.from_loaded(model, tok, name="finetuned")
+    questions = [e.question for e in examples]
+    # raft is judged the way it is used: on what the retriever finds, not on planted gold chunks.
+    answers = answer_batch(questions, retriever, gen) if cfg.mode == "raft" else answer_closed_book(questions, gen)
+    preds = [a.text for a in answers]
+    golds = [list(e.answers) or [e.answer] for e in examples]
+    n = max(len(examples), 1)
+    return {
+        "n": len(examples),
+        "em": 100 * sum(exact_match(p, g) for p, g in zip(preds, golds)) / n,
+        "f1": 100 * sum(f1_score(p, g) for p, g in zip(preds, golds)) / n,
+        "rouge_l": 100 * sum(rouge_l(p, g) for p, g in zip(preds, golds)) / n,
+        "bleu": corpus_bleu(preds, golds),
+        "samples": [{"question": e.question, "gold": g[0], "prediction": p} for e, g, p in list(zip(examples, golds, preds))[:10]],
+    }

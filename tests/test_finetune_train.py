@@ -1,0 +1,167 @@
+import json
+import subprocess
+import sys
+from dataclasses import replace
+
+import pytest
+import torch
+
+from ragtune.finetune import train as train_mod
+from ragtune.finetune.config import FinetuneConfig
+from ragtune.finetune.data import PrepareConfig, prepare
+from ragtune.finetune.examples import IGNORE, encode_chat
+from ragtune.finetune.train import choose_trainable, collate, load_base, lm_loss, train
+from ragtune.prompts import closed_book_messages
+
+from .tiny_models import build_tiny_llama
+
+WORDS = "paris france rome italy capital".split()
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny") / "llama")
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("data")
+    rows = [{"id": f"q{i}", "question": f"w{i} w{i + 1} w{i + 2} the capital of w{i % 7} w{(i * 3) % 11}", "answer": f"{WORDS[i % 5]} w{i % 13}"} for i in range(48)]
+    (d / "qa.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    prepare([d / "qa.jsonl"], d / "prep", PrepareConfig(ratios=(0.75, 0.125, 0.125)))
+    return d / "prep"
+
+
+def cfg_for(tiny, **kw):
+    base = dict(base_model=str(tiny), mode="qa", method="lora", lora_r=4, lora_alpha=8, lora_dropout=0.0, batch_size=4,
+                lr=1e-2, warmup_steps=0, epochs=1, eval_every=2, patience=50, generate_max=4, max_seq_len=64)
+    base.update(kw)
+    return FinetuneConfig(**base)
+
+
+def test_loss_mask_covers_only_answer_tokens(tiny):
+    tok, _, _ = load_base(str(tiny))
+    t = encode_chat(tok, closed_book_messages("the capital of france"), "paris", 64)
+    answer_ids = tok("paris", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    trained = [l for l in t.labels if l != IGNORE]
+    assert trained == answer_ids
+    assert t.input_ids[-len(answer_ids):] == answer_ids and len(t.labels) == len(t.input_ids)
+    assert all(l == IGNORE for l in t.labels[: -len(answer_ids)])
+
+
+def test_selective_logits_loss_equals_full_logits_loss(tiny):
+    tok, model, _ = load_base(str(tiny))
+    items = [encode_chat(tok, closed_book_messages(q), a, 64) for q, a in (("the capital of france", "paris"), ("rome", "italy w3 w4"))]
+    ids, mask, labels = collate(items, tok.pad_token_id)
+    loss, n = lm_loss(model, ids, mask, labels)
+    ref = model(input_ids=ids, attention_mask=mask, labels=labels).loss  # HF: mean over target tokens
+    assert n == sum(sum(1 for l in x.labels[1:] if l != IGNORE) for x in items)
+    assert torch.allclose(loss / n, ref, atol=1e-5)
+
+
+def _snapshot(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def _three_steps(model, tok, items):
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(3):
+        loss, n = lm_loss(model, *collate(items, tok.pad_token_id))
+        (loss / n).backward()
+        opt.step()
+        opt.zero_grad()
+
+
+def test_lora_steps_change_only_adapter_parameters(tiny):
+    tok, model, _ = load_base(str(tiny))
+    model = choose_trainable(model, cfg_for(tiny))
+    before = _snapshot(model)
+    _three_steps(model, tok, [encode_chat(tok, closed_book_messages("the capital of france"), "paris", 64)])
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and all("lora_" in n for n in changed)
+    assert any("lora_B" in n for n in changed)  # B starts at zero; it must have moved
+
+
+def test_top_layers_changes_only_top_blocks_and_final_norm(tiny):
+    tok, model, _ = load_base(str(tiny))
+    model = choose_trainable(model, cfg_for(tiny, method="top-layers", top_layers=1))
+    before = _snapshot(model)
+    _three_steps(model, tok, [encode_chat(tok, closed_book_messages("the capital of france"), "paris", 64)])
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed
+    assert all(n.startswith("model.layers.1.") or n == "model.norm.weight" for n in changed), changed
+    assert any(n.startswith("model.layers.1.") for n in changed)
+
+
+def test_early_stopping_fires_on_rising_validation_loss(tiny, data_dir, tmp_path, monkeypatch):
+    rising = iter([1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.7, 1.8, 1.9])
+    real = train_mod.estimate_loss
+
+    def fake(model, data, *a, **kw):
+        return next(rising) if data is not None and len(data) and fake.in_loop else real(model, data, *a, **kw)
+
+    fake.in_loop = True
+    monkeypatch.setattr(train_mod, "estimate_loss", fake)
+    cfg = cfg_for(tiny, epochs=5, eval_every=1, patience=2)
+    original_save = train_mod.save_model
+
+    def stop_faking(*a, **kw):
+        fake.in_loop = False
+        return original_save(*a, **kw)
+
+    monkeypatch.setattr(train_mod, "save_model", stop_faking)
+    monkeypatch.setattr(train_mod, "evaluate_generation", lambda *a, **k: {})
+    res = train(cfg, data_dir, tmp_path / "run")
+    assert res.stopped_early and res.steps == 3 and res.best_step == 1  # 1.0 best, then two worse
+    log = [json.loads(l) for l in (tmp_path / "run" / "training_log.jsonl").read_text().splitlines()]
+    assert log[-1]["early_stop"] is True and [r["step"] for r in log] == [1, 2, 3]
+
+
+def test_resume_continues_from_checkpoint_and_matches_uninterrupted(tiny, data_dir, tmp_path):
+    cfg = cfg_for(tiny, epochs=2, eval_every=2, generate_max=2)
+    full = train(cfg, data_dir, tmp_path / "full")
+    part = train(cfg, data_dir, tmp_path / "cut", stop_after=3)  # as if killed after step 3
+    assert part.steps == 3 and (tmp_path / "cut" / "checkpoint.pt").exists()
+    resumed = train(cfg, data_dir, tmp_path / "cut")
+    assert resumed.resumed_from_step == 3 and resumed.steps == full.steps
+    log = [json.loads(l)["step"] for l in (tmp_path / "cut" / "training_log.jsonl").read_text().splitlines()]
+    assert log == list(range(1, full.steps + 1))
+    from safetensors.torch import load_file
+
+    a = load_file(tmp_path / "full" / "adapter" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "cut" / "adapter" / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    assert abs(full.best_val_loss - resumed.best_val_loss) < 1e-5
+    res = json.loads((tmp_path / "full" / "results.json").read_text())
+    assert {"em", "f1", "rouge_l", "bleu"} <= set(res["generation"]) and res["test_loss"] > 0
+
+
+def test_adapter_reloads_in_a_fresh_process_with_the_same_logits(tiny, data_dir, tmp_path):
+    cfg = cfg_for(tiny, max_steps=3, generate_max=1)
+    train(cfg, data_dir, tmp_path / "run")
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    ids = torch.tensor([[1, 5, 6, 7, 8, 9]])
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(tiny)), str(tmp_path / "run" / "adapter")).eval()
+    with torch.no_grad():
+        here = model(input_ids=ids).logits
+    code = (
+        "import sys, torch; from peft import PeftModel; from transformers import AutoModelForCausalLM\n"
+        f"m = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained({str(tiny)!r}), {str(tmp_path / 'run' / 'adapter')!r}).eval()\n"
+        f"torch.save(m(input_ids=torch.tensor({ids.tolist()})).logits.detach(), {str(tmp_path / 'logits.pt')!r})\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    there = torch.load(tmp_path / "logits.pt")
+    assert torch.allclose(here, there, atol=1e-5)
+    # And the adapter really changed the model.
+    base = AutoModelForCausalLM.from_pretrained(str(tiny)).eval()
+    with torch.no_grad():
+        assert not torch.allclose(base(input_ids=ids).logits, here, atol=1e-4)
+
+    # Export merges it into a plain model with the same logits.
+    from ragtune.finetune.export import export_merged
+
+    merged = AutoModelForCausalLM.from_pretrained(str(export_merged(tmp_path / "run", tmp_path / "merged"))).eval()
+    with torch.no_grad():
+        assert torch.allclose(merged(input_ids=ids).logits, here, atol=1e-4)
