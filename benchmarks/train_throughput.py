@@ -1,0 +1,125 @@
+"""Training throughput and peak memory: ragtune's trainer vs Hugging Face Trainer + PEFT.
+
+Same model (SmolLM2-135M-Instruct), same data (SQuAD dev: passage + question -> answer, loss
+on the answer tokens only), same batch size, sequence length, LoRA settings, optimizer and
+steps. Each side runs in its own process, so its peak RSS is its own.
+Claims: tokens/s ratio ragtune / HF >= 1.3, and ragtune's peak memory no higher.
+
+    python benchmarks/train_throughput.py [--examples 48] [--batch 8] [--steps 6]   (examples = batch x steps: one epoch)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import squad_dev  # noqa: E402
+
+LORA = dict(lora_r=16, lora_alpha=32, lora_dropout=0.05)
+
+
+def make_data(n: int, folder: Path) -> None:
+    from ragtune.finetune.data import PrepareConfig, prepare
+
+    _, examples = squad_dev()
+    rows = random.Random(0).sample(examples, n)
+    qa = folder / "qa.jsonl"
+    with qa.open("w") as fh:
+        for e in rows:
+            fh.write(json.dumps({"id": e.id, "question": f"{e.context}\n\nQuestion: {e.question}", "answer": e.answers[0]}) + "\n")
+    prepare([qa], folder / "prep", PrepareConfig(ratios=(1.0, 0.0, 0.0), near_dup_threshold=1.0))
+
+
+def side_ragtune(folder: Path, batch: int, steps: int) -> dict:
+    from ragtune.finetune.config import FinetuneConfig
+    from ragtune.finetune.train import train
+
+    cfg = FinetuneConfig(mode="qa", method="lora", batch_size=batch, max_steps=steps, eval_every=10_000, generate_max=0,
+                         warmup_steps=0, lr=2e-4, max_seq_len=512, eval_batches=1, **LORA)
+    res = train(cfg, folder / "prep", folder / "ragtune-out")
+    return {"tokens_per_s": res.tokens_per_s}
+
+
+def side_hf(folder: Path, batch: int, steps: int) -> dict:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import Trainer, TrainingArguments
+
+    from ragtune.finetune.config import FinetuneConfig
+    from ragtune.finetune.data import read_split
+    from ragtune.finetune.examples import encode_examples
+    from ragtune.finetune.train import IGNORE, load_base
+
+    cfg = FinetuneConfig(mode="qa", max_seq_len=512, **LORA)
+    tok, model, _ = load_base(cfg.base_model)
+    model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                                              target_modules=list(cfg.target_modules), task_type="CAUSAL_LM"))
+    data = encode_examples(read_split(folder / "prep" / "train.jsonl"), tok, cfg)
+    train_ds = [{"input_ids": x.input_ids, "labels": x.labels} for x in data]
+
+    def collate(items):
+        width = max(len(x["input_ids"]) for x in items)
+        ids = torch.full((len(items), width), tok.pad_token_id)
+        labels = torch.full((len(items), width), IGNORE)
+        mask = torch.zeros((len(items), width), dtype=torch.long)
+        for i, x in enumerate(items):
+            n = len(x["input_ids"])
+            ids[i, :n], labels[i, :n], mask[i, :n] = torch.tensor(x["input_ids"]), torch.tensor(x["labels"]), 1
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+    args = TrainingArguments(output_dir=str(folder / "hf-out"), per_device_train_batch_size=batch, max_steps=steps,
+                             learning_rate=2e-4, warmup_steps=0, logging_steps=10_000, save_strategy="no", report_to=[],
+                             use_cpu=True, dataloader_num_workers=0, seed=0, data_seed=0, disable_tqdm=True)
+    trainer = Trainer(model=model, args=args, train_dataset=train_ds, data_collator=collate)
+    if steps * batch != len(train_ds):
+        raise SystemExit(f"--examples must equal --steps x --batch so both sides see each example once ({len(train_ds)} vs {steps * batch})")
+    tokens = sum(len(x["input_ids"]) for x in train_ds)
+    t0 = time.perf_counter()
+    trainer.train()
+    return {"tokens_per_s": tokens / (time.perf_counter() - t0)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--examples", type=int, default=48)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--side", choices=("ragtune", "hf"))
+    ap.add_argument("--folder")
+    args = ap.parse_args()
+    if args.side:
+        folder = Path(args.folder)
+        res = (side_ragtune if args.side == "ragtune" else side_hf)(folder, args.batch, args.steps)
+        res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print("RESULT " + json.dumps(res), flush=True)
+        return 0
+
+    folder = Path(tempfile.mkdtemp(prefix="ragtune-train-bench-"))
+    make_data(args.examples, folder)
+    results = {}
+    for side in ("hf", "ragtune"):
+        out = subprocess.run([sys.executable, __file__, "--side", side, "--folder", str(folder), "--batch", str(args.batch),
+                              "--steps", str(args.steps)], capture_output=True, text=True)
+        line = next((l for l in out.stdout.splitlines() if l.startswith("RESULT ")), None)
+        if line is None:
+            print(out.stdout[-2000:], out.stderr[-4000:])
+            return 1
+        results[side] = json.loads(line[7:])
+        print(f"{side:<8} {results[side]['tokens_per_s']:8.1f} tokens/s   peak RSS {results[side]['peak_rss_mb']:8.0f} MB", flush=True)
+    speed = results["ragtune"]["tokens_per_s"] / results["hf"]["tokens_per_s"]
+    mem = results["ragtune"]["peak_rss_mb"] / results["hf"]["peak_rss_mb"]
+    print(f"ratio tokens/s ragtune / HF Trainer+PEFT = {speed:.2f}  (target >= 1.3)")
+    print(f"ratio peak memory ragtune / HF Trainer+PEFT = {mem:.2f}  (target <= 1.0)")
+    return 0 if speed >= 1.3 and mem <= 1.0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
