@@ -245,6 +245,42 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from .evaluation.compare import load_experiment, load_results, run_experiment, write_results
+    from .evaluation.ratings import read_ratings
+    from .evaluation.report import summary_table, write_report
+
+    cfg = load_experiment(args.experiment)
+    out = Path(args.out)
+    results = None
+    if args.ratings and (out / "results.json").exists():
+        prior = load_results(out)
+        if prior.config == json.loads(json.dumps(asdict(cfg), default=str)):
+            results = prior  # the same experiment: fold the ratings in without answering again
+    if results is None:
+        console = _console()
+        results = run_experiment(cfg, out, progress=lambda m: console.print(f"[dim]{m}[/dim]"))
+    if args.ratings:
+        results.ratings = read_ratings(args.ratings)
+        write_results(results, out)
+    path = write_report(results, out)
+    if args.json:
+        print(_dump({"aggregates": results.aggregates, "costs": results.costs, "paired": results.paired, "report": str(path)}))
+    else:
+        print(summary_table(results))
+        print(f"\nreport: {path}")
+    return 0
+
+
+def cmd_rate_sheet(args) -> int:
+    from .evaluation.compare import load_results
+    from .evaluation.ratings import write_rate_sheet
+
+    sheet, key = write_rate_sheet(load_results(args.results), args.out, seed=args.seed)
+    print(f"rating sheet: {sheet} (blind: strategies shuffled per question)\nkey (keep from raters): {key}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -319,6 +355,19 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--adapter", required=True)
     sp.add_argument("--out", required=True)
     sp.set_defaults(func=cmd_export)
+
+    sp = sub.add_parser("compare", help="answer the same questions with every strategy; write results and report.html")
+    sp.add_argument("--config", dest="experiment", required=True, help="experiment TOML ([experiment], [[strategy]], [prices])")
+    sp.add_argument("--out", required=True)
+    sp.add_argument("--ratings", help="a filled rating sheet (from `ragtune rate-sheet`) to fold into the report")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_compare)
+
+    sp = sub.add_parser("rate-sheet", help="export a blind sheet for human rating")
+    sp.add_argument("--results", required=True, help="a compare output folder")
+    sp.add_argument("--out", required=True, help="CSV to write (its key goes beside it)")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.set_defaults(func=cmd_rate_sheet)
 
     sp = sub.add_parser("demo", help="run ragtune on the bundled demo data")
     sp.add_argument("--out", default="ragtune-demo", help="output directory")

@@ -1,63 +1,122 @@
-"""The demo on the bundled SQuAD subset: ingest, measure retrieval, answer with citations."""
+"""The one-command demo on the bundled SQuAD subset: ingest, prepare, fine-tune `ft` and
+`rag+ft`, compare base / rag / ft / rag+ft, write the report. Every phase is timed."""
 
 from __future__ import annotations
 
-import random
+import json
 import time
+from dataclasses import asdict, dataclass, replace
 from importlib import resources
 from pathlib import Path
 
-from .config import ChunkConfig, RagConfig
+from .config import ChunkConfig
 from .documents import load_squad
-from .embedders import SentenceTransformerEmbedder
-from .evaluation.metrics import exact_match, f1_score, retrieval_scores
-from .generators import TransformersGenerator
-from .ingest import ingest_documents
-from .rag import answer_batch
-from .retrieval import Retriever
-from .stores import LanceStore
 
 
 def demo_data_path() -> Path:
     return Path(str(resources.files("ragtune") / "data" / "squad_demo.json"))
 
 
-def run_demo(out: Path, quick: bool = False, console=None) -> int:
-    say = console.print if console is not None else print
-    out.mkdir(parents=True, exist_ok=True)
-    docs, examples = load_squad(demo_data_path())
-    say(f"[bold]ragtune demo[/bold]: {len(docs)} SQuAD paragraphs, {len(examples)} questions (CC BY-SA 4.0)")
+HELD_OUT_ARTICLE = "Jacksonville, Florida"  # kept out of the index: its questions are unanswerable
 
+
+@dataclass(frozen=True)
+class DemoPlan:
+    questions: int  # held-out answerable questions
+    unanswerable: int
+    edits: int  # facts edited for the freshness test
+    qa_steps: int
+    raft_steps: int
+
+
+PLANS = {"default": DemoPlan(60, 20, 10, 60, 36), "quick": DemoPlan(20, 8, 5, 16, 10)}
+
+
+def run_demo(out: Path, quick: bool = False, console=None) -> int:
+    from .embedders import SentenceTransformerEmbedder
+    from .evaluation.compare import ExperimentConfig, run_experiment
+    from .evaluation.report import summary_table, write_report
+    from .evaluation.strategies import Strategy
+    from .finetune.config import FinetuneConfig
+    from .finetune.data import PrepareConfig, prepare
+    from .finetune.train import train
+    from .ingest import ingest_documents
+    from .stores import LanceStore
+
+    say = console.print if console is not None else print
+    plan = PLANS["quick" if quick else "default"]
+    out.mkdir(parents=True, exist_ok=True)
+    phases: dict[str, float] = {}
+    t_all = time.perf_counter()
+
+    def phase(name: str, t0: float) -> None:
+        phases[name] = time.perf_counter() - t0
+        say(f"  [dim]{name}: {phases[name]:.0f}s[/dim]")
+
+    docs, examples = load_squad(demo_data_path())
+    indexed = [d for d in docs if d.title != HELD_OUT_ARTICLE]
+    held_ids = {d.id for d in docs if d.title == HELD_OUT_ARTICLE}
+    say(f"[bold]ragtune demo[/bold] ({'quick' if quick else 'default'}): {len(docs)} SQuAD paragraphs from 6 articles (CC BY-SA 4.0); "
+        f"'{HELD_OUT_ARTICLE}' is kept out of the index so its questions are unanswerable")
+
+    t0 = time.perf_counter()
+    say("1/5 ingest")
     embedder = SentenceTransformerEmbedder()
     chunking = ChunkConfig()
+    store = LanceStore.create_or_open(out / "index", embedder.name, embedder.dim, asdict(chunking))
+    rep = ingest_documents(indexed, store, embedder, chunking, sync=True)
+    say(f"  {rep.counts()}, {rep.chunks_written} chunks embedded")
+    phase("ingest", t0)
+
     t0 = time.perf_counter()
-    store = LanceStore.create_or_open(out / "index", embedder.name, embedder.dim, {"chunk_tokens": chunking.chunk_tokens, "overlap_tokens": chunking.overlap_tokens})
-    report = ingest_documents(docs, store, embedder, chunking, sync=True)
-    c = report.counts()
-    say(f"ingest: {c['added']} added, {c['updated']} updated, {c['unchanged']} unchanged, {report.chunks_written} chunks in {time.perf_counter() - t0:.1f}s -> {out / 'index'}")
+    say("2/5 prepare: clean and split the questions of the indexed articles")
+    answerable = [e for e in examples if e.doc_ids[0] not in held_ids]
+    qa_path = out / "questions.jsonl"
+    qa_path.write_text("\n".join(json.dumps({"id": e.id, "question": e.question, "answers": list(e.answers), "doc_id": e.doc_ids[0], "context": e.context}) for e in answerable))
+    una_path = out / "unanswerable.jsonl"
+    una_path.write_text("\n".join(json.dumps({"id": e.id, "question": e.question, "answers": list(e.answers), "doc_id": e.doc_ids[0]}) for e in examples if e.doc_ids[0] in held_ids))
+    report = prepare([qa_path], out / "data", PrepareConfig(ratios=(0.8, 0.1, 0.1), seed=0))
+    say(f"  {report.read} read, {report.kept} kept; splits {report.splits} (report: {out / 'data' / 'report.md'})")
+    phase("prepare", t0)
 
-    rng = random.Random(0)
-    eval_set = rng.sample(examples, 150 if quick else len(examples))
-    config = RagConfig()
-    retriever = Retriever(store, embedder, config)
-    say(f"\nretrieval on {len(eval_set)} questions (gold = the question's paragraph):")
-    say(f"  {'mode':<8}{'R@1':>7}{'R@5':>7}{'R@10':>7}{'MRR@10':>8}")
-    for mode in ("bm25", "dense", "hybrid"):
-        results = retriever.search_batch([e.question for e in eval_set], k=10, mode=mode)
-        s = retrieval_scores(results, [e.doc_ids for e in eval_set])
-        say(f"  {mode:<8}{s.recall_at[1]:>7.3f}{s.recall_at[5]:>7.3f}{s.recall_at[10]:>7.3f}{s.mrr_at_10:>8.3f}")
+    base_ft = FinetuneConfig(method="lora", lora_r=16, lora_alpha=32, lr=3e-4, batch_size=8, eval_every=10, patience=3, generate_max=0, warmup_steps=4)
+    runs = {}
+    for step_no, (name, mode, steps) in enumerate((("ft", "qa", plan.qa_steps), ("rag+ft", "raft", plan.raft_steps)), start=3):
+        t0 = time.perf_counter()
+        say(f"{step_no}/5 fine-tune '{name}': LoRA, mode {mode}, {steps} steps")
+        folder = out / ("ft-qa" if mode == "qa" else "ft-raft")
+        res = train(replace(base_ft, mode=mode, max_steps=steps), out / "data", folder, index=out / "index" if mode == "raft" else None,
+                    progress=_progress(say, steps))
+        say(f"  best validation loss {res.best_val_loss:.3f} at step {res.best_step}; {res.tokens_per_s:.0f} tokens/s")
+        runs[name] = folder
+        phase(f"fine-tune {name} ({mode})", t0)
 
-    n_ask = 3 if quick else 6
-    asked = eval_set[:n_ask]
-    say(f"\nanswering {n_ask} questions with {config.generator} (hybrid retrieval, cited sources):")
-    generator = TransformersGenerator(config.generator)
-    answers = answer_batch([e.question for e in asked], retriever, generator, config)
-    for ex, ans in zip(asked, answers):
-        gold_hit = any(h.chunk.doc_id in ex.doc_ids for h in ans.hits)
-        say(f"\n[bold]Q:[/bold] {ex.question}\n[bold]A:[/bold] {ans.text}{'  (abstained)' if ans.abstained else ''}")
-        say(f"   gold: {ex.answers[0]!r}  EM {exact_match(ans.text, ex.answers):.0f}  F1 {f1_score(ans.text, ex.answers):.2f}  gold paragraph retrieved: {gold_hit}")
-        for cit in ans.citations:
-            say(f"   [{cit.number}] {cit.chunk_id}{'' if cit.by_model else ' (attributed)'}: {cit.snippet[:110]}…")
-        say(f"   {ans.timings.total_s:.1f}s, {ans.tokens_in} tokens in / {ans.tokens_out} out")
-    say(f"\nindex kept at {out / 'index'}; try: ragtune ask \"Who ruled the duchy of Normandy?\" --index {out / 'index'}")
+    t0 = time.perf_counter()
+    say("5/5 compare base, rag, ft, rag+ft on the same held-out questions")
+    cfg = ExperimentConfig(
+        index=str(out / "index"), questions=str(out / "data" / "test.jsonl"), unanswerable=str(una_path),
+        documents=str(demo_data_path()), max_questions=plan.questions, max_unanswerable=plan.unanswerable,
+        fresh_edits=plan.edits,
+        strategies=(Strategy("base", False), Strategy("rag", True), Strategy("ft", False, str(runs["ft"])), Strategy("rag+ft", True, str(runs["rag+ft"]))),
+    )
+    results = run_experiment(cfg, out, progress=lambda m: say(f"  {m}"), phases=phases)
+    phase("compare", t0)
+    results.phases = dict(phases, total=time.perf_counter() - t_all)
+    from .evaluation.compare import write_results
+
+    write_results(results, out)
+    path = write_report(results, out)
+    say("\n" + summary_table(results))
+    say(f"\nreport: {path}\nresults: {out / 'results.json'}, {out / 'records.csv'}; total {results.phases['total'] / 60:.1f} min")
     return 0
+
+
+def _progress(say, total):
+    last = {"t": 0.0}
+
+    def cb(step, _total, loss, tps):
+        if time.perf_counter() - last["t"] > 15 or step == total:
+            last["t"] = time.perf_counter()
+            say(f"  step {step}/{total}  loss {loss:.3f}  {tps:.0f} tokens/s")
+
+    return cb

@@ -84,3 +84,12 @@ def corpus_bleu(predictions: Sequence[str], golds: Sequence[Sequence[str]]) -> f
     # sacrebleu wants one list per reference position; short answers get their first gold repeated.
     refs = [[(g[i] if i < len(g) else g[0]) for g in golds] for i in range(n_refs)]
     return float(sacrebleu.corpus_bleu(list(predictions), refs).score)
+
+
+def sentence_bleu(prediction: str, golds: Sequence[str]) -> float:
+    """Sentence BLEU (sacrebleu, exponential smoothing, 0-100) against all gold answers."""
+    import sacrebleu
+
+    if not prediction.strip() or not golds:
+        return 0.0
+    return float(sacrebleu.sentence_bleu(prediction, list(golds)).score)

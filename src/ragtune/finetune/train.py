@@ -39,6 +39,7 @@ class TrainResult:
     tokens_per_s: float = 0.0
     wall_s: float = 0.0
     resumed_from_step: int = 0
+    train_examples: int = 0  # labelled examples (or corpus chunks) trained on
 
 
 # -- model ---------------------------------------------------------------------------------------
@@ -252,7 +253,7 @@ def train(
                 ids, mask, labels = collate([train_set[j] for j in m], tok.pad_token_id)
                 loss, n = lm_loss(model, ids, mask, labels)
                 (loss / max(n_targets, 1)).backward()  # mean over all target tokens of the step
-                loss_sum += float(loss)
+                loss_sum += float(loss.detach())
                 tok_count += int(mask.sum())
                 seen += len(m)
             if cfg.grad_clip:
@@ -294,12 +295,12 @@ def train(
     if best_path.exists():
         load_trainable_state(model, torch.load(best_path, weights_only=False))
     test_loss = estimate_loss(model, test_set, cfg.batch_size, tok.pad_token_id) if test_set else float("nan")
-    generation = evaluate_generation(model, tok, splits["test"], cfg, retriever) if cfg.mode != "corpus" and splits["test"] else {}
+    generation = evaluate_generation(model, tok, splits["test"], cfg, retriever) if cfg.mode != "corpus" and splits["test"] and cfg.generate_max else {}
     save_model(model, tok, out, cfg)
     result = TrainResult(
         str(out), state["step"], stopped_early, state["best_step"], state["best_val"], test_loss,
         math.exp(min(test_loss, 50)) if test_loss == test_loss else float("nan"), generation, n_train, n_total,
-        state["tokens"] / max(state["train_s"], 1e-9), time.perf_counter() - t_start, resumed,
+        state["tokens"] / max(state["train_s"], 1e-9), time.perf_counter() - t_start, resumed, len(splits["train"]),
     )
     (out / "results.json").write_text(json.dumps(asdict(result), indent=2))
     ckpt_path.unlink(missing_ok=True)  # finished: the next run of this command starts afresh

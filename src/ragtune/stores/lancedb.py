@@ -33,6 +33,8 @@ class IndexManifest:
     dim: int
     chunking: dict
     created: float
+    build_wall_s: float = 0.0  # summed over every ingest into this index
+    build_cpu_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -113,9 +115,16 @@ class LanceStore:
         store.write_manifest()
         return store
 
-    def write_manifest(self, chunking: dict | None = None) -> None:
+    def record_build(self, wall_s: float, cpu_s: float, chunking: dict | None = None) -> None:
+        m = asdict(self.manifest)
+        m["build_wall_s"] += wall_s
+        m["build_cpu_s"] += cpu_s
         if chunking is not None:
-            self.manifest = IndexManifest(**{**asdict(self.manifest), "chunking": dict(chunking)})
+            m["chunking"] = dict(chunking)
+        self.manifest = IndexManifest(**m)
+        self.write_manifest()
+
+    def write_manifest(self) -> None:
         tmp = self.path / (MANIFEST + ".tmp")
         tmp.write_text(json.dumps(asdict(self.manifest), indent=2))
         tmp.replace(self.path / MANIFEST)

@@ -1,0 +1,138 @@
+"""Strategies (a generator, with or without retrieval) and the per-question records they produce."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from ..config import RagConfig
+from ..documents import QAExample
+from ..generators import Generator, TransformersGenerator
+from ..rag import Answer, answer_batch, answer_closed_book
+from ..retrieval import Retriever
+from .metrics import exact_match, f1_score, first_gold_rank, rouge_l, sentence_bleu
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """`base` (closed book), `rag`, `ft` (adapter, closed book), `rag+ft` (adapter + retrieval), or any other mix."""
+
+    name: str
+    retrieval: bool
+    adapter: str = ""  # a fine-tuning output folder (or its adapter/ or model/)
+    generator: str = "smollm2-135m-instruct"
+
+    def adapter_dir(self) -> Path | None:
+        if not self.adapter:
+            return None
+        p = Path(self.adapter)
+        for cand in (p / "adapter", p / "model", p):
+            if (cand / "adapter_config.json").exists() or (cand / "config.json").exists():
+                return cand
+        from ..errors import ConfigError
+
+        raise ConfigError(f"strategy {self.name!r}: adapter={self.adapter!r} holds no adapter or model")
+
+    def training_run(self) -> dict:
+        """The adapter's training results (wall time, examples) if it was trained by ragtune."""
+        d = self.adapter_dir()
+        if d is None:
+            return {}
+        for cand in (d, d.parent):
+            if (cand / "results.json").exists():
+                res = json.loads((cand / "results.json").read_text())
+                manifest = cand / "ragtune-finetune.json"
+                res["config"] = json.loads(manifest.read_text())["config"] if manifest.exists() else {}
+                return res
+        return {}
+
+
+@dataclass
+class EvalRecord:
+    """One question answered by one strategy, with every score the comparison needs."""
+
+    strategy: str
+    question_id: str
+    kind: str  # answerable | unanswerable | edited
+    question: str
+    gold: list[str]
+    answer: str
+    abstained: bool
+    em: float = 0.0
+    f1: float = 0.0
+    rouge_l: float = 0.0
+    bleu: float = 0.0
+    support: float = 0.0
+    unsupported: bool = False  # answered, but its words are not in the retrieved text
+    retrieved: list[str] = field(default_factory=list)  # chunk ids
+    gold_rank: int | None = None
+    cited: list[str] = field(default_factory=list)  # chunk ids
+    cited_snippets: list[str] = field(default_factory=list)
+    citation_precision: float | None = None  # share of citations that point into a gold document
+    citation_recall: float | None = None  # 1 if a gold document is cited
+    fresh: bool | None = None  # edited questions: answered with the new value
+    stale: bool | None = None  # edited questions: answered with the old value
+    retrieve_s: float = 0.0
+    context_s: float = 0.0
+    generate_s: float = 0.0
+    total_s: float = 0.0
+    tokens_in: int = 0
+    tokens_out: int = 0
+
+
+def load_generator(strategy: Strategy, cache: dict) -> Generator:
+    key = (strategy.generator, str(strategy.adapter_dir() or ""))
+    if key not in cache:
+        cache[key] = TransformersGenerator(strategy.generator, adapter=strategy.adapter_dir())
+    return cache[key]
+
+
+def run_strategy(
+    strategy: Strategy,
+    examples: Sequence[QAExample],
+    kind: str,
+    generator: Generator,
+    retriever: Retriever | None,
+    config: RagConfig,
+    support_threshold: float,
+) -> list[EvalRecord]:
+    """Answer every example with the strategy and score each answer."""
+    questions = [e.question for e in examples]
+    if not questions:
+        return []
+    if strategy.retrieval:
+        if retriever is None:
+            from ..errors import ConfigError
+
+            raise ConfigError(f"strategy {strategy.name!r} uses retrieval but the experiment has no index")
+        answers = answer_batch(questions, retriever, generator, config)
+    else:
+        answers = answer_closed_book(questions, generator, config)
+    return [score(strategy.name, e, a, kind, support_threshold) for e, a in zip(examples, answers)]
+
+
+def score(strategy: str, ex: QAExample, ans: Answer, kind: str, support_threshold: float) -> EvalRecord:
+    gold_docs = set(ex.doc_ids)
+    answerable = kind != "unanswerable"
+    rec = EvalRecord(strategy, ex.id, kind, ex.question, list(ex.answers), ans.text, ans.abstained)
+    if answerable and not ans.abstained:
+        rec.em = exact_match(ans.text, ex.answers)
+        rec.f1 = f1_score(ans.text, ex.answers)
+        rec.rouge_l = rouge_l(ans.text, ex.answers)
+        rec.bleu = sentence_bleu(ans.text, ex.answers)
+    rec.support = ans.support
+    rec.unsupported = bool(ans.hits) and not ans.abstained and ans.support < support_threshold
+    rec.retrieved = [h.chunk.id for h in ans.hits]
+    rec.gold_rank = first_gold_rank(ans.hits, ex.doc_ids) if ans.hits else None
+    rec.cited = [c.chunk_id for c in ans.citations]
+    rec.cited_snippets = [c.snippet for c in ans.citations]
+    if ans.citations and answerable:
+        rec.citation_precision = sum(c.doc_id in gold_docs for c in ans.citations) / len(ans.citations)
+    if answerable and ans.hits and not ans.abstained:
+        rec.citation_recall = float(any(c.doc_id in gold_docs for c in ans.citations))
+    t = ans.timings
+    rec.retrieve_s, rec.context_s, rec.generate_s, rec.total_s = t.retrieve_s, t.context_s, t.generate_s, t.total_s
+    rec.tokens_in, rec.tokens_out = ans.tokens_in, ans.tokens_out
+    return rec

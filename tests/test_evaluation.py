@@ -1,0 +1,153 @@
+import json
+from html.parser import HTMLParser
+
+import pytest
+
+from ragtune.documents import Document, QAExample
+from ragtune.evaluation.compare import ExperimentConfig, load_experiment, load_results, run_experiment
+from ragtune.evaluation.freshness import edit_facts, is_fresh, is_stale, value_kind
+from ragtune.evaluation.metrics import corpus_bleu, exact_match, f1_score, normalize_answer, rouge_l
+from ragtune.evaluation.ratings import read_ratings, write_rate_sheet
+from ragtune.evaluation.report import render
+from ragtune.evaluation.stats import bootstrap_ci, paired_bootstrap
+from ragtune.evaluation.strategies import Strategy
+from ragtune.generators import ScriptedGenerator
+from ragtune.ingest import ingest_paths
+
+
+def test_squad_official_rules():
+    # Cases in the spirit of the official evaluate-v1.1.py: articles, punctuation, case, whitespace.
+    assert normalize_answer("The  Denver Broncos!") == "denver broncos"
+    assert normalize_answer("an apple, a pear") == "apple pear"
+    assert exact_match("the Denver Broncos", ["Denver Broncos", "Broncos"]) == 1.0
+    assert exact_match("Denver", ["Denver Broncos"]) == 0.0
+    assert f1_score("Broncos", ["Denver Broncos"]) == pytest.approx(2 * 1 * 0.5 / 1.5)
+    assert f1_score("Santa Clara, California", ["Levi's Stadium", "Santa Clara"]) == pytest.approx(0.8)
+    assert f1_score("", ["x"]) == 0.0
+    assert rouge_l("Denver Broncos", ["Denver Broncos"]) == pytest.approx(1.0)
+    assert 0 < rouge_l("the Broncos of Denver", ["Denver Broncos"]) < 1
+    assert corpus_bleu(["the cat sat on the mat"], [["the cat sat on the mat"]]) == pytest.approx(100.0)
+
+
+def test_bootstrap_is_deterministic_and_paired_test_separates():
+    x = [float(i % 3 == 0) for i in range(60)]
+    a, b = bootstrap_ci(x, 500, seed=7), bootstrap_ci(x, 500, seed=7)
+    assert a == b and a.low <= a.mean <= a.high and a.low < a.high
+    same = paired_bootstrap(x, x, ("a", "b"), "f1", 500, 0)
+    assert same.diff == 0 and same.p_value == 1.0
+    good = [1.0] * 30 + [0.0] * 10
+    bad = [0.0] * 30 + [0.0] * 10
+    t = paired_bootstrap(good, bad, ("good", "bad"), "f1", 500, 0)
+    assert t.diff == pytest.approx(0.75) and t.p_value < 0.05 and t.low > 0
+
+
+def test_fact_editor_changes_passage_and_gold():
+    docs = [Document("d1", "The bridge opened in 1932 and cost 40 million."), Document("d2", "It was designed by Anna Weber in Berlin.")]
+    exs = [QAExample("q1", "When did the bridge open?", ("1932",), ("d1",)), QAExample("q2", "Who designed it?", ("Anna Weber",), ("d2",)),
+           QAExample("q3", "Who else?", ("Karl Marx",), ("d9",))]
+    edited, edits = edit_facts(docs, exs, n=5, seed=1)
+    assert {e.example.id for e in edits} == {"q1", "q2"}
+    by_doc = {d.id: d for d in edited}
+    for ed in edits:
+        text = by_doc[ed.doc_id].text
+        assert ed.old not in text and ed.new in text and ed.example.answers == (ed.new,)
+        assert value_kind(ed.new) == value_kind(ed.old)
+    year = next(e for e in edits if e.kind == "year")
+    assert year.new.isdigit() and year.new != "1932"
+    assert next(e for e in edits if e.kind == "name").new == "Karl Marx"  # another name from the corpus
+    assert is_fresh(f"in {year.new}", year) and not is_fresh("in 1932", year) and is_stale("1932", year)
+
+
+class _Collect(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.th, self.tags, self._in_th = [], [], False
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        self._in_th = tag == "th"
+
+    def handle_data(self, data):
+        if self._in_th:
+            self.th.append(data.strip())
+
+    def handle_endtag(self, tag):
+        self._in_th = False
+
+
+def _answers_from_sources(messages):
+    """Right when given the sources: the first capitalised word after 'capital of X.' -> its city."""
+    user = messages[-1]["content"]
+    for city in ("Paris", "Rome", "Berlin", "Madrid"):
+        if city in user and "capital" in user:
+            q = user.rsplit("Question:", 1)[-1]
+            country = {"France": "Paris", "Italy": "Rome", "Germany": "Berlin"}
+            for c, cap in country.items():
+                if c in q and cap in user:
+                    return f"{cap} [1]"
+    return "I don't know based on the sources."
+
+
+def test_small_compare_with_scripted_generators(tmp_path, corpus_dir, embedder, small_chunking):
+    ingest_paths([corpus_dir], tmp_path / "ix", embedder, small_chunking)
+    qs = [{"id": f"{c}{i}", "question": f"What is the capital of {c}?", "answers": [cap], "doc_id": doc}
+          for i in range(8) for c, cap, doc in (("France", "Paris", "corpus/paris.txt"), ("Italy", "Rome", "corpus/rome.txt"))]
+    (tmp_path / "q.jsonl").write_text("\n".join(json.dumps(q) for q in qs))
+    (tmp_path / "u.jsonl").write_text(json.dumps({"id": "u1", "question": "What is the capital of Peru?", "answers": ["Lima"], "doc_id": "peru"}))
+    cfg = ExperimentConfig(index=str(tmp_path / "ix"), questions=str(tmp_path / "q.jsonl"), unanswerable=str(tmp_path / "u.jsonl"),
+                           strategies=(Strategy("base", False), Strategy("rag", True)), fresh_edits=0, bootstrap=200)
+    gens = {"base": ScriptedGenerator(lambda m: "Madrid"), "rag": ScriptedGenerator(_answers_from_sources)}
+    res = run_experiment(cfg, tmp_path / "out", generators=gens)
+    A = res.aggregates
+    assert A["rag"]["f1"]["mean"] == 100.0 and A["rag"]["em"]["mean"] == 100.0
+    assert A["base"]["f1"]["mean"] == 0.0
+    assert A["rag"]["abstain_unanswerable"]["mean"] == 1.0 and A["base"]["abstain_unanswerable"]["mean"] == 0.0
+    assert A["rag"]["citation_precision"] == 1.0 and A["rag"]["recall_at_k"] == 1.0
+    assert A["base"]["recall_at_k"] is None
+    p = next(p for p in res.paired if p["metric"] == "f1")
+    assert (p["a"], p["b"]) == ("base", "rag") and p["diff"] == -100.0 and p["p_value"] < 0.05
+    assert len(res.records) == 2 * 17
+    # Files: results.json round-trips, records.csv has a row per question and strategy.
+    again = load_results(tmp_path / "out")
+    assert again.aggregates == json.loads(json.dumps(res.aggregates))
+    assert len((tmp_path / "out" / "records.csv").read_text().strip().splitlines()) == 1 + 34
+
+    page = render(res)
+    parser = _Collect()
+    parser.feed(page)
+    assert "base" in parser.th and "rag" in parser.th and "svg" in parser.tags and "script" in parser.tags
+    assert "http" not in page.replace("http-equiv", "")  # self-contained: nothing to fetch
+    assert "Recommendation for this data: rag" in page
+
+    # Blind rating sheet out, scores back in.
+    sheet, key = write_rate_sheet(res, tmp_path / "sheet.csv")
+    rows = sheet.read_text().splitlines()
+    assert "rag" not in rows[1] and "base" not in rows[1].split(",")[3]
+    mapping = json.loads(key.read_text())
+    import csv
+
+    filled = list(csv.DictReader(sheet.open()))
+    for r in filled:
+        r["score (1-5)"] = "5" if mapping[r["item"]][r["label"]] == "rag" else "1"
+    with sheet.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(filled[0]))
+        w.writeheader()
+        w.writerows(filled)
+    assert read_ratings(sheet) == {"base": {"mean": 1.0, "n": 17}, "rag": {"mean": 5.0, "n": 17}}
+
+
+def test_experiment_file_and_leak_check(tmp_path, corpus_dir, embedder, small_chunking):
+    ingest_paths([corpus_dir], tmp_path / "ix", embedder, small_chunking)
+    (tmp_path / "q.jsonl").write_text(json.dumps({"question": "Where?", "answers": ["Paris"], "doc_id": "corpus/paris.txt"}))
+    (tmp_path / "exp.toml").write_text(
+        '[experiment]\nindex = "ix"\nquestions = "q.jsonl"\nunanswerable = "q.jsonl"\nfresh_edits = 0\n'
+        '[[strategy]]\nname = "rag"\nretrieval = true\n[prices]\ncpu_hour = 0.1\n')
+    cfg = load_experiment(tmp_path / "exp.toml")
+    assert cfg.index == str(tmp_path / "ix") and cfg.prices.cpu_hour == 0.1 and [s.name for s in cfg.strategies] == ["rag"]
+    from ragtune.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unanswerable"):
+        run_experiment(cfg, tmp_path / "out", generators={"rag": ScriptedGenerator(lambda m: "x")})
+    (tmp_path / "bad.toml").write_text('[experiment]\nindex = "ix"\nquestions = "q.jsonl"\nbogus = 1\n')
+    with pytest.raises(ConfigError, match="bogus"):
+        load_experiment(tmp_path / "bad.toml")
