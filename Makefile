@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test chromium clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -19,7 +19,11 @@ setup: $(VENV)/.installed
 demo: setup
 	$(VENV)/bin/ragtune demo
 
-test: setup
+# The browser test drives Debian's Chromium (Playwright cannot download browsers here).
+chromium:
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+
+test: setup chromium
 	$(PY) -m pytest -q
 
 clean:

@@ -281,6 +281,19 @@ def cmd_rate_sheet(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    import uvicorn
+
+    from .server.app import ServeConfig, create_app
+    from .stores import LanceStore
+
+    LanceStore.open(args.index)  # a missing index is one clear line, before the server starts
+    cfg = ServeConfig(index=args.index, adapter=args.adapter or "", max_queue=args.max_queue, request_timeout_s=args.timeout)
+    print(f"ragtune serving {args.index} on http://{args.host}:{args.port} (OpenAPI at /docs; chat page at /)", file=sys.stderr)
+    uvicorn.run(create_app(cfg), host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -368,6 +381,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", required=True, help="CSV to write (its key goes beside it)")
     sp.add_argument("--seed", type=int, default=0)
     sp.set_defaults(func=cmd_rate_sheet)
+
+    sp = sub.add_parser("serve", help="HTTP API, OpenAI-compatible endpoint and chat page")
+    sp.add_argument("--index", required=True)
+    sp.add_argument("--adapter", help="fine-tuned adapter: adds the ft and rag+ft strategies")
+    sp.add_argument("--host", default="127.0.0.1")
+    sp.add_argument("--port", type=int, default=8000)
+    sp.add_argument("--max-queue", type=int, default=8, help="requests that may wait for the model before 503")
+    sp.add_argument("--timeout", type=float, default=120.0, help="seconds before a request gives up (504)")
+    sp.set_defaults(func=cmd_serve)
 
     sp = sub.add_parser("demo", help="run ragtune on the bundled demo data")
     sp.add_argument("--out", default="ragtune-demo", help="output directory")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Iterator, Protocol, Sequence
 
 from .models import resolve_generator
 from .prompts import Messages
@@ -102,6 +102,26 @@ class TransformersGenerator:
         return out
 
 
+    def stream(self, prompt: Messages, max_new_tokens: int = 48) -> Iterator[str]:
+        """Yield the completion of one prompt piece by piece as the model writes it."""
+        import torch
+        from transformers import TextIteratorStreamer
+
+        model, tok = self.model, self.tokenizer
+        enc = tok([self.render(prompt)], return_tensors="pt", add_special_tokens=False)
+        streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True)
+
+        def work():
+            with self._lock, torch.inference_mode():
+                model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id,
+                               eos_token_id=tok.eos_token_id, streamer=streamer)
+
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+        yield from (piece for piece in streamer if piece)
+        thread.join()
+
+
 class ScriptedGenerator:
     """A fake for tests: answers from a function of the rendered prompt, records what it saw."""
 
@@ -119,3 +139,8 @@ class ScriptedGenerator:
     def generate(self, prompts: Sequence[Messages], max_new_tokens: int = 48) -> list[str]:
         self.seen.extend(prompts)
         return [" ".join(self.respond(p).split()[:max_new_tokens]) for p in prompts]
+
+    def stream(self, prompt: Messages, max_new_tokens: int = 48) -> Iterator[str]:
+        words = self.generate([prompt], max_new_tokens)[0].split()
+        for i, w in enumerate(words):
+            yield w if i == 0 else " " + w

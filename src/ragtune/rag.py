@@ -148,3 +148,23 @@ def open_retriever(index, config: RagConfig = RagConfig()) -> Retriever:
 
     store = LanceStore.open(index)
     return Retriever(store, make_embedder(store.manifest.embedder), config)
+
+
+def answer_stream(question: str, retriever: Retriever | None, generator, config: RagConfig, filters: dict | None = None):
+    """Like `answer`, but yields the text as the model writes it, then the finished Answer.
+    With `retriever=None` the model answers closed book."""
+    question = check_question(question, config)
+    t0 = time.perf_counter()
+    hits = retriever.search(question, k=config.k, mode=config.mode, filters=filters) if retriever else []
+    t1 = time.perf_counter()
+    sources = select_context(question, hits, retriever.embedder, config.context_tokens, config.dedupe_threshold) if retriever else []
+    t2 = time.perf_counter()
+    prompt = rag_messages(question, sources) if retriever else closed_book_messages(question)
+    pieces = []
+    for piece in generator.stream(prompt, config.max_new_tokens):
+        pieces.append(piece)
+        yield piece
+    raw = "".join(pieces).strip()
+    t3 = time.perf_counter()
+    tin, tout = generator.count_tokens([generator.render(prompt), raw])
+    yield make_answer(question, raw, sources, hits=hits, timings=Timings(t1 - t0, t2 - t1, t3 - t2, t3 - t0), tokens_in=tin, tokens_out=tout)

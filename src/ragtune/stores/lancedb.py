@@ -184,6 +184,15 @@ class LanceStore:
         t = self._table.search().select(["doc_id", "content_hash"]).limit(None).to_arrow()
         return dict(zip(t.column("doc_id").to_pylist(), t.column("content_hash").to_pylist()))
 
+    def list_documents(self) -> list[dict]:
+        """One entry per document: id, title, source and how many chunks it has."""
+        t = self._table.search().select(["doc_id", "title", "source"]).limit(None).to_arrow()
+        docs: dict[str, dict] = {}
+        for d, ti, so in zip(*(t.column(c).to_pylist() for c in ("doc_id", "title", "source"))):
+            entry = docs.setdefault(d, {"id": d, "title": ti, "source": so, "chunks": 0})
+            entry["chunks"] += 1
+        return sorted(docs.values(), key=lambda x: x["id"])
+
     def document_sources(self) -> dict[str, str]:
         t = self._table.search().select(["doc_id", "source"]).limit(None).to_arrow()
         return dict(zip(t.column("doc_id").to_pylist(), t.column("source").to_pylist()))
