@@ -207,6 +207,7 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, progress: Progres
     cache: dict = {}
     for s in cfg.strategies:
         gen = (generators or {}).get(s.name) or load_generator(s, cache)
+        getattr(gen, "model", None)  # load outside the meter: per-question cost is answering, not loading
         with Meter() as m:
             say(f"{s.name}: {len(answerable)} answerable questions")
             recs = run_strategy(s, answerable, "answerable", gen, retriever, rag_cfg, cfg.support_threshold)
@@ -256,7 +257,7 @@ def _costs(s: Strategy, run: Measured, n: int, cfg: ExperimentConfig, results: R
     train = s.training_run()
     if s.adapter:
         setup_wall += float(train.get("wall_s", 0.0))
-        setup_cpu += float(train.get("wall_s", 0.0)) * 2  # the trainer keeps both cores busy; CPU time ~ 2 x wall
+        setup_cpu += float(train.get("cpu_s", 0.0))
         adapter_bytes = disk_bytes(s.adapter_dir())
         labelled = int(train.get("train_examples", 0))
         steps += ["label question/answer pairs", "prepare and split data", f"fine-tune ({train.get('config', {}).get('mode', '?')})"]

@@ -40,6 +40,7 @@ class TrainResult:
     wall_s: float = 0.0
     resumed_from_step: int = 0
     train_examples: int = 0  # labelled examples (or corpus chunks) trained on
+    cpu_s: float = 0.0  # CPU seconds of this run (all cores)
 
 
 # -- model ---------------------------------------------------------------------------------------
@@ -180,6 +181,7 @@ def train(
     data_dir, out = Path(data_dir), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
+    c_start = time.process_time()
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
 
@@ -301,6 +303,7 @@ def train(
         str(out), state["step"], stopped_early, state["best_step"], state["best_val"], test_loss,
         math.exp(min(test_loss, 50)) if test_loss == test_loss else float("nan"), generation, n_train, n_total,
         state["tokens"] / max(state["train_s"], 1e-9), time.perf_counter() - t_start, resumed, len(splits["train"]),
+        time.process_time() - c_start,
     )
     (out / "results.json").write_text(json.dumps(asdict(result), indent=2))
     ckpt_path.unlink(missing_ok=True)  # finished: the next run of this command starts afresh

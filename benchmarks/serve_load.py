@@ -1,0 +1,117 @@
+"""Load on `ragtune serve` over loopback: 1, 4 and 16 concurrent clients for a fixed time each,
+then more clients than the queue admits. Real models (SmolLM2-135M, all-MiniLM-L6-v2) on an
+index of the bundled demo data.
+
+Prints throughput, p50/p95 latency and errors per level, and the ratio of throughput at N
+clients to the 1-client baseline measured in this run. Targets: no errors up to 16 clients;
+past the queue limit, 503s that come back fast rather than time-outs.
+
+    python benchmarks/serve_load.py [--seconds 20] [--queue 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def load(url: str, clients: int, seconds: float, questions: list[str]) -> dict:
+    import httpx
+
+    lat, codes, lock = [], {}, threading.Lock()
+    stop = time.perf_counter() + seconds
+
+    def worker(i: int) -> None:
+        with httpx.Client(timeout=120) as c:
+            n = 0
+            while time.perf_counter() < stop:
+                q = questions[(i * 7 + n) % len(questions)]
+                n += 1
+                t0 = time.perf_counter()
+                try:
+                    code = c.post(url + "/v1/ask", json={"question": q, "k": 3}).status_code
+                except httpx.TimeoutException:
+                    code = "timeout"
+                dt = time.perf_counter() - t0
+                with lock:
+                    codes[code] = codes.get(code, 0) + 1
+                    if code == 200:
+                        lat.append(dt)
+                if code == 503:
+                    time.sleep(0.2)  # a polite client backs off
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    lat.sort()
+    return {"clients": clients, "ok": codes.get(200, 0), "codes": codes, "throughput": codes.get(200, 0) / wall,
+            "p50": statistics.median(lat) if lat else float("nan"), "p95": lat[int(0.95 * (len(lat) - 1))] if lat else float("nan")}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=20)
+    ap.add_argument("--queue", type=int, default=16)
+    args = ap.parse_args()
+
+    from ragtune.demo import demo_data_path
+    from ragtune.documents import load_squad
+
+    work = Path(tempfile.mkdtemp(prefix="ragtune-serve-bench-"))
+    docs, examples = load_squad(demo_data_path())
+    subprocess.run([sys.executable, "-m", "ragtune.cli", "ingest", str(demo_data_path()), "--index", str(work / "ix")], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    port = free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    server = subprocess.Popen([sys.executable, "-m", "ragtune.cli", "serve", "--index", str(work / "ix"), "--port", str(port),
+                               "--max-queue", str(args.queue), "--timeout", "120"], env=env, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        import httpx
+
+        for _ in range(600):
+            try:
+                if httpx.get(url + "/healthz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        questions = [e.question for e in examples[:200]]
+        httpx.post(url + "/v1/ask", json={"question": questions[0]}, timeout=300)  # warm: loads the models
+        rows = []
+        for clients in (1, 4, 16, args.queue * 2 + 8):
+            r = load(url, clients, args.seconds, questions)
+            rows.append(r)
+            print(f"{clients:>3} clients: {r['throughput']:.2f} answers/s, p50 {r['p50']:.2f}s, p95 {r['p95']:.2f}s, responses {r['codes']}", flush=True)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    base = rows[0]["throughput"]
+    for r in rows[1:3]:
+        print(f"ratio throughput {r['clients']} clients / 1 client (baseline, same run) = {r['throughput'] / base:.2f}")
+    errors16 = sum(v for k, v in rows[2]["codes"].items() if k != 200)
+    over = rows[3]["codes"]
+    print(f"errors at 16 clients: {errors16} (target 0); past the queue limit ({rows[3]['clients']} clients): "
+          f"{over.get(503, 0)} x 503, {over.get('timeout', 0)} time-outs (target: 503s, no time-outs)")
+    return 0 if errors16 == 0 and over.get("timeout", 0) == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
