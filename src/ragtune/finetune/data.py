@@ -207,6 +207,9 @@ def near_duplicate_groups(texts: Sequence[str], threshold: float) -> list[int]:
     """Group id per text: texts whose MinHash Jaccard estimate passes `threshold` share a group."""
     from datasketch import MinHashLSH
 
+    if threshold >= 0.99:  # LSH cannot band that tightly: only identical shingle sets group
+        first: dict[frozenset, int] = {}
+        return [first.setdefault(frozenset(_shingles(t)), i) for i, t in enumerate(texts)]
     lsh = MinHashLSH(threshold=threshold, num_perm=64)
     parent = list(range(len(texts)))
 
