@@ -75,20 +75,40 @@ def _gold_hits(retriever, doc_id: str, ex: Example):
     return hits[:1]
 
 
-def encode_examples(examples: Sequence[Example], tok, cfg: FinetuneConfig, retriever=None, seed: int = 0) -> list[Tokenized]:
-    rng = random.Random(seed)
+class LazyRaft(Sequence):
+    """RAFT examples built on first use: retrieval and sentence selection per example are the
+    slow part, and a run with --max-steps may touch only a few of them. Each example has its
+    own seeded random stream, so the result does not depend on the order of use."""
+
+    def __init__(self, examples: Sequence[Example], tok, cfg: FinetuneConfig, retriever, seed: int):
+        self.examples, self.tok, self.cfg, self.retriever, self.seed = list(examples), tok, cfg, retriever, seed
+        self._done: dict[int, Tokenized] = {}
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if i not in self._done:
+            ex = self.examples[i]
+            messages, target = raft_prompt(ex, self.retriever, self.cfg, random.Random(f"{self.seed}:{ex.id}"))
+            self._done[i] = encode_chat(self.tok, messages, target, self.cfg.max_seq_len)
+        return self._done[i]
+
+
+def encode_examples(examples: Sequence[Example], tok, cfg: FinetuneConfig, retriever=None, seed: int = 0) -> Sequence[Tokenized]:
+    if cfg.mode == "raft":
+        if retriever is None:
+            from ..errors import ConfigError
+
+            raise ConfigError("mode='raft' needs an index (--index DIR) to retrieve distractors from")
+        return LazyRaft(examples, tok, cfg, retriever, seed)
     out: list[Tokenized] = []
     for ex in examples:
         if cfg.mode == "corpus":
             text = ex.text or (f"{ex.context}\n\nQ: {ex.question}\nA: {ex.answer}" if ex.question else "")
             out.extend(encode_text(tok, text, cfg.max_seq_len))
-        elif cfg.mode == "qa":
-            out.append(encode_chat(tok, closed_book_messages(ex.question), ex.answer, cfg.max_seq_len))
         else:
-            if retriever is None:
-                from ..errors import ConfigError
-
-                raise ConfigError("mode='raft' needs an index (--index DIR) to retrieve distractors from")
-            messages, target = raft_prompt(ex, retriever, cfg, rng)
-            out.append(encode_chat(tok, messages, target, cfg.max_seq_len))
+            out.append(encode_chat(tok, closed_book_messages(ex.question), ex.answer, cfg.max_seq_len))
     return out

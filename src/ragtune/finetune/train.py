@@ -66,7 +66,12 @@ def decoder_layers(model):
 def choose_trainable(model, cfg: FinetuneConfig):
     """LoRA wraps the model; top-layers and full flip requires_grad (one loop, as torchtune does)."""
     if cfg.method == "lora":
+        import warnings
+
         from peft import LoraConfig, get_peft_model
+
+        # peft asks transformers a deprecated question; the answer is right, the warning is noise.
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
         lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                           target_modules=list(cfg.target_modules), task_type="CAUSAL_LM")
