@@ -4,7 +4,7 @@ For each mode: wall time, best validation loss, test EM/F1 — against the base 
 same test questions the same way (closed book for qa, with retrieval for raft), measured in
 this run. Prints the ratio fine-tuned F1 / base F1.
 
-    python benchmarks/finetune_demo.py [--out /tmp/ragtune-bench/ft-demo] [--raft-steps 60]
+    python benchmarks/finetune_demo.py [--out /tmp/ragtune-bench/ft-demo] [--raft-steps 60] [--modes qa,raft]
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ def main() -> int:
     ap.add_argument("--out", default="/tmp/ragtune-bench/ft-demo")
     ap.add_argument("--qa-epochs", type=int, default=2)
     ap.add_argument("--raft-steps", type=int, default=60)
+    ap.add_argument("--raft-batch", type=int, default=4)
+    ap.add_argument("--modes", default="qa,raft", help="which runs: qa, raft or both")
     ap.add_argument("--test", type=int, default=100, help="test questions answered for EM/F1")
     args = ap.parse_args()
 
@@ -56,7 +58,8 @@ def main() -> int:
                 100 * sum(f1_score(a.text, e.answers) for a, e in zip(answers, test)) / n)
 
     rows = {}
-    for mode, kw in (("qa", {"epochs": args.qa_epochs}), ("raft", {"max_steps": args.raft_steps})):
+    runs = (("qa", {"epochs": args.qa_epochs}), ("raft", {"max_steps": args.raft_steps, "batch_size": args.raft_batch}))
+    for mode, kw in [r for r in runs if r[0] in args.modes.split(",")]:
         cfg = FinetuneConfig(mode=mode, method="lora", generate_max=args.test, eval_every=20, patience=3, **kw)
         res = train(cfg, out / "data", out / mode, index=out / "index" if mode == "raft" else None)
         qs = [e.question for e in test]

@@ -162,13 +162,24 @@ def recommendation(res: Results) -> list[str]:
     abst = {n: _val(res.aggregates[n], "abstain_unanswerable") for n in names}
     if any(v is not None for v in abst.values()):
         ab = max((n for n in names if abst[n] is not None), key=lambda n: abst[n])
-        out.append(f"Hallucination: on questions the index cannot answer, <b>{e(ab)}</b> abstains most ({100 * abst[ab]:.0f}%); "
-                   + ", ".join(f"{e(n)} {100 * abst[n]:.0f}%" for n in names if n != ab and abst[n] is not None) + ".")
+        unsup = ", ".join(f"{e(n)} {100 * res.aggregates[n]['unsupported']:.0f}%" for n in names if res.aggregates[n].get("unsupported") is not None)
+        if abst[ab] == 0:
+            out.append(f"Hallucination: no strategy abstained on the {res.aggregates[ab]['n_unanswerable']} questions the index cannot answer — "
+                       "every one of them got an invented answer" + (f"; answers not supported by the retrieved text: {unsup}." if unsup else "."))
+        else:
+            out.append(f"Hallucination: on questions the index cannot answer, <b>{e(ab)}</b> abstains most ({100 * abst[ab]:.0f}%); "
+                       + ", ".join(f"{e(n)} {100 * abst[n]:.0f}%" for n in names if n != ab and abst[n] is not None)
+                       + (f"; unsupported answers: {unsup}." if unsup else "."))
     fresh = {n: res.aggregates[n].get("fresh_rate") for n in names}
     if any(v is not None for v in fresh.values()):
         fr = max((n for n in names if fresh[n] is not None), key=lambda n: fresh[n])
         re_s = res.freshness.get("reingest", {}).get("wall_s")
-        out.append(f"Freshness: after {len(res.freshness.get('edits', []))} facts changed, <b>{e(fr)}</b> gives the new value most often ({100 * fresh[fr]:.0f}%)"
+        edited = [r for r in res.records if r.kind == "edited" and r.retrieved]
+        found = sum(r.gold_rank is not None for r in edited) / len(edited) if edited else None
+        lead = (f"<b>{e(fr)}</b> gives the new value most often ({100 * fresh[fr]:.0f}%)" if fresh[fr] else "no strategy gave the new value")
+        if found is not None:
+            lead += f" (retrieval brought the edited passage for {100 * found:.0f}% of these questions)"
+        out.append(f"Freshness: after {len(res.freshness.get('edits', []))} facts changed, {lead}"
                    + (f"; absorbing the change took {re_s:.1f} s of incremental re-ingest" if re_s is not None else "")
                    + "; a fine-tuned model without retrieval only learns it by re-training"
                    + "".join(f" ({e(n)}: {res.costs[n]['update_cost_s']:.0f} s)" for n in names if res.costs[n].get("update_by") == "re-training" and res.costs[n].get("update_cost_s")) + ".")
@@ -203,14 +214,14 @@ def render(res: Results) -> str:
     A = res.aggregates
     rows = "".join(f"<tr><th>{e(n)}</th>" + "".join(f"<td>{_cell(A[n], k)}</td>" for _, k, _ in AXES)
                    + f"<td>${res.costs[n]['setup_usd']:.4f}</td><td>${res.costs[n]['per_1000_questions_usd']:.4f}</td></tr>" for n in names)
-    summary = f"<table><tr><th>strategy</th>{''.join(f'<th>{e(a)}</th>' for a, _, _ in AXES)}<th>set-up cost</th><th>per 1,000 questions</th></tr>{rows}</table>"
+    summary = f"<div style='overflow-x:auto'><table><tr><th>strategy</th>{''.join(f'<th>{e(a)}</th>' for a, _, _ in AXES)}<th>set-up cost</th><th>per 1,000 questions</th></tr>{rows}</table></div>"
     paired = "".join(f"<tr><td>{e(p['a'])} − {e(p['b'])}</td><td>{p['metric'].upper()}</td><td>{p['diff']:+.1f} [{p['low']:+.1f}, {p['high']:+.1f}]</td>"
                      f"<td>{p['p_value']:.3f}</td><td>{'yes' if p['p_value'] < 0.05 else 'no'}</td></tr>" for p in res.paired)
     C = res.costs
     dims = [
         ("Dynamic vs static (fresh after edits; cost to absorb a change)", lambda n: f"{_cell(A[n], 'fresh_rate')}; {C[n]['update_by']}" + (f" ({C[n]['update_cost_s']:.1f} s)" if C[n].get('update_cost_s') else "")),
         ("Hallucination (abstains on unanswerable; unsupported answers)", lambda n: f"{_cell(A[n], 'abstain_unanswerable')}; {_cell(A[n], 'unsupported')}"),
-        ("Accuracy (EM / F1)", lambda n: f"{_fmt(_val(A[n], 'em'))} / {_fmt(_val(A[n], 'f1'))}"),
+        ("Accuracy (EM / F1)", lambda n: f"{_val(A[n], 'em'):.1f} / {_val(A[n], 'f1'):.1f}"),
         ("Transparency (citation precision / recall)", lambda n: f"{_cell(A[n], 'citation_precision')} / {_cell(A[n], 'citation_recall')}"),
         ("Cost (set-up; per question; peak memory; disk)", lambda n: f"{C[n]['setup_wall_s']:.0f} s; {C[n]['per_question_wall_s']:.2f} s; {C[n]['peak_rss_mb']:.0f} MB; {(C[n]['index_bytes'] + C[n]['adapter_bytes']) / 1e6:.1f} MB"),
         ("Complexity (set-up steps; labelled examples)", lambda n: f"{len(C[n]['setup_steps'])} steps: {e(', '.join(C[n]['setup_steps']))}; {C[n]['labelled_examples']} labelled"),
@@ -228,7 +239,7 @@ def render(res: Results) -> str:
     ratings = ""
     if res.ratings:
         ratings = "<h2>Human ratings</h2><table><tr><th>strategy</th><th>mean rating</th><th>n</th><th>automatic F1</th></tr>" + "".join(
-            f"<tr><td>{e(n)}</td><td>{r['mean']:.2f}</td><td>{r['n']}</td><td>{_fmt(_val(A[n], 'f1'))}</td></tr>" for n, r in res.ratings.items()) + "</table>"
+            f"<tr><td>{e(n)}</td><td>{r['mean']:.2f}</td><td>{r['n']}</td><td>{_val(A[n], 'f1'):.1f}</td></tr>" for n, r in res.ratings.items() if n in A) + "</table>"
     phases = ""
     if res.phases:
         phases = "<h2>Time per phase</h2><table>" + "".join(f"<tr><td>{e(k)}</td><td>{v:.1f} s</td></tr>" for k, v in res.phases.items()) + "</table>"
@@ -296,7 +307,7 @@ def summary_table(res: Results) -> str:
         for _, k in keys:
             v = _val(a, k)
             pct = k in ("abstain_unanswerable", "unsupported", "fresh_rate", "citation_precision")
-            cells.append(f"{_fmt(v, pct):>15}")
+            cells.append(f"{v:>15.1f}" if k in ("f1", "em") else f"{_fmt(v, pct):>15}")
         lines.append(f"{n:<10}" + "".join(cells) + f"{res.costs[n]['per_1000_questions_usd']:>10.4f}")
     return "\n".join(lines)
 
