@@ -29,9 +29,9 @@ class DemoPlan:
     raft_steps: int  # batches of 4 long examples (question + retrieved sources)
 
 
-# Sized for a 2-core CPU (measured: ~2 s per qa step, ~6 s per raft step, ~1.2-1.4 s per answer):
-# default about 12 minutes, quick about 4.
-PLANS = {"default": DemoPlan(50, 16, 10, 60, 30), "quick": DemoPlan(12, 6, 4, 16, 8)}
+# Sized for a 2-core CPU (measured: ~2 s per qa step, ~13 s per raft step with its evaluations,
+# ~1.3 s per answer): default about 13 minutes, quick about 4.
+PLANS = {"default": DemoPlan(40, 12, 8, 60, 20), "quick": DemoPlan(12, 6, 4, 16, 8)}
 
 
 def run_demo(out: Path, quick: bool = False, console=None) -> int:
