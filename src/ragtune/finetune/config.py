@@ -39,7 +39,7 @@ class FinetuneConfig:
     # monitoring
     eval_every: int = 25  # steps between validation losses (and checkpoints)
     patience: int = 3  # evaluations without improvement before stopping
-    eval_batches: int = 0  # 0 = the whole validation split
+    eval_batches: int = 0  # batches of the validation (and test) split to score; 0 = all of it
     generate_max: int = 100  # test examples answered for EM/F1/ROUGE/BLEU (generation is slow on a CPU)
     seed: int = 0
     # raft

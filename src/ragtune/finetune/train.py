@@ -319,7 +319,7 @@ def train(
     # The best validation checkpoint is what we keep (early stopping's point).
     if best_path.exists():
         load_trainable_state(model, torch.load(best_path, weights_only=False))
-    test_loss = estimate_loss(model, test_set, cfg.batch_size, tok.pad_token_id) if test_set else float("nan")
+    test_loss = estimate_loss(model, test_set, cfg.batch_size, tok.pad_token_id, cfg.eval_batches) if test_set else float("nan")
     generation = evaluate_generation(model, tok, splits["test"], cfg, retriever) if cfg.mode != "corpus" and splits["test"] and cfg.generate_max else {}
     save_model(model, tok, out, cfg)
     result = TrainResult(
