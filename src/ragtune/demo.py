@@ -36,7 +36,7 @@ PLANS = {"default": DemoPlan(40, 12, 8, 60, 20), "quick": DemoPlan(12, 6, 4, 16,
 
 def run_demo(out: Path, quick: bool = False, console=None) -> int:
     from .embedders import SentenceTransformerEmbedder
-    from .evaluation.compare import ExperimentConfig, run_experiment
+    from .evaluation.compare import ExperimentConfig, run_experiment, write_results
     from .evaluation.report import summary_table, write_report
     from .evaluation.strategies import Strategy
     from .finetune.config import FinetuneConfig
@@ -105,9 +105,7 @@ def run_demo(out: Path, quick: bool = False, console=None) -> int:
     results = run_experiment(cfg, out, progress=lambda m: say(f"  {m}"), phases=phases)
     phase("compare", t0)
     results.phases = dict(phases, total=time.perf_counter() - t_all)
-    from .evaluation.compare import write_results
-
-    write_results(results, out)
+    write_results(results, out)  # again, now with the total time
     path = write_report(results, out)
     say("\n" + summary_table(results))
     say(f"\nreport: {path}\nresults: {out / 'results.json'}, {out / 'records.csv'}; total {results.phases['total'] / 60:.1f} min")

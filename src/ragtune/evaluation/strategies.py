@@ -27,10 +27,11 @@ class Strategy:
     def adapter_dir(self) -> Path | None:
         if not self.adapter:
             return None
-        p = Path(self.adapter)
-        for cand in (p / "adapter", p / "model", p):
-            if (cand / "adapter_config.json").exists() or (cand / "config.json").exists():
-                return cand
+        from ..finetune.export import find_weights
+
+        found = find_weights(self.adapter)
+        if found is not None:
+            return found
         from ..errors import ConfigError
 
         raise ConfigError(f"strategy {self.name!r}: adapter={self.adapter!r} holds no adapter or model")

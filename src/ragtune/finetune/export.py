@@ -9,18 +9,23 @@ from pathlib import Path
 from ..errors import RagtuneError
 
 
+def find_weights(path: str | Path) -> Path | None:
+    """A run's output folder or its `adapter/` / `model/` subfolder -> the folder with the weights."""
+    p = Path(path)
+    for cand in (p, p / "adapter", p / "model"):
+        if (cand / "adapter_config.json").exists() or (cand / "config.json").exists():
+            return cand
+    return None
+
+
 def export_merged(adapter_dir: str | Path, out_dir: str | Path) -> Path:
     """Load base + adapter, merge the LoRA weights in, and save model + tokenizer (safetensors).
     `adapter_dir` is a run's output folder or its `adapter/` (or `model/`) subfolder."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    src = Path(adapter_dir)
-    for cand in (src, src / "adapter", src / "model"):
-        if (cand / "adapter_config.json").exists() or (cand / "config.json").exists():
-            src = cand
-            break
-    else:
+    src = find_weights(adapter_dir)
+    if src is None:
         raise RagtuneError(f"{str(adapter_dir)!r} holds no adapter (adapter_config.json) or model (config.json)")
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):

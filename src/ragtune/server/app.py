@@ -180,13 +180,16 @@ def create_app(cfg: ServeConfig, generators: dict | None = None) -> FastAPI:
             errors.labels(route).inc()
         return response
 
+    def busy() -> HTTPException:
+        return HTTPException(503, detail=f"busy: {cfg.max_queue} requests already waiting; try again shortly", headers={"Retry-After": "1"})
+
     async def run_model(fn, *args):
         """Run blocking model work in a thread, behind the admission gate and the time limit."""
         try:
             with svc.gate:
                 return await asyncio.wait_for(asyncio.to_thread(fn, *args), timeout=cfg.request_timeout_s)
         except Busy:
-            raise HTTPException(503, detail=f"busy: {cfg.max_queue} requests already waiting; try again shortly", headers={"Retry-After": "1"})
+            raise busy()
         except asyncio.TimeoutError:
             raise HTTPException(504, detail=f"the answer took longer than {cfg.request_timeout_s:.0f}s")
         except InputError as exc:
@@ -232,7 +235,7 @@ def create_app(cfg: ServeConfig, generators: dict | None = None) -> FastAPI:
         try:
             svc.gate.__enter__()
         except Busy:
-            raise HTTPException(503, detail=f"busy: {cfg.max_queue} requests already waiting; try again shortly", headers={"Retry-After": "1"})
+            raise busy()
         try:
             from ..rag import check_question
 
