@@ -38,7 +38,7 @@ def _shared_cache(factory):
 
 @pytest.fixture
 def embedder():
-    from ragtune.embedders import HashingEmbedder
+    from ragtune.testing import HashingEmbedder
 
     return HashingEmbedder(dim=256)
 

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from ragtune.cli import EXIT_SKIPPED, main
-from ragtune.stores import LanceStore
+from ragtune.index import Index
 
 from .tiny_models import build_tiny_llama
 
@@ -31,7 +31,7 @@ def test_ingest_search_info_and_exit_codes(tmp_path, corpus_dir, capsys):
 def test_errors_are_one_line_and_change_nothing(tmp_path, corpus_dir, capsys):
     index = tmp_path / "ix"
     run(capsys, "ingest", str(corpus_dir), "--index", str(index), "--embedder", "hashing")
-    version = LanceStore.open(index).info().version
+    version = Index.open(index).info().version
     code, _, err = run(capsys, "search", "x", "--index", str(tmp_path / "missing"))
     assert code == 1 and err.count("\n") == 1 and "no ragtune index" in err
     code, _, err = run(capsys, "search", "   ", "--index", str(index))
@@ -43,7 +43,7 @@ def test_errors_are_one_line_and_change_nothing(tmp_path, corpus_dir, capsys):
     assert code == 1 and "empty.txt" in err
     with pytest.raises(SystemExit):
         main(["search", "x", "--index", str(index), "--mode", "fuzzy"])
-    assert LanceStore.open(index).info().version == version
+    assert Index.open(index).info().version == version
 
 
 def test_ask_with_a_local_generator_folder(tmp_path, corpus_dir, capsys):

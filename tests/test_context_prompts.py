@@ -1,6 +1,6 @@
 from ragtune.context import select_context
 from ragtune.documents import Chunk, Hit
-from ragtune.generators import ScriptedGenerator
+from ragtune.testing import ScriptedGenerator
 from ragtune.prompts import ABSTAIN, is_abstention, parse_citations, rag_messages, strip_citations
 from ragtune.rag import make_answer
 

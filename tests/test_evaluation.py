@@ -1,3 +1,4 @@
+from ragtune.index import Index
 import json
 from html.parser import HTMLParser
 
@@ -11,8 +12,7 @@ from ragtune.evaluation.ratings import read_ratings, write_rate_sheet
 from ragtune.evaluation.report import render
 from ragtune.evaluation.stats import bootstrap_ci, paired_bootstrap
 from ragtune.evaluation.strategies import Strategy
-from ragtune.generators import ScriptedGenerator
-from ragtune.ingest import ingest_paths
+from ragtune.testing import ScriptedGenerator
 
 
 def test_squad_official_rules():
@@ -89,7 +89,7 @@ def _answers_from_sources(messages):
 
 
 def test_small_compare_with_scripted_generators(tmp_path, corpus_dir, embedder, small_chunking):
-    ingest_paths([corpus_dir], tmp_path / "ix", embedder, small_chunking)
+    Index.create(tmp_path / "ix", embedder=embedder, chunking=small_chunking).ingest([corpus_dir])
     qs = [{"id": f"{c}{i}", "question": f"What is the capital of {c}?", "answers": [cap], "doc_id": doc}
           for i in range(8) for c, cap, doc in (("France", "Paris", "corpus/paris.txt"), ("Italy", "Rome", "corpus/rome.txt"))]
     (tmp_path / "q.jsonl").write_text("\n".join(json.dumps(q) for q in qs))
@@ -137,7 +137,7 @@ def test_small_compare_with_scripted_generators(tmp_path, corpus_dir, embedder, 
 
 
 def test_experiment_file_and_leak_check(tmp_path, corpus_dir, embedder, small_chunking):
-    ingest_paths([corpus_dir], tmp_path / "ix", embedder, small_chunking)
+    Index.create(tmp_path / "ix", embedder=embedder, chunking=small_chunking).ingest([corpus_dir])
     (tmp_path / "q.jsonl").write_text(json.dumps({"question": "Where?", "answers": ["Paris"], "doc_id": "corpus/paris.txt"}))
     (tmp_path / "exp.toml").write_text(
         '[experiment]\nindex = "ix"\nquestions = "q.jsonl"\nunanswerable = "q.jsonl"\nfresh_edits = 0\n'

@@ -168,29 +168,27 @@ def test_adapter_reloads_in_a_fresh_process_with_the_same_logits(tiny, data_dir,
 
 
 def test_raft_examples_cite_the_gold_source_or_abstain_without_it(tiny, tmp_path, corpus_dir, embedder, small_chunking):
-    from ragtune.config import RagConfig
-    from ragtune.finetune.data import Example
-    from ragtune.finetune.examples import raft_prompt
-    from ragtune.ingest import ingest_paths
-    from ragtune.prompts import ABSTAIN
-    from ragtune.retrieval import Retriever
-    from ragtune.stores import LanceStore
     import random
 
-    ingest_paths([corpus_dir], tmp_path / "ix", embedder, small_chunking)
-    retriever = Retriever(LanceStore.open(tmp_path / "ix"), embedder, RagConfig())
+    from ragtune.finetune.data import Example
+    from ragtune.finetune.examples import raft_prompt
+    from ragtune.index import Index
+    from ragtune.prompts import ABSTAIN
+
+    index = Index.create(tmp_path / "ix", embedder=embedder, chunking=small_chunking)
+    index.ingest([corpus_dir])
     ex = Example("e1", "qa", question="When was the Eiffel Tower built?", answer="1889", answers=("1889",), doc_id="corpus/paris.txt")
-    messages, target = raft_prompt(ex, retriever, cfg_for(tiny, mode="raft", raft_k=3, raft_p_no_gold=0.0), random.Random(0))
+    messages, target = raft_prompt(ex, index, cfg_for(tiny, mode="raft", raft_k=3, raft_p_no_gold=0.0), random.Random(0))
     user = messages[-1]["content"]
     number = target.split("[")[1].rstrip("]")
     assert target.startswith("1889 [")
     gold_block = user.split(f'<source id="{number}"')[1].split("</source>")[0]
     assert "1889" in gold_block  # the cited number is the gold chunk's
     assert user.count("<source id=") >= 2  # distractors came along
-    messages, target = raft_prompt(ex, retriever, cfg_for(tiny, mode="raft", raft_k=3, raft_p_no_gold=1.0), random.Random(0))
+    messages, target = raft_prompt(ex, index, cfg_for(tiny, mode="raft", raft_k=3, raft_p_no_gold=1.0), random.Random(0))
     assert target == ABSTAIN and "1889" not in messages[-1]["content"]
     # Without a doc_id the gold chunk is found from the example's context.
     ex2 = Example("e2", "qa", question="When was the Eiffel Tower built?", answer="1889", answers=("1889",),
                   context="The Eiffel Tower was built in 1889.")
-    _, target = raft_prompt(ex2, retriever, cfg_for(tiny, mode="raft", raft_k=3, raft_p_no_gold=0.0), random.Random(0))
+    _, target = raft_prompt(ex2, index, cfg_for(tiny, mode="raft", raft_k=3, raft_p_no_gold=0.0), random.Random(0))
     assert target.startswith("1889 [")

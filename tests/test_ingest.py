@@ -1,9 +1,7 @@
 import pytest
 
 from ragtune.errors import DocumentError, IndexMismatchError, IndexNotFoundError
-from ragtune.ingest import ingest_paths
-from ragtune.retrieval import Retriever
-from ragtune.stores import LanceStore
+from ragtune.index import Index
 
 
 def doc_ids(hits):
@@ -12,68 +10,68 @@ def doc_ids(hits):
 
 def test_incremental_add_modify_delete(tmp_path, corpus_dir, embedder, small_chunking):
     index = tmp_path / "index"
-    r1 = ingest_paths([corpus_dir], index, embedder, small_chunking)
+    r1 = Index.create(index, embedder=embedder, chunking=small_chunking).ingest([corpus_dir])
     assert r1.counts() == {"added": 3, "updated": 0, "deleted": 0, "unchanged": 0, "skipped": 0}
-    store = LanceStore.open(index)
-    retr = Retriever(store, embedder)
+    store = Index.open(index)
+    retr = store.retriever()
     assert doc_ids(retr.search("Colosseum amphitheatre", k=1, mode="bm25")) == ["corpus/rome.txt"]
 
     # Re-run with nothing changed: nothing embedded.
-    r2 = ingest_paths([corpus_dir], index, embedder, small_chunking)
+    r2 = Index.create(index, embedder=embedder, chunking=small_chunking).ingest([corpus_dir])
     assert r2.counts()["unchanged"] == 3 and r2.chunks_written == 0
 
     # Modify one, add one, delete one (with --sync).
     (corpus_dir / "rome.txt").write_text("Rome is the capital of Italy. The Pantheon is a temple in Rome.")
     (corpus_dir / "madrid.txt").write_text("Madrid is the capital of Spain. The Prado is a museum in Madrid.")
     (corpus_dir / "berlin.md").unlink()
-    r3 = ingest_paths([corpus_dir], index, embedder, small_chunking, sync=True)
+    r3 = Index.create(index, embedder=embedder, chunking=small_chunking).ingest([corpus_dir], sync=True)
     assert r3.counts() == {"added": 1, "updated": 1, "deleted": 1, "unchanged": 1, "skipped": 0}
     assert r3.added == ["corpus/madrid.txt"] and r3.updated == ["corpus/rome.txt"] and r3.deleted == ["corpus/berlin.md"]
 
-    store = LanceStore.open(index)
-    retr = Retriever(store, embedder)
+    store = Index.open(index)
+    retr = store.retriever()
     for mode in ("bm25", "dense", "hybrid"):
         assert doc_ids(retr.search("Prado museum", k=1, mode=mode)) == ["corpus/madrid.txt"]
         assert "corpus/berlin.md" not in doc_ids(retr.search("Brandenburg Gate Berlin", k=5, mode=mode))
     assert retr.search("Colosseum", k=3, mode="bm25") == []
-    assert sorted(store.document_hashes()) == ["corpus/madrid.txt", "corpus/paris.txt", "corpus/rome.txt"]
+    assert sorted(store.store.document_hashes()) == ["corpus/madrid.txt", "corpus/paris.txt", "corpus/rome.txt"]
 
 
 def test_without_sync_nothing_is_deleted(tmp_path, corpus_dir, embedder, small_chunking):
     index = tmp_path / "index"
-    ingest_paths([corpus_dir], index, embedder, small_chunking)
+    Index.create(index, embedder=embedder, chunking=small_chunking).ingest([corpus_dir])
     (corpus_dir / "paris.txt").unlink()
-    r = ingest_paths([corpus_dir], index, embedder, small_chunking)
+    r = Index.create(index, embedder=embedder, chunking=small_chunking).ingest([corpus_dir])
     assert r.counts()["deleted"] == 0
-    assert "corpus/paris.txt" in LanceStore.open(index).document_hashes()
+    assert "corpus/paris.txt" in Index.open(index).store.document_hashes()
 
 
 def test_sync_keeps_documents_whose_file_failed_to_load(tmp_path, corpus_dir, embedder, small_chunking):
     index = tmp_path / "index"
-    ingest_paths([corpus_dir], index, embedder, small_chunking)
+    Index.create(index, embedder=embedder, chunking=small_chunking).ingest([corpus_dir])
     (corpus_dir / "paris.txt").write_bytes(b"\xff\xfe broken \xff")
-    r = ingest_paths([corpus_dir], index, embedder, small_chunking, sync=True)
+    r = Index.create(index, embedder=embedder, chunking=small_chunking).ingest([corpus_dir], sync=True)
     assert [s.path.rsplit("/", 1)[-1] for s in r.skipped] == ["paris.txt"]
     assert r.deleted == []
-    assert "corpus/paris.txt" in LanceStore.open(index).document_hashes()
+    assert "corpus/paris.txt" in Index.open(index).store.document_hashes()
 
 
 def test_strict_aborts_before_writing(tmp_path, corpus_dir, embedder, small_chunking):
     index = tmp_path / "index"
-    ingest_paths([corpus_dir], index, embedder, small_chunking)
-    version = LanceStore.open(index).info().version
+    Index.create(index, embedder=embedder, chunking=small_chunking).ingest([corpus_dir])
+    version = Index.open(index).info().version
     (corpus_dir / "new.txt").write_text("New document about Lisbon.")
     (corpus_dir / "empty.txt").write_text("")
     with pytest.raises(DocumentError, match="empty.txt"):
-        ingest_paths([corpus_dir], index, embedder, small_chunking, strict=True)
-    store = LanceStore.open(index)
-    assert store.info().version == version and "corpus/new.txt" not in store.document_hashes()
+        Index.create(index, embedder=embedder, chunking=small_chunking).ingest([corpus_dir], strict=True)
+    store = Index.open(index)
+    assert store.info().version == version and "corpus/new.txt" not in store.store.document_hashes()
 
 
 def test_failure_mid_run_leaves_previous_index_consistent(tmp_path, corpus_dir, embedder, small_chunking):
     index = tmp_path / "index"
-    ingest_paths([corpus_dir], index, embedder, small_chunking)
-    before = LanceStore.open(index).document_hashes()
+    Index.create(index, embedder=embedder, chunking=small_chunking).ingest([corpus_dir])
+    before = Index.open(index).store.document_hashes()
     for i in range(6):
         (corpus_dir / f"extra{i}.txt").write_text(f"Extra document number {i} about topic{i}.")
     (corpus_dir / "rome.txt").write_text("Rome changed text about aqueducts.")
@@ -94,36 +92,36 @@ def test_failure_mid_run_leaves_previous_index_consistent(tmp_path, corpus_dir, 
     from ragtune.documents import load_paths
     from ragtune.ingest import ingest_documents
 
-    store = LanceStore.open(index)
+    store = Index.open(index)
     docs = load_paths([corpus_dir]).documents
     with pytest.raises(RuntimeError, match="simulated"):
-        ingest_documents(docs, store, Exploding(), small_chunking, batch_docs=3)
-    after = LanceStore.open(index)
-    hashes = after.document_hashes()
+        ingest_documents(docs, store.store, Exploding(), small_chunking, batch_docs=3)
+    after = Index.open(index)
+    hashes = after.store.document_hashes()
     # Every stored document is complete (old or new version), and the old ones still answer.
     assert set(before) <= set(hashes)
     for did, h in hashes.items():
         chunks = [c for c in after.get_chunks([f"{did}#{i}" for i in range(10)])]
         assert chunks and all(c.content_hash == h for c in chunks)
-    assert doc_ids(Retriever(after, embedder).search("Eiffel Tower", k=1, mode="bm25")) == ["corpus/paris.txt"]
+    assert doc_ids(after.retriever().search("Eiffel Tower", k=1, mode="bm25")) == ["corpus/paris.txt"]
     # A re-run finishes the job.
-    r = ingest_paths([corpus_dir], index, embedder, small_chunking)
+    r = Index.create(index, embedder=embedder, chunking=small_chunking).ingest([corpus_dir])
     assert r.counts()["added"] + r.counts()["updated"] >= 1 and r.counts()["skipped"] == 0
 
 
 def test_open_missing_index_and_embedder_mismatch(tmp_path, corpus_dir, embedder, small_chunking):
     with pytest.raises(IndexNotFoundError, match="no ragtune index"):
-        LanceStore.open(tmp_path / "missing")
+        Index.open(tmp_path / "missing")
     index = tmp_path / "index"
-    ingest_paths([corpus_dir], index, embedder, small_chunking)
-    from ragtune.embedders import HashingEmbedder
+    Index.create(index, embedder=embedder, chunking=small_chunking).ingest([corpus_dir])
+    from ragtune.testing import HashingEmbedder
 
     with pytest.raises(IndexMismatchError, match="hashing-256"):
-        ingest_paths([corpus_dir], index, HashingEmbedder(dim=32), small_chunking)
+        Index.create(index, embedder=HashingEmbedder(dim=32), chunking=small_chunking).ingest([corpus_dir])
     (tmp_path / "notindex").mkdir()
     (tmp_path / "notindex" / "precious.txt").write_text("keep me")
     with pytest.raises(IndexNotFoundError, match="not empty"):
-        ingest_paths([corpus_dir], tmp_path / "notindex", embedder, small_chunking)
+        Index.create(tmp_path / "notindex", embedder=embedder, chunking=small_chunking).ingest([corpus_dir])
     assert (tmp_path / "notindex" / "precious.txt").read_text() == "keep me"
 
 
@@ -131,7 +129,7 @@ def test_changed_chunking_rechunks_everything(tmp_path, corpus_dir, embedder, sm
     from ragtune.config import ChunkConfig
 
     index = tmp_path / "index"
-    ingest_paths([corpus_dir], index, embedder, small_chunking)
-    r = ingest_paths([corpus_dir], index, embedder, ChunkConfig(chunk_tokens=20, overlap_tokens=0))
+    Index.create(index, embedder=embedder, chunking=small_chunking).ingest([corpus_dir])
+    r = Index.create(index, embedder=embedder, chunking=ChunkConfig(chunk_tokens=20, overlap_tokens=0)).ingest([corpus_dir])
     assert r.counts()["updated"] == 3
-    assert LanceStore.open(index).manifest.chunking == {"chunk_tokens": 20, "overlap_tokens": 0}
+    assert Index.open(index).manifest.chunking == {"chunk_tokens": 20, "overlap_tokens": 0}

@@ -1,18 +1,16 @@
 import pytest
 
 from ragtune.config import RagConfig
-from ragtune.errors import InputError
-from ragtune.generators import ScriptedGenerator
-from ragtune.ingest import ingest_paths
-from ragtune.rag import answer, answer_batch
-from ragtune.retrieval import Retriever
-from ragtune.stores import LanceStore
+from ragtune.errors import ConfigError, InputError
+from ragtune.testing import ScriptedGenerator
+from ragtune.index import Index
+from ragtune.rag import Pipeline
 
 
 @pytest.fixture
-def retriever(tmp_path, corpus_dir, embedder, small_chunking):
-    ingest_paths([corpus_dir], tmp_path / "ix", embedder, small_chunking)
-    return Retriever(LanceStore.open(tmp_path / "ix"), embedder, RagConfig(k=3))
+def index(tmp_path, corpus_dir, embedder, small_chunking):
+    Index.create(tmp_path / "ix", embedder=embedder, chunking=small_chunking).ingest([corpus_dir])
+    return Index.open(tmp_path / "ix")
 
 
 def _cite_source_with(word):
@@ -27,27 +25,57 @@ def _cite_source_with(word):
     return respond
 
 
-def test_answer_cites_the_retrieved_chunk(retriever):
+def test_answer_cites_the_retrieved_chunk(index):
     gen = ScriptedGenerator(_cite_source_with("1889"))
-    ans = answer("When was the Eiffel Tower built?", retriever, gen)
+    ans = Pipeline(index, gen, RagConfig(k=3)).answer("When was the Eiffel Tower built?")
     assert ans.text == "1889" and not ans.abstained
     assert [c.doc_id for c in ans.citations] == ["corpus/paris.txt"]
     assert {c.chunk_id for c in ans.citations} <= {h.chunk.id for h in ans.hits}
     assert ans.timings.total_s >= ans.timings.generate_s > 0 and ans.tokens_in > 0
 
 
-def test_abstains_when_sources_lack_answer(retriever):
+def test_abstains_when_sources_lack_answer(index):
     gen = ScriptedGenerator(_cite_source_with("Zanzibar"))
-    ans = answer("What is the capital of Tanzania?", retriever, gen)
+    ans = Pipeline(index, gen, RagConfig(k=3)).answer("What is the capital of Tanzania?")
     assert ans.abstained and ans.citations == []
 
 
-def test_batch_matches_single_and_bad_questions_are_refused(retriever):
-    gen = ScriptedGenerator(_cite_source_with("Rome"))
+def test_batch_matches_single_and_bad_questions_are_refused(index):
+    pipe = Pipeline(index, ScriptedGenerator(_cite_source_with("Rome")), RagConfig(k=3))
     qs = ["Where is the Colosseum?", "Which city has the Colosseum?"]
-    batch = answer_batch(qs, retriever, gen)
-    assert [a.text for a in batch] == [answer(q, retriever, gen).text for q in qs]
-    with pytest.raises(InputError, match="empty"):
-        answer("   ", retriever, gen)
-    with pytest.raises(InputError, match="limit"):
-        answer("x" * 5000, retriever, gen)
+    batch = pipe.answer_batch(qs)
+    assert [a.text for a in batch] == [pipe.answer(q).text for q in qs]
+    for bad, why in (("   ", "empty"), ("x" * 5000, "limit")):
+        for call in (pipe.answer, lambda q: list(pipe.stream(q)), lambda q: pipe.answer_batch(["ok?", q])):
+            with pytest.raises(InputError, match=why):
+                call(bad)
+
+
+def test_stream_yields_pieces_then_the_same_answer_as_answer(index):
+    pipe = Pipeline(index, ScriptedGenerator(_cite_source_with("1889")), RagConfig(k=3))
+    *pieces, final = pipe.stream("When was the Eiffel Tower built?")
+    assert "".join(pieces).strip() == final.raw and len(pieces) >= 2
+    assert final.text == pipe.answer("When was the Eiffel Tower built?").text == "1889"
+    assert [c.doc_id for c in final.citations] == ["corpus/paris.txt"] and final.hits
+
+
+def test_closed_book_is_index_none(index):
+    gen = ScriptedGenerator(lambda m: "Paris [1]")
+    ans = Pipeline(None, gen).answer("What is the capital of France?")
+    assert ans.text == "Paris" and ans.hits == [] and ans.citations == [] and ans.sources == []
+    assert "<source" not in gen.seen[-1][-1]["content"]  # the model saw no retrieved text
+    *_, streamed = Pipeline(None, gen).stream("What is the capital of France?")
+    assert streamed.text == "Paris" and streamed.hits == []
+
+
+def test_pipeline_uses_the_settings_recorded_in_the_index(index):
+    index.set_retrieval(k=1, mode="bm25")
+    reopened = Index.open(index.url)
+    pipe = Pipeline(reopened, ScriptedGenerator(lambda m: "x"))
+    assert (pipe.config.k, pipe.config.mode) == (1, "bm25")
+    assert len(pipe.answer("Where is the Colosseum?").hits) == 1
+    assert Pipeline(reopened, ScriptedGenerator(lambda m: "x"), RagConfig(k=2)).config.k == 2  # an explicit config wins
+    with pytest.raises(ConfigError, match="unknown retrieval settings"):
+        index.set_retrieval(colour="red")
+    with pytest.raises(ConfigError, match="mode"):
+        index.set_retrieval(mode="telepathy")

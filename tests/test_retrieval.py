@@ -1,8 +1,7 @@
 from ragtune.config import RagConfig
 from ragtune.documents import Chunk, Hit
-from ragtune.ingest import ingest_paths
 from ragtune.retrieval import Retriever, reciprocal_rank_fusion
-from ragtune.stores import LanceStore
+from ragtune.index import Index
 
 
 def _hits(ids, via):
@@ -25,8 +24,8 @@ def test_modes_filters_and_k(tmp_path, corpus_dir, embedder, small_chunking):
         '{"id": "j1", "text": "Lisbon is the capital of Portugal.", "meta": {"lang": "en"}}\n'
         '{"id": "j2", "text": "Lisboa e a capital de Portugal.", "meta": {"lang": "pt"}}\n'
     )
-    ingest_paths([corpus_dir], tmp_path / "ix", embedder, small_chunking)
-    retr = Retriever(LanceStore.open(tmp_path / "ix"), embedder, RagConfig(k=2))
+    Index.create(tmp_path / "ix", embedder=embedder, chunking=small_chunking).ingest([corpus_dir])
+    retr = Index.open(tmp_path / "ix", embedder).retriever(RagConfig(k=2))
     for mode in ("dense", "bm25", "hybrid"):
         hits = retr.search("capital of Portugal", mode=mode)
         assert len(hits) <= 2 and hits[0].chunk.doc_id in ("j1", "j2")

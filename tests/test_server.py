@@ -8,10 +8,9 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from ragtune.generators import ScriptedGenerator
-from ragtune.ingest import ingest_paths
+from ragtune.testing import ScriptedGenerator
 from ragtune.server.app import ServeConfig, create_app
-from ragtune.stores import LanceStore
+from ragtune.index import Index
 
 KEY = "s3cret-key"
 
@@ -27,7 +26,7 @@ def echo_first_source(messages):
 
 @pytest.fixture
 def index(tmp_path, corpus_dir, embedder, small_chunking):
-    ingest_paths([corpus_dir], tmp_path / "ix", embedder, small_chunking)
+    Index.create(tmp_path / "ix", embedder=embedder, chunking=small_chunking).ingest([corpus_dir])
     return tmp_path / "ix"
 
 
@@ -67,14 +66,14 @@ def test_validation_names_the_field(index):
 
 def test_bad_upload_is_refused_and_index_unchanged(index):
     client, _ = make_client(index, max_upload_bytes=2000)
-    before = LanceStore.open(index)
-    version, docs = before.info().version, before.document_hashes()
+    before = Index.open(index)
+    version, docs = before.info().version, before.store.document_hashes()
     r = client.post("/v1/documents", files=[("files", ("good.txt", b"Lisbon is in Portugal.")), ("files", ("junk.txt", bytes(range(256)) * 3))])
     assert r.status_code == 400 and "junk.txt" in r.json()["detail"] and "binary" in r.json()["detail"]
     r = client.post("/v1/documents", files=[("files", ("big.txt", b"word " * 1000))])
     assert r.status_code == 413 and "limit" in r.json()["detail"]
-    after = LanceStore.open(index)
-    assert after.info().version == version and after.document_hashes() == docs
+    after = Index.open(index)
+    assert after.info().version == version and after.store.document_hashes() == docs
 
 
 def test_document_add_and_delete_are_visible_to_the_next_answer(index):

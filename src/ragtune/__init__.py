@@ -1,20 +1,26 @@
-"""ragtune: RAG or fine-tuning, or both? Measure it on your own documents."""
+"""ragtune: RAG or fine-tuning, or both? Measure it on your own documents.
+
+    from ragtune import Index, Pipeline, make_generator
+
+    index = Index.create("my-index")          # LanceDB; "pg:DIR" or "postgresql://..." for PostgreSQL
+    index.ingest(["docs/"])
+    pipe = Pipeline(index, make_generator())   # Pipeline(None, ...) answers closed book
+    print(pipe.answer("Who built the bridge?").text)
+"""
 
 from .config import ChunkConfig, RagConfig, Settings, load_settings
-from .documents import Chunk, Document, Hit, QAExample, load_paths, load_squad
-from .embedders import HashingEmbedder, SentenceTransformerEmbedder, make_embedder
-from .errors import RagtuneError
-from .generators import ScriptedGenerator, TransformersGenerator
-from .ingest import IngestReport, ingest_documents, ingest_paths
-from .rag import Answer, Citation, answer, answer_batch, answer_closed_book, open_retriever
-from .retrieval import Retriever, reciprocal_rank_fusion
-from .stores import LanceStore
+from .documents import Chunk, Document, Hit, QAExample
+from .errors import ConfigError, IndexNotFoundError, ModelNotFoundError, RagtuneError
+from .finetune.run import RunFolder
+from .index import Index
+from .ingest import IngestReport
+from .rag import Answer, Citation, Pipeline
+from .registry import DEFAULT_EMBEDDER, DEFAULT_GENERATOR, make_embedder, make_generator, registry
+from .stores import open_store
 
 __all__ = [
-    "Answer", "Chunk", "ChunkConfig", "Citation", "Document", "HashingEmbedder", "Hit", "IngestReport",
-    "LanceStore", "QAExample", "RagConfig", "RagtuneError", "Retriever", "ScriptedGenerator",
-    "SentenceTransformerEmbedder", "Settings", "TransformersGenerator", "answer", "answer_batch",
-    "answer_closed_book", "ingest_documents", "ingest_paths", "load_paths", "load_settings", "load_squad",
-    "make_embedder", "open_retriever", "reciprocal_rank_fusion",
+    "Answer", "Chunk", "ChunkConfig", "Citation", "ConfigError", "DEFAULT_EMBEDDER", "DEFAULT_GENERATOR", "Document",
+    "Hit", "Index", "IndexNotFoundError", "IngestReport", "ModelNotFoundError", "Pipeline", "QAExample", "RagConfig",
+    "RagtuneError", "RunFolder", "Settings", "load_settings", "make_embedder", "make_generator", "open_store", "registry",
 ]
 __version__ = "0.1.0"

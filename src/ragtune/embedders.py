@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import re
 from typing import Protocol, Sequence
 
 import numpy as np
@@ -25,7 +23,7 @@ class Embedder(Protocol):
 class SentenceTransformerEmbedder:
     """sentence-transformers model, loaded on first use."""
 
-    def __init__(self, name: str = "all-minilm-l6-v2", batch_size: int = 32):
+    def __init__(self, name: str, batch_size: int = 32):
         self.name = name
         self.batch_size = batch_size
         self._model = None
@@ -57,31 +55,3 @@ class SentenceTransformerEmbedder:
         enc = self.model.tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]
         return [len(ids) for ids in enc]
 
-
-class HashingEmbedder:
-    """Deterministic bag-of-words hashing embedder for tests: no model, instant, lexical."""
-
-    def __init__(self, dim: int = 64):
-        self.name = f"hashing-{dim}"
-        self.dim = dim
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for i, text in enumerate(texts):
-            for word in re.findall(r"\w+", text.lower()):
-                h = int.from_bytes(hashlib.md5(word.encode()).digest()[:4], "little")
-                out[i, h % self.dim] += 1.0 if (h >> 31) & 1 else -1.0
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
-        return out / np.where(norms == 0, 1.0, norms)
-
-    def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        return [len(t.split()) for t in texts]
-
-
-def make_embedder(name: str) -> Embedder:
-    """`hashing` or `hashing-<dim>` (tests), else a sentence-transformers model the registry resolves."""
-    if name == "hashing":
-        return HashingEmbedder()
-    if name.startswith("hashing-") and name.removeprefix("hashing-").isdigit():
-        return HashingEmbedder(int(name.removeprefix("hashing-")))
-    return SentenceTransformerEmbedder(name)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Callable, Iterator, Protocol, Sequence
+from typing import Iterator, Protocol, Sequence
 
 from .models import resolve_generator
 from .prompts import Messages
@@ -21,11 +21,14 @@ class Generator(Protocol):
     def render(self, prompt: Messages) -> str:
         """The exact text the model reads for a prompt."""
 
+    def stream(self, prompt: Messages, max_new_tokens: int) -> Iterator[str]:
+        """The completion of one prompt, piece by piece as the model writes it."""
+
 
 class TransformersGenerator:
     """A causal LM through transformers (float32 on the CPU), optionally with a PEFT adapter."""
 
-    def __init__(self, model: str = "smollm2-135m-instruct", adapter: str | Path | None = None, batch_size: int = 8):
+    def __init__(self, model: str, adapter: str | Path | None = None, batch_size: int = 8):
         self.name = model if adapter is None else f"{model}+{Path(adapter).name}"
         self.model_name = model
         self.adapter = adapter
@@ -45,10 +48,10 @@ class TransformersGenerator:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         adapter = Path(self.adapter) if self.adapter is not None else None
-        if adapter is not None and not (adapter / "adapter_config.json").exists() and not (adapter / "config.json").exists():
-            from .errors import ModelNotFoundError
+        if adapter is not None:
+            from .finetune.run import RunFolder
 
-            raise ModelNotFoundError(f"{str(adapter)!r} holds neither a PEFT adapter nor a model (adapter_config.json / config.json)")
+            adapter = RunFolder.open(adapter).weights
         # A fine-tuned whole model (top-layers / full) replaces the base; a PEFT adapter wraps it.
         path = adapter if adapter is not None and (adapter / "config.json").exists() else resolve_generator(self.model_name)
         tok = AutoTokenizer.from_pretrained(str(path))
@@ -101,7 +104,6 @@ class TransformersGenerator:
         model.train(was_training)
         return out
 
-
     def stream(self, prompt: Messages, max_new_tokens: int = 48) -> Iterator[str]:
         """Yield the completion of one prompt piece by piece as the model writes it."""
         import torch
@@ -120,27 +122,3 @@ class TransformersGenerator:
         thread.start()
         yield from (piece for piece in streamer if piece)
         thread.join()
-
-
-class ScriptedGenerator:
-    """A fake for tests: answers from a function of the rendered prompt, records what it saw."""
-
-    def __init__(self, respond: Callable[[Messages], str], name: str = "scripted"):
-        self.name = name
-        self.respond = respond
-        self.seen: list[Messages] = []
-
-    def render(self, prompt: Messages) -> str:
-        return "\n".join(f"<{m['role']}>\n{m['content']}" for m in prompt)
-
-    def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        return [len(t.split()) for t in texts]
-
-    def generate(self, prompts: Sequence[Messages], max_new_tokens: int = 48) -> list[str]:
-        self.seen.extend(prompts)
-        return [" ".join(self.respond(p).split()[:max_new_tokens]) for p in prompts]
-
-    def stream(self, prompt: Messages, max_new_tokens: int = 48) -> Iterator[str]:
-        words = self.generate([prompt], max_new_tokens)[0].split()
-        for i, w in enumerate(words):
-            yield w if i == 0 else " " + w

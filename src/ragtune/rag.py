@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from .config import RagConfig
 from .context import Source, content_words, select_context
 from .documents import Hit
 from .errors import InputError
 from .generators import Generator
-from .prompts import ABSTAIN, closed_book_messages, is_abstention, parse_citations, rag_messages, strip_citations
-from .retrieval import Retriever
+from .prompts import ABSTAIN, Messages, closed_book_messages, is_abstention, parse_citations, rag_messages, strip_citations
 
 SNIPPET_CHARS = 300
 SUPPORT_TO_ATTRIBUTE = 0.6  # share of the answer's content words a source must hold to be credited
@@ -87,84 +86,89 @@ def make_answer(question: str, raw: str, sources: Sequence[Source], **extra) -> 
     return Answer(question, text, raw, cites, False, best, sources=list(sources), **extra)
 
 
-def answer_batch(
-    questions: Sequence[str],
-    retriever: Retriever,
-    generator: Generator,
-    config: RagConfig | None = None,
-    filters: dict | None = None,
-) -> list[Answer]:
-    """Answer many questions with retrieval; stage times are per question (batch time / n)."""
-    config = config or retriever.config
-    questions = [check_question(q, config) for q in questions]
-    if not questions:
-        return []
-    n = len(questions)
-    t0 = time.perf_counter()
-    hits = retriever.search_batch(questions, k=config.k, mode=config.mode, filters=filters)
-    t1 = time.perf_counter()
-    contexts = [
-        select_context(q, h, retriever.embedder, config.context_tokens, config.dedupe_threshold) for q, h in zip(questions, hits)
-    ]
-    t2 = time.perf_counter()
-    prompts = [rag_messages(q, c) for q, c in zip(questions, contexts)]
-    raws = generator.generate(prompts, config.max_new_tokens)
-    t3 = time.perf_counter()
-    timings = Timings((t1 - t0) / n, (t2 - t1) / n, (t3 - t2) / n, (t3 - t0) / n)
-    tokens_in = generator.count_tokens([generator.render(p) for p in prompts])
-    tokens_out = generator.count_tokens(raws)
-    return [
-        make_answer(q, raw, ctx, hits=h, timings=timings, tokens_in=ti, tokens_out=to)
-        for q, raw, ctx, h, ti, to in zip(questions, raws, contexts, hits, tokens_in, tokens_out)
-    ]
+class Pipeline:
+    """Answer questions: retrieve from `index` (None = closed book), select context, prompt,
+    generate, cite or abstain. One config object says how.
 
+        pipe = Pipeline(Index.open("my-index"), make_generator())
+        ans = pipe.answer("Who built the bridge?")
+        for piece in pipe.stream("..."): ...        # text pieces, then the finished Answer
+    """
 
-def answer(question: str, retriever: Retriever, generator: Generator, config: RagConfig | None = None, filters: dict | None = None) -> Answer:
-    """Answer one question from the index, citing its sources or abstaining."""
-    return answer_batch([question], retriever, generator, config, filters)[0]
+    def __init__(self, index, generator: Generator, config: RagConfig | None = None):
+        self.index = index
+        self.generator = generator
+        self.config = index.rag_config(config) if index is not None and config is None else (config or RagConfig())
+        self._retriever = index.retriever(self.config) if index is not None else None
 
+    def with_config(self, **changes) -> "Pipeline":
+        """The same index and generator with some settings changed (None values are ignored)."""
+        from dataclasses import replace
 
-def answer_closed_book(questions: Sequence[str], generator: Generator, config: RagConfig = RagConfig()) -> list[Answer]:
-    """The no-retrieval baseline: the model answers from its weights alone."""
-    questions = [check_question(q, config) for q in questions]
-    if not questions:
-        return []
-    t0 = time.perf_counter()
-    prompts = [closed_book_messages(q) for q in questions]
-    raws = generator.generate(prompts, config.max_new_tokens)
-    per = (time.perf_counter() - t0) / len(questions)
-    tin = generator.count_tokens([generator.render(p) for p in prompts])
-    tout = generator.count_tokens(raws)
-    return [
-        Answer(q, strip_citations(r), r, [], is_abstention(r), 0.0, timings=Timings(generate_s=per, total_s=per), tokens_in=a, tokens_out=b)
-        for q, r, a, b in zip(questions, raws, tin, tout)
-    ]
+        return Pipeline(self.index, self.generator, replace(self.config, **{k: v for k, v in changes.items() if v is not None}))
 
+    def check(self, question: str) -> str:
+        return check_question(question, self.config)
 
-def open_retriever(index, config: RagConfig = RagConfig()) -> Retriever:
-    """The retriever for an existing index, with the embedder the index was built with."""
-    from .embedders import make_embedder
-    from .stores import LanceStore
+    def answer(self, question: str, filters: dict | None = None) -> Answer:
+        """Answer one question, citing its sources or abstaining."""
+        return self.answer_batch([question], filters)[0]
 
-    store = LanceStore.open(index)
-    return Retriever(store, make_embedder(store.manifest.embedder), config)
+    def answer_batch(self, questions: Sequence[str], filters: dict | None = None) -> list[Answer]:
+        """Answer many questions; retrieval and generation run batched. Stage times are per
+        question (batch time / n)."""
+        config = self.config
+        questions = [check_question(q, config) for q in questions]
+        if not questions:
+            return []
+        n = len(questions)
+        t0 = time.perf_counter()
+        hits, contexts = self._retrieve(questions, filters)
+        t1 = time.perf_counter()
+        t2 = t1
+        if self._retriever is not None:
+            contexts = [self._select(q, h) for q, h in zip(questions, hits)]
+            t2 = time.perf_counter()
+        prompts = [self._prompt(q, c) for q, c in zip(questions, contexts)]
+        raws = self.generator.generate(prompts, config.max_new_tokens)
+        t3 = time.perf_counter()
+        timings = Timings((t1 - t0) / n, (t2 - t1) / n, (t3 - t2) / n, (t3 - t0) / n)
+        tokens_in = self.generator.count_tokens([self.generator.render(p) for p in prompts])
+        tokens_out = self.generator.count_tokens(raws)
+        return [
+            make_answer(q, raw, ctx, hits=h, timings=timings, tokens_in=ti, tokens_out=to)
+            for q, raw, ctx, h, ti, to in zip(questions, raws, contexts, hits, tokens_in, tokens_out)
+        ]
 
+    def stream(self, question: str, filters: dict | None = None) -> Iterator[str | Answer]:
+        """Yield the answer text as the model writes it, then the finished Answer."""
+        question = check_question(question, self.config)
+        t0 = time.perf_counter()
+        hits, sources = self._retrieve([question], filters)
+        t1 = time.perf_counter()
+        sources = [self._select(question, hits[0])] if self._retriever is not None else sources
+        t2 = time.perf_counter()
+        prompt = self._prompt(question, sources[0])
+        pieces = []
+        for piece in self.generator.stream(prompt, self.config.max_new_tokens):
+            pieces.append(piece)
+            yield piece
+        raw = "".join(pieces).strip()
+        t3 = time.perf_counter()
+        tin, tout = self.generator.count_tokens([self.generator.render(prompt), raw])
+        yield make_answer(question, raw, sources[0], hits=hits[0], timings=Timings(t1 - t0, t2 - t1, t3 - t2, t3 - t0),
+                          tokens_in=tin, tokens_out=tout)
 
-def answer_stream(question: str, retriever: Retriever | None, generator, config: RagConfig, filters: dict | None = None):
-    """Like `answer`, but yields the text as the model writes it, then the finished Answer.
-    With `retriever=None` the model answers closed book."""
-    question = check_question(question, config)
-    t0 = time.perf_counter()
-    hits = retriever.search(question, k=config.k, mode=config.mode, filters=filters) if retriever else []
-    t1 = time.perf_counter()
-    sources = select_context(question, hits, retriever.embedder, config.context_tokens, config.dedupe_threshold) if retriever else []
-    t2 = time.perf_counter()
-    prompt = rag_messages(question, sources) if retriever else closed_book_messages(question)
-    pieces = []
-    for piece in generator.stream(prompt, config.max_new_tokens):
-        pieces.append(piece)
-        yield piece
-    raw = "".join(pieces).strip()
-    t3 = time.perf_counter()
-    tin, tout = generator.count_tokens([generator.render(prompt), raw])
-    yield make_answer(question, raw, sources, hits=hits, timings=Timings(t1 - t0, t2 - t1, t3 - t2, t3 - t0), tokens_in=tin, tokens_out=tout)
+    # -- stages ------------------------------------------------------------------------------
+    def _retrieve(self, questions: list[str], filters: dict | None) -> tuple[list[list[Hit]], list[list[Source]]]:
+        if self._retriever is None:
+            return [[] for _ in questions], [[] for _ in questions]
+        c = self.config
+        return self._retriever.search_batch(questions, k=c.k, mode=c.mode, filters=filters), []
+
+    def _select(self, question: str, hits: list[Hit]) -> list[Source]:
+        c = self.config
+        return select_context(question, hits, self._retriever.embedder, c.context_tokens, c.dedupe_threshold)
+
+    def _prompt(self, question: str, sources: list[Source]) -> Messages:
+        return rag_messages(question, sources) if self._retriever is not None else closed_book_messages(question)

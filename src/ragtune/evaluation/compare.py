@@ -10,14 +10,14 @@ import json
 import shutil
 import statistics
 import time
-import tomllib
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ..config import RagConfig
+from ..config import RagConfig, build, read_toml
 from ..documents import QAExample, load_paths, load_squad
 from ..errors import ConfigError
+from ..rag import Pipeline
 from .costs import Measured, Meter, Prices, disk_bytes
 from .freshness import edit_facts, is_fresh, is_stale
 from .stats import bootstrap_ci, paired_bootstrap
@@ -55,35 +55,31 @@ class ExperimentConfig:
 
 
 def load_experiment(path: str | Path) -> ExperimentConfig:
-    """TOML: an [experiment] table, optional [prices], and [[strategy]] tables (name, retrieval, adapter, generator)."""
+    """TOML: an [experiment] table, optional [prices], and [[strategy]] tables (name, retrieval, adapter, generator).
+    Relative paths are relative to the file; index URLs (pg:..., postgresql://...) are kept as they are."""
     p = Path(path)
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"experiment file {str(p)!r}: {exc}") from exc
-    base = p.parent
-    exp = dict(data.get("experiment", {}))
-    known = {f.name for f in fields(ExperimentConfig)} - {"strategies", "prices"}
-    unknown = sorted(set(exp) - known)
+    data = read_toml(p, "experiment file")
+    unknown = sorted(set(data) - {"experiment", "strategy", "prices"})
     if unknown:
-        raise ConfigError(f"[experiment] has unknown keys {unknown}; known: {sorted(known)}")
+        raise ConfigError(f"experiment file {str(p)!r}: unknown sections {unknown}; known: ['experiment', 'prices', 'strategy']")
+    exp = dict(data.get("experiment", {}))
     for key in ("index", "questions", "unanswerable", "documents"):
-        if exp.get(key):
-            exp[key] = str((base / exp[key]) if not Path(exp[key]).is_absolute() else exp[key])
+        if exp.get(key) and not _is_url(exp[key]) and not Path(exp[key]).is_absolute():
+            exp[key] = str(p.parent / exp[key])
     strategies = []
     for s in data.get("strategy", []):
-        try:
-            if s.get("adapter") and not Path(s["adapter"]).is_absolute():
-                s = {**s, "adapter": str(base / s["adapter"])}
-            strategies.append(Strategy(**s))
-        except TypeError as exc:
-            raise ConfigError(f"[[strategy]] {s}: {exc}") from exc
+        if s.get("adapter") and not Path(s["adapter"]).is_absolute():
+            s = {**s, "adapter": str(p.parent / s["adapter"])}
+        strategies.append(build(Strategy, s, "strategy"))
     if strategies:
         exp["strategies"] = tuple(strategies)
-    try:
-        return ExperimentConfig(prices=Prices(**data.get("prices", {})), **exp)
-    except TypeError as exc:
-        raise ConfigError(f"experiment file {str(p)!r}: {exc}") from exc
+    if "strategies" in exp and not strategies or "prices" in exp:
+        raise ConfigError("[experiment]: give strategies as [[strategy]] tables and prices as a [prices] table")
+    return build(ExperimentConfig, {**exp, "prices": build(Prices, data.get("prices", {}), "prices")}, "experiment")
+
+
+def _is_url(value: str) -> bool:
+    return ":" in value.split("/", 1)[0] and len(value.split(":", 1)[0]) > 1
 
 
 def load_questions(path: str, limit: int) -> list[QAExample]:
@@ -164,43 +160,38 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, progress: Progres
     results.json and records.csv. Retrieval strategies read `cfg.index`, which is never changed:
     the freshness test edits a copy. `generators` maps strategy names to ready generators
     (tests use scripted ones); the others load from the strategy's model and adapter."""
-    from ..rag import open_retriever
+    from ..index import Index
 
     say = progress or (lambda msg: None)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    rag_cfg = RagConfig(k=cfg.k, max_new_tokens=cfg.max_new_tokens)
     needs_index = any(s.retrieval for s in cfg.strategies) or cfg.fresh_edits
-    retriever = open_retriever(cfg.index, rag_cfg) if needs_index else None
+    index = Index.open(cfg.index) if needs_index else None
+    base_cfg = index.rag_config() if index is not None else RagConfig()
+    rag_cfg = replace(base_cfg, k=cfg.k, max_new_tokens=cfg.max_new_tokens)
     answerable = load_questions(cfg.questions, cfg.max_questions)
     unanswerable = load_questions(cfg.unanswerable, cfg.max_unanswerable) if cfg.unanswerable else []
-    if retriever is not None and unanswerable:
-        stored = retriever.store.document_hashes()
-        leaked = [e.id for e in unanswerable if set(e.doc_ids) & set(stored)]
+    if index is not None and unanswerable:
+        stored = {d.id for d in index.documents()}
+        leaked = [e.id for e in unanswerable if set(e.doc_ids) & stored]
         if leaked:
             raise ConfigError(f"{len(leaked)} 'unanswerable' questions have their gold document in the index (e.g. {leaked[0]!r})")
     results = Results(config=_jsonable(asdict(cfg)), strategies=[asdict(s) for s in cfg.strategies], phases=dict(phases or {}))
 
     # Freshness: edit facts in a copy of the index, timing the incremental re-ingest.
-    edits, fresh_retriever = [], None
-    if cfg.fresh_edits and cfg.documents and retriever is not None:
+    edits, fresh = [], None
+    if cfg.fresh_edits and cfg.documents and index is not None:
         docs = load_squad(cfg.documents)[0] if cfg.documents.endswith(".json") else load_paths([cfg.documents]).documents
         edited_docs, edits = edit_facts(docs, answerable, cfg.fresh_edits, cfg.seed)
-        fresh_index = out / "fresh-index"
-        shutil.rmtree(fresh_index, ignore_errors=True)
-        shutil.copytree(cfg.index, fresh_index)
-        from ..ingest import ingest_documents
-        from ..stores import LanceStore
-
-        store = LanceStore.open(fresh_index)
+        # The edits go to a copy (a local LanceDB folder, whatever the backend) so cfg.index stays as it was.
+        fresh_path = out / "fresh-index"
+        shutil.rmtree(fresh_path, ignore_errors=True)
+        fresh = index.copy_to(fresh_path)
         say(f"freshness: editing {len(edits)} facts and re-ingesting")
         with Meter() as m:
-            rep = ingest_documents(edited_docs, store, retriever.embedder, _chunking(store))
+            rep = fresh.ingest(edited_docs)
         results.freshness = {"edits": [{"question": e.example.question, "doc_id": e.doc_id, "old": e.old, "new": e.new, "kind": e.kind} for e in edits],
                              "reingest": {**asdict(m.result), "updated": len(rep.updated), "chunks": rep.chunks_written}}
-        from ..retrieval import Retriever
-
-        fresh_retriever = Retriever(store, retriever.embedder, rag_cfg)
     elif cfg.fresh_edits:
         results.notes.append("freshness skipped: the experiment names no `documents` to edit")
 
@@ -208,21 +199,23 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, progress: Progres
     for s in cfg.strategies:
         gen = (generators or {}).get(s.name) or load_generator(s, cache)
         getattr(gen, "model", None)  # load outside the meter: per-question cost is answering, not loading
+        pipe = Pipeline(index if s.retrieval else None, gen, rag_cfg)
+        fresh_pipe = Pipeline(fresh if s.retrieval else None, gen, rag_cfg)
         with Meter() as m:
             say(f"{s.name}: {len(answerable)} answerable questions")
-            recs = run_strategy(s, answerable, "answerable", gen, retriever, rag_cfg, cfg.support_threshold)
+            recs = run_strategy(s, answerable, "answerable", pipe, cfg.support_threshold)
             if unanswerable:
                 say(f"{s.name}: {len(unanswerable)} unanswerable questions")
-                recs += run_strategy(s, unanswerable, "unanswerable", gen, retriever, rag_cfg, cfg.support_threshold)
+                recs += run_strategy(s, unanswerable, "unanswerable", pipe, cfg.support_threshold)
             if edits:
                 say(f"{s.name}: {len(edits)} edited facts")
-                erecs = run_strategy(s, [e.example for e in edits], "edited", gen, fresh_retriever, rag_cfg, cfg.support_threshold)
+                erecs = run_strategy(s, [e.example for e in edits], "edited", fresh_pipe, cfg.support_threshold)
                 for r, e in zip(erecs, edits):
                     r.fresh, r.stale = is_fresh(r.answer, e), is_stale(r.answer, e)
                 recs += erecs
         results.records += recs
         results.aggregates[s.name] = aggregate(recs, cfg)
-        results.costs[s.name] = _costs(s, m.result, len(recs), cfg, results)
+        results.costs[s.name] = _costs(s, m.result, len(recs), cfg, results, index)
 
     names = [s.name for s in cfg.strategies]
     for i, a in enumerate(names):
@@ -235,30 +228,22 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, progress: Progres
     return results
 
 
-def _chunking(store):
-    from ..config import ChunkConfig
-
-    return ChunkConfig(**store.manifest.chunking)
-
-
-def _costs(s: Strategy, run: Measured, n: int, cfg: ExperimentConfig, results: Results) -> dict:
+def _costs(s: Strategy, run: Measured, n: int, cfg: ExperimentConfig, results: Results, index) -> dict:
     """Set-up cost (index build, training run), per-question cost, sizes and labelled data."""
-    from ..stores import LanceStore
-
     setup_wall = setup_cpu = 0.0
     steps = ["load the base model"]
     index_bytes = adapter_bytes = labelled = 0
     if s.retrieval:
-        m = LanceStore.open(cfg.index).manifest
+        m = index.manifest
         setup_wall += m.build_wall_s
         setup_cpu += m.build_cpu_s
-        index_bytes = disk_bytes(cfg.index)
+        index_bytes = index.store.disk_bytes()
         steps += ["ingest documents (chunk, embed, index)"]
     train = s.training_run()
     if s.adapter:
         setup_wall += float(train.get("wall_s", 0.0))
         setup_cpu += float(train.get("cpu_s", 0.0))
-        adapter_bytes = disk_bytes(s.adapter_dir())
+        adapter_bytes = disk_bytes(s.run().weights)
         labelled = int(train.get("train_examples", 0))
         steps += ["label question/answer pairs", "prepare and split data", f"fine-tune ({train.get('config', {}).get('mode', '?')})"]
     per_q_cpu = run.cpu_s / max(n, 1)

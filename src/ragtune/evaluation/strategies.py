@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Sequence
 
-from ..config import RagConfig
 from ..documents import QAExample
-from ..generators import Generator, TransformersGenerator
-from ..rag import Answer, answer_batch, answer_closed_book
-from ..retrieval import Retriever
+from ..errors import ConfigError, ModelNotFoundError
+from ..finetune.run import RunFolder
+from ..generators import Generator
+from ..rag import Answer, Pipeline
+from ..registry import make_generator
 from .metrics import exact_match, f1_score, first_gold_rank, rouge_l, sentence_bleu
 
 
@@ -21,33 +20,21 @@ class Strategy:
 
     name: str
     retrieval: bool
-    adapter: str = ""  # a fine-tuning output folder (or its adapter/ or model/)
-    generator: str = "smollm2-135m-instruct"
+    adapter: str = ""  # a fine-tuning run folder (or its adapter/ or model/)
+    generator: str = ""  # registry name, HF folder or .gguf; "" = the adapter's base model, else the default
 
-    def adapter_dir(self) -> Path | None:
+    def run(self) -> RunFolder | None:
         if not self.adapter:
             return None
-        from ..finetune.export import find_weights
-
-        found = find_weights(self.adapter)
-        if found is not None:
-            return found
-        from ..errors import ConfigError
-
-        raise ConfigError(f"strategy {self.name!r}: adapter={self.adapter!r} holds no adapter or model")
+        try:
+            return RunFolder.open(self.adapter)
+        except ModelNotFoundError as exc:
+            raise ConfigError(f"strategy {self.name!r}: {exc}") from exc
 
     def training_run(self) -> dict:
-        """The adapter's training results (wall time, examples) if it was trained by ragtune."""
-        d = self.adapter_dir()
-        if d is None:
-            return {}
-        for cand in (d, d.parent):
-            if (cand / "results.json").exists():
-                res = json.loads((cand / "results.json").read_text())
-                manifest = cand / "ragtune-finetune.json"
-                res["config"] = json.loads(manifest.read_text())["config"] if manifest.exists() else {}
-                return res
-        return {}
+        """The adapter's training results (wall time, examples, config) if ragtune trained it."""
+        run = self.run()
+        return {**run.results, "config": run.config} if run is not None and run.results else {}
 
 
 @dataclass
@@ -84,33 +71,22 @@ class EvalRecord:
 
 
 def load_generator(strategy: Strategy, cache: dict) -> Generator:
-    key = (strategy.generator, str(strategy.adapter_dir() or ""))
+    run = strategy.run()
+    key = (strategy.generator, str(run.weights) if run else "")
     if key not in cache:
-        cache[key] = TransformersGenerator(strategy.generator, adapter=strategy.adapter_dir())
+        cache[key] = make_generator(strategy.generator or None, adapter=run.weights if run else None)
     return cache[key]
 
 
 def run_strategy(
-    strategy: Strategy,
-    examples: Sequence[QAExample],
-    kind: str,
-    generator: Generator,
-    retriever: Retriever | None,
-    config: RagConfig,
-    support_threshold: float,
+    strategy: Strategy, examples: Sequence[QAExample], kind: str, pipeline: Pipeline, support_threshold: float
 ) -> list[EvalRecord]:
-    """Answer every example with the strategy and score each answer."""
-    questions = [e.question for e in examples]
-    if not questions:
+    """Answer every example with the strategy's pipeline and score each answer."""
+    if not examples:
         return []
-    if strategy.retrieval:
-        if retriever is None:
-            from ..errors import ConfigError
-
-            raise ConfigError(f"strategy {strategy.name!r} uses retrieval but the experiment has no index")
-        answers = answer_batch(questions, retriever, generator, config)
-    else:
-        answers = answer_closed_book(questions, generator, config)
+    if strategy.retrieval and pipeline.index is None:
+        raise ConfigError(f"strategy {strategy.name!r} uses retrieval but the experiment has no index")
+    answers = pipeline.answer_batch([e.question for e in examples])
     return [score(strategy.name, e, a, kind, support_threshold) for e, a in zip(examples, answers)]
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
+from ..config import DEFAULT_GENERATOR
 from ..errors import ConfigError
 
 MODES = ("corpus", "qa", "raft")
@@ -13,39 +14,49 @@ METHODS = ("lora", "top-layers", "full")
 SCHEDULES = ("cosine", "linear", "constant")
 
 
+def opt(default, help: str, choices: tuple | None = None, cli: str = ""):
+    """A field whose help text (and choices) the CLI and docs derive from, as PEFT's configs do.
+    `cli` renames the command-line option (default: the field name with dashes)."""
+    meta = {"help": help, "choices": choices, "cli": cli}
+    if isinstance(default, tuple):
+        return field(default_factory=lambda: default, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
 @dataclass(frozen=True)
 class FinetuneConfig:
-    base_model: str = "smollm2-135m-instruct"  # registry name, HF folder or .gguf
-    mode: str = "qa"  # corpus: next-token on chunks | qa: question -> answer | raft: question + retrieved context -> cited answer
-    method: str = "lora"  # lora | top-layers | full
+    base_model: str = opt(DEFAULT_GENERATOR, "base model: registry name, HF folder or .gguf", cli="model")
+    mode: str = opt("qa", "corpus: next-token on chunks | qa: question -> answer | raft: question + retrieved context -> cited answer", MODES)
+    method: str = opt("lora", "lora: low-rank adapters | top-layers: the top N blocks train | full: every weight trains", METHODS)
     # LoRA
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-    # top-layers: the top N decoder blocks and the final norm train, the rest is frozen
-    top_layers: int = 2
+    lora_r: int = opt(16, "LoRA rank")
+    lora_alpha: int = opt(32, "LoRA scaling numerator (scale = alpha / r)")
+    lora_dropout: float = opt(0.05, "dropout on the LoRA path")
+    target_modules: tuple[str, ...] = opt(("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+                                          "comma-separated modules LoRA adapts")
+    top_layers: int = opt(2, "top-layers: the top N decoder blocks and the final norm train, the rest is frozen")
     # optimisation
-    lr: float = 3e-4  # LoRA likes ~1e-4..5e-4; use ~2e-5 for full fine-tuning
-    schedule: str = "cosine"
-    warmup_steps: int = 10
-    batch_size: int = 8
-    grad_accum: int = 1
-    epochs: int = 2
-    max_steps: int = 0  # 0 = run the epochs
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    max_seq_len: int = 512  # examples are cut from the left of the prompt, never in the answer
+    lr: float = opt(3e-4, "peak learning rate: LoRA likes ~1e-4..5e-4; use ~2e-5 for full fine-tuning")
+    schedule: str = opt("cosine", "learning-rate schedule after warm-up", SCHEDULES)
+    warmup_steps: int = opt(10, "linear warm-up steps")
+    batch_size: int = opt(8, "examples per step (before accumulation)")
+    grad_accum: int = opt(1, "steps whose gradients are summed before an update")
+    epochs: int = opt(2, "passes over the training split")
+    max_steps: int = opt(0, "stop after this many steps (0 = run the epochs)")
+    weight_decay: float = opt(0.0, "AdamW weight decay")
+    grad_clip: float = opt(1.0, "gradient norm clip")
+    max_seq_len: int = opt(512, "tokens per example; cut from the left of the prompt, never in the answer")
     # monitoring
-    eval_every: int = 25  # steps between validation losses (and checkpoints)
-    patience: int = 3  # evaluations without improvement before stopping
-    eval_batches: int = 0  # batches of the validation (and test) split to score; 0 = all of it
-    generate_max: int = 100  # test examples answered for EM/F1/ROUGE/BLEU (generation is slow on a CPU)
-    seed: int = 0
+    eval_every: int = opt(25, "steps between validation losses (and checkpoints)")
+    patience: int = opt(3, "evaluations without improvement before stopping early")
+    eval_batches: int = opt(0, "batches of the validation (and test) split to score; 0 = all of it")
+    generate_max: int = opt(100, "test examples answered for EM/F1/ROUGE/BLEU (generation is slow on a CPU)")
+    seed: int = opt(0, "random seed (data order, LoRA init, RAFT sampling)")
     # raft
-    raft_k: int = 4  # sources per example: the gold chunk plus retrieved distractors
-    raft_p_no_gold: float = 0.2  # share of examples whose sources leave out the gold chunk
-    raft_no_gold_target: str = "abstain"  # abstain: the target is the abstention phrase | answer: answer anyway (RAFT paper)
+    raft_k: int = opt(4, "raft: sources per example, the gold chunk plus retrieved distractors")
+    raft_p_no_gold: float = opt(0.2, "raft: share of examples whose sources leave out the gold chunk")
+    raft_no_gold_target: str = opt("abstain", "raft: target without the gold chunk: abstain (the abstention phrase) | answer (RAFT paper)",
+                                   ("abstain", "answer"))
 
     def __post_init__(self) -> None:
         checks = [

@@ -145,8 +145,8 @@ def read_inputs(inputs: Sequence[str | Path], skip_bad: bool, bad: StepReport, c
     examples: list[Example] = []
     for raw in inputs:
         p = Path(raw)
-        if p.is_dir() and (p / "ragtune-index.json").exists():
-            examples += _read_index(p)
+        if _is_index(str(raw)):
+            examples += _read_index(str(raw))
         elif p.is_file() and p.suffix == ".jsonl":
             examples += read_jsonl(p, skip_bad, bad)
         elif p.is_file() and p.suffix == ".json":
@@ -167,12 +167,16 @@ def read_inputs(inputs: Sequence[str | Path], skip_bad: bool, bad: StepReport, c
     return examples
 
 
-def _read_index(path: Path) -> list[Example]:
-    from ..stores import LanceStore
+def _is_index(url: str) -> bool:
+    from ..stores import backend_for
 
-    store = LanceStore.open(path)
-    t = store._table.search().select(["chunk_id", "doc_id", "text"]).limit(None).to_arrow()
-    return [Example(c, "text", text=x, doc_id=d, source=str(path)) for c, d, x in zip(*(t.column(n).to_pylist() for n in ("chunk_id", "doc_id", "text")))]
+    return (url.startswith(("pg:", "postgresql:", "postgres:")) or Path(url).is_dir()) and backend_for(url).exists(url)
+
+
+def _read_index(url: str) -> list[Example]:
+    from ..index import Index
+
+    return [Example(c.id, "text", text=c.text, doc_id=c.doc_id, source=url) for c in Index.open(url).chunks()]
 
 
 # -- cleaning ---------------------------------------------------------------------------------

@@ -39,22 +39,23 @@ def encode_text(tok, text: str, max_len: int) -> list[Tokenized]:
     return [Tokenized(ids[i : i + max_len], ids[i : i + max_len]) for i in range(0, len(ids), max_len) if len(ids[i : i + max_len]) > 1]
 
 
-def raft_prompt(ex: Example, retriever, cfg: FinetuneConfig, rng: random.Random) -> tuple[list[dict], str]:
+def raft_prompt(ex: Example, index, cfg: FinetuneConfig, rng: random.Random) -> tuple[list[dict], str]:
     """RAFT (Zhang et al. 2024): the gold chunk among retrieved distractors, or (with
     probability raft_p_no_gold) distractors only; the target cites the gold source."""
     from ..context import select_context
 
-    hits = retriever.search(ex.question, k=cfg.raft_k + 3, mode="hybrid")
-    gold_doc = ex.doc_id or _doc_for_context(ex, retriever)
+    hits = index.search(ex.question, k=cfg.raft_k + 3, mode="hybrid")
+    gold_doc = ex.doc_id or _doc_for_context(ex, index)
     gold = [h for h in hits if h.chunk.doc_id == gold_doc]
     if not gold and gold_doc:
-        gold = _gold_hits(retriever, gold_doc, ex)
+        gold = _gold_hits(index, gold_doc, ex)
     distractors = [h for h in hits if h.chunk.doc_id != gold_doc]
     with_gold = bool(gold) and rng.random() >= cfg.raft_p_no_gold
     chosen = (gold[:1] + distractors[: cfg.raft_k - 1]) if with_gold else distractors[: cfg.raft_k]
     rng.shuffle(chosen)
     chosen = [type(h)(h.chunk, h.score, i + 1, h.via) for i, h in enumerate(chosen)]
-    sources = select_context(ex.question, chosen, retriever.embedder, retriever.config.context_tokens, retriever.config.dedupe_threshold)
+    rag = index.rag_config()
+    sources = select_context(ex.question, chosen, index.embedder, rag.context_tokens, rag.dedupe_threshold)
     cited = [s.number for s in sources if s.doc_id == gold_doc]
     if cited:
         target = f"{ex.answer} [{cited[0]}]"
@@ -63,15 +64,15 @@ def raft_prompt(ex: Example, retriever, cfg: FinetuneConfig, rng: random.Random)
     return rag_messages(ex.question, sources), target
 
 
-def _doc_for_context(ex: Example, retriever) -> str:
+def _doc_for_context(ex: Example, index) -> str:
     if not ex.context:
         return ""
-    hits = retriever.store.search_text(ex.context[:1000], 1)
+    hits = index.search(ex.context[:1000], k=1, mode="bm25")
     return hits[0].chunk.doc_id if hits else ""
 
 
-def _gold_hits(retriever, doc_id: str, ex: Example):
-    hits = retriever.search(ex.question + " " + ex.answer, k=3, mode="bm25", filters={"doc_id": doc_id})
+def _gold_hits(index, doc_id: str, ex: Example):
+    hits = index.search(ex.question + " " + ex.answer, k=3, mode="bm25", filters={"doc_id": doc_id})
     return hits[:1]
 
 
@@ -80,8 +81,8 @@ class LazyRaft(Sequence):
     slow part, and a run with --max-steps may touch only a few of them. Each example has its
     own seeded random stream, so the result does not depend on the order of use."""
 
-    def __init__(self, examples: Sequence[Example], tok, cfg: FinetuneConfig, retriever, seed: int):
-        self.examples, self.tok, self.cfg, self.retriever, self.seed = list(examples), tok, cfg, retriever, seed
+    def __init__(self, examples: Sequence[Example], tok, cfg: FinetuneConfig, index, seed: int):
+        self.examples, self.tok, self.cfg, self.index, self.seed = list(examples), tok, cfg, index, seed
         self._done: dict[int, Tokenized] = {}
 
     def __len__(self) -> int:
@@ -92,18 +93,19 @@ class LazyRaft(Sequence):
             return [self[j] for j in range(*i.indices(len(self)))]
         if i not in self._done:
             ex = self.examples[i]
-            messages, target = raft_prompt(ex, self.retriever, self.cfg, random.Random(f"{self.seed}:{ex.id}"))
+            messages, target = raft_prompt(ex, self.index, self.cfg, random.Random(f"{self.seed}:{ex.id}"))
             self._done[i] = encode_chat(self.tok, messages, target, self.cfg.max_seq_len)
         return self._done[i]
 
 
-def encode_examples(examples: Sequence[Example], tok, cfg: FinetuneConfig, retriever=None, seed: int = 0) -> Sequence[Tokenized]:
+def encode_examples(examples: Sequence[Example], tok, cfg: FinetuneConfig, index=None, seed: int = 0) -> Sequence[Tokenized]:
+    """Token ids and targets; RAFT examples (built lazily) retrieve their sources from `index`."""
     if cfg.mode == "raft":
-        if retriever is None:
+        if index is None:
             from ..errors import ConfigError
 
             raise ConfigError("mode='raft' needs an index (--index DIR) to retrieve distractors from")
-        return LazyRaft(examples, tok, cfg, retriever, seed)
+        return LazyRaft(examples, tok, cfg, index, seed)
     out: list[Tokenized] = []
     for ex in examples:
         if cfg.mode == "corpus":

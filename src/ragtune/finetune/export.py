@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 from ..errors import RagtuneError
-
-
-def find_weights(path: str | Path) -> Path | None:
-    """A run's output folder or its `adapter/` / `model/` subfolder -> the folder with the weights."""
-    p = Path(path)
-    for cand in (p, p / "adapter", p / "model"):
-        if (cand / "adapter_config.json").exists() or (cand / "config.json").exists():
-            return cand
-    return None
+from .run import RunFolder
 
 
 def export_merged(adapter_dir: str | Path, out_dir: str | Path) -> Path:
@@ -24,17 +15,16 @@ def export_merged(adapter_dir: str | Path, out_dir: str | Path) -> Path:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    src = find_weights(adapter_dir)
-    if src is None:
-        raise RagtuneError(f"{str(adapter_dir)!r} holds no adapter (adapter_config.json) or model (config.json)")
+    run = RunFolder.open(adapter_dir)
+    src = run.weights
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         raise RagtuneError(f"{str(out)!r} exists and is not empty; choose a new --out")
     if (src / "config.json").exists():  # top-layers / full: already a whole model
         shutil.copytree(src, out, dirs_exist_ok=True)
         return out
-    base_path = json.loads((src / "adapter_config.json").read_text())["base_model_name_or_path"]
-    if not Path(base_path).exists():
+    base_path = run.base_model
+    if not base_path or not Path(base_path).exists():
         from ..models import resolve_generator
 
         base_path = str(resolve_generator(base_path))

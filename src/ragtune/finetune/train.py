@@ -16,12 +16,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ..errors import RagtuneError
+from ..errors import ConfigError, RagtuneError
 from .config import FinetuneConfig
 from .data import read_split
 from .examples import IGNORE, Tokenized, encode_examples
+from .run import BEST, CHECKPOINT, LOG, MANIFEST, RESULTS, weights_dir
 
-MANIFEST = "ragtune-finetune.json"
 
 
 @dataclass
@@ -82,7 +82,7 @@ def choose_trainable(model, cfg: FinetuneConfig):
         return model
     layers = decoder_layers(model)
     if cfg.top_layers > len(layers):
-        raise RagtuneError(f"top_layers={cfg.top_layers}: the model has only {len(layers)} decoder blocks")
+        raise ConfigError(f"top_layers={cfg.top_layers}: the model has only {len(layers)} decoder blocks")
     keep = {id(p) for layer in layers[-cfg.top_layers :] for p in layer.parameters()}
     keep |= {id(p) for p in model.get_decoder().norm.parameters()}
     for p in model.parameters():
@@ -213,15 +213,15 @@ def train(
     model = choose_trainable(model, cfg)
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     n_total = sum(p.numel() for p in model.parameters())
-    log_path = out / "training_log.jsonl"
+    log_path = out / LOG
 
-    retriever = None
+    retriever = None  # the Index RAFT examples retrieve from
     if cfg.mode == "raft":
         if index is None:
-            raise RagtuneError("mode='raft' needs --index DIR (the gold chunk and distractors come from it)")
-        from ..rag import open_retriever
+            raise ConfigError("mode='raft' needs --index DIR (the gold chunk and distractors come from it)")
+        from ..index import Index
 
-        retriever = open_retriever(index)
+        retriever = Index.open(index)
     splits = {s: read_split(data_dir / f"{s}.jsonl") for s in ("train", "validation", "test")}
     if not splits["train"]:
         raise RagtuneError(f"{data_dir / 'train.jsonl'} holds no examples")
@@ -237,7 +237,7 @@ def train(
 
     # Resume from the last checkpoint of the same configuration, if there is one.
     state = {"step": 0, "epoch": 0, "pos": 0, "best_val": float("inf"), "best_step": 0, "bad_evals": 0, "tokens": 0, "train_s": 0.0}
-    ckpt_path, best_path = out / "checkpoint.pt", out / "best.pt"
+    ckpt_path, best_path = out / CHECKPOINT, out / BEST
     resumed = 0
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, weights_only=False)
@@ -328,14 +328,14 @@ def train(
         state["tokens"] / max(state["train_s"], 1e-9), time.perf_counter() - t_start, resumed, len(splits["train"]),
         time.process_time() - c_start,
     )
-    (out / "results.json").write_text(json.dumps(asdict(result), indent=2))
+    (out / RESULTS).write_text(json.dumps(asdict(result), indent=2))
     ckpt_path.unlink(missing_ok=True)  # finished: the next run of this command starts afresh
     return result
 
 
 def save_model(model, tok, out: Path, cfg: FinetuneConfig) -> Path:
     """LoRA -> PEFT adapter folder; top-layers/full -> a whole model folder; both safetensors."""
-    target = out / ("adapter" if cfg.method == "lora" else "model")
+    target = out / weights_dir(cfg.method)
     model.save_pretrained(str(target), safe_serialization=True)
     tok.save_pretrained(str(target))
     return target
@@ -345,13 +345,12 @@ def evaluate_generation(model, tok, examples, cfg: FinetuneConfig, retriever=Non
     """EM, token F1, ROUGE-L and BLEU on up to `generate_max` test examples, greedy."""
     from ..evaluation.metrics import corpus_bleu, exact_match, f1_score, rouge_l
     from ..generators import TransformersGenerator
-    from ..rag import answer_batch, answer_closed_book
+    from ..rag import Pipeline
 
     examples = list(examples)[: cfg.generate_max]
     gen = TransformersGenerator.from_loaded(model, tok, name="finetuned")
-    questions = [e.question for e in examples]
     # raft is judged the way it is used: on what the retriever finds, not on planted gold chunks.
-    answers = answer_batch(questions, retriever, gen) if cfg.mode == "raft" else answer_closed_book(questions, gen)
+    answers = Pipeline(retriever if cfg.mode == "raft" else None, gen).answer_batch([e.question for e in examples])
     preds = [a.text for a in answers]
     golds = [list(e.answers) or [e.answer] for e in examples]
     n = max(len(examples), 1)

@@ -21,8 +21,10 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
-from ..config import RagConfig
 from ..errors import InputError, RagtuneError
+from ..index import Index
+from ..rag import Pipeline
+from ..registry import make_generator
 from .openai import chat_completion, chat_stream, question_from_messages
 
 STATIC = Path(__file__).parent / "static"
@@ -33,13 +35,13 @@ OPEN_PATHS = ("/healthz", "/", "/favicon.ico")  # the chat page asks for the key
 class ServeConfig:
     index: str
     adapter: str = ""  # a fine-tuned adapter: adds the `ft` and `rag+ft` strategies
-    generator: str = "smollm2-135m-instruct"
+    generator: str = ""  # registry name, HF folder or .gguf; "" = the default generator (or the adapter's base)
     api_key: str = ""  # when set (or RAGTUNE_API_KEY), every route but /healthz needs `Authorization: Bearer <key>`
     max_upload_bytes: int = 10 * 1024 * 1024
     max_question_chars: int = 2000
     request_timeout_s: float = 120.0
     max_queue: int = 8  # requests allowed to wait for a model; beyond that: 503 at once
-    k: int = 5
+    k: int = 0  # chunks retrieved per question; 0 = the index's setting
 
 
 class AskRequest(BaseModel):
@@ -107,35 +109,33 @@ class Gate:
 
 
 class Service:
-    """What the routes share: the index, the retriever and one generator per model."""
+    """What the routes share: the index and one generator per strategy."""
 
     def __init__(self, cfg: ServeConfig, generators: dict | None = None):
-        from ..rag import open_retriever
+        from dataclasses import replace
 
         self.cfg = cfg
-        self.rag_config = RagConfig(k=cfg.k, max_question_chars=cfg.max_question_chars)
-        self.retriever = open_retriever(cfg.index, self.rag_config)
+        self.index = Index.open(cfg.index)
+        base = self.index.rag_config()
+        self.rag_config = replace(base, k=cfg.k or base.k, max_question_chars=cfg.max_question_chars)
         self.write_lock = threading.Lock()
         self.gate = Gate(cfg.max_queue)
         if generators is None:
-            from ..generators import TransformersGenerator
-
-            base = TransformersGenerator(cfg.generator)
-            generators = {"base": base, "rag": base}
+            gen = make_generator(cfg.generator or None)
+            generators = {"base": gen, "rag": gen}
             if cfg.adapter:
-                ft = TransformersGenerator(cfg.generator, adapter=cfg.adapter)
+                ft = make_generator(cfg.generator or None, adapter=cfg.adapter)
                 generators.update({"ft": ft, "rag+ft": ft})
         self.generators = generators
 
-    def strategy(self, name: str):
-        if name not in self.generators:
-            raise HTTPException(422, detail=[{"loc": ["body", "strategy"], "msg": f"unknown strategy {name!r}; available: {sorted(self.generators)}", "type": "value_error"}])
-        return self.generators[name], name.startswith("rag")
-
-    def config_for(self, k: int | None = None, max_tokens: int | None = None) -> RagConfig:
+    def pipeline(self, name: str, k: int | None = None, max_tokens: int | None = None) -> Pipeline:
+        """The strategy `name` as a Pipeline: `rag*` strategies read the index, the others answer closed book."""
         from dataclasses import replace
 
-        return replace(self.rag_config, k=k or self.rag_config.k, max_new_tokens=max_tokens or self.rag_config.max_new_tokens)
+        if name not in self.generators:
+            raise HTTPException(422, detail=[{"loc": ["body", "strategy"], "msg": f"unknown strategy {name!r}; available: {sorted(self.generators)}", "type": "value_error"}])
+        config = replace(self.rag_config, k=k or self.rag_config.k, max_new_tokens=max_tokens or self.rag_config.max_new_tokens)
+        return Pipeline(self.index if name.startswith("rag") else None, self.generators[name], config)
 
 
 def answer_to_response(ans, strategy: str) -> AskResponse:
@@ -205,14 +205,8 @@ def create_app(cfg: ServeConfig, generators: dict | None = None) -> FastAPI:
 
     @app.post("/v1/ask", response_model=AskResponse, summary="answer a question with cited sources")
     async def ask(req: AskRequest):
-        from ..rag import answer, answer_closed_book
-
-        gen, retrieval = svc.strategy(req.strategy)
-        config = svc.config_for(req.k)
-        if retrieval:
-            ans = await run_model(answer, req.question, svc.retriever, gen, config, req.filters)
-        else:
-            ans = (await run_model(answer_closed_book, [req.question], gen, config))[0]
+        pipe = svc.pipeline(req.strategy, k=req.k)
+        ans = await run_model(pipe.answer, req.question, req.filters)
         return answer_to_response(ans, req.strategy)
 
     @app.get("/v1/models", summary="the strategies, as OpenAI models")
@@ -222,13 +216,10 @@ def create_app(cfg: ServeConfig, generators: dict | None = None) -> FastAPI:
     @app.post("/v1/chat/completions", summary="OpenAI-compatible chat completions (model = strategy; sources in `sources`)")
     async def chat(body: dict):
         question, model, stream, max_tokens = question_from_messages(body)
-        gen, retrieval = svc.strategy(model)
-        config = svc.config_for(max_tokens=max_tokens)
-        from ..rag import answer_stream
-
+        pipe = svc.pipeline(model, max_tokens=max_tokens)
         if not stream:
             def collect():
-                *_, final = answer_stream(question, svc.retriever if retrieval else None, gen, config)
+                *_, final = pipe.stream(question)
                 return final
 
             return chat_completion(await run_model(collect), model)
@@ -237,19 +228,16 @@ def create_app(cfg: ServeConfig, generators: dict | None = None) -> FastAPI:
         except Busy:
             raise busy()
         try:
-            from ..rag import check_question
-
-            check_question(question, config)
+            pipe.check(question)
         except InputError as exc:
             svc.gate.__exit__()
             raise HTTPException(422, detail=[{"loc": ["body", "messages"], "msg": str(exc), "type": "value_error"}])
-        it = answer_stream(question, svc.retriever if retrieval else None, gen, config)
+        it = pipe.stream(question)
         return StreamingResponse(chat_stream(it, model, release=svc.gate.__exit__), media_type="text/event-stream")
 
     @app.post("/v1/documents", summary="add or update documents (JSON or file upload); visible to the next question")
     async def add_documents(request: Request):
         from ..documents import Document, load_paths
-        from ..ingest import ingest_documents
 
         ctype = request.headers.get("content-type", "")
         size = int(request.headers.get("content-length") or 0)
@@ -285,30 +273,24 @@ def create_app(cfg: ServeConfig, generators: dict | None = None) -> FastAPI:
             docs = [Document(d.id, d.text, d.title, "api", d.meta) for d in payload.documents]
 
         def write():
-            from ..config import ChunkConfig
-
             with svc.write_lock:
-                return ingest_documents(docs, svc.retriever.store, svc.retriever.embedder, ChunkConfig(**svc.retriever.store.manifest.chunking))
+                return svc.index.ingest(docs)
 
         report = await asyncio.to_thread(write)
         return {**report.counts(), "added_ids": report.added, "updated_ids": report.updated, "chunks": report.chunks_written}
 
     @app.get("/v1/documents", summary="the documents in the index")
     def list_documents():
-        return {"documents": svc.retriever.store.list_documents()}
+        return {"documents": [asdict(d) for d in svc.index.documents()]}
 
     @app.delete("/v1/documents/{doc_id:path}", summary="delete a document")
     async def delete_document(doc_id: str):
         def delete():
             with svc.write_lock:
-                if doc_id not in svc.retriever.store.document_hashes():
-                    return None
-                n = svc.retriever.store.delete([doc_id])
-                svc.retriever.store.refresh_text_index()
-                return n
+                return svc.index.delete([doc_id])
 
         n = await asyncio.to_thread(delete)
-        if n is None:
+        if not n:
             raise HTTPException(404, detail=f"no document {doc_id!r}")
         return {"deleted": doc_id, "chunks": n}
 

@@ -1,28 +1,41 @@
-"""Vector stores. `Store` is the protocol; LanceDB (embedded) is the default implementation."""
+"""Vector stores behind one seam. `open_store(url)` picks the backend from the path or URL:
+`pg:DIR` (embedded PostgreSQL), `postgresql://...` (your server), anything else LanceDB
+(a directory, or a URI such as s3://...). Backends are registered in `ragtune.registry`."""
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from typing import Protocol
 
-import numpy as np
-
-from ..documents import Chunk, Hit
-from .lancedb import LanceStore
+from .base import COLUMNS, FORMAT, DocumentInfo, IndexInfo, IndexManifest, Store, meta_filters
 
 
-class Store(Protocol):
-    def upsert(self, doc_ids: Sequence[str], chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
-        """Replace every chunk of `doc_ids` with `chunks`, atomically."""
+class StoreBackend(Protocol):
+    """How a registry entry opens and creates stores of one kind."""
 
-    def delete(self, doc_ids: Sequence[str]) -> int:
-        """Remove the documents' chunks; returns how many chunks went."""
+    name: str
 
-    def search_dense(self, vector: np.ndarray, k: int, filters: dict | None = None) -> list[Hit]: ...
+    def exists(self, url: str) -> bool:
+        """Whether `url` holds a ragtune index of this backend."""
 
-    def search_text(self, query: str, k: int, filters: dict | None = None) -> list[Hit]: ...
+    def open(self, url: str) -> Store:
+        """Open an existing index; IndexNotFoundError if there is none."""
 
-    def document_hashes(self) -> dict[str, str]:
-        """doc id -> content hash of every stored document."""
+    def create(self, url: str, manifest: IndexManifest) -> Store:
+        """Create an empty index; refuse (IndexNotFoundError) a location that holds something else."""
 
 
-__all__ = ["Store", "LanceStore"]
+def backend_for(url: str) -> StoreBackend:
+    from ..registry import registry
+
+    return registry().store_backend(str(url))
+
+
+def open_store(url: str) -> Store:
+    """The store at `url` (IndexNotFoundError if there is none)."""
+    return backend_for(url).open(str(url))
+
+
+__all__ = [
+    "COLUMNS", "FORMAT", "DocumentInfo", "IndexInfo", "IndexManifest", "Store", "StoreBackend", "backend_for",
+    "meta_filters", "open_store",
+]

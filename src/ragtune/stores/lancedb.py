@@ -7,46 +7,21 @@ dies part-way, only ever sees each document wholly old or wholly new.
 from __future__ import annotations
 
 import json
-import time
-from dataclasses import asdict, dataclass
+import os
+from dataclasses import asdict
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
 
 from ..documents import Chunk, Hit
-from ..errors import IndexMismatchError, IndexNotFoundError
+from ..errors import IndexNotFoundError
+from .base import DocumentInfo, IndexManifest, meta_filters
 
 MANIFEST = "ragtune-index.json"
 TABLE = "chunks"
-FORMAT = 1
-COLUMNS = ("doc_id", "title", "source")  # filterable in the database; other keys filter on `meta`
-
-
-@dataclass(frozen=True)
-class IndexManifest:
-    """What the index was built with; a later ingest must match it."""
-
-    format: int
-    embedder: str
-    dim: int
-    chunking: dict
-    created: float
-    build_wall_s: float = 0.0  # summed over every ingest into this index
-    build_cpu_s: float = 0.0
-
-
-@dataclass(frozen=True)
-class IndexInfo:
-    path: str
-    documents: int
-    chunks: int
-    embedder: str
-    dim: int
-    chunking: dict
-    version: int  # LanceDB table version; each write adds one
-    disk_bytes: int
+CHUNK_COLUMNS = ["chunk_id", "doc_id", "position", "text", "title", "source", "content_hash", "meta"]
 
 
 def _sql_str(value: str) -> str:
@@ -57,45 +32,47 @@ def _in_list(ids: Sequence[str]) -> str:
     return "(" + ", ".join(_sql_str(i) for i in ids) + ")"
 
 
-class LanceStore:
-    """A ragtune index in `path`. `LanceStore.open` for existing ones, `.create_or_open` to ingest."""
+def _is_local(url: str) -> bool:
+    return "://" not in url or url.startswith("file://")
 
-    def __init__(self, path: str | Path, manifest: IndexManifest, table):
-        self.path = Path(path)
-        self.manifest = manifest
-        self._table = table
 
-    # -- opening --------------------------------------------------------------------------
-    @classmethod
-    def open(cls, path: str | Path) -> "LanceStore":
+def _local(url: str) -> Path:
+    return Path(url.removeprefix("file://"))
+
+
+class LanceBackend:
+    """Opens and creates LanceDB indexes: a directory, or a URI LanceDB accepts (s3://...)."""
+
+    name = "lancedb"
+
+    def exists(self, url: str) -> bool:
+        if _is_local(url):
+            return (_local(url) / MANIFEST).is_file()
+        return _read_remote_manifest(url) is not None
+
+    def open(self, url: str) -> "LanceStore":
         import lancedb
 
-        path = Path(path)
-        mf = path / MANIFEST
-        if not mf.is_file():
-            raise IndexNotFoundError(f"no ragtune index at {str(path)!r} (run `ragtune ingest ... --index {path}` first)")
-        manifest = IndexManifest(**json.loads(mf.read_text()))
-        table = lancedb.connect(str(path)).open_table(TABLE)
-        return cls(path, manifest, table)
+        url = str(url)
+        if _is_local(url):
+            mf = _local(url) / MANIFEST
+            data = json.loads(mf.read_text()) if mf.is_file() else None
+        else:
+            data = _read_remote_manifest(url)
+        if data is None:
+            raise IndexNotFoundError(f"no ragtune index at {url!r} (run `ragtune ingest ... --index {url}` first)")
+        table = lancedb.connect(url).open_table(TABLE)
+        return LanceStore(url, IndexManifest(**data), table)
 
-    @classmethod
-    def create_or_open(cls, path: str | Path, embedder: str, dim: int, chunking: dict) -> "LanceStore":
-        """Open the index, checking it was built with the same embedder; create it if absent."""
+    def create(self, url: str, manifest: IndexManifest) -> "LanceStore":
         import lancedb
 
-        path = Path(path)
-        if (path / MANIFEST).is_file():
-            store = cls.open(path)
-            m = store.manifest
-            if (m.embedder, m.dim) != (embedder, dim):
-                raise IndexMismatchError(
-                    f"index {str(path)!r} was built with embedder {m.embedder!r} (dim {m.dim}); "
-                    f"refusing to mix in {embedder!r} (dim {dim}): use another --index"
-                )
-            return store
-        if path.exists() and any(path.iterdir()):
-            raise IndexNotFoundError(f"{str(path)!r} exists, is not empty and holds no ragtune index; refusing to write there")
-        path.mkdir(parents=True, exist_ok=True)
+        url = str(url)
+        if _is_local(url):
+            path = _local(url)
+            if path.exists() and any(path.iterdir()):
+                raise IndexNotFoundError(f"{url!r} exists, is not empty and holds no ragtune index; refusing to write there")
+            path.mkdir(parents=True, exist_ok=True)
         schema = pa.schema(
             [
                 ("chunk_id", pa.string()),
@@ -106,35 +83,68 @@ class LanceStore:
                 ("source", pa.string()),
                 ("content_hash", pa.string()),
                 ("meta", pa.string()),  # JSON
-                ("vector", pa.list_(pa.float32(), dim)),
+                ("vector", pa.list_(pa.float32(), manifest.dim)),
             ]
         )
-        table = lancedb.connect(str(path)).create_table(TABLE, schema=schema)
-        manifest = IndexManifest(FORMAT, embedder, dim, dict(chunking), time.time())
-        store = cls(path, manifest, table)
-        store.write_manifest()
+        table = lancedb.connect(url).create_table(TABLE, schema=schema)
+        store = LanceStore(url, manifest, table)
+        store.save_manifest(manifest)
         return store
 
-    def record_build(self, wall_s: float, cpu_s: float, chunking: dict | None = None) -> None:
-        m = asdict(self.manifest)
-        m["build_wall_s"] += wall_s
-        m["build_cpu_s"] += cpu_s
-        if chunking is not None:
-            m["chunking"] = dict(chunking)
-        self.manifest = IndexManifest(**m)
-        self.write_manifest()
 
-    def write_manifest(self) -> None:
-        tmp = self.path / (MANIFEST + ".tmp")
-        tmp.write_text(json.dumps(asdict(self.manifest), indent=2))
-        tmp.replace(self.path / MANIFEST)
+BACKEND = LanceBackend()
+
+
+def _read_remote_manifest(url: str) -> dict | None:
+    """Object-store indexes keep the manifest as a file beside the table (pyarrow's filesystems)."""
+    from pyarrow import fs
+
+    try:
+        filesystem, root = fs.FileSystem.from_uri(url)
+        with filesystem.open_input_stream(f"{root.rstrip('/')}/{MANIFEST}") as fh:
+            return json.loads(fh.read().decode())
+    except (OSError, ValueError, pa.ArrowException):
+        return None
+
+
+class LanceStore:
+    """A ragtune index in LanceDB. Open and create through `ragtune.stores.open_store` / `Index`."""
+
+    backend = "lancedb"
+
+    def __init__(self, url: str | Path, manifest: IndexManifest, table):
+        self.url = str(url)
+        self.manifest = manifest
+        self._table = table
+
+    def save_manifest(self, manifest: IndexManifest) -> None:
+        data = json.dumps(asdict(manifest), indent=2)
+        if _is_local(self.url):
+            path = _local(self.url)
+            tmp = path / f"{MANIFEST}.{os.getpid()}.tmp"
+            tmp.write_text(data)
+            tmp.replace(path / MANIFEST)  # atomic: a reader sees the old manifest or the new one
+        else:
+            from pyarrow import fs
+
+            filesystem, root = fs.FileSystem.from_uri(self.url)
+            with filesystem.open_output_stream(f"{root.rstrip('/')}/{MANIFEST}") as fh:
+                fh.write(data.encode())
+        self.manifest = manifest
+
+    def close(self) -> None:
+        self._table = None
 
     # -- writing --------------------------------------------------------------------------
     def upsert(self, doc_ids: Sequence[str], chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
         """Replace every chunk of `doc_ids` with `chunks` in one commit."""
-        if len(chunks) != len(vectors):
-            raise ValueError(f"{len(chunks)} chunks but {len(vectors)} vectors")
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.shape != (len(chunks), self.manifest.dim) and len(chunks):
+            raise ValueError(f"{len(chunks)} chunks of dim {self.manifest.dim} but vectors of shape {vectors.shape}")
         if not doc_ids:
+            return
+        if not chunks:  # only deletions
+            self.delete(doc_ids)
             return
         rows = pa.table(
             {
@@ -180,32 +190,46 @@ class LanceStore:
             self._table.optimize()
 
     # -- reading --------------------------------------------------------------------------
+    def _columns(self, cols: list[str]) -> pa.Table:
+        return self._table.search().select(cols).limit(None).to_arrow()
+
     def document_hashes(self) -> dict[str, str]:
-        t = self._table.search().select(["doc_id", "content_hash"]).limit(None).to_arrow()
+        t = self._columns(["doc_id", "content_hash"])
         return dict(zip(t.column("doc_id").to_pylist(), t.column("content_hash").to_pylist()))
 
-    def list_documents(self) -> list[dict]:
-        """One entry per document: id, title, source and how many chunks it has."""
-        t = self._table.search().select(["doc_id", "title", "source"]).limit(None).to_arrow()
-        docs: dict[str, dict] = {}
-        for d, ti, so in zip(*(t.column(c).to_pylist() for c in ("doc_id", "title", "source"))):
-            entry = docs.setdefault(d, {"id": d, "title": ti, "source": so, "chunks": 0})
-            entry["chunks"] += 1
-        return sorted(docs.values(), key=lambda x: x["id"])
+    def documents(self) -> list[DocumentInfo]:
+        t = self._columns(["doc_id", "title", "source", "content_hash"])
+        docs: dict[str, list] = {}
+        for d, ti, so, h in zip(*(t.column(c).to_pylist() for c in ("doc_id", "title", "source", "content_hash"))):
+            docs.setdefault(d, [ti, so, h, 0])[3] += 1
+        return [DocumentInfo(d, ti, so, n, h) for d, (ti, so, h, n) in sorted(docs.items())]
 
-    def document_sources(self) -> dict[str, str]:
-        t = self._table.search().select(["doc_id", "source"]).limit(None).to_arrow()
-        return dict(zip(t.column("doc_id").to_pylist(), t.column("source").to_pylist()))
+    def iter_chunks(self, batch_size: int = 512, vectors: bool = False) -> Iterator[tuple[list[Chunk], np.ndarray | None]]:
+        t = self._columns(CHUNK_COLUMNS + (["vector"] if vectors else []))
+        t = t.sort_by([("doc_id", "ascending"), ("position", "ascending")])
+        for start in range(0, t.num_rows, batch_size):
+            part = t.slice(start, batch_size)
+            rows = part.select(CHUNK_COLUMNS).to_pylist()
+            vecs = None
+            if vectors:
+                vecs = np.asarray(part.column("vector").combine_chunks().flatten(), dtype=np.float32).reshape(len(rows), -1)
+            yield [self._row_to_chunk(r) for r in rows], vecs
 
     def count_chunks(self) -> int:
         return self._table.count_rows()
 
+    def version(self) -> int:
+        return int(self._table.version)
+
+    def disk_bytes(self) -> int:
+        if not _is_local(self.url):
+            return 0
+        return sum(f.stat().st_size for f in _local(self.url).rglob("*") if f.is_file())
+
     def _where(self, filters: dict | None) -> tuple[str | None, dict]:
-        if not filters:
-            return None, {}
-        sql = [f"{k} = {_sql_str(v)}" for k, v in filters.items() if k in COLUMNS]
-        rest = {k.removeprefix("meta."): v for k, v in filters.items() if k not in COLUMNS}
-        return (" AND ".join(sql) or None), rest
+        cols, meta = meta_filters(filters)
+        sql = [f"{k} = {_sql_str(v)}" for k, v in cols.items()]
+        return (" AND ".join(sql) or None), meta
 
     @staticmethod
     def _row_to_chunk(r: dict) -> Chunk:
@@ -215,17 +239,16 @@ class LanceStore:
         )
 
     def _run(self, query, k: int, filters: dict | None, score_col: str, via: str) -> list[Hit]:
-        where, meta_filters = self._where(filters)
+        where, meta = self._where(filters)
         if where:
             query = query.where(where, prefilter=True)
         # Filters on `meta` run after the search, so fetch more to still return k.
-        query = query.limit(k * 10 if meta_filters else k)
-        cols = ["chunk_id", "doc_id", "position", "text", "title", "source", "content_hash", "meta", score_col]
-        rows = query.select(cols).to_list()
+        query = query.limit(k * 10 if meta else k)
+        rows = query.select(CHUNK_COLUMNS + [score_col]).to_list()
         hits = []
         for r in rows:
             chunk = self._row_to_chunk(r)
-            if any(str(chunk.meta.get(key)) != str(val) for key, val in meta_filters.items()):
+            if any(str(chunk.meta.get(key)) != val for key, val in meta.items()):
                 continue
             score = 1.0 - r[score_col] if score_col == "_distance" else r[score_col]  # cosine similarity / BM25
             hits.append(Hit(chunk, float(score), len(hits) + 1, via))
@@ -234,6 +257,8 @@ class LanceStore:
         return hits
 
     def search_dense(self, vector: np.ndarray, k: int, filters: dict | None = None) -> list[Hit]:
+        if self._table.count_rows() == 0:
+            return []
         q = self._table.search(np.asarray(vector, dtype=np.float32), vector_column_name="vector").distance_type("cosine")
         return self._run(q, k, filters, "_distance", "dense")
 
@@ -246,13 +271,6 @@ class LanceStore:
     def get_chunks(self, chunk_ids: Sequence[str]) -> list[Chunk]:
         if not chunk_ids:
             return []
-        rows = self._table.search().where(f"chunk_id IN {_in_list(chunk_ids)}").limit(None).to_list()
+        rows = self._table.search().where(f"chunk_id IN {_in_list(chunk_ids)}").select(CHUNK_COLUMNS).limit(None).to_list()
         by_id = {r["chunk_id"]: self._row_to_chunk(r) for r in rows}
         return [by_id[i] for i in chunk_ids if i in by_id]
-
-    def info(self) -> "IndexInfo":
-        size = sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
-        return IndexInfo(
-            str(self.path), len(self.document_hashes()), self.count_chunks(), self.manifest.embedder,
-            self.manifest.dim, self.manifest.chunking, int(self._table.version), size,
-        )

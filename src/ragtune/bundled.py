@@ -1,0 +1,76 @@
+"""ragtune's own models and stores, registered through the same hook as any plugin's."""
+
+from __future__ import annotations
+
+import re
+
+from .errors import ModelNotFoundError
+
+
+def _sentence_transformer(name: str, **options):
+    from .embedders import SentenceTransformerEmbedder
+
+    return SentenceTransformerEmbedder(name, **options)
+
+
+def _hashing(name: str, **options):
+    from .testing import HashingEmbedder
+
+    m = re.fullmatch(r"hashing(?:-(\d+))?", name)
+    return HashingEmbedder(int(m.group(1)) if m and m.group(1) else 64)
+
+
+def _local_embedder(name: str, known: list[str], **options):
+    if re.fullmatch(r"hashing-\d+", name):
+        return _hashing(name)
+    from .models import resolve_embedder
+
+    resolve_embedder(name, known)  # a clear ModelNotFoundError if it is neither registered nor a folder
+    return _sentence_transformer(name, **options)
+
+
+def _transformers(name: str, adapter=None, **options):
+    from .generators import TransformersGenerator
+
+    return TransformersGenerator(name, adapter=adapter, **options)
+
+
+def _local_generator(name: str, known: list[str], adapter=None, **options):
+    from pathlib import Path
+
+    path = Path(name).expanduser()
+    if (path.is_file() and path.suffix.lower() == ".gguf") or (path.is_dir() and (path / "config.json").exists()):
+        return _transformers(str(path), adapter=adapter, **options)
+    raise ModelNotFoundError(f"unknown generator {name!r}: use one of {known}, a local Hugging Face model folder, or a .gguf file")
+
+
+def _lancedb():
+    from .stores.lancedb import BACKEND
+
+    return BACKEND
+
+
+def _pgvector():
+    from .stores.pgvector import BACKEND
+
+    return BACKEND
+
+
+def register(reg) -> None:
+    from .models import REGISTRY
+
+    for spec in REGISTRY.values():
+        where = f"{spec.description} (PyPI {spec.pip_name}; {spec.licence})"
+        if spec.kind == "embedder":
+            reg.add_embedder(spec.name, _sentence_transformer, where)
+        else:
+            reg.add_generator(spec.name, _transformers, f"{where}, via transformers")
+    reg.add_embedder("hashing", _hashing, "lexical hashing embedder for tests (hashing-<dim> for other sizes); no model")
+    reg.set_fallback("embedder", _local_embedder)
+    reg.set_fallback("generator", _local_generator)
+    reg.add_store("", _lancedb, "LanceDB in a directory (the default for any path)")
+    for scheme in ("s3", "gs", "az", "file", "memory"):
+        reg.add_store(scheme, _lancedb, f"LanceDB at a {scheme}:// URI")
+    reg.add_store("pg", _pgvector, "PostgreSQL + pgvector, embedded (pgserver) with its data in DIR: pg:DIR")
+    for scheme in ("postgresql", "postgres"):
+        reg.add_store(scheme, _pgvector, "PostgreSQL + pgvector on your server: postgresql://user@host/db[?index=NAME]")

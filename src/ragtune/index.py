@@ -1,0 +1,201 @@
+"""`Index`: a store, the embedder it was built with, and its chunking and retrieval settings.
+
+    index = Index.create("my-index")                  # or "pg:pgdata", "postgresql://me@db/x"
+    index.ingest(["docs/"])                           # incremental; sync=True deletes vanished files
+    hits = index.search("Who built the bridge?", k=5) # hybrid by default
+    index = Index.open("my-index")                    # later
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, fields, replace
+from pathlib import Path
+from typing import Iterator, Sequence, overload
+
+from .config import ChunkConfig, RagConfig
+from .documents import Chunk, Document, Hit
+from .errors import DocumentError, IndexMismatchError, IndexNotFoundError
+from .ingest import IngestReport, Progress, ingest_documents
+from .stores import DocumentInfo, IndexInfo, IndexManifest, Store, backend_for
+from .stores.base import FORMAT
+
+RETRIEVAL_KEYS = ("k", "mode", "rrf_k", "candidates", "context_tokens")  # RagConfig fields an index may tune
+
+
+class Index:
+    """One ragtune index, whatever the backend. Cheap to open: the embedder loads on first use."""
+
+    def __init__(self, store: Store, embedder=None):
+        self.store = store
+        self._embedder = embedder
+        self._chunking: ChunkConfig | None = None
+
+    # -- opening ---------------------------------------------------------------------------
+    @classmethod
+    def open(cls, url: str | Path, embedder=None) -> "Index":
+        """An existing index (IndexNotFoundError if there is none)."""
+        return cls(backend_for(str(url)).open(str(url)), embedder)
+
+    @classmethod
+    def create(cls, url: str | Path, embedder=None, chunking: ChunkConfig | None = None, exist_ok: bool = True) -> "Index":
+        """Create an index (or open it if it exists and `exist_ok`); it must keep its embedder.
+
+        `embedder` is a name or an Embedder object (default: the bundled MiniLM)."""
+        from .registry import make_embedder
+
+        url = str(url)
+        backend = backend_for(url)
+        emb = embedder if embedder is None or not isinstance(embedder, str) else make_embedder(embedder)
+        if backend.exists(url):
+            if not exist_ok:
+                raise IndexMismatchError(f"an index already exists at {url!r}")
+            index = cls(backend.open(url), emb)
+            m = index.manifest
+            if emb is not None and (m.embedder, m.dim) != (emb.name, emb.dim):
+                raise IndexMismatchError(
+                    f"index {url!r} was built with embedder {m.embedder!r} (dim {m.dim}); "
+                    f"refusing to mix in {emb.name!r} (dim {emb.dim}): use another --index"
+                )
+            index._chunking = chunking  # a changed chunking re-chunks every document on the next ingest
+            return index
+        emb = emb or make_embedder(None)
+        chunking = chunking or ChunkConfig()
+        manifest = IndexManifest(FORMAT, emb.name, emb.dim, asdict(chunking), time.time())
+        return cls(backend.create(url, manifest), emb)
+
+    # -- what it is ------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        return self.store.url
+
+    @property
+    def manifest(self) -> IndexManifest:
+        return self.store.manifest
+
+    @property
+    def chunking(self) -> ChunkConfig:
+        return self._chunking or ChunkConfig(**self.manifest.chunking)
+
+    @property
+    def embedder(self):
+        if self._embedder is None:
+            from .registry import make_embedder
+
+            self._embedder = make_embedder(self.manifest.embedder)
+        return self._embedder
+
+    def rag_config(self, base: RagConfig | None = None) -> RagConfig:
+        """`base` (default RagConfig()) with the retrieval settings recorded in this index applied."""
+        base = base or RagConfig()
+        tuned = {k: v for k, v in self.manifest.retrieval.items() if k in RETRIEVAL_KEYS}
+        return replace(base, **tuned) if tuned else base
+
+    def set_retrieval(self, **settings) -> None:
+        """Record retrieval settings (fields of RagConfig) that every later search uses."""
+        known = {f.name for f in fields(RagConfig)} & set(RETRIEVAL_KEYS)
+        unknown = sorted(set(settings) - known)
+        if unknown:
+            from .errors import ConfigError
+
+            raise ConfigError(f"unknown retrieval settings {unknown}; known: {sorted(known)}")
+        RagConfig(**settings)  # validates the values
+        self.store.save_manifest(replace(self.manifest, retrieval={**self.manifest.retrieval, **settings}))
+
+    def info(self) -> IndexInfo:
+        m = self.manifest
+        return IndexInfo(
+            url=self.url, backend=self.store.backend, documents=len(self.store.document_hashes()),
+            chunks=self.store.count_chunks(), embedder=m.embedder, dim=m.dim, chunking=m.chunking,
+            version=self.store.version(), disk_bytes=self.store.disk_bytes(), retrieval=dict(m.retrieval),
+        )
+
+    def documents(self) -> list[DocumentInfo]:
+        return self.store.documents()
+
+    def chunks(self, batch_size: int = 512) -> Iterator[Chunk]:
+        """Every chunk, ordered by document and position."""
+        for batch, _ in self.store.iter_chunks(batch_size):
+            yield from batch
+
+    def get_chunks(self, chunk_ids: Sequence[str]) -> list[Chunk]:
+        return self.store.get_chunks(chunk_ids)
+
+    # -- writing ---------------------------------------------------------------------------
+    def ingest(
+        self, items: Sequence[str | Path | Document], sync: bool = False, strict: bool = False, progress: Progress | None = None
+    ) -> IngestReport:
+        """Add new and changed documents (files, folders or Document objects); with `sync`,
+        delete stored documents that are not among them. With `strict`, a file that cannot be
+        read aborts the run before anything is written."""
+        from .documents import load_paths
+
+        t0 = time.perf_counter()
+        docs = [d for d in items if isinstance(d, Document)]
+        paths = [p for p in items if not isinstance(p, Document)]
+        loaded = load_paths(paths) if paths else None
+        skipped = loaded.skipped if loaded else []
+        if strict and skipped:
+            raise DocumentError(f"{skipped[0].path}: {skipped[0].reason} ({len(skipped)} file(s) unreadable; nothing was written)")
+        if loaded:
+            docs += loaded.documents
+        report = ingest_documents(docs, self.store, self.embedder, self.chunking, sync=sync,
+                                  keep_sources=[s.path for s in skipped], progress=progress)
+        report.skipped = skipped
+        report.seconds = time.perf_counter() - t0
+        return report
+
+    def delete(self, doc_ids: Sequence[str]) -> int:
+        """Delete documents; returns how many chunks went."""
+        n = self.store.delete(list(doc_ids))
+        if n:
+            self.store.refresh_text_index()
+        return n
+
+    def copy_to(self, url: str | Path) -> "Index":
+        """A new index at `url` (any backend) holding the same chunks and vectors, no re-embedding."""
+        target = backend_for(str(url))
+        if target.exists(str(url)):
+            raise IndexMismatchError(f"an index already exists at {str(url)!r}; refusing to overwrite it")
+        store = target.create(str(url), self.manifest)
+        for chunks, vectors in self.store.iter_chunks(vectors=True):
+            by_doc: dict[str, list[int]] = {}
+            for i, c in enumerate(chunks):
+                by_doc.setdefault(c.doc_id, []).append(i)
+            store.upsert(list(by_doc), chunks, vectors)
+        store.refresh_text_index()
+        return Index(store, self._embedder)
+
+    # -- searching -------------------------------------------------------------------------
+    @overload
+    def search(self, query: str, k: int | None = ..., mode: str | None = ..., filters: dict | None = ...,
+               config: RagConfig | None = ...) -> list[Hit]: ...
+    @overload
+    def search(self, query: list[str], k: int | None = ..., mode: str | None = ..., filters: dict | None = ...,
+               config: RagConfig | None = ...) -> list[list[Hit]]: ...
+
+    def search(self, query, k=None, mode=None, filters=None, config: RagConfig | None = None):
+        """Hits for one query, or a list of hit lists for a list of queries (embedded in one batch).
+        `config` (default: this index's settings) gives the fusion and depth; `k` and `mode` override it."""
+        retriever = self.retriever(config)
+        if isinstance(query, str):
+            return retriever.search_batch([query], k=k, mode=mode, filters=filters)[0]
+        return retriever.search_batch(list(query), k=k, mode=mode, filters=filters)
+
+    def retriever(self, config: RagConfig | None = None):
+        from .retrieval import Retriever
+
+        return Retriever(self.store, self.embedder, config or self.rag_config())
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __repr__(self) -> str:
+        return f"Index({self.url!r}, backend={self.store.backend!r})"
+
+
+def open_or_none(url: str | Path) -> Index | None:
+    try:
+        return Index.open(url)
+    except IndexNotFoundError:
+        return None
