@@ -30,36 +30,37 @@ def main() -> int:
     ap.add_argument("--json", help="write per-question records here")
     args = ap.parse_args()
 
-    from ragtune.config import RagConfig
+    from ragtune import Pipeline, RagConfig, make_embedder, make_generator
     from ragtune.context import Source
-    from ragtune.embedders import SentenceTransformerEmbedder
     from ragtune.evaluation.metrics import exact_match, f1_score
-    from ragtune.generators import TransformersGenerator
     from ragtune.prompts import rag_messages
-    from ragtune.rag import answer_batch, answer_closed_book, make_answer
-    from ragtune.retrieval import Retriever
+    from ragtune.rag import make_answer
 
     docs, examples = squad_dev()
     sample = random.Random(args.seed).sample(examples, args.n)
-    embedder = SentenceTransformerEmbedder()
     config = RagConfig(max_new_tokens=32)
-    retriever = Retriever(squad_index(Path(args.index), embedder, docs), embedder, config)
-    generator = TransformersGenerator(config.generator)
+    index = squad_index(args.index, make_embedder(), docs)
+    generator = make_generator(config.generator)
     questions = [e.question for e in sample]
 
     runs = {}
     t0 = time.perf_counter()
-    runs["closed-book"] = answer_closed_book(questions, generator, config)
+    runs["closed-book"] = Pipeline(None, generator, config).answer_batch(questions)
     t1 = time.perf_counter()
-    runs["rag"] = answer_batch(questions, retriever, generator, config)
+    runs["rag"] = Pipeline(index, generator, config).answer_batch(questions)
     t2 = time.perf_counter()
     gold_sources = [[Source(1, e.doc_ids[0] + "#0", e.doc_ids[0], e.title, e.context, 1.0)] for e in sample]
-    raws = generator.generate([rag_messages(e.question, s) for e, s in zip(sample, gold_sources)], config.max_new_tokens)
+    raws = generator.generate(
+        [rag_messages(e.question, s) for e, s in zip(sample, gold_sources)], config.max_new_tokens
+    )
     runs["gold-passage"] = [make_answer(e.question, r, s) for e, r, s in zip(sample, raws, gold_sources)]
     t3 = time.perf_counter()
     secs = {"closed-book": t1 - t0, "rag": t2 - t1, "gold-passage": t3 - t2}
 
-    print(f"{args.n} SQuAD dev questions (seed {args.seed}), generator {config.generator}, greedy, {config.max_new_tokens} new tokens")
+    print(
+        f"{args.n} SQuAD dev questions (seed {args.seed}), generator {config.generator}"
+        f", greedy, {config.max_new_tokens} new tokens"
+    )
     print(f"{'reader':<14}{'EM':>7}{'F1':>7}{'abstain':>9}{'cited':>7}{'s/q':>7}")
     scores = {}
     for name, answers in runs.items():

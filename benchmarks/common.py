@@ -21,19 +21,15 @@ def squad_dev():
 
 
 def squad_index(path: Path, embedder, docs):
-    """Open (or build, incrementally) an index of the given SQuAD paragraphs."""
-    from dataclasses import asdict
+    """Open (or build, incrementally) an index of the given SQuAD paragraphs; returns a ragtune.Index.
+    `path` may be any index URL (a folder, pg:DIR, postgresql://...); `embedder` a name or an Embedder."""
+    from ragtune import ChunkConfig, Index
 
-    from ragtune.config import ChunkConfig
-    from ragtune.ingest import ingest_documents
-    from ragtune.stores import LanceStore
-
-    chunking = ChunkConfig()
-    store = LanceStore.create_or_open(path, embedder.name, embedder.dim, asdict(chunking))
+    index = Index.create(path, embedder=embedder, chunking=ChunkConfig())
     t0 = time.perf_counter()
-    report = ingest_documents(docs, store, embedder, chunking, sync=True)
+    report = index.ingest(docs, sync=True)
     print(f"index {path}: {report.counts()} in {time.perf_counter() - t0:.1f}s", flush=True)
-    return store
+    return index
 
 
 def median(xs):

@@ -26,36 +26,31 @@ def main() -> int:
     ap.add_argument("--test", type=int, default=100, help="test questions answered for EM/F1")
     args = ap.parse_args()
 
-    from ragtune.config import ChunkConfig
+    from ragtune import Index, Pipeline, make_generator
     from ragtune.demo import demo_data_path
     from ragtune.documents import load_squad
-    from ragtune.embedders import SentenceTransformerEmbedder
     from ragtune.evaluation.metrics import exact_match, f1_score
     from ragtune.finetune.config import FinetuneConfig
     from ragtune.finetune.data import PrepareConfig, prepare, read_split
     from ragtune.finetune.train import train
-    from ragtune.generators import TransformersGenerator
-    from ragtune.ingest import ingest_documents
-    from ragtune.rag import answer_batch, answer_closed_book, open_retriever
-    from ragtune.stores import LanceStore
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     docs, _ = load_squad(demo_data_path())
-    embedder = SentenceTransformerEmbedder()
-    store = LanceStore.create_or_open(out / "index", embedder.name, embedder.dim, {"chunk_tokens": 200, "overlap_tokens": 40})
-    ingest_documents(docs, store, embedder, ChunkConfig(), sync=True)
+    index = Index.create(out / "index")
+    index.ingest(docs, sync=True)
     t0 = time.perf_counter()
     report = prepare([demo_data_path()], out / "data", PrepareConfig(seed=0))
     print(f"prepare: {report.read} read, {report.kept} kept, splits {report.splits} in {time.perf_counter() - t0:.1f}s")
     test = read_split(out / "data" / "test.jsonl")[: args.test]
-    retriever = open_retriever(out / "index")
-    base = TransformersGenerator()
+    base = make_generator()
 
     def score(answers):
         n = len(test)
-        return (100 * sum(exact_match(a.text, e.answers) for a, e in zip(answers, test)) / n,
-                100 * sum(f1_score(a.text, e.answers) for a, e in zip(answers, test)) / n)
+        return (
+            100 * sum(exact_match(a.text, e.answers) for a, e in zip(answers, test)) / n,
+            100 * sum(f1_score(a.text, e.answers) for a, e in zip(answers, test)) / n,
+        )
 
     rows = {}
     runs = (("qa", {"epochs": args.qa_epochs}), ("raft", {"max_steps": args.raft_steps, "batch_size": args.raft_batch}))
@@ -63,15 +58,28 @@ def main() -> int:
         cfg = FinetuneConfig(mode=mode, method="lora", generate_max=args.test, eval_every=20, patience=3, **kw)
         res = train(cfg, out / "data", out / mode, index=out / "index" if mode == "raft" else None)
         qs = [e.question for e in test]
-        base_answers = answer_batch(qs, retriever, base) if mode == "raft" else answer_closed_book(qs, base)
+        base_answers = Pipeline(index if mode == "raft" else None, base).answer_batch(qs)
         b_em, b_f1 = score(base_answers)
-        rows[mode] = {"wall_s": res.wall_s, "steps": res.steps, "best_val_loss": res.best_val_loss, "stopped_early": res.stopped_early,
-                      "tokens_per_s": res.tokens_per_s, "test_em": res.generation["em"], "test_f1": res.generation["f1"],
-                      "base_em": b_em, "base_f1": b_f1}
-        print(f"{mode}: {res.steps} steps in {res.wall_s:.0f}s ({res.tokens_per_s:.0f} tok/s), best val loss {res.best_val_loss:.3f}"
-              f"{' (early stop)' if res.stopped_early else ''}; test EM {res.generation['em']:.1f} F1 {res.generation['f1']:.1f} "
-              f"vs base ({'rag' if mode == 'raft' else 'closed book'}) EM {b_em:.1f} F1 {b_f1:.1f}; "
-              f"ratio F1 fine-tuned/base = {res.generation['f1'] / max(b_f1, 1e-9):.2f}", flush=True)
+        rows[mode] = {
+            "wall_s": res.wall_s,
+            "steps": res.steps,
+            "best_val_loss": res.best_val_loss,
+            "stopped_early": res.stopped_early,
+            "tokens_per_s": res.tokens_per_s,
+            "test_em": res.generation["em"],
+            "test_f1": res.generation["f1"],
+            "base_em": b_em,
+            "base_f1": b_f1,
+        }
+        print(
+            f"{mode}: {res.steps} steps in {res.wall_s:.0f}s ({res.tokens_per_s:.0f} tok/s)"
+            f", best val loss {res.best_val_loss:.3f}"
+            f"{' (early stop)' if res.stopped_early else ''}"
+            f"; test EM {res.generation['em']:.1f} F1 {res.generation['f1']:.1f} "
+            f"vs base ({'rag' if mode == 'raft' else 'closed book'}) EM {b_em:.1f} F1 {b_f1:.1f}; "
+            f"ratio F1 fine-tuned/base = {res.generation['f1'] / max(b_f1, 1e-9):.2f}",
+            flush=True,
+        )
     (out / "summary.json").write_text(json.dumps(rows, indent=2))
     return 0
 

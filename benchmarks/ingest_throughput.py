@@ -26,11 +26,11 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
 
+    from ragtune import Index, make_embedder
     from ragtune.chunking import chunk_documents
     from ragtune.config import ChunkConfig
     from ragtune.documents import load_paths
-    from ragtune.embedders import SentenceTransformerEmbedder
-    from ragtune.ingest import embed_text, ingest_paths
+    from ragtune.ingest import embed_text
 
     docs = squad_dev()[0][: args.docs]
     work = Path(tempfile.mkdtemp(prefix="ragtune-ingest-bench-"))
@@ -39,10 +39,13 @@ def main() -> int:
     for i, d in enumerate(docs):
         (folder / f"{i:05d}.txt").write_text(d.text, encoding="utf-8")
 
-    embedder = SentenceTransformerEmbedder()
+    embedder = make_embedder()
     chunking = ChunkConfig()
     # The baseline embeds exactly what ragtune embeds: the same chunks of the same files.
-    texts = [embed_text(c.title, c.text) for c in chunk_documents(load_paths([folder]).documents, chunking, embedder.count_tokens)]
+    texts = [
+        embed_text(c.title, c.text)
+        for c in chunk_documents(load_paths([folder]).documents, chunking, embedder.count_tokens)
+    ]
     embedder.model.encode(texts[:64], batch_size=32)  # warm up both paths equally
 
     base, ours = [], []
@@ -52,15 +55,21 @@ def main() -> int:
         base.append(time.perf_counter() - t0)
         index = work / f"index{r}"
         t0 = time.perf_counter()
-        report = ingest_paths([folder], index, embedder, chunking)
+        report = Index.create(index, embedder=embedder, chunking=chunking).ingest([folder])
         ours.append(time.perf_counter() - t0)
         assert report.counts()["added"] == len(docs)
-        print(f"run {r}: baseline encode {base[-1]:.1f}s, ragtune ingest {ours[-1]:.1f}s ({report.chunks_written} chunks, embed part {report.embed_seconds:.1f}s)", flush=True)
+        print(
+            f"run {r}: baseline encode {base[-1]:.1f}s, ragtune ingest {ours[-1]:.1f}s"
+            f" ({report.chunks_written} chunks, embed part {report.embed_seconds:.1f}s)",
+            flush=True,
+        )
     shutil.rmtree(work, ignore_errors=True)
     b, o = median(base), median(ours)
     ratio = b / o
-    print(f"{len(texts)} chunks: baseline sentence-transformers encode median {b:.2f}s ({len(texts) / b:.1f} chunks/s); "
-          f"ragtune ingest median {o:.2f}s ({len(texts) / o:.1f} chunks/s)")
+    print(
+        f"{len(texts)} chunks: baseline sentence-transformers encode median {b:.2f}s ({len(texts) / b:.1f} chunks/s); "
+        f"ragtune ingest median {o:.2f}s ({len(texts) / o:.1f} chunks/s)"
+    )
     print(f"ratio baseline/ragtune = {ratio:.3f}  (target >= 0.9)")
     return 0 if ratio >= 0.9 else 1
 

@@ -62,8 +62,14 @@ def load(url: str, clients: int, seconds: float, questions: list[str]) -> dict:
         t.join()
     wall = time.perf_counter() - t0
     lat.sort()
-    return {"clients": clients, "ok": codes.get(200, 0), "codes": codes, "throughput": codes.get(200, 0) / wall,
-            "p50": statistics.median(lat) if lat else float("nan"), "p95": lat[int(0.95 * (len(lat) - 1))] if lat else float("nan")}
+    return {
+        "clients": clients,
+        "ok": codes.get(200, 0),
+        "codes": codes,
+        "throughput": codes.get(200, 0) / wall,
+        "p50": statistics.median(lat) if lat else float("nan"),
+        "p95": lat[int(0.95 * (len(lat) - 1))] if lat else float("nan"),
+    }
 
 
 def main() -> int:
@@ -77,12 +83,32 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="ragtune-serve-bench-"))
     docs, examples = load_squad(demo_data_path())
-    subprocess.run([sys.executable, "-m", "ragtune.cli", "ingest", str(demo_data_path()), "--index", str(work / "ix")], check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "ragtune.cli", "ingest", str(demo_data_path()), "--index", str(work / "ix")],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    server = subprocess.Popen([sys.executable, "-m", "ragtune.cli", "serve", "--index", str(work / "ix"), "--port", str(port),
-                               "--max-queue", str(args.queue), "--timeout", "120"], env=env, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ragtune.cli",
+            "serve",
+            "--index",
+            str(work / "ix"),
+            "--port",
+            str(port),
+            "--max-queue",
+            str(args.queue),
+            "--timeout",
+            "120",
+        ],
+        env=env,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         import httpx
@@ -99,7 +125,11 @@ def main() -> int:
         for clients in (1, 4, 16, args.queue * 2 + 8):
             r = load(url, clients, args.seconds, questions)
             rows.append(r)
-            print(f"{clients:>3} clients: {r['throughput']:.2f} answers/s, p50 {r['p50']:.2f}s, p95 {r['p95']:.2f}s, responses {r['codes']}", flush=True)
+            print(
+                f"{clients:>3} clients: {r['throughput']:.2f} answers/s, p50 {r['p50']:.2f}s, p95 {r['p95']:.2f}s"
+                f", responses {r['codes']}",
+                flush=True,
+            )
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -108,8 +138,10 @@ def main() -> int:
         print(f"ratio throughput {r['clients']} clients / 1 client (baseline, same run) = {r['throughput'] / base:.2f}")
     errors16 = sum(v for k, v in rows[2]["codes"].items() if k != 200)
     over = rows[3]["codes"]
-    print(f"errors at 16 clients: {errors16} (target 0); past the queue limit ({rows[3]['clients']} clients): "
-          f"{over.get(503, 0)} x 503, {over.get('timeout', 0)} time-outs (target: 503s, no time-outs)")
+    print(
+        f"errors at 16 clients: {errors16} (target 0); past the queue limit ({rows[3]['clients']} clients): "
+        f"{over.get(503, 0)} x 503, {over.get('timeout', 0)} time-outs (target: 503s, no time-outs)"
+    )
     return 0 if errors16 == 0 and over.get("timeout", 0) == 0 else 1
 
 

@@ -5,7 +5,9 @@ on the answer tokens only), same batch size, sequence length, LoRA settings, opt
 steps. Each side runs in its own process, so its peak RSS is its own.
 Claims: tokens/s ratio ragtune / HF >= 1.3, and ragtune's peak memory no higher.
 
-    python benchmarks/train_throughput.py [--examples 48] [--batch 8] [--steps 6]   (examples = batch x steps: one epoch)
+    python benchmarks/train_throughput.py [--examples 48] [--batch 8] [--steps 6]
+
+(examples = batch x steps: one epoch)
 """
 
 from __future__ import annotations
@@ -34,7 +36,10 @@ def make_data(n: int, folder: Path) -> None:
     qa = folder / "qa.jsonl"
     with qa.open("w") as fh:
         for e in rows:
-            fh.write(json.dumps({"id": e.id, "question": f"{e.context}\n\nQuestion: {e.question}", "answer": e.answers[0]}) + "\n")
+            fh.write(
+                json.dumps({"id": e.id, "question": f"{e.context}\n\nQuestion: {e.question}", "answer": e.answers[0]})
+                + "\n"
+            )
     prepare([qa], folder / "prep", PrepareConfig(ratios=(1.0, 0.0, 0.0), near_dup_threshold=1.0))
 
 
@@ -42,8 +47,19 @@ def side_ragtune(folder: Path, batch: int, steps: int) -> dict:
     from ragtune.finetune.config import FinetuneConfig
     from ragtune.finetune.train import train
 
-    cfg = FinetuneConfig(mode="qa", method="lora", batch_size=batch, max_steps=steps, eval_every=10_000, generate_max=0,
-                         warmup_steps=0, lr=2e-4, max_seq_len=512, eval_batches=1, **LORA)
+    cfg = FinetuneConfig(
+        mode="qa",
+        method="lora",
+        batch_size=batch,
+        max_steps=steps,
+        eval_every=10_000,
+        generate_max=0,
+        warmup_steps=0,
+        lr=2e-4,
+        max_seq_len=512,
+        eval_batches=1,
+        **LORA,
+    )
     res = train(cfg, folder / "prep", folder / "ragtune-out")
     return {"tokens_per_s": res.tokens_per_s}
 
@@ -60,8 +76,16 @@ def side_hf(folder: Path, batch: int, steps: int) -> dict:
 
     cfg = FinetuneConfig(mode="qa", max_seq_len=512, **LORA)
     tok, model, _ = load_base(cfg.base_model)
-    model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                                              target_modules=list(cfg.target_modules), task_type="CAUSAL_LM"))
+    model = get_peft_model(
+        model,
+        LoraConfig(
+            r=cfg.lora_r,
+            lora_alpha=cfg.lora_alpha,
+            lora_dropout=cfg.lora_dropout,
+            target_modules=list(cfg.target_modules),
+            task_type="CAUSAL_LM",
+        ),
+    )
     data = encode_examples(read_split(folder / "prep" / "train.jsonl"), tok, cfg)
     train_ds = [{"input_ids": x.input_ids, "labels": x.labels} for x in data]
 
@@ -75,12 +99,27 @@ def side_hf(folder: Path, batch: int, steps: int) -> dict:
             ids[i, :n], labels[i, :n], mask[i, :n] = torch.tensor(x["input_ids"]), torch.tensor(x["labels"]), 1
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
-    args = TrainingArguments(output_dir=str(folder / "hf-out"), per_device_train_batch_size=batch, max_steps=steps,
-                             learning_rate=2e-4, warmup_steps=0, logging_steps=10_000, save_strategy="no", report_to=[],
-                             use_cpu=True, dataloader_num_workers=0, seed=0, data_seed=0, disable_tqdm=True)
+    args = TrainingArguments(
+        output_dir=str(folder / "hf-out"),
+        per_device_train_batch_size=batch,
+        max_steps=steps,
+        learning_rate=2e-4,
+        warmup_steps=0,
+        logging_steps=10_000,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        dataloader_num_workers=0,
+        seed=0,
+        data_seed=0,
+        disable_tqdm=True,
+    )
     trainer = Trainer(model=model, args=args, train_dataset=train_ds, data_collator=collate)
     if steps * batch != len(train_ds):
-        raise SystemExit(f"--examples must equal --steps x --batch so both sides see each example once ({len(train_ds)} vs {steps * batch})")
+        raise SystemExit(
+            f"--examples must equal --steps x --batch so both sides see each example once"
+            f" ({len(train_ds)} vs {steps * batch})"
+        )
     tokens = sum(len(x["input_ids"]) for x in train_ds)
     t0 = time.perf_counter()
     trainer.train()
@@ -106,14 +145,32 @@ def main() -> int:
     make_data(args.examples, folder)
     results = {}
     for side in ("hf", "ragtune"):
-        out = subprocess.run([sys.executable, __file__, "--side", side, "--folder", str(folder), "--batch", str(args.batch),
-                              "--steps", str(args.steps)], capture_output=True, text=True)
+        out = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--side",
+                side,
+                "--folder",
+                str(folder),
+                "--batch",
+                str(args.batch),
+                "--steps",
+                str(args.steps),
+            ],
+            capture_output=True,
+            text=True,
+        )
         line = next((l for l in out.stdout.splitlines() if l.startswith("RESULT ")), None)
         if line is None:
             print(out.stdout[-2000:], out.stderr[-4000:])
             return 1
         results[side] = json.loads(line[7:])
-        print(f"{side:<8} {results[side]['tokens_per_s']:8.1f} tokens/s   peak RSS {results[side]['peak_rss_mb']:8.0f} MB", flush=True)
+        print(
+            f"{side:<8} {results[side]['tokens_per_s']:8.1f} tokens/s"
+            f"   peak RSS {results[side]['peak_rss_mb']:8.0f} MB",
+            flush=True,
+        )
     speed = results["ragtune"]["tokens_per_s"] / results["hf"]["tokens_per_s"]
     mem = results["ragtune"]["peak_rss_mb"] / results["hf"]["peak_rss_mb"]
     print(f"ratio tokens/s ragtune / HF Trainer+PEFT = {speed:.2f}  (target >= 1.3)")

@@ -11,7 +11,11 @@ _real_connect = socket.socket.connect
 
 def _loopback_only(self, address):
     host = address[0] if isinstance(address, tuple) else address
-    if isinstance(host, str) and (host in ("localhost", "::1") or host.startswith("127.")) or self.family == socket.AF_UNIX:
+    if (
+        isinstance(host, str)
+        and (host in ("localhost", "::1") or host.startswith("127."))
+        or self.family == socket.AF_UNIX
+    ):
         return _real_connect(self, address)
     raise RuntimeError(f"tests must not touch the network (tried {address!r})")
 

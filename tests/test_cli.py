@@ -50,7 +50,9 @@ def test_ask_with_a_local_generator_folder(tmp_path, corpus_dir, capsys):
     model = build_tiny_llama(tmp_path / "tiny")
     index = str(tmp_path / "ix")
     run(capsys, "ingest", str(corpus_dir), "--index", index, "--embedder", "hashing")
-    code, out, _ = run(capsys, "ask", "What is the capital of France?", "--index", index, "--generator", str(model), "--json")
+    code, out, _ = run(
+        capsys, "ask", "What is the capital of France?", "--index", index, "--generator", str(model), "--json"
+    )
     ans = json.loads(out)
     assert code == 0
     assert ans["question"] == "What is the capital of France?"
@@ -65,21 +67,69 @@ def test_prepare_finetune_ask_with_adapter_and_export(tmp_path, corpus_dir, caps
     (tmp_path / "qa.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     code, out, _ = run(capsys, "prepare", str(tmp_path / "qa.jsonl"), "--out", str(tmp_path / "prep"), "--json")
     assert code == 0 and json.loads(out)["kept"] == 24
-    code, out, _ = run(capsys, "finetune", "--data", str(tmp_path / "prep"), "--out", str(tmp_path / "ft"), "--model", str(model),
-                       "--mode", "qa", "--method", "lora", "--max-steps", "2", "--batch-size", "4", "--lora-r", "2",
-                       "--generate-max", "2", "--json")
+    code, out, _ = run(
+        capsys,
+        "finetune",
+        "--data",
+        str(tmp_path / "prep"),
+        "--out",
+        str(tmp_path / "ft"),
+        "--model",
+        str(model),
+        "--mode",
+        "qa",
+        "--method",
+        "lora",
+        "--max-steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--lora-r",
+        "2",
+        "--generate-max",
+        "2",
+        "--json",
+    )
     res = json.loads(out)
     assert code == 0 and res["steps"] == 2 and res["trainable_params"] < res["total_params"]
     assert (tmp_path / "ft" / "adapter" / "adapter_config.json").exists()
     index = str(tmp_path / "ix")
     run(capsys, "ingest", str(corpus_dir), "--index", index, "--embedder", "hashing")
-    code, out, _ = run(capsys, "ask", "the capital of france", "--index", index, "--adapter", str(tmp_path / "ft" / "adapter"), "--json")
+    code, out, _ = run(
+        capsys,
+        "ask",
+        "the capital of france",
+        "--index",
+        index,
+        "--adapter",
+        str(tmp_path / "ft" / "adapter"),
+        "--json",
+    )
     assert code == 0 and json.loads(out)["hits"]
-    code, out, _ = run(capsys, "ask", "the capital of france", "--no-retrieval", "--adapter", str(tmp_path / "ft" / "adapter"), "--json")
+    code, out, _ = run(
+        capsys,
+        "ask",
+        "the capital of france",
+        "--no-retrieval",
+        "--adapter",
+        str(tmp_path / "ft" / "adapter"),
+        "--json",
+    )
     assert code == 0 and json.loads(out)["hits"] == []
     code, out, _ = run(capsys, "export", "--adapter", str(tmp_path / "ft"), "--out", str(tmp_path / "merged"))
     assert code == 0 and (tmp_path / "merged" / "model.safetensors").exists()
-    code, _, err = run(capsys, "finetune", "--data", str(tmp_path / "prep"), "--out", str(tmp_path / "ft2"), "--model", str(model), "--lr", "-1")
+    code, _, err = run(
+        capsys,
+        "finetune",
+        "--data",
+        str(tmp_path / "prep"),
+        "--out",
+        str(tmp_path / "ft2"),
+        "--model",
+        str(model),
+        "--lr",
+        "-1",
+    )
     assert code == 1 and "lr=-1.0" in err
 
 
@@ -88,8 +138,26 @@ def test_sweep_picks_lowest_validation_loss(tmp_path, capsys):
     rows = [{"question": f"w{i} the capital of w{i % 5}", "answer": f"paris w{i % 3}"} for i in range(24)]
     (tmp_path / "qa.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     run(capsys, "prepare", str(tmp_path / "qa.jsonl"), "--out", str(tmp_path / "prep"))
-    code, out, _ = run(capsys, "finetune", "--data", str(tmp_path / "prep"), "--out", str(tmp_path / "sw"), "--model", str(model),
-                       "--max-steps", "2", "--batch-size", "4", "--generate-max", "1", "--sweep", "lr=1e-5,5e-2", "lora_r=2", "--json")
+    code, out, _ = run(
+        capsys,
+        "finetune",
+        "--data",
+        str(tmp_path / "prep"),
+        "--out",
+        str(tmp_path / "sw"),
+        "--model",
+        str(model),
+        "--max-steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--generate-max",
+        "1",
+        "--sweep",
+        "lr=1e-5,5e-2",
+        "lora_r=2",
+        "--json",
+    )
     runs = json.loads(out)
     assert code == 0 and [r["lr"] for r in runs] == [1e-5, 5e-2]
     summary = json.loads((tmp_path / "sw" / "sweep.json").read_text())

@@ -1,8 +1,8 @@
 from ragtune.context import select_context
 from ragtune.documents import Chunk, Hit
-from ragtune.testing import ScriptedGenerator
 from ragtune.prompts import ABSTAIN, is_abstention, parse_citations, rag_messages, strip_citations
 from ragtune.rag import make_answer
+from ragtune.testing import ScriptedGenerator
 
 
 def _hit(cid, text, rank, title="T"):
@@ -11,7 +11,9 @@ def _hit(cid, text, rank, title="T"):
 
 def test_select_context_keeps_relevant_sentences_dedupes_and_fits_budget(embedder):
     hits = [
-        _hit("a#0", "The Seine flows through Paris. Bananas are yellow fruit. Paris has many bridges over the Seine.", 1),
+        _hit(
+            "a#0", "The Seine flows through Paris. Bananas are yellow fruit. Paris has many bridges over the Seine.", 1
+        ),
         _hit("b#0", "The Seine flows through Paris! Cheese is made from milk.", 2),
         _hit("c#0", "Tokyo is large. The Seine river reaches the sea at Le Havre.", 3),
     ]
@@ -40,7 +42,10 @@ def test_abstention_detection():
 
 
 def _sources(embedder):
-    hits = [_hit("p#0", "Paris is the capital of France.", 1, "Paris"), _hit("r#0", "Rome is the capital of Italy.", 2, "Rome")]
+    hits = [
+        _hit("p#0", "Paris is the capital of France.", 1, "Paris"),
+        _hit("r#0", "Rome is the capital of Italy.", 2, "Rome"),
+    ]
     return select_context("capital of France and Italy", hits, embedder, budget_tokens=100)
 
 

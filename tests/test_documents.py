@@ -12,7 +12,8 @@ def minimal_pdf(text: str) -> bytes:
     objs = [
         b"<< /Type /Catalog /Pages 2 0 R >>",
         b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R"
+        b" /Resources << /Font << /F1 5 0 R >> >> >>",
         b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
         b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
     ]
@@ -33,10 +34,13 @@ def test_each_format_loads_its_text(tmp_path):
     (tmp_path / "b.md").write_text("# Title B\n\nMarkdown body.")
     (tmp_path / "c.html").write_text(
         "<html><head><title>Page C</title><style>p{color:red}</style><script>var x=1;</script></head>"
-        "<body><nav>Menu Home</nav><main><h1>Heading</h1><p>Main <b>content</b> here.</p></main><footer>Copyright</footer></body></html>"
+        "<body><nav>Menu Home</nav><main><h1>Heading</h1><p>Main <b>content</b> here.</p></main>"
+        "<footer>Copyright</footer></body></html>"
     )
     (tmp_path / "d.pdf").write_bytes(minimal_pdf("Text inside a PDF"))
-    (tmp_path / "e.jsonl").write_text(json.dumps({"id": "e1", "text": "JSONL doc", "title": "E", "meta": {"lang": "en"}}) + "\n")
+    (tmp_path / "e.jsonl").write_text(
+        json.dumps({"id": "e1", "text": "JSONL doc", "title": "E", "meta": {"lang": "en"}}) + "\n"
+    )
     res = load_paths([tmp_path])
     assert not res.skipped, res.skipped
     by_id = {d.id: d for d in res.documents}
@@ -44,7 +48,12 @@ def test_each_format_loads_its_text(tmp_path):
     assert by_id[f"{tmp_path.name}/b.md"].title == "Title B"
     html = by_id[f"{tmp_path.name}/c.html"]
     assert html.title == "Page C" and "Main content here." in html.text
-    assert "color" not in html.text and "var x" not in html.text and "Menu" not in html.text and "Copyright" not in html.text
+    assert (
+        "color" not in html.text
+        and "var x" not in html.text
+        and "Menu" not in html.text
+        and "Copyright" not in html.text
+    )
     assert "Text inside a PDF" in by_id[f"{tmp_path.name}/d.pdf"].text
     assert by_id["e1"].meta == {"lang": "en"} and by_id["e1"].title == "E"
 
@@ -64,7 +73,9 @@ def test_bad_files_are_skipped_with_reasons(tmp_path):
     assert "binary" in reasons["junk.txt"]
     assert "UTF-8" in reasons["latin1.txt"]
     assert "PDF" in reasons["broken.pdf"]
-    assert reasons["bad.jsonl"].startswith("2:") or ":2:" in reasons["bad.jsonl"] or "bad.jsonl:2" in reasons["bad.jsonl"]
+    assert (
+        reasons["bad.jsonl"].startswith("2:") or ":2:" in reasons["bad.jsonl"] or "bad.jsonl:2" in reasons["bad.jsonl"]
+    )
     assert "unsupported file type" in reasons["image.png"]
 
 
@@ -83,10 +94,36 @@ def test_missing_path_is_an_error(tmp_path):
 
 
 def test_squad_loader_links_questions_to_paragraphs(tmp_path):
-    data = {"version": "1.1", "data": [{"title": "Test_Article", "paragraphs": [
-        {"context": "Alpha is first.", "qas": [{"id": "q1", "question": "What is first?", "answers": [{"text": "Alpha", "answer_start": 0}, {"text": "Alpha", "answer_start": 0}]}]},
-        {"context": "Beta is second.", "qas": [{"id": "q2", "question": "What is second?", "answers": [{"text": "Beta", "answer_start": 0}]}]},
-    ]}]}
+    data = {
+        "version": "1.1",
+        "data": [
+            {
+                "title": "Test_Article",
+                "paragraphs": [
+                    {
+                        "context": "Alpha is first.",
+                        "qas": [
+                            {
+                                "id": "q1",
+                                "question": "What is first?",
+                                "answers": [{"text": "Alpha", "answer_start": 0}, {"text": "Alpha", "answer_start": 0}],
+                            }
+                        ],
+                    },
+                    {
+                        "context": "Beta is second.",
+                        "qas": [
+                            {
+                                "id": "q2",
+                                "question": "What is second?",
+                                "answers": [{"text": "Beta", "answer_start": 0}],
+                            }
+                        ],
+                    },
+                ],
+            }
+        ],
+    }
     p = tmp_path / "squad.json"
     p.write_text(json.dumps(data))
     docs, examples = load_squad(p)

@@ -1,4 +1,3 @@
-from ragtune.index import Index
 import json
 from html.parser import HTMLParser
 
@@ -12,6 +11,7 @@ from ragtune.evaluation.ratings import read_ratings, write_rate_sheet
 from ragtune.evaluation.report import render
 from ragtune.evaluation.stats import bootstrap_ci, paired_bootstrap
 from ragtune.evaluation.strategies import Strategy
+from ragtune.index import Index
 from ragtune.testing import ScriptedGenerator
 
 
@@ -42,9 +42,15 @@ def test_bootstrap_is_deterministic_and_paired_test_separates():
 
 
 def test_fact_editor_changes_passage_and_gold():
-    docs = [Document("d1", "The bridge opened in 1932 and cost 40 million."), Document("d2", "It was designed by Anna Weber in Berlin.")]
-    exs = [QAExample("q1", "When did the bridge open?", ("1932",), ("d1",)), QAExample("q2", "Who designed it?", ("Anna Weber",), ("d2",)),
-           QAExample("q3", "Who else?", ("Karl Marx",), ("d9",))]
+    docs = [
+        Document("d1", "The bridge opened in 1932 and cost 40 million."),
+        Document("d2", "It was designed by Anna Weber in Berlin."),
+    ]
+    exs = [
+        QAExample("q1", "When did the bridge open?", ("1932",), ("d1",)),
+        QAExample("q2", "Who designed it?", ("Anna Weber",), ("d2",)),
+        QAExample("q3", "Who else?", ("Karl Marx",), ("d9",)),
+    ]
     edited, edits = edit_facts(docs, exs, n=5, seed=1)
     assert {e.example.id for e in edits} == {"q1", "q2"}
     by_doc = {d.id: d for d in edited}
@@ -90,12 +96,23 @@ def _answers_from_sources(messages):
 
 def test_small_compare_with_scripted_generators(tmp_path, corpus_dir, embedder, small_chunking):
     Index.create(tmp_path / "ix", embedder=embedder, chunking=small_chunking).ingest([corpus_dir])
-    qs = [{"id": f"{c}{i}", "question": f"What is the capital of {c}?", "answers": [cap], "doc_id": doc}
-          for i in range(8) for c, cap, doc in (("France", "Paris", "corpus/paris.txt"), ("Italy", "Rome", "corpus/rome.txt"))]
+    qs = [
+        {"id": f"{c}{i}", "question": f"What is the capital of {c}?", "answers": [cap], "doc_id": doc}
+        for i in range(8)
+        for c, cap, doc in (("France", "Paris", "corpus/paris.txt"), ("Italy", "Rome", "corpus/rome.txt"))
+    ]
     (tmp_path / "q.jsonl").write_text("\n".join(json.dumps(q) for q in qs))
-    (tmp_path / "u.jsonl").write_text(json.dumps({"id": "u1", "question": "What is the capital of Peru?", "answers": ["Lima"], "doc_id": "peru"}))
-    cfg = ExperimentConfig(index=str(tmp_path / "ix"), questions=str(tmp_path / "q.jsonl"), unanswerable=str(tmp_path / "u.jsonl"),
-                           strategies=(Strategy("base", False), Strategy("rag", True)), fresh_edits=0, bootstrap=200)
+    (tmp_path / "u.jsonl").write_text(
+        json.dumps({"id": "u1", "question": "What is the capital of Peru?", "answers": ["Lima"], "doc_id": "peru"})
+    )
+    cfg = ExperimentConfig(
+        index=str(tmp_path / "ix"),
+        questions=str(tmp_path / "q.jsonl"),
+        unanswerable=str(tmp_path / "u.jsonl"),
+        strategies=(Strategy("base", False), Strategy("rag", True)),
+        fresh_edits=0,
+        bootstrap=200,
+    )
     gens = {"base": ScriptedGenerator(lambda m: "Madrid"), "rag": ScriptedGenerator(_answers_from_sources)}
     res = run_experiment(cfg, tmp_path / "out", generators=gens)
     A = res.aggregates
@@ -138,12 +155,17 @@ def test_small_compare_with_scripted_generators(tmp_path, corpus_dir, embedder, 
 
 def test_experiment_file_and_leak_check(tmp_path, corpus_dir, embedder, small_chunking):
     Index.create(tmp_path / "ix", embedder=embedder, chunking=small_chunking).ingest([corpus_dir])
-    (tmp_path / "q.jsonl").write_text(json.dumps({"question": "Where?", "answers": ["Paris"], "doc_id": "corpus/paris.txt"}))
+    (tmp_path / "q.jsonl").write_text(
+        json.dumps({"question": "Where?", "answers": ["Paris"], "doc_id": "corpus/paris.txt"})
+    )
     (tmp_path / "exp.toml").write_text(
         '[experiment]\nindex = "ix"\nquestions = "q.jsonl"\nunanswerable = "q.jsonl"\nfresh_edits = 0\n'
-        '[[strategy]]\nname = "rag"\nretrieval = true\n[prices]\ncpu_hour = 0.1\n')
+        '[[strategy]]\nname = "rag"\nretrieval = true\n[prices]\ncpu_hour = 0.1\n'
+    )
     cfg = load_experiment(tmp_path / "exp.toml")
-    assert cfg.index == str(tmp_path / "ix") and cfg.prices.cpu_hour == 0.1 and [s.name for s in cfg.strategies] == ["rag"]
+    assert (
+        cfg.index == str(tmp_path / "ix") and cfg.prices.cpu_hour == 0.1 and [s.name for s in cfg.strategies] == ["rag"]
+    )
     from ragtune.errors import ConfigError
 
     with pytest.raises(ConfigError, match="unanswerable"):

@@ -12,11 +12,16 @@ def write_jsonl(path, rows):
 
 
 def base_rows(n=40):
-    return [{"id": f"q{i}", "question": f"What is the colour number {i} of item {i * 7}?", "answer": f"colour {i}"} for i in range(n)]
+    return [
+        {"id": f"q{i}", "question": f"What is the colour number {i} of item {i * 7}?", "answer": f"colour {i}"}
+        for i in range(n)
+    ]
 
 
-LONG_Q = ("According to the printed catalogue of the natural history museum in the old city of Lima, "
-          "which colour was used for the labels of the beetle collection donated in 1999 by the society?")
+LONG_Q = (
+    "According to the printed catalogue of the natural history museum in the old city of Lima, "
+    "which colour was used for the labels of the beetle collection donated in 1999 by the society?"
+)
 
 
 def steps(report):
@@ -26,7 +31,11 @@ def steps(report):
 def test_each_cleaning_step_catches_its_case(tmp_path):
     rows = base_rows()
     rows += [
-        {"id": "ws", "question": "  What\u00a0is   the\u200b capital  of Peru? ", "answer": " Lima "},  # normalised, kept
+        {
+            "id": "ws",
+            "question": "  What\u00a0is   the\u200b capital  of Peru? ",
+            "answer": " Lima ",
+        },  # normalised, kept
         {"id": "empty", "question": "What is nothing?", "answer": ""},
         {"id": "noq", "question": "", "answer": "something"},
         {"id": "dup", "question": "What is the colour number 3 of item 21?", "answer": "colour 3"},
@@ -59,7 +68,11 @@ def test_each_cleaning_step_catches_its_case(tmp_path):
 
 
 def test_conflict_policy_drop(tmp_path):
-    rows = base_rows(10) + [{"question": "Who?", "answer": "A"}, {"question": "Who?", "answer": "B"}, {"question": "Who?", "answer": "A"}]
+    rows = base_rows(10) + [
+        {"question": "Who?", "answer": "A"},
+        {"question": "Who?", "answer": "B"},
+        {"question": "Who?", "answer": "A"},
+    ]
     report = prepare([write_jsonl(tmp_path / "qa.jsonl", rows)], tmp_path / "o", PrepareConfig(conflict_policy="drop"))
     assert steps(report)["conflicting labels"].removed == 3  # all three go, whatever the votes
 
@@ -67,7 +80,10 @@ def test_conflict_policy_drop(tmp_path):
 def test_split_is_deterministic_and_near_twins_stay_together(tmp_path):
     rows = base_rows(60)
     # Ten near-identical pairs (different answers, so they survive cleaning as separate examples).
-    rows += [{"id": f"t{i}", "question": f"What is the colour number {i} of item {i * 7}? please", "answer": f"hue {i}"} for i in range(10)]
+    rows += [
+        {"id": f"t{i}", "question": f"What is the colour number {i} of item {i * 7}? please", "answer": f"hue {i}"}
+        for i in range(10)
+    ]
     p = write_jsonl(tmp_path / "qa.jsonl", rows)
     cfg = PrepareConfig(near_dup_threshold=0.95, seed=3)
     prepare([p], tmp_path / "a", cfg)
@@ -88,7 +104,9 @@ def test_split_is_deterministic_and_near_twins_stay_together(tmp_path):
 
 
 def test_malformed_input_names_file_and_line_or_is_skipped(tmp_path):
-    p = write_jsonl(tmp_path / "qa.jsonl", [json.dumps(r) for r in base_rows(10)] + ["{broken", json.dumps({"question": "q only"})])
+    p = write_jsonl(
+        tmp_path / "qa.jsonl", [json.dumps(r) for r in base_rows(10)] + ["{broken", json.dumps({"question": "q only"})]
+    )
     with pytest.raises(DocumentError, match=r"qa.jsonl:11"):
         prepare([p], tmp_path / "o")
     report = prepare([p], tmp_path / "o", PrepareConfig(skip_bad=True))

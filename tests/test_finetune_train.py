@@ -1,7 +1,6 @@
 import json
 import subprocess
 import sys
-from dataclasses import replace
 
 import pytest
 import torch
@@ -10,7 +9,7 @@ from ragtune.finetune import train as train_mod
 from ragtune.finetune.config import FinetuneConfig
 from ragtune.finetune.data import PrepareConfig, prepare
 from ragtune.finetune.examples import IGNORE, encode_chat
-from ragtune.finetune.train import choose_trainable, collate, load_base, lm_loss, train
+from ragtune.finetune.train import choose_trainable, collate, lm_loss, load_base, train
 from ragtune.prompts import closed_book_messages
 
 from .tiny_models import build_tiny_llama
@@ -26,15 +25,36 @@ def tiny(tmp_path_factory):
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("data")
-    rows = [{"id": f"q{i}", "question": f"w{i} w{i + 1} w{i + 2} the capital of w{i % 7} w{(i * 3) % 11}", "answer": f"{WORDS[i % 5]} w{i % 13}"} for i in range(48)]
+    rows = [
+        {
+            "id": f"q{i}",
+            "question": f"w{i} w{i + 1} w{i + 2} the capital of w{i % 7} w{(i * 3) % 11}",
+            "answer": f"{WORDS[i % 5]} w{i % 13}",
+        }
+        for i in range(48)
+    ]
     (d / "qa.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     prepare([d / "qa.jsonl"], d / "prep", PrepareConfig(ratios=(0.75, 0.125, 0.125)))
     return d / "prep"
 
 
 def cfg_for(tiny, **kw):
-    base = dict(base_model=str(tiny), mode="qa", method="lora", lora_r=4, lora_alpha=8, lora_dropout=0.0, batch_size=4,
-                lr=1e-2, warmup_steps=0, epochs=1, eval_every=2, patience=50, generate_max=4, max_seq_len=64)
+    base = dict(
+        base_model=str(tiny),
+        mode="qa",
+        method="lora",
+        lora_r=4,
+        lora_alpha=8,
+        lora_dropout=0.0,
+        batch_size=4,
+        lr=1e-2,
+        warmup_steps=0,
+        epochs=1,
+        eval_every=2,
+        patience=50,
+        generate_max=4,
+        max_seq_len=64,
+    )
     base.update(kw)
     return FinetuneConfig(**base)
 
@@ -45,13 +65,16 @@ def test_loss_mask_covers_only_answer_tokens(tiny):
     answer_ids = tok("paris", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     trained = [l for l in t.labels if l != IGNORE]
     assert trained == answer_ids
-    assert t.input_ids[-len(answer_ids):] == answer_ids and len(t.labels) == len(t.input_ids)
+    assert t.input_ids[-len(answer_ids) :] == answer_ids and len(t.labels) == len(t.input_ids)
     assert all(l == IGNORE for l in t.labels[: -len(answer_ids)])
 
 
 def test_selective_logits_loss_equals_full_logits_loss(tiny):
     tok, model, _ = load_base(str(tiny))
-    items = [encode_chat(tok, closed_book_messages(q), a, 64) for q, a in (("the capital of france", "paris"), ("rome", "italy w3 w4"))]
+    items = [
+        encode_chat(tok, closed_book_messages(q), a, 64)
+        for q, a in (("the capital of france", "paris"), ("rome", "italy w3 w4"))
+    ]
     ids, mask, labels = collate(items, tok.pad_token_id)
     loss, n = lm_loss(model, ids, mask, labels)
     ref = model(input_ids=ids, attention_mask=mask, labels=labels).loss  # HF: mean over target tokens
@@ -143,15 +166,22 @@ def test_adapter_reloads_in_a_fresh_process_with_the_same_logits(tiny, data_dir,
     from transformers import AutoModelForCausalLM
 
     ids = torch.tensor([[1, 5, 6, 7, 8, 9]])
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(tiny)), str(tmp_path / "run" / "adapter")).eval()
+    model = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(str(tiny)), str(tmp_path / "run" / "adapter")
+    ).eval()
     with torch.no_grad():
         here = model(input_ids=ids).logits
     code = (
         "import sys, torch; from peft import PeftModel; from transformers import AutoModelForCausalLM\n"
-        f"m = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained({str(tiny)!r}), {str(tmp_path / 'run' / 'adapter')!r}).eval()\n"
+        f"base = AutoModelForCausalLM.from_pretrained({str(tiny)!r})\n"
+        f"m = PeftModel.from_pretrained(base, {str(tmp_path / 'run' / 'adapter')!r}).eval()\n"
         f"torch.save(m(input_ids=torch.tensor({ids.tolist()})).logits.detach(), {str(tmp_path / 'logits.pt')!r})\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    subprocess.run(
+        [sys.executable, "-c", code],
+        check=True,
+        env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
     there = torch.load(tmp_path / "logits.pt")
     assert torch.allclose(here, there, atol=1e-5)
     # And the adapter really changed the model.
@@ -177,18 +207,35 @@ def test_raft_examples_cite_the_gold_source_or_abstain_without_it(tiny, tmp_path
 
     index = Index.create(tmp_path / "ix", embedder=embedder, chunking=small_chunking)
     index.ingest([corpus_dir])
-    ex = Example("e1", "qa", question="When was the Eiffel Tower built?", answer="1889", answers=("1889",), doc_id="corpus/paris.txt")
-    messages, target = raft_prompt(ex, index, cfg_for(tiny, mode="raft", raft_k=3, raft_p_no_gold=0.0), random.Random(0))
+    ex = Example(
+        "e1",
+        "qa",
+        question="When was the Eiffel Tower built?",
+        answer="1889",
+        answers=("1889",),
+        doc_id="corpus/paris.txt",
+    )
+    messages, target = raft_prompt(
+        ex, index, cfg_for(tiny, mode="raft", raft_k=3, raft_p_no_gold=0.0), random.Random(0)
+    )
     user = messages[-1]["content"]
     number = target.split("[")[1].rstrip("]")
     assert target.startswith("1889 [")
     gold_block = user.split(f'<source id="{number}"')[1].split("</source>")[0]
     assert "1889" in gold_block  # the cited number is the gold chunk's
     assert user.count("<source id=") >= 2  # distractors came along
-    messages, target = raft_prompt(ex, index, cfg_for(tiny, mode="raft", raft_k=3, raft_p_no_gold=1.0), random.Random(0))
+    messages, target = raft_prompt(
+        ex, index, cfg_for(tiny, mode="raft", raft_k=3, raft_p_no_gold=1.0), random.Random(0)
+    )
     assert target == ABSTAIN and "1889" not in messages[-1]["content"]
     # Without a doc_id the gold chunk is found from the example's context.
-    ex2 = Example("e2", "qa", question="When was the Eiffel Tower built?", answer="1889", answers=("1889",),
-                  context="The Eiffel Tower was built in 1889.")
+    ex2 = Example(
+        "e2",
+        "qa",
+        question="When was the Eiffel Tower built?",
+        answer="1889",
+        answers=("1889",),
+        context="The Eiffel Tower was built in 1889.",
+    )
     _, target = raft_prompt(ex2, index, cfg_for(tiny, mode="raft", raft_k=3, raft_p_no_gold=0.0), random.Random(0))
     assert target.startswith("1889 [")

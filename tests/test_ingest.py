@@ -26,7 +26,9 @@ def test_incremental_add_modify_delete(tmp_path, corpus_dir, embedder, small_chu
     (corpus_dir / "berlin.md").unlink()
     r3 = Index.create(index, embedder=embedder, chunking=small_chunking).ingest([corpus_dir], sync=True)
     assert r3.counts() == {"added": 1, "updated": 1, "deleted": 1, "unchanged": 1, "skipped": 0}
-    assert r3.added == ["corpus/madrid.txt"] and r3.updated == ["corpus/rome.txt"] and r3.deleted == ["corpus/berlin.md"]
+    assert (
+        r3.added == ["corpus/madrid.txt"] and r3.updated == ["corpus/rome.txt"] and r3.deleted == ["corpus/berlin.md"]
+    )
 
     store = Index.open(index)
     retr = store.retriever()
@@ -130,6 +132,8 @@ def test_changed_chunking_rechunks_everything(tmp_path, corpus_dir, embedder, sm
 
     index = tmp_path / "index"
     Index.create(index, embedder=embedder, chunking=small_chunking).ingest([corpus_dir])
-    r = Index.create(index, embedder=embedder, chunking=ChunkConfig(chunk_tokens=20, overlap_tokens=0)).ingest([corpus_dir])
+    r = Index.create(index, embedder=embedder, chunking=ChunkConfig(chunk_tokens=20, overlap_tokens=0)).ingest(
+        [corpus_dir]
+    )
     assert r.counts()["updated"] == 3
     assert Index.open(index).manifest.chunking == {"chunk_tokens": 20, "overlap_tokens": 0}

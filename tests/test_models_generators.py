@@ -18,7 +18,10 @@ def test_batched_generation_matches_one_at_a_time(tiny_llama):
     gen = TransformersGenerator(str(tiny_llama), batch_size=4)
     prompts = [
         [{"role": "user", "content": "the capital of france"}],
-        [{"role": "system", "content": "w1 w2 w3 w4 w5 w6 w7 w8"}, {"role": "user", "content": "rome is the capital of italy"}],
+        [
+            {"role": "system", "content": "w1 w2 w3 w4 w5 w6 w7 w8"},
+            {"role": "user", "content": "rome is the capital of italy"},
+        ],
     ]
     batched = gen.generate(prompts, max_new_tokens=6)
     single = [gen.generate([p], max_new_tokens=6)[0] for p in prompts]

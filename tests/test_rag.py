@@ -2,9 +2,9 @@ import pytest
 
 from ragtune.config import RagConfig
 from ragtune.errors import ConfigError, InputError
-from ragtune.testing import ScriptedGenerator
 from ragtune.index import Index
 from ragtune.rag import Pipeline
+from ragtune.testing import ScriptedGenerator
 
 
 @pytest.fixture
@@ -15,6 +15,7 @@ def index(tmp_path, corpus_dir, embedder, small_chunking):
 
 def _cite_source_with(word):
     """A scripted model that cites whichever numbered source mentions `word`."""
+
     def respond(messages):
         user = messages[-1]["content"]
         for block in user.split("<source id=")[1:]:
@@ -22,6 +23,7 @@ def _cite_source_with(word):
                 number = block.split('"')[1]
                 return f"{word} [{number}]"
         return "I don't know based on the sources."
+
     return respond
 
 

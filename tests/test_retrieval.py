@@ -1,7 +1,7 @@
 from ragtune.config import RagConfig
 from ragtune.documents import Chunk, Hit
-from ragtune.retrieval import Retriever, reciprocal_rank_fusion
 from ragtune.index import Index
+from ragtune.retrieval import reciprocal_rank_fusion
 
 
 def _hits(ids, via):
@@ -35,6 +35,6 @@ def test_modes_filters_and_k(tmp_path, corpus_dir, embedder, small_chunking):
         only = retr.search("capital", mode=mode, filters={"doc_id": "corpus/rome.txt"})
         assert {h.chunk.doc_id for h in only} == {"corpus/rome.txt"}
     # A question with quotes and operators does not break BM25.
-    assert retr.search("What's \"the\" capital? (France) AND OR", mode="bm25")
+    assert retr.search('What\'s "the" capital? (France) AND OR', mode="bm25")
     batch = retr.search_batch(["Eiffel Tower", "Colosseum"], k=1, mode="hybrid")
     assert [b[0].chunk.doc_id for b in batch] == ["corpus/paris.txt", "corpus/rome.txt"]

@@ -16,7 +16,9 @@ def build_tiny_llama(path: Path, seed: int = 0) -> Path:
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     words = ["<unk>", "<|im_start|>", "<|im_end|>", "<pad>"] + [f"w{i}" for i in range(200)]
-    words += "the of is a capital paris france rome italy question answer source id sources system user assistant".split()
+    words += (
+        "the of is a capital paris france rome italy question answer source id sources system user assistant".split()
+    )
     vocab = {w: i for i, w in enumerate(dict.fromkeys(words))}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
@@ -26,9 +28,17 @@ def build_tiny_llama(path: Path, seed: int = 0) -> Path:
     fast.chat_template = CHAT_TEMPLATE
     torch.manual_seed(seed)
     cfg = LlamaConfig(
-        vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=512, eos_token_id=vocab["<|im_end|>"],
-        pad_token_id=vocab["<pad>"], bos_token_id=vocab["<|im_start|>"], tie_word_embeddings=True,
+        vocab_size=len(vocab),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        eos_token_id=vocab["<|im_end|>"],
+        pad_token_id=vocab["<pad>"],
+        bos_token_id=vocab["<|im_start|>"],
+        tie_word_embeddings=True,
     )
     model = LlamaForCausalLM(cfg)
     path.mkdir(parents=True, exist_ok=True)

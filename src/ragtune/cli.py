@@ -40,7 +40,14 @@ def _console():
 def _progress_bar(console):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
 
 
 def _filters(args) -> dict | None:
@@ -59,19 +66,27 @@ def cmd_ingest(args) -> int:
     console = _console()
     # An existing index keeps its embedder (and chunking, unless a --config names one).
     exists = open_or_none(args.index) is not None
-    index = Index.create(args.index, embedder=args.embedder or (None if exists else settings.rag.embedder),
-                         chunking=settings.chunk if args.config or not exists else None)
+    index = Index.create(
+        args.index,
+        embedder=args.embedder or (None if exists else settings.rag.embedder),
+        chunking=settings.chunk if args.config or not exists else None,
+    )
     with _progress_bar(console) as bar:
         task = bar.add_task("embedding documents", total=None)
-        report = index.ingest(args.paths, sync=args.sync, strict=args.strict,
-                              progress=lambda phase, done, total: bar.update(task, completed=done, total=total))
+        report = index.ingest(
+            args.paths,
+            sync=args.sync,
+            strict=args.strict,
+            progress=lambda phase, done, total: bar.update(task, completed=done, total=total),
+        )
     if args.json:
         print(_dump({"counts": report.counts(), **asdict(report)}))
     else:
         c = report.counts()
         print(
             f"ingested into {args.index}: {c['added']} added, {c['updated']} updated, {c['deleted']} deleted, "
-            f"{c['unchanged']} unchanged, {c['skipped']} skipped; {report.chunks_written} chunks embedded in {report.seconds:.1f}s"
+            f"{c['unchanged']} unchanged, {c['skipped']} skipped;"
+            f" {report.chunks_written} chunks embedded in {report.seconds:.1f}s"
         )
         for s in report.skipped:
             print(f"  skipped {s.path}: {s.reason}")
@@ -110,8 +125,10 @@ def cmd_ask(args) -> int:
         how = "" if c.by_model else " (attributed: the model gave no marker)"
         print(f"  [{c.number}] {c.title} — {c.chunk_id}{how}\n      {c.snippet[:160]}")
     t = ans.timings
-    print(f"  retrieve {t.retrieve_s:.2f}s, context {t.context_s:.2f}s, generate {t.generate_s:.2f}s; "
-          f"{ans.tokens_in} tokens in, {ans.tokens_out} out")
+    print(
+        f"  retrieve {t.retrieve_s:.2f}s, context {t.context_s:.2f}s, generate {t.generate_s:.2f}s; "
+        f"{ans.tokens_in} tokens in, {ans.tokens_out} out"
+    )
     return 0
 
 
@@ -123,8 +140,11 @@ def cmd_index_info(args) -> int:
 
 def cmd_models(args) -> int:
     reg = registry()
-    rows = [{"kind": e.kind, "name": e.name or "(any path)", "from": e.source, "description": e.description}
-            for kind in ("embedder", "generator", "store") for e in sorted(reg.entries[kind].values(), key=lambda e: e.name)]
+    rows = [
+        {"kind": e.kind, "name": e.name or "(any path)", "from": e.source, "description": e.description}
+        for kind in ("embedder", "generator", "store")
+        for e in sorted(reg.entries[kind].values(), key=lambda e: e.name)
+    ]
     if args.json:
         print(_dump({"entries": rows, "plugin_errors": reg.errors}))
         return 0
@@ -142,7 +162,13 @@ def cmd_prepare(args) -> int:
     from .finetune.data import PrepareConfig, prepare
 
     ratios = tuple(float(x) for x in args.split.split(","))
-    cfg = PrepareConfig(ratios=ratios, seed=args.seed, conflict_policy=args.conflicts, max_tokens=args.max_tokens, skip_bad=args.skip_bad)
+    cfg = PrepareConfig(
+        ratios=ratios,
+        seed=args.seed,
+        conflict_policy=args.conflicts,
+        max_tokens=args.max_tokens,
+        skip_bad=args.skip_bad,
+    )
     chunk_text = None
     if any(Path(p).is_dir() for p in args.inputs):  # a document folder: train on its chunks
         from .chunking import chunk_documents, whitespace_tokens
@@ -184,8 +210,14 @@ def finetune_config(args):
 def _add_ft_options(sp) -> None:
     for f, opt, default in _ft_options():
         kind = str if isinstance(default, (str, tuple)) else type(default)
-        sp.add_argument(f"--{opt.replace('_', '-')}", dest=opt, type=kind, choices=f.metadata.get("choices"),
-                        help=f"{f.metadata.get('help', '')} (default: {','.join(default) if isinstance(default, tuple) else default})")
+        shown = ",".join(default) if isinstance(default, tuple) else default
+        sp.add_argument(
+            f"--{opt.replace('_', '-')}",
+            dest=opt,
+            type=kind,
+            choices=f.metadata.get("choices"),
+            help=f"{f.metadata.get('help', '')} (default: {shown})",
+        )
 
 
 def cmd_finetune(args) -> int:
@@ -210,14 +242,21 @@ def cmd_finetune(args) -> int:
         print(_dump(result))
     else:
         g = result.generation
-        print(f"trained {result.steps} steps in {result.wall_s:.0f}s ({result.tokens_per_s:.0f} tok/s); "
-              f"trainable {result.trainable_params:,} of {result.total_params:,} parameters"
-              + ("; resumed from step %d" % result.resumed_from_step if result.resumed_from_step else ""))
-        print(f"best validation loss {result.best_val_loss:.4f} at step {result.best_step}"
-              + (" (stopped early)" if result.stopped_early else "")
-              + f"; test loss {result.test_loss:.4f}, perplexity {result.test_perplexity:.2f}")
+        print(
+            f"trained {result.steps} steps in {result.wall_s:.0f}s ({result.tokens_per_s:.0f} tok/s); "
+            f"trainable {result.trainable_params:,} of {result.total_params:,} parameters"
+            + (f"; resumed from step {result.resumed_from_step}" if result.resumed_from_step else "")
+        )
+        print(
+            f"best validation loss {result.best_val_loss:.4f} at step {result.best_step}"
+            + (" (stopped early)" if result.stopped_early else "")
+            + f"; test loss {result.test_loss:.4f}, perplexity {result.test_perplexity:.2f}"
+        )
         if g:
-            print(f"test generation on {g['n']}: EM {g['em']:.1f}  F1 {g['f1']:.1f}  ROUGE-L {g['rouge_l']:.1f}  BLEU {g['bleu']:.1f}")
+            print(
+                f"test generation on {g['n']}: EM {g['em']:.1f}  F1 {g['f1']:.1f}"
+                f"  ROUGE-L {g['rouge_l']:.1f}  BLEU {g['bleu']:.1f}"
+            )
         print(f"output: {args.out}")
     return 0
 
@@ -250,7 +289,16 @@ def cmd_compare(args) -> int:
         write_results(results, out)
     path = write_report(results, out)
     if args.json:
-        print(_dump({"aggregates": results.aggregates, "costs": results.costs, "paired": results.paired, "report": str(path)}))
+        print(
+            _dump(
+                {
+                    "aggregates": results.aggregates,
+                    "costs": results.costs,
+                    "paired": results.paired,
+                    "report": str(path),
+                }
+            )
+        )
     else:
         print(summary_table(results))
         print(f"\nreport: {path}")
@@ -272,9 +320,17 @@ def cmd_serve(args) -> int:
     from .server.app import ServeConfig, create_app
 
     Index.open(args.index)  # a missing index is one clear line, before the server starts
-    cfg = ServeConfig(index=args.index, adapter=args.adapter or "", generator=args.generator or "", max_queue=args.max_queue,
-                      request_timeout_s=args.timeout)
-    print(f"ragtune serving {args.index} on http://{args.host}:{args.port} (OpenAPI at /docs; chat page at /)", file=sys.stderr)
+    cfg = ServeConfig(
+        index=args.index,
+        adapter=args.adapter or "",
+        generator=args.generator or "",
+        max_queue=args.max_queue,
+        request_timeout_s=args.timeout,
+    )
+    print(
+        f"ragtune serving {args.index} on http://{args.host}:{args.port} (OpenAPI at /docs; chat page at /)",
+        file=sys.stderr,
+    )
     uvicorn.run(create_app(cfg), host=args.host, port=args.port, log_level="warning")
     return 0
 
@@ -291,8 +347,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="verb", required=True)
 
     def common(sp, index_required=True):
-        sp.add_argument("--index", required=index_required and sp.prog.split()[-1] != "ask",
-                        help="index: a directory (LanceDB), pg:DIR (embedded PostgreSQL) or postgresql://user@host/db")
+        sp.add_argument(
+            "--index",
+            required=index_required and sp.prog.split()[-1] != "ask",
+            help="index: a directory (LanceDB), pg:DIR (embedded PostgreSQL) or postgresql://user@host/db",
+        )
         sp.add_argument("--json", action="store_true", help="machine-readable output")
 
     sp = sub.add_parser("ingest", help="add files and folders to an index (incremental)")
@@ -329,7 +388,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", required=True)
     sp.add_argument("--split", default="0.8,0.1,0.1", help="train,validation,test shares")
     sp.add_argument("--seed", type=int, default=0)
-    sp.add_argument("--conflicts", default="majority", choices=("majority", "drop", "first"), help="policy for the same question with different answers")
+    sp.add_argument(
+        "--conflicts",
+        default="majority",
+        choices=("majority", "drop", "first"),
+        help="policy for the same question with different answers",
+    )
     sp.add_argument("--max-tokens", type=int, default=1024, help="longer examples are length outliers")
     sp.add_argument("--skip-bad", action="store_true", help="skip malformed lines (reported) instead of failing")
     sp.add_argument("--json", action="store_true")
@@ -341,7 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--index", help="index for --mode raft (gold chunk and distractors)")
     sp.add_argument("--ft-config", help="TOML file with a [finetune] section")
     _add_ft_options(sp)
-    sp.add_argument("--sweep", nargs="+", metavar="FIELD=V1,V2", help="train every combination, keep the best by validation loss")
+    sp.add_argument(
+        "--sweep", nargs="+", metavar="FIELD=V1,V2", help="train every combination, keep the best by validation loss"
+    )
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_finetune)
 
@@ -351,7 +417,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_export)
 
     sp = sub.add_parser("compare", help="answer the same questions with every strategy; write results and report.html")
-    sp.add_argument("--config", dest="experiment", required=True, help="experiment TOML ([experiment], [[strategy]], [prices])")
+    sp.add_argument(
+        "--config", dest="experiment", required=True, help="experiment TOML ([experiment], [[strategy]], [prices])"
+    )
     sp.add_argument("--out", required=True)
     sp.add_argument("--ratings", help="a filled rating sheet (from `ragtune rate-sheet`) to fold into the report")
     sp.add_argument("--json", action="store_true")

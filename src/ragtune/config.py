@@ -53,7 +53,9 @@ class RagConfig:
     mode: str = "hybrid"  # hybrid (reciprocal-rank fusion of dense and BM25) | dense | bm25
     rrf_k: int = 60  # RRF constant (Cormack et al. 2009); larger flattens rank differences
     candidates: int = 20  # hits fetched from each retriever before fusion
-    context_tokens: int = 192  # budget for the selected source sentences, in embedder tokens (small models read short contexts better)
+    context_tokens: int = (
+        192  # budget for the selected source sentences, in embedder tokens (small models read short contexts better)
+    )
     dedupe_threshold: float = 0.8  # word-set Jaccard above which two sentences are duplicates
     max_new_tokens: int = 48  # answers are meant to be short
     max_question_chars: int = 2000
@@ -103,7 +105,9 @@ def build(cls, values: dict, section: str, base=None):
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise ConfigError(f"[{section}] has unknown keys {unknown}; known: {sorted(known)}")
-    values = {k: tuple(v) if isinstance(v, list) and isinstance(known[k].default, tuple) else v for k, v in values.items()}
+    values = {
+        k: tuple(v) if isinstance(v, list) and isinstance(known[k].default, tuple) else v for k, v in values.items()
+    }
     try:
         return dataclasses.replace(base, **values) if base is not None else cls(**values)
     except TypeError as exc:

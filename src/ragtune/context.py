@@ -4,8 +4,8 @@ question, drop near-duplicates, fit a token budget, and remember where each came
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -86,7 +86,9 @@ def select_context(
             if not chosen:  # always give at least the best sentence, cut to the budget
                 words = sentences[i].text.split()
                 keep = max(1, int(len(words) * budget_tokens / max(sizes[i], 1)))
-                sentences[i] = _Sentence(sentences[i].hit, sentences[i].order, " ".join(words[:keep]), sentences[i].words)
+                sentences[i] = _Sentence(
+                    sentences[i].hit, sentences[i].order, " ".join(words[:keep]), sentences[i].words
+                )
                 chosen.append(int(i))
             continue
         chosen.append(int(i))

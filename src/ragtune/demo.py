@@ -56,8 +56,11 @@ def run_demo(out: Path, quick: bool = False, console=None) -> int:
     docs, examples = load_squad(demo_data_path())
     indexed = [d for d in docs if d.title != HELD_OUT_ARTICLE]
     held_ids = {d.id for d in docs if d.title == HELD_OUT_ARTICLE}
-    say(f"[bold]ragtune demo[/bold] ({'quick' if quick else 'default'}): {len(docs)} SQuAD paragraphs from 6 articles (CC BY-SA 4.0); "
-        f"'{HELD_OUT_ARTICLE}' is kept out of the index so its questions are unanswerable")
+    say(
+        f"[bold]ragtune demo[/bold] ({'quick' if quick else 'default'}): {len(docs)} SQuAD paragraphs from 6 articles"
+        f" (CC BY-SA 4.0); "
+        f"'{HELD_OUT_ARTICLE}' is kept out of the index so its questions are unanswerable"
+    )
 
     t0 = time.perf_counter()
     say("1/5 ingest")
@@ -70,22 +73,58 @@ def run_demo(out: Path, quick: bool = False, console=None) -> int:
     say("2/5 prepare: clean and split the questions of the indexed articles")
     answerable = [e for e in examples if e.doc_ids[0] not in held_ids]
     qa_path = out / "questions.jsonl"
-    qa_path.write_text("\n".join(json.dumps({"id": e.id, "question": e.question, "answers": list(e.answers), "doc_id": e.doc_ids[0], "context": e.context}) for e in answerable))
+    qa_path.write_text(
+        "\n".join(
+            json.dumps(
+                {
+                    "id": e.id,
+                    "question": e.question,
+                    "answers": list(e.answers),
+                    "doc_id": e.doc_ids[0],
+                    "context": e.context,
+                }
+            )
+            for e in answerable
+        )
+    )
     una_path = out / "unanswerable.jsonl"
-    una_path.write_text("\n".join(json.dumps({"id": e.id, "question": e.question, "answers": list(e.answers), "doc_id": e.doc_ids[0]}) for e in examples if e.doc_ids[0] in held_ids))
+    una_path.write_text(
+        "\n".join(
+            json.dumps({"id": e.id, "question": e.question, "answers": list(e.answers), "doc_id": e.doc_ids[0]})
+            for e in examples
+            if e.doc_ids[0] in held_ids
+        )
+    )
     report = prepare([qa_path], out / "data", PrepareConfig(ratios=(0.8, 0.1, 0.1), seed=0))
     say(f"  {report.read} read, {report.kept} kept; splits {report.splits} (report: {out / 'data' / 'report.md'})")
     phase("prepare", t0)
 
-    base_ft = FinetuneConfig(method="lora", lora_r=16, lora_alpha=32, lr=3e-4, batch_size=8, eval_every=10, patience=3, generate_max=0, warmup_steps=4,
-                             eval_batches=6)  # the comparison does the real test; keep the losses cheap
+    base_ft = FinetuneConfig(
+        method="lora",
+        lora_r=16,
+        lora_alpha=32,
+        lr=3e-4,
+        batch_size=8,
+        eval_every=10,
+        patience=3,
+        generate_max=0,
+        warmup_steps=4,
+        eval_batches=6,
+    )  # the comparison does the real test; keep the losses cheap
     runs = {}
-    for step_no, (name, mode, steps) in enumerate((("ft", "qa", plan.qa_steps), ("rag+ft", "raft", plan.raft_steps)), start=3):
+    for step_no, (name, mode, steps) in enumerate(
+        (("ft", "qa", plan.qa_steps), ("rag+ft", "raft", plan.raft_steps)), start=3
+    ):
         t0 = time.perf_counter()
         say(f"{step_no}/5 fine-tune '{name}': LoRA, mode {mode}, {steps} steps")
         folder = out / ("ft-qa" if mode == "qa" else "ft-raft")
-        res = train(replace(base_ft, mode=mode, max_steps=steps, batch_size=8 if mode == "qa" else 4), out / "data", folder, index=out / "index" if mode == "raft" else None,
-                    progress=_progress(say, steps))
+        res = train(
+            replace(base_ft, mode=mode, max_steps=steps, batch_size=8 if mode == "qa" else 4),
+            out / "data",
+            folder,
+            index=out / "index" if mode == "raft" else None,
+            progress=_progress(say, steps),
+        )
         say(f"  best validation loss {res.best_val_loss:.3f} at step {res.best_step}; {res.tokens_per_s:.0f} tokens/s")
         runs[name] = folder
         phase(f"fine-tune {name} ({mode})", t0)
@@ -93,10 +132,19 @@ def run_demo(out: Path, quick: bool = False, console=None) -> int:
     t0 = time.perf_counter()
     say("5/5 compare base, rag, ft, rag+ft on the same held-out questions")
     cfg = ExperimentConfig(
-        index=str(out / "index"), questions=str(out / "data" / "test.jsonl"), unanswerable=str(una_path),
-        documents=str(demo_data_path()), max_questions=plan.questions, max_unanswerable=plan.unanswerable,
+        index=str(out / "index"),
+        questions=str(out / "data" / "test.jsonl"),
+        unanswerable=str(una_path),
+        documents=str(demo_data_path()),
+        max_questions=plan.questions,
+        max_unanswerable=plan.unanswerable,
         fresh_edits=plan.edits,
-        strategies=(Strategy("base", False), Strategy("rag", True), Strategy("ft", False, str(runs["ft"])), Strategy("rag+ft", True, str(runs["rag+ft"]))),
+        strategies=(
+            Strategy("base", False),
+            Strategy("rag", True),
+            Strategy("ft", False, str(runs["ft"])),
+            Strategy("rag+ft", True, str(runs["rag+ft"])),
+        ),
     )
     results = run_experiment(cfg, out, progress=lambda m: say(f"  {m}"), phases=phases)
     phase("compare", t0)
@@ -104,7 +152,10 @@ def run_demo(out: Path, quick: bool = False, console=None) -> int:
     write_results(results, out)  # again, now with the total time
     path = write_report(results, out)
     say("\n" + summary_table(results))
-    say(f"\nreport: {path}\nresults: {out / 'results.json'}, {out / 'records.csv'}; total {results.phases['total'] / 60:.1f} min")
+    say(
+        f"\nreport: {path}\nresults: {out / 'results.json'}, {out / 'records.csv'}"
+        f"; total {results.phases['total'] / 60:.1f} min"
+    )
     return 0
 
 

@@ -6,9 +6,9 @@ import hashlib
 import json
 import re
 import unicodedata
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 from .errors import DocumentError
 
@@ -125,7 +125,9 @@ def load_html(path: Path, doc_id: str) -> list[Document]:
         tag.decompose()
     root = soup.find("main") or soup.find("article") or soup.body or soup
     blocks = []
-    for el in root.find_all(["h1", "h2", "h3", "h4", "h5", "h6", "p", "li", "pre", "blockquote", "td", "th", "dd", "dt"]):
+    for el in root.find_all(
+        ["h1", "h2", "h3", "h4", "h5", "h6", "p", "li", "pre", "blockquote", "td", "th", "dd", "dt"]
+    ):
         if el.find(["p", "li", "pre", "blockquote", "td"]):
             continue  # a container; its children are taken on their own
         piece = " ".join(el.get_text(" ", strip=True).split())
@@ -146,7 +148,9 @@ def load_pdf(path: Path, doc_id: str) -> list[Document]:
     except (PdfReadError, ValueError, KeyError, TypeError, OSError) as exc:
         raise DocumentError(f"{path}: not a readable PDF ({type(exc).__name__}: {exc})") from exc
     text = normalise_text("\n\n".join(p.strip() for p in pages))
-    return [Document(id=doc_id, text=text, title=str(meta_title) or path.stem, source=str(path), meta={"pages": len(pages)})]
+    return [
+        Document(id=doc_id, text=text, title=str(meta_title) or path.stem, source=str(path), meta={"pages": len(pages)})
+    ]
 
 
 def load_jsonl(path: Path, doc_id: str) -> list[Document]:
@@ -165,7 +169,11 @@ def load_jsonl(path: Path, doc_id: str) -> list[Document]:
         if not isinstance(meta, dict):
             raise DocumentError(f"{path}:{lineno}: 'meta' must be an object, got {type(meta).__name__}")
         rid = str(rec.get("id", f"{doc_id}:{lineno}"))
-        docs.append(Document(id=rid, text=normalise_text(rec["text"]), title=str(rec.get("title", "")), source=str(path), meta=meta))
+        docs.append(
+            Document(
+                id=rid, text=normalise_text(rec["text"]), title=str(rec.get("title", "")), source=str(path), meta=meta
+            )
+        )
     return docs
 
 
@@ -190,7 +198,16 @@ def load_squad(path: str | Path) -> tuple[list[Document], list[QAExample]]:
             docs.append(Document(id=did, text=normalise_text(para["context"]), title=title, source=str(path)))
             for qa in para.get("qas", []):
                 answers = tuple(dict.fromkeys(a["text"] for a in qa.get("answers", [])))
-                examples.append(QAExample(id=qa["id"], question=qa["question"].strip(), answers=answers, doc_ids=(did,), context=para["context"], title=title))
+                examples.append(
+                    QAExample(
+                        id=qa["id"],
+                        question=qa["question"].strip(),
+                        answers=answers,
+                        doc_ids=(did,),
+                        context=para["context"],
+                        title=title,
+                    )
+                )
     return docs, examples
 
 
@@ -263,7 +280,9 @@ def load_paths(paths: list[str | Path], on_file: Callable[[Path], None] | None =
             continue
         for d in docs:
             if d.id in seen:
-                result.skipped.append(Skipped(str(path), f"duplicate document id {d.id!r} (first seen in {seen[d.id]})"))
+                result.skipped.append(
+                    Skipped(str(path), f"duplicate document id {d.id!r} (first seen in {seen[d.id]})")
+                )
                 continue
             seen[d.id] = str(path)
             result.documents.append(d)

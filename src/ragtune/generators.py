@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Protocol, Sequence
+from typing import Protocol
 
 from .models import resolve_generator
 from .prompts import Messages
@@ -38,7 +39,7 @@ class TransformersGenerator:
         self._lock = threading.Lock()  # generate() mutates no state, but one forward at a time keeps memory flat
 
     @classmethod
-    def from_loaded(cls, model, tokenizer, name: str = "in-memory") -> "TransformersGenerator":
+    def from_loaded(cls, model, tokenizer, name: str = "in-memory") -> TransformersGenerator:
         """Wrap a model already in memory (e.g. right after training)."""
         gen = cls(name)
         gen._model, gen._tokenizer = model, tokenizer
@@ -53,7 +54,11 @@ class TransformersGenerator:
 
             adapter = RunFolder.open(adapter).weights
         # A fine-tuned whole model (top-layers / full) replaces the base; a PEFT adapter wraps it.
-        path = adapter if adapter is not None and (adapter / "config.json").exists() else resolve_generator(self.model_name)
+        path = (
+            adapter
+            if adapter is not None and (adapter / "config.json").exists()
+            else resolve_generator(self.model_name)
+        )
         tok = AutoTokenizer.from_pretrained(str(path))
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
@@ -96,7 +101,10 @@ class TransformersGenerator:
                 texts = [self.render(p) for p in prompts[start : start + self.batch_size]]
                 enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
                 gen = model.generate(
-                    **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id,
+                    **enc,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    pad_token_id=tok.pad_token_id,
                     eos_token_id=tok.eos_token_id,
                 )
                 new = gen[:, enc["input_ids"].shape[1] :]
@@ -115,8 +123,14 @@ class TransformersGenerator:
 
         def work():
             with self._lock, torch.inference_mode():
-                model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id,
-                               eos_token_id=tok.eos_token_id, streamer=streamer)
+                model.generate(
+                    **enc,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    pad_token_id=tok.pad_token_id,
+                    eos_token_id=tok.eos_token_id,
+                    streamer=streamer,
+                )
 
         thread = threading.Thread(target=work, daemon=True)
         thread.start()

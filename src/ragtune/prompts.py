@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 from .context import Source
 
@@ -41,7 +41,10 @@ def closed_book_messages(question: str) -> Messages:
 
 
 _CITE = re.compile(r"\[(\s*\d+(?:\s*[,;-]\s*\d+)*\s*)\]")
-_ABSTAIN_RE = re.compile(r"\b(i\s+(do\s+not|don'?t)\s+know|cannot\s+answer|can'?t\s+answer|not\s+(mentioned|provided|stated)\s+in\s+the\s+sources)\b", re.I)
+_ABSTAIN_RE = re.compile(
+    r"\b(i\s+(do\s+not|don'?t)\s+know|cannot\s+answer|can'?t\s+answer|not\s+(mentioned|provided|stated)\s+in\s+the\s+sources)\b",
+    re.I,
+)
 
 
 def parse_citations(text: str) -> list[int]:

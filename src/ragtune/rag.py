@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
 
 from .config import RagConfig
 from .context import Source, content_words, select_context
 from .documents import Hit
 from .errors import InputError
 from .generators import Generator
-from .prompts import ABSTAIN, Messages, closed_book_messages, is_abstention, parse_citations, rag_messages, strip_citations
+from .prompts import (
+    ABSTAIN,
+    Messages,
+    closed_book_messages,
+    is_abstention,
+    parse_citations,
+    rag_messages,
+    strip_citations,
+)
 
 SNIPPET_CHARS = 300
 SUPPORT_TO_ATTRIBUTE = 0.6  # share of the answer's content words a source must hold to be credited
@@ -101,11 +109,13 @@ class Pipeline:
         self.config = index.rag_config(config) if index is not None and config is None else (config or RagConfig())
         self._retriever = index.retriever(self.config) if index is not None else None
 
-    def with_config(self, **changes) -> "Pipeline":
+    def with_config(self, **changes) -> Pipeline:
         """The same index and generator with some settings changed (None values are ignored)."""
         from dataclasses import replace
 
-        return Pipeline(self.index, self.generator, replace(self.config, **{k: v for k, v in changes.items() if v is not None}))
+        return Pipeline(
+            self.index, self.generator, replace(self.config, **{k: v for k, v in changes.items() if v is not None})
+        )
 
     def check(self, question: str) -> str:
         return check_question(question, self.config)
@@ -156,8 +166,15 @@ class Pipeline:
         raw = "".join(pieces).strip()
         t3 = time.perf_counter()
         tin, tout = self.generator.count_tokens([self.generator.render(prompt), raw])
-        yield make_answer(question, raw, sources[0], hits=hits[0], timings=Timings(t1 - t0, t2 - t1, t3 - t2, t3 - t0),
-                          tokens_in=tin, tokens_out=tout)
+        yield make_answer(
+            question,
+            raw,
+            sources[0],
+            hits=hits[0],
+            timings=Timings(t1 - t0, t2 - t1, t3 - t2, t3 - t0),
+            tokens_in=tin,
+            tokens_out=tout,
+        )
 
     # -- stages ------------------------------------------------------------------------------
     def _retrieve(self, questions: list[str], filters: dict | None) -> tuple[list[list[Hit]], list[list[Source]]]:

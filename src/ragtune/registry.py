@@ -16,8 +16,9 @@ default plugins are::
 from __future__ import annotations
 
 import importlib.metadata
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from .config import DEFAULT_EMBEDDER, DEFAULT_GENERATOR
 from .errors import ConfigError, ModelNotFoundError, RagtuneError

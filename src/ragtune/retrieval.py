@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Sequence
 
 from .config import RagConfig
 from .documents import Hit
@@ -32,7 +32,9 @@ class Retriever:
         self.embedder = embedder
         self.config = config
 
-    def search(self, query: str, k: int | None = None, mode: str | None = None, filters: dict | None = None) -> list[Hit]:
+    def search(
+        self, query: str, k: int | None = None, mode: str | None = None, filters: dict | None = None
+    ) -> list[Hit]:
         return self.search_batch([query], k=k, mode=mode, filters=filters)[0]
 
     def search_batch(

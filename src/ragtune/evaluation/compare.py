@@ -1,6 +1,6 @@
 """Run an experiment: every strategy on the same questions, then aggregate with intervals.
 
-    results = run_experiment(load_experiment("experiment.toml"), out_dir)
+results = run_experiment(load_experiment("experiment.toml"), out_dir)
 """
 
 from __future__ import annotations
@@ -9,10 +9,9 @@ import csv
 import json
 import shutil
 import statistics
-import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Callable, Sequence
 
 from ..config import RagConfig, build, read_toml
 from ..documents import QAExample, load_paths, load_squad
@@ -20,6 +19,7 @@ from ..errors import ConfigError
 from ..rag import Pipeline
 from .costs import Measured, Meter, Prices, disk_bytes
 from .freshness import edit_facts, is_fresh, is_stale
+from .metrics import METRICS, PAIRED, QuestionKind
 from .stats import bootstrap_ci, paired_bootstrap
 from .strategies import EvalRecord, Strategy, load_generator, run_strategy
 
@@ -38,7 +38,9 @@ class ExperimentConfig:
     fresh_edits: int = 10  # facts to edit for the freshness test (0 = skip)
     k: int = 5
     max_new_tokens: int = 32  # the same decoding for every strategy (greedy)
-    support_threshold: float = 0.5  # answers whose content words are less than half in the retrieved text are unsupported
+    support_threshold: float = (
+        0.5  # answers whose content words are less than half in the retrieved text are unsupported
+    )
     bootstrap: int = 1000
     seed: int = 0
     prices: Prices = Prices()
@@ -61,7 +63,9 @@ def load_experiment(path: str | Path) -> ExperimentConfig:
     data = read_toml(p, "experiment file")
     unknown = sorted(set(data) - {"experiment", "strategy", "prices"})
     if unknown:
-        raise ConfigError(f"experiment file {str(p)!r}: unknown sections {unknown}; known: ['experiment', 'prices', 'strategy']")
+        raise ConfigError(
+            f"experiment file {str(p)!r}: unknown sections {unknown}; known: ['experiment', 'prices', 'strategy']"
+        )
     exp = dict(data.get("experiment", {}))
     for key in ("index", "questions", "unanswerable", "documents"):
         if exp.get(key) and not _is_url(exp[key]) and not Path(exp[key]).is_absolute():
@@ -95,7 +99,15 @@ def load_questions(path: str, limit: int) -> list[QAExample]:
             continue
         r = json.loads(line)
         answers = tuple(r.get("answers") or ([r["answer"]] if r.get("answer") else []))
-        out.append(QAExample(str(r.get("id", i)), r["question"], answers, (r["doc_id"],) if r.get("doc_id") else (), r.get("context", "")))
+        out.append(
+            QAExample(
+                str(r.get("id", i)),
+                r["question"],
+                answers,
+                (r["doc_id"],) if r.get("doc_id") else (),
+                r.get("context", ""),
+            )
+        )
     return [e for e in out if e.answers][:limit]
 
 
@@ -124,16 +136,19 @@ def _pct(xs: Sequence[float], q: float) -> float:
 
 
 def aggregate(records: Sequence[EvalRecord], cfg: ExperimentConfig) -> dict:
-    ans = [r for r in records if r.kind == "answerable"]
-    una = [r for r in records if r.kind == "unanswerable"]
-    ed = [r for r in records if r.kind == "edited"]
+    ans = [r for r in records if r.kind == QuestionKind.ANSWERABLE]
+    una = [r for r in records if r.kind == QuestionKind.UNANSWERABLE]
+    ed = [r for r in records if r.kind == QuestionKind.EDITED]
     out: dict = {"n_answerable": len(ans), "n_unanswerable": len(una), "n_edited": len(ed)}
-    for m in ("em", "f1", "rouge_l", "bleu"):
-        out[m] = asdict(bootstrap_ci([getattr(r, m) * (100 if m != "bleu" else 1) for r in ans], cfg.bootstrap, cfg.seed))
-    out["abstain_unanswerable"] = asdict(bootstrap_ci([float(r.abstained) for r in una], cfg.bootstrap, cfg.seed)) if una else None
+    for m in METRICS:
+        if m.per_answer:
+            out[m.key] = asdict(bootstrap_ci([getattr(r, m.key) * m.scale for r in ans], cfg.bootstrap, cfg.seed))
+    out["abstain_unanswerable"] = (
+        asdict(bootstrap_ci([float(r.abstained) for r in una], cfg.bootstrap, cfg.seed)) if una else None
+    )
     out["false_abstention"] = _mean([float(r.abstained) for r in ans])
     retrieved = [r for r in ans if r.retrieved]
-    out["unsupported"] = _mean([float(r.unsupported) for r in records if r.retrieved and r.kind != "edited"])
+    out["unsupported"] = _mean([float(r.unsupported) for r in records if r.retrieved and r.kind != QuestionKind.EDITED])
     out["recall_at_k"] = _mean([float(r.gold_rank is not None) for r in retrieved])
     out["mrr"] = _mean([1.0 / r.gold_rank if r.gold_rank else 0.0 for r in retrieved])
     out["citation_precision"] = _mean([r.citation_precision for r in ans])
@@ -154,8 +169,13 @@ def aggregate(records: Sequence[EvalRecord], cfg: ExperimentConfig) -> dict:
 Progress = Callable[[str], None]
 
 
-def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, progress: Progress | None = None, phases: dict | None = None,
-                   generators: dict | None = None) -> Results:
+def run_experiment(
+    cfg: ExperimentConfig,
+    out_dir: str | Path,
+    progress: Progress | None = None,
+    phases: dict | None = None,
+    generators: dict | None = None,
+) -> Results:
     """Answer the same questions with every strategy, edit facts and ask again, aggregate, write
     results.json and records.csv. Retrieval strategies read `cfg.index`, which is never changed:
     the freshness test edits a copy. `generators` maps strategy names to ready generators
@@ -175,13 +195,19 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, progress: Progres
         stored = {d.id for d in index.documents()}
         leaked = [e.id for e in unanswerable if set(e.doc_ids) & stored]
         if leaked:
-            raise ConfigError(f"{len(leaked)} 'unanswerable' questions have their gold document in the index (e.g. {leaked[0]!r})")
-    results = Results(config=_jsonable(asdict(cfg)), strategies=[asdict(s) for s in cfg.strategies], phases=dict(phases or {}))
+            raise ConfigError(
+                f"{len(leaked)} 'unanswerable' questions have their gold document in the index (e.g. {leaked[0]!r})"
+            )
+    results = Results(
+        config=_jsonable(asdict(cfg)), strategies=[asdict(s) for s in cfg.strategies], phases=dict(phases or {})
+    )
 
     # Freshness: edit facts in a copy of the index, timing the incremental re-ingest.
     edits, fresh = [], None
     if cfg.fresh_edits and cfg.documents and index is not None:
-        docs = load_squad(cfg.documents)[0] if cfg.documents.endswith(".json") else load_paths([cfg.documents]).documents
+        docs = (
+            load_squad(cfg.documents)[0] if cfg.documents.endswith(".json") else load_paths([cfg.documents]).documents
+        )
         edited_docs, edits = edit_facts(docs, answerable, cfg.fresh_edits, cfg.seed)
         # The edits go to a copy (a local LanceDB folder, whatever the backend) so cfg.index stays as it was.
         fresh_path = out / "fresh-index"
@@ -190,8 +216,13 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, progress: Progres
         say(f"freshness: editing {len(edits)} facts and re-ingesting")
         with Meter() as m:
             rep = fresh.ingest(edited_docs)
-        results.freshness = {"edits": [{"question": e.example.question, "doc_id": e.doc_id, "old": e.old, "new": e.new, "kind": e.kind} for e in edits],
-                             "reingest": {**asdict(m.result), "updated": len(rep.updated), "chunks": rep.chunks_written}}
+        results.freshness = {
+            "edits": [
+                {"question": e.example.question, "doc_id": e.doc_id, "old": e.old, "new": e.new, "kind": e.kind}
+                for e in edits
+            ],
+            "reingest": {**asdict(m.result), "updated": len(rep.updated), "chunks": rep.chunks_written},
+        }
     elif cfg.fresh_edits:
         results.notes.append("freshness skipped: the experiment names no `documents` to edit")
 
@@ -203,13 +234,15 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, progress: Progres
         fresh_pipe = Pipeline(fresh if s.retrieval else None, gen, rag_cfg)
         with Meter() as m:
             say(f"{s.name}: {len(answerable)} answerable questions")
-            recs = run_strategy(s, answerable, "answerable", pipe, cfg.support_threshold)
+            recs = run_strategy(s, answerable, QuestionKind.ANSWERABLE, pipe, cfg.support_threshold)
             if unanswerable:
                 say(f"{s.name}: {len(unanswerable)} unanswerable questions")
-                recs += run_strategy(s, unanswerable, "unanswerable", pipe, cfg.support_threshold)
+                recs += run_strategy(s, unanswerable, QuestionKind.UNANSWERABLE, pipe, cfg.support_threshold)
             if edits:
                 say(f"{s.name}: {len(edits)} edited facts")
-                erecs = run_strategy(s, [e.example for e in edits], "edited", fresh_pipe, cfg.support_threshold)
+                erecs = run_strategy(
+                    s, [e.example for e in edits], QuestionKind.EDITED, fresh_pipe, cfg.support_threshold
+                )
                 for r, e in zip(erecs, edits):
                     r.fresh, r.stale = is_fresh(r.answer, e), is_stale(r.answer, e)
                 recs += erecs
@@ -220,10 +253,18 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, progress: Progres
     names = [s.name for s in cfg.strategies]
     for i, a in enumerate(names):
         for b in names[i + 1 :]:
-            for metric in ("f1", "em"):
-                xa = [getattr(r, metric) * 100 for r in results.records if r.strategy == a and r.kind == "answerable"]
-                xb = [getattr(r, metric) * 100 for r in results.records if r.strategy == b and r.kind == "answerable"]
-                results.paired.append(asdict(paired_bootstrap(xa, xb, (a, b), metric, cfg.bootstrap, cfg.seed)))
+            for m in PAIRED:
+                xa = [
+                    getattr(r, m.key) * m.scale
+                    for r in results.records
+                    if r.strategy == a and r.kind == QuestionKind.ANSWERABLE
+                ]
+                xb = [
+                    getattr(r, m.key) * m.scale
+                    for r in results.records
+                    if r.strategy == b and r.kind == QuestionKind.ANSWERABLE
+                ]
+                results.paired.append(asdict(paired_bootstrap(xa, xb, (a, b), m.key, cfg.bootstrap, cfg.seed)))
     write_results(results, out)
     return results
 
@@ -245,7 +286,11 @@ def _costs(s: Strategy, run: Measured, n: int, cfg: ExperimentConfig, results: R
         setup_cpu += float(train.get("cpu_s", 0.0))
         adapter_bytes = disk_bytes(s.run().weights)
         labelled = int(train.get("train_examples", 0))
-        steps += ["label question/answer pairs", "prepare and split data", f"fine-tune ({train.get('config', {}).get('mode', '?')})"]
+        steps += [
+            "label question/answer pairs",
+            "prepare and split data",
+            f"fine-tune ({train.get('config', {}).get('mode', '?')})",
+        ]
     per_q_cpu = run.cpu_s / max(n, 1)
     reingest = results.freshness.get("reingest", {})
     return {
@@ -261,8 +306,12 @@ def _costs(s: Strategy, run: Measured, n: int, cfg: ExperimentConfig, results: R
         "labelled_examples": labelled,
         "setup_steps": steps,
         # What absorbing a change in the documents costs this strategy:
-        "update_cost_s": reingest.get("wall_s", 0.0) if s.retrieval else (float(train.get("wall_s", 0.0)) if s.adapter else None),
-        "update_by": "incremental re-ingest" if s.retrieval else ("re-training" if s.adapter else "nothing can update it"),
+        "update_cost_s": reingest.get("wall_s", 0.0)
+        if s.retrieval
+        else (float(train.get("wall_s", 0.0)) if s.adapter else None),
+        "update_by": "incremental re-ingest"
+        if s.retrieval
+        else ("re-training" if s.adapter else "nothing can update it"),
     }
 
 

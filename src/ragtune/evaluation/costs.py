@@ -27,7 +27,7 @@ class Measured:
 class Meter:
     """`with Meter() as m: work()` -> m.result holds wall, CPU seconds and peak RSS."""
 
-    def __enter__(self) -> "Meter":
+    def __enter__(self) -> Meter:
         self._t = time.perf_counter()
         self._c = time.process_time()
         self.result = Measured()

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Sequence
 
 from ..documents import Document, QAExample
 from .metrics import normalize_answer
@@ -56,11 +56,15 @@ def _new_value(old: str, kind: str, pool: Sequence[str], text: str, rng: random.
         cand = value * rng.choice([2, 3, 5]) + rng.randint(1, 9)
         out = str(int(cand)) if value.is_integer() else f"{cand:.1f}"
         return out if out not in text else None
-    options = [p for p in pool if value_kind(p) == kind and normalize_answer(p) != normalize_answer(old) and p not in text]
+    options = [
+        p for p in pool if value_kind(p) == kind and normalize_answer(p) != normalize_answer(old) and p not in text
+    ]
     return rng.choice(options) if options else None
 
 
-def edit_facts(docs: Sequence[Document], examples: Sequence[QAExample], n: int, seed: int = 0) -> tuple[list[Document], list[FactEdit]]:
+def edit_facts(
+    docs: Sequence[Document], examples: Sequence[QAExample], n: int, seed: int = 0
+) -> tuple[list[Document], list[FactEdit]]:
     """Pick up to `n` examples (one per document) whose answer appears verbatim in their
     gold passage, and replace it there (every occurrence) with a new value of the same kind.
     Returns the edited documents and the edits (questions whose gold is the new value)."""

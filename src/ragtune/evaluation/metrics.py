@@ -6,11 +6,13 @@ punctuation and the articles a/an/the, collapse whitespace; the max over gold an
 
 from __future__ import annotations
 
+import math
 import re
 import string
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
+from enum import Enum
 
 from ..documents import Hit
 
@@ -54,7 +56,9 @@ def first_gold_rank(hits: Sequence[Hit], gold_doc_ids: Sequence[str]) -> int | N
     return next((h.rank for h in hits if h.chunk.doc_id in gold), None)
 
 
-def retrieval_scores(results: Sequence[Sequence[Hit]], golds: Sequence[Sequence[str]], ks: Sequence[int] = (1, 5, 10)) -> RetrievalScores:
+def retrieval_scores(
+    results: Sequence[Sequence[Hit]], golds: Sequence[Sequence[str]], ks: Sequence[int] = (1, 5, 10)
+) -> RetrievalScores:
     """Recall@k and MRR@10 against gold document ids (a chunk counts for its document)."""
     ranks = [first_gold_rank(h, g) for h, g in zip(results, golds)]
     n = len(ranks)
@@ -93,3 +97,59 @@ def sentence_bleu(prediction: str, golds: Sequence[str]) -> float:
     if not prediction.strip() or not golds:
         return 0.0
     return float(sacrebleu.sentence_bleu(prediction, list(golds)).score)
+
+
+# -- the metric table: aggregation, the report's columns and the summary table iterate over it --
+
+
+class QuestionKind(str, Enum):
+    """What a held-out question tests."""
+
+    ANSWERABLE = "answerable"  # its gold document is in the index
+    UNANSWERABLE = "unanswerable"  # its gold document is kept out: abstaining is right
+    EDITED = "edited"  # asked again after a fact in its document was changed
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    key: str  # key in a strategy's aggregates (and, for per-answer metrics, the EvalRecord field)
+    label: str  # the report's column
+    unit: str  # "points" (0-100), "share" (0-1, shown as %), "score" (0-1), "s"
+    higher_is_better: bool
+    short: str = ""  # the terminal summary's column; "" = not in the summary
+    per_answer: bool = False  # scored per answerable question, bootstrapped, paired-tested
+    scale: float = 100.0  # per-answer value (0-1) -> aggregate unit
+
+    def format(self, value, interval: bool = False) -> str:
+        """`value` is a number or {mean, low, high}; None / NaN show as a dash."""
+        if isinstance(value, dict):
+            mean = self.format(value["mean"])
+            lo, hi = (self.format(value[k]).rstrip("%") for k in ("low", "high"))
+            return f"{mean} <small>[{lo}, {hi}]</small>" if interval else mean
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return "–"
+        if self.unit == "share":
+            return f"{100 * value:.0f}%"
+        if self.unit == "points":
+            return f"{value:.1f}"
+        return f"{value:.1f}" if abs(value) >= 1 else f"{value:.3f}"
+
+
+METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec("f1", "F1", "points", True, "F1", per_answer=True),
+    MetricSpec("em", "EM", "points", True, "EM", per_answer=True),
+    MetricSpec("rouge_l", "ROUGE-L", "points", True, per_answer=True),
+    MetricSpec("bleu", "BLEU", "points", True, per_answer=True, scale=1.0),  # sacrebleu is already 0-100
+    MetricSpec("abstain_unanswerable", "abstains when it should", "share", True, "abstain(unans)"),
+    MetricSpec("false_abstention", "false abstention", "share", False),
+    MetricSpec("unsupported", "unsupported answers", "share", False, "unsupported"),
+    MetricSpec("fresh_rate", "fresh after edits", "share", True, "fresh"),
+    MetricSpec("citation_precision", "citation precision", "share", True, "cite-P"),
+    MetricSpec("citation_recall", "citation recall", "share", True),
+    MetricSpec("recall_at_k", "retrieval recall@k", "share", True),
+    MetricSpec("mrr", "MRR", "score", True),
+    MetricSpec("latency_p50_s", "latency p50 (s)", "s", False, "p50 s"),
+    MetricSpec("latency_p95_s", "latency p95 (s)", "s", False),
+)
+METRIC = {m.key: m for m in METRICS}
+PAIRED = tuple(m for m in METRICS if m.key in ("f1", "em"))  # differences tested between every pair of strategies

@@ -30,7 +30,7 @@ def write_rate_sheet(res: Results, sheet: str | Path, seed: int = 0) -> tuple[Pa
     with sheet.open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(["item", "question", "reference answer", "label", "answer", "score (1-5)", "comment"])
-        for n, (qid, recs) in enumerate(sorted(by_q.items())):
+        for n, (_qid, recs) in enumerate(sorted(by_q.items())):
             item = f"q{n:04d}"
             strategies = sorted(recs)
             rng.shuffle(strategies)
@@ -38,7 +38,11 @@ def write_rate_sheet(res: Results, sheet: str | Path, seed: int = 0) -> tuple[Pa
             for label, s in zip(string.ascii_uppercase, strategies):
                 r = recs[s]
                 key[item][label] = s
-                gold = " | ".join(r.gold) if r.kind == "answerable" else "(the documents do not answer this; abstaining is right)"
+                gold = (
+                    " | ".join(r.gold)
+                    if r.kind == "answerable"
+                    else "(the documents do not answer this; abstaining is right)"
+                )
                 w.writerow([item, r.question, gold, label, r.answer, "", ""])
     kp = key_path(sheet)
     kp.write_text(json.dumps(key, indent=1))

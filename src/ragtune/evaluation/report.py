@@ -3,20 +3,12 @@
 from __future__ import annotations
 
 import html
-
 import math
 from pathlib import Path
 
 from .compare import Results
+from .metrics import METRIC, METRICS
 
-AXES = [  # (label, key into aggregates, higher is better)
-    ("F1", "f1", True), ("EM", "em", True), ("ROUGE-L", "rouge_l", True), ("BLEU", "bleu", True),
-    ("abstains when it should", "abstain_unanswerable", True), ("false abstention", "false_abstention", False),
-    ("unsupported answers", "unsupported", False), ("fresh after edits", "fresh_rate", True),
-    ("citation precision", "citation_precision", True), ("citation recall", "citation_recall", True),
-    ("retrieval recall@k", "recall_at_k", True), ("MRR", "mrr", True),
-    ("latency p50 (s)", "latency_p50_s", False), ("latency p95 (s)", "latency_p95_s", False),
-]
 COLOURS = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7"]
 e = html.escape
 
@@ -26,19 +18,8 @@ def _val(a: dict, key: str):
     return v["mean"] if isinstance(v, dict) else v
 
 
-def _fmt(v, pct=False) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "–"
-    return f"{100 * v:.0f}%" if pct else (f"{v:.1f}" if abs(v) >= 1 else f"{v:.3f}")
-
-
 def _cell(a: dict, key: str) -> str:
-    v = a.get(key)
-    if isinstance(v, dict):
-        return f"{v['mean']:.1f} <small>[{v['low']:.1f}, {v['high']:.1f}]</small>" if key in ("f1", "em", "rouge_l", "bleu") else \
-            f"{100 * v['mean']:.0f}% <small>[{100 * v['low']:.0f}, {100 * v['high']:.0f}]</small>"
-    pct = key in ("false_abstention", "unsupported", "fresh_rate", "citation_precision", "citation_recall", "recall_at_k")
-    return _fmt(v, pct)
+    return METRIC[key].format(a.get(key), interval=True)
 
 
 def bar_chart(title: str, names: list[str], values: list, width: int = 360, pct: bool = False) -> str:
@@ -47,19 +28,25 @@ def bar_chart(title: str, names: list[str], values: list, width: int = 360, pct:
     vals = [(v["mean"], v["low"], v["high"]) if isinstance(v, dict) else (v, None, None) for v in values]
     scale = 100 if pct else 1
     top = max([((hi if hi is not None else m) or 0) * scale for m, lo, hi in vals if m is not None] + [1e-9])
-    parts = [f'<svg class="chart" width="{width}" height="{h + 60}" role="img" aria-label="{e(title)}"><text x="4" y="14" class="ct">{e(title)}</text>']
+    parts = [
+        f'<svg class="chart" width="{width}" height="{h + 60}" role="img" aria-label="{e(title)}"><text x="4" y="14" class="ct">{e(title)}</text>'
+    ]
     for i, (name, (m, lo, hi)) in enumerate(zip(names, vals)):
         x = 40 + i * (bw + 14)
         if m is None or (isinstance(m, float) and math.isnan(m)):
             parts.append(f'<text x="{x}" y="{h}" class="cl">n/a</text>')
         else:
             bh = (m * scale) / top * (h - pad)
-            parts.append(f'<rect x="{x}" y="{h - bh:.1f}" width="{bw}" height="{bh:.1f}" fill="{COLOURS[i % 8]}"><title>{e(name)}: {m * scale:.2f}</title></rect>')
+            parts.append(
+                f'<rect x="{x}" y="{h - bh:.1f}" width="{bw}" height="{bh:.1f}" fill="{COLOURS[i % 8]}"><title>{e(name)}: {m * scale:.2f}</title></rect>'
+            )
             parts.append(f'<text x="{x}" y="{h - bh - 4:.1f}" class="cl">{m * scale:.1f}</text>')
             if lo is not None:
                 y1, y2 = h - lo * scale / top * (h - pad), h - hi * scale / top * (h - pad)
                 cx = x + bw / 2
-                parts.append(f'<line x1="{cx}" x2="{cx}" y1="{y1:.1f}" y2="{y2:.1f}" class="wh"/><line x1="{cx - 5}" x2="{cx + 5}" y1="{y2:.1f}" y2="{y2:.1f}" class="wh"/><line x1="{cx - 5}" x2="{cx + 5}" y1="{y1:.1f}" y2="{y1:.1f}" class="wh"/>')
+                parts.append(
+                    f'<line x1="{cx}" x2="{cx}" y1="{y1:.1f}" y2="{y2:.1f}" class="wh"/><line x1="{cx - 5}" x2="{cx + 5}" y1="{y2:.1f}" y2="{y2:.1f}" class="wh"/><line x1="{cx - 5}" x2="{cx + 5}" y1="{y1:.1f}" y2="{y1:.1f}" class="wh"/>'
+                )
         parts.append(f'<text x="{x}" y="{h + 16}" class="cl">{e(name)}</text>')
     parts.append(f'<line x1="36" x2="{width}" y1="{h}" y2="{h}" class="ax"/></svg>')
     return "".join(parts)
@@ -68,11 +55,17 @@ def bar_chart(title: str, names: list[str], values: list, width: int = 360, pct:
 def scatter(names: list[str], xs: list[float], ys: list[float], xlabel: str, ylabel: str, width: int = 420) -> str:
     h = 240
     xmax, ymax = max(xs + [1e-9]) * 1.15, max(ys + [1e-9]) * 1.15
-    parts = [f'<svg class="chart" width="{width}" height="{h + 40}" role="img" aria-label="accuracy against cost"><text x="4" y="14" class="ct">{e(ylabel)} against {e(xlabel)}</text>']
-    parts.append(f'<line x1="40" x2="{width - 10}" y1="{h}" y2="{h}" class="ax"/><line x1="40" x2="40" y1="20" y2="{h}" class="ax"/>')
+    parts = [
+        f'<svg class="chart" width="{width}" height="{h + 40}" role="img" aria-label="accuracy against cost"><text x="4" y="14" class="ct">{e(ylabel)} against {e(xlabel)}</text>'
+    ]
+    parts.append(
+        f'<line x1="40" x2="{width - 10}" y1="{h}" y2="{h}" class="ax"/><line x1="40" x2="40" y1="20" y2="{h}" class="ax"/>'
+    )
     for i, (n, x, y) in enumerate(zip(names, xs, ys)):
         px, py = 40 + x / xmax * (width - 60), h - y / ymax * (h - 30)
-        parts.append(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="6" fill="{COLOURS[i % 8]}"><title>{e(n)}: {y:.1f} at {x:.3g}</title></circle><text x="{px + 8:.1f}" y="{py - 6:.1f}" class="cl">{e(n)}</text>')
+        parts.append(
+            f'<circle cx="{px:.1f}" cy="{py:.1f}" r="6" fill="{COLOURS[i % 8]}"><title>{e(n)}: {y:.1f} at {x:.3g}</title></circle><text x="{px + 8:.1f}" y="{py - 6:.1f}" class="cl">{e(n)}</text>'
+        )
     parts.append(f'<text x="{width // 2}" y="{h + 30}" class="cl">{e(xlabel)}</text></svg>')
     return "".join(parts)
 
@@ -82,27 +75,39 @@ def radar(names: list[str], axes: list[str], rows: list[list[float]], size: int 
     c, r = size / 2, size / 2 - 60
     n = len(axes)
     pt = lambda i, v: (c + r * v * math.sin(2 * math.pi * i / n), c - r * v * math.cos(2 * math.pi * i / n))  # noqa: E731
-    parts = [f'<svg class="chart" width="{size + 40}" height="{size}" role="img" aria-label="radar of all axes"><text x="4" y="14" class="ct">All axes, normalised (outer = best)</text>']
+    parts = [
+        f'<svg class="chart" width="{size + 40}" height="{size}" role="img" aria-label="radar of all axes"><text x="4" y="14" class="ct">All axes, normalised (outer = best)</text>'
+    ]
     for ring in (0.25, 0.5, 0.75, 1.0):
-        parts.append('<polygon class="ring" points="' + " ".join(f"{x:.1f},{y:.1f}" for x, y in (pt(i, ring) for i in range(n))) + '"/>')
+        parts.append(
+            '<polygon class="ring" points="'
+            + " ".join(f"{x:.1f},{y:.1f}" for x, y in (pt(i, ring) for i in range(n)))
+            + '"/>'
+        )
     for i, a in enumerate(axes):
         x, y = pt(i, 1.12)
         parts.append(f'<text x="{x:.1f}" y="{y:.1f}" class="cl" text-anchor="middle">{e(a)}</text>')
     for j, (name, row) in enumerate(zip(names, rows)):
         pts = " ".join(f"{x:.1f},{y:.1f}" for x, y in (pt(i, v) for i, v in enumerate(row)))
-        parts.append(f'<polygon points="{pts}" fill="{COLOURS[j % 8]}" fill-opacity="0.15" stroke="{COLOURS[j % 8]}" stroke-width="2"><title>{e(name)}</title></polygon>')
+        parts.append(
+            f'<polygon points="{pts}" fill="{COLOURS[j % 8]}" fill-opacity="0.15" stroke="{COLOURS[j % 8]}" stroke-width="2"><title>{e(name)}</title></polygon>'
+        )
     parts.append("</svg>")
-    legend = " ".join(f'<span class="key" style="background:{COLOURS[j % 8]}"></span>{e(n)}' for j, n in enumerate(names))
+    legend = " ".join(
+        f'<span class="key" style="background:{COLOURS[j % 8]}"></span>{e(n)}' for j, n in enumerate(names)
+    )
     return "".join(parts) + f"<div>{legend}</div>"
 
 
 def _radar_rows(res: Results, names: list[str]) -> tuple[list[str], list[list[float]]]:
-    axes = [("accuracy", lambda n: _val(res.aggregates[n], "f1"), True),
-            ("hallucination", lambda n: _hallucination_score(res.aggregates[n]), True),
-            ("freshness", lambda n: _val(res.aggregates[n], "fresh_rate"), True),
-            ("transparency", lambda n: _val(res.aggregates[n], "citation_precision") or 0.0, True),
-            ("cost", lambda n: res.costs[n]["per_1000_questions_usd"] + res.costs[n]["setup_usd"], False),
-            ("latency", lambda n: _val(res.aggregates[n], "latency_p50_s"), False)]
+    axes = [
+        ("accuracy", lambda n: _val(res.aggregates[n], "f1"), True),
+        ("hallucination", lambda n: _hallucination_score(res.aggregates[n]), True),
+        ("freshness", lambda n: _val(res.aggregates[n], "fresh_rate"), True),
+        ("transparency", lambda n: _val(res.aggregates[n], "citation_precision") or 0.0, True),
+        ("cost", lambda n: res.costs[n]["per_1000_questions_usd"] + res.costs[n]["setup_usd"], False),
+        ("latency", lambda n: _val(res.aggregates[n], "latency_p50_s"), False),
+    ]
     rows = [[0.0] * len(axes) for _ in names]
     for i, (_, f, higher) in enumerate(axes):
         vals = [f(n) for n in names]
@@ -141,10 +146,14 @@ def recommendation(res: Results) -> list[str]:
         if n == best:
             continue
         p = test(best, n)
-        (beaten if p and p["p_value"] < 0.05 else ties).append(f"{n} (F1 {f1[n]:.1f}, p={p['p_value']:.3f})" if p else n)
-    out.append(f"Most accurate: <b>{e(best)}</b> with F1 {f1[best]:.1f} on {res.aggregates[best]['n_answerable']} held-out questions. "
-               + (f"It is significantly better than {', '.join(beaten)}. " if beaten else "")
-               + (f"Its lead over {', '.join(ties)} is within noise (paired bootstrap p ≥ 0.05). " if ties else ""))
+        (beaten if p and p["p_value"] < 0.05 else ties).append(
+            f"{n} (F1 {f1[n]:.1f}, p={p['p_value']:.3f})" if p else n
+        )
+    out.append(
+        f"Most accurate: <b>{e(best)}</b> with F1 {f1[best]:.1f} on {res.aggregates[best]['n_answerable']} held-out questions. "
+        + (f"It is significantly better than {', '.join(beaten)}. " if beaten else "")
+        + (f"Its lead over {', '.join(ties)} is within noise (paired bootstrap p ≥ 0.05). " if ties else "")
+    )
     base = next((n for n in names if n == "base"), None)
     for n in names:
         if n != base and base and any(s["name"] == n and s["adapter"] for s in res.strategies):
@@ -157,43 +166,83 @@ def recommendation(res: Results) -> list[str]:
                 labelled = res.costs[n].get("labelled_examples")
                 if labelled:
                     why.append(f"it was trained on only {labelled} labelled examples")
-                out.append(f"The fine-tuned strategy <b>{e(n)}</b> scores below the base model (F1 {f1[n]:.1f} vs {f1[base]:.1f}"
-                           + (f", p={p['p_value']:.3f}" if p else "") + ")" + (f"; the data suggest why: {'; '.join(why)}." if why else "."))
+                out.append(
+                    f"The fine-tuned strategy <b>{e(n)}</b> scores below the base model (F1 {f1[n]:.1f} vs {f1[base]:.1f}"
+                    + (f", p={p['p_value']:.3f}" if p else "")
+                    + ")"
+                    + (f"; the data suggest why: {'; '.join(why)}." if why else ".")
+                )
     abst = {n: _val(res.aggregates[n], "abstain_unanswerable") for n in names}
     if any(v is not None for v in abst.values()):
         ab = max((n for n in names if abst[n] is not None), key=lambda n: abst[n])
-        unsup = ", ".join(f"{e(n)} {100 * res.aggregates[n]['unsupported']:.0f}%" for n in names if res.aggregates[n].get("unsupported") is not None)
+        unsup = ", ".join(
+            f"{e(n)} {100 * res.aggregates[n]['unsupported']:.0f}%"
+            for n in names
+            if res.aggregates[n].get("unsupported") is not None
+        )
         if abst[ab] == 0:
-            out.append(f"Hallucination: no strategy abstained on the {res.aggregates[ab]['n_unanswerable']} questions the index cannot answer — "
-                       "every one of them got an invented answer" + (f"; answers not supported by the retrieved text: {unsup}." if unsup else "."))
+            out.append(
+                f"Hallucination: no strategy abstained on the {res.aggregates[ab]['n_unanswerable']} questions the index cannot answer — "
+                "every one of them got an invented answer"
+                + (f"; answers not supported by the retrieved text: {unsup}." if unsup else ".")
+            )
         else:
-            out.append(f"Hallucination: on questions the index cannot answer, <b>{e(ab)}</b> abstains most ({100 * abst[ab]:.0f}%); "
-                       + ", ".join(f"{e(n)} {100 * abst[n]:.0f}%" for n in names if n != ab and abst[n] is not None)
-                       + (f"; unsupported answers: {unsup}." if unsup else "."))
+            out.append(
+                f"Hallucination: on questions the index cannot answer, <b>{e(ab)}</b> abstains most ({100 * abst[ab]:.0f}%); "
+                + ", ".join(f"{e(n)} {100 * abst[n]:.0f}%" for n in names if n != ab and abst[n] is not None)
+                + (f"; unsupported answers: {unsup}." if unsup else ".")
+            )
     fresh = {n: res.aggregates[n].get("fresh_rate") for n in names}
     if any(v is not None for v in fresh.values()):
         fr = max((n for n in names if fresh[n] is not None), key=lambda n: fresh[n])
         re_s = res.freshness.get("reingest", {}).get("wall_s")
         edited = [r for r in res.records if r.kind == "edited" and r.retrieved]
         found = sum(r.gold_rank is not None for r in edited) / len(edited) if edited else None
-        lead = (f"<b>{e(fr)}</b> gives the new value most often ({100 * fresh[fr]:.0f}%)" if fresh[fr] else "no strategy gave the new value")
+        lead = (
+            f"<b>{e(fr)}</b> gives the new value most often ({100 * fresh[fr]:.0f}%)"
+            if fresh[fr]
+            else "no strategy gave the new value"
+        )
         if found is not None:
             lead += f" (retrieval brought the edited passage for {100 * found:.0f}% of these questions)"
-        out.append(f"Freshness: after {len(res.freshness.get('edits', []))} facts changed, {lead}"
-                   + (f"; absorbing the change took {re_s:.1f} s of incremental re-ingest" if re_s is not None else "")
-                   + "; a fine-tuned model without retrieval only learns it by re-training"
-                   + "".join(f" ({e(n)}: {res.costs[n]['update_cost_s']:.0f} s)" for n in names if res.costs[n].get("update_by") == "re-training" and res.costs[n].get("update_cost_s")) + ".")
+        out.append(
+            f"Freshness: after {len(res.freshness.get('edits', []))} facts changed, {lead}"
+            + (f"; absorbing the change took {re_s:.1f} s of incremental re-ingest" if re_s is not None else "")
+            + "; a fine-tuned model without retrieval only learns it by re-training"
+            + "".join(
+                f" ({e(n)}: {res.costs[n]['update_cost_s']:.0f} s)"
+                for n in names
+                if res.costs[n].get("update_by") == "re-training" and res.costs[n].get("update_cost_s")
+            )
+            + "."
+        )
     cheapest = min(names, key=lambda n: res.costs[n]["per_1000_questions_usd"])
-    out.append(f"Cost: <b>{e(cheapest)}</b> is cheapest to run (${res.costs[cheapest]['per_1000_questions_usd']:.4f} per 1,000 questions on CPU); "
-               + ", ".join(f"{e(n)} ${res.costs[n]['per_1000_questions_usd']:.4f} + ${res.costs[n]['setup_usd']:.4f} set-up" for n in names if n != cheapest) + ".")
+    out.append(
+        f"Cost: <b>{e(cheapest)}</b> is cheapest to run (${res.costs[cheapest]['per_1000_questions_usd']:.4f} per 1,000 questions on CPU); "
+        + ", ".join(
+            f"{e(n)} ${res.costs[n]['per_1000_questions_usd']:.4f} + ${res.costs[n]['setup_usd']:.4f} set-up"
+            for n in names
+            if n != cheapest
+        )
+        + "."
+    )
     # The pick: the most accurate, unless a cheaper or fresher one is statistically tied with it.
     pick = best
     for n in names:
         p = test(best, n)
-        if n != best and p and p["p_value"] >= 0.05 and (fresh.get(n) or 0) >= (fresh.get(best) or 0) and \
-                res.costs[n]["setup_usd"] + res.costs[n]["per_1000_questions_usd"] < res.costs[pick]["setup_usd"] + res.costs[pick]["per_1000_questions_usd"]:
+        if (
+            n != best
+            and p
+            and p["p_value"] >= 0.05
+            and (fresh.get(n) or 0) >= (fresh.get(best) or 0)
+            and res.costs[n]["setup_usd"] + res.costs[n]["per_1000_questions_usd"]
+            < res.costs[pick]["setup_usd"] + res.costs[pick]["per_1000_questions_usd"]
+        ):
             pick = n
-    out.append(f"<b>Recommendation for this data: {e(pick)}</b>" + (" — as accurate as the best within noise, and cheaper or fresher." if pick != best else "."))
+    out.append(
+        f"<b>Recommendation for this data: {e(pick)}</b>"
+        + (" — as accurate as the best within noise, and cheaper or fresher." if pick != best else ".")
+    )
     return out
 
 
@@ -212,50 +261,105 @@ const v=okText&&okKind&&okC;tr.classList.toggle('hide',!v);if(v)shown++;}documen
 def render(res: Results) -> str:
     names = list(res.aggregates)
     A = res.aggregates
-    rows = "".join(f"<tr><th>{e(n)}</th>" + "".join(f"<td>{_cell(A[n], k)}</td>" for _, k, _ in AXES)
-                   + f"<td>${res.costs[n]['setup_usd']:.4f}</td><td>${res.costs[n]['per_1000_questions_usd']:.4f}</td></tr>" for n in names)
-    summary = f"<div style='overflow-x:auto'><table><tr><th>strategy</th>{''.join(f'<th>{e(a)}</th>' for a, _, _ in AXES)}<th>set-up cost</th><th>per 1,000 questions</th></tr>{rows}</table></div>"
-    paired = "".join(f"<tr><td>{e(p['a'])} − {e(p['b'])}</td><td>{p['metric'].upper()}</td><td>{p['diff']:+.1f} [{p['low']:+.1f}, {p['high']:+.1f}]</td>"
-                     f"<td>{p['p_value']:.3f}</td><td>{'yes' if p['p_value'] < 0.05 else 'no'}</td></tr>" for p in res.paired)
+    rows = "".join(
+        f"<tr><th>{e(n)}</th>"
+        + "".join(f"<td>{m.format(A[n].get(m.key), interval=True)}</td>" for m in METRICS)
+        + f"<td>${res.costs[n]['setup_usd']:.4f}</td><td>${res.costs[n]['per_1000_questions_usd']:.4f}</td></tr>"
+        for n in names
+    )
+    summary = f"<div style='overflow-x:auto'><table><tr><th>strategy</th>{''.join(f'<th>{e(m.label)}</th>' for m in METRICS)}<th>set-up cost</th><th>per 1,000 questions</th></tr>{rows}</table></div>"
+    paired = "".join(
+        f"<tr><td>{e(p['a'])} − {e(p['b'])}</td><td>{p['metric'].upper()}</td><td>{p['diff']:+.1f} [{p['low']:+.1f}, {p['high']:+.1f}]</td>"
+        f"<td>{p['p_value']:.3f}</td><td>{'yes' if p['p_value'] < 0.05 else 'no'}</td></tr>"
+        for p in res.paired
+    )
     C = res.costs
     dims = [
-        ("Dynamic vs static (fresh after edits; cost to absorb a change)", lambda n: f"{_cell(A[n], 'fresh_rate')}; {C[n]['update_by']}" + (f" ({C[n]['update_cost_s']:.1f} s)" if C[n].get('update_cost_s') else "")),
-        ("Hallucination (abstains on unanswerable; unsupported answers)", lambda n: f"{_cell(A[n], 'abstain_unanswerable')}; {_cell(A[n], 'unsupported')}"),
+        (
+            "Dynamic vs static (fresh after edits; cost to absorb a change)",
+            lambda n: (
+                f"{_cell(A[n], 'fresh_rate')}; {C[n]['update_by']}"
+                + (f" ({C[n]['update_cost_s']:.1f} s)" if C[n].get("update_cost_s") else "")
+            ),
+        ),
+        (
+            "Hallucination (abstains on unanswerable; unsupported answers)",
+            lambda n: f"{_cell(A[n], 'abstain_unanswerable')}; {_cell(A[n], 'unsupported')}",
+        ),
         ("Accuracy (EM / F1)", lambda n: f"{_val(A[n], 'em'):.1f} / {_val(A[n], 'f1'):.1f}"),
-        ("Transparency (citation precision / recall)", lambda n: f"{_cell(A[n], 'citation_precision')} / {_cell(A[n], 'citation_recall')}"),
-        ("Cost (set-up; per question; peak memory; disk)", lambda n: f"{C[n]['setup_wall_s']:.0f} s; {C[n]['per_question_wall_s']:.2f} s; {C[n]['peak_rss_mb']:.0f} MB; {(C[n]['index_bytes'] + C[n]['adapter_bytes']) / 1e6:.1f} MB"),
-        ("Complexity (set-up steps; labelled examples)", lambda n: f"{len(C[n]['setup_steps'])} steps: {e(', '.join(C[n]['setup_steps']))}; {C[n]['labelled_examples']} labelled"),
+        (
+            "Transparency (citation precision / recall)",
+            lambda n: f"{_cell(A[n], 'citation_precision')} / {_cell(A[n], 'citation_recall')}",
+        ),
+        (
+            "Cost (set-up; per question; peak memory; disk)",
+            lambda n: (
+                f"{C[n]['setup_wall_s']:.0f} s; {C[n]['per_question_wall_s']:.2f} s; {C[n]['peak_rss_mb']:.0f} MB; {(C[n]['index_bytes'] + C[n]['adapter_bytes']) / 1e6:.1f} MB"
+            ),
+        ),
+        (
+            "Complexity (set-up steps; labelled examples)",
+            lambda n: (
+                f"{len(C[n]['setup_steps'])} steps: {e(', '.join(C[n]['setup_steps']))}; {C[n]['labelled_examples']} labelled"
+            ),
+        ),
     ]
     dim_rows = "".join(f"<tr><th>{e(d)}</th>" + "".join(f"<td>{f(n)}</td>" for n in names) + "</tr>" for d, f in dims)
     charts = [bar_chart(f"{lab} (95% CI)", names, [A[n][k] for n in names]) for lab, k in (("F1", "f1"), ("EM", "em"))]
-    charts.append(bar_chart("Abstains on unanswerable (%)", names, [A[n]["abstain_unanswerable"] for n in names], pct=True))
+    charts.append(
+        bar_chart("Abstains on unanswerable (%)", names, [A[n]["abstain_unanswerable"] for n in names], pct=True)
+    )
     charts.append(bar_chart("Fresh after edits (%)", names, [A[n]["fresh_rate"] for n in names], pct=True))
     charts.append(bar_chart("Unsupported answers (%)", names, [A[n]["unsupported"] for n in names], pct=True))
     charts.append(bar_chart("Latency p50 (s)", names, [A[n]["latency_p50_s"] for n in names]))
-    charts.append(scatter(names, [C[n]["setup_usd"] + C[n]["per_1000_questions_usd"] for n in names], [_val(A[n], "f1") for n in names],
-                          "cost: set-up + 1,000 questions (USD)", "F1"))
+    charts.append(
+        scatter(
+            names,
+            [C[n]["setup_usd"] + C[n]["per_1000_questions_usd"] for n in names],
+            [_val(A[n], "f1") for n in names],
+            "cost: set-up + 1,000 questions (USD)",
+            "F1",
+        )
+    )
     axes, rrows = _radar_rows(res, names)
     charts.append(radar(names, axes, rrows))
     ratings = ""
     if res.ratings:
-        ratings = "<h2>Human ratings</h2><table><tr><th>strategy</th><th>mean rating</th><th>n</th><th>automatic F1</th></tr>" + "".join(
-            f"<tr><td>{e(n)}</td><td>{r['mean']:.2f}</td><td>{r['n']}</td><td>{_val(A[n], 'f1'):.1f}</td></tr>" for n, r in res.ratings.items() if n in A) + "</table>"
+        ratings = (
+            "<h2>Human ratings</h2><table><tr><th>strategy</th><th>mean rating</th><th>n</th><th>automatic F1</th></tr>"
+            + "".join(
+                f"<tr><td>{e(n)}</td><td>{r['mean']:.2f}</td><td>{r['n']}</td><td>{_val(A[n], 'f1'):.1f}</td></tr>"
+                for n, r in res.ratings.items()
+                if n in A
+            )
+            + "</table>"
+        )
     phases = ""
     if res.phases:
-        phases = "<h2>Time per phase</h2><table>" + "".join(f"<tr><td>{e(k)}</td><td>{v:.1f} s</td></tr>" for k, v in res.phases.items()) + "</table>"
+        phases = (
+            "<h2>Time per phase</h2><table>"
+            + "".join(f"<tr><td>{e(k)}</td><td>{v:.1f} s</td></tr>" for k, v in res.phases.items())
+            + "</table>"
+        )
     fresh = ""
     if res.freshness.get("edits"):
-        fresh = "<h2>Edited facts</h2><table><tr><th>question</th><th>old</th><th>new</th><th>kind</th></tr>" + "".join(
-            f"<tr><td>{e(x['question'])}</td><td>{e(x['old'])}</td><td>{e(x['new'])}</td><td>{x['kind']}</td></tr>" for x in res.freshness["edits"]) + "</table>"
+        fresh = (
+            "<h2>Edited facts</h2><table><tr><th>question</th><th>old</th><th>new</th><th>kind</th></tr>"
+            + "".join(
+                f"<tr><td>{e(x['question'])}</td><td>{e(x['old'])}</td><td>{e(x['new'])}</td><td>{x['kind']}</td></tr>"
+                for x in res.freshness["edits"]
+            )
+            + "</table>"
+        )
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>ragtune comparison</title><style>{CSS}</style></head><body>
 <h1>RAG, fine-tuning, or both? — measured</h1>
-<p>{len(names)} strategies answered the same {A[names[0]]['n_answerable']} held-out questions, {A[names[0]]['n_unanswerable']} unanswerable ones and {A[names[0]]['n_edited']} questions about edited facts, with the same greedy decoding. Intervals are 95% bootstrap intervals over questions.</p>
-<h2>Recommendation</h2>{''.join(f'<p>{s}</p>' for s in recommendation(res))}
-{''.join(f'<p><i>{e(n)}</i></p>' for n in res.notes)}
+<p>{len(names)} strategies answered the same {A[names[0]]["n_answerable"]} held-out questions, {A[names[0]]["n_unanswerable"]} unanswerable ones and {A[names[0]]["n_edited"]} questions about edited facts, with the same greedy decoding. Intervals are 95% bootstrap intervals over questions.</p>
+<h2>Recommendation</h2>{"".join(f"<p>{s}</p>" for s in recommendation(res))}
+{"".join(f"<p><i>{e(n)}</i></p>" for n in res.notes)}
 <h2>Summary</h2>{summary}
-<h2>The classic RAG-vs-fine-tuning dimensions, measured</h2><table><tr><th>dimension</th>{''.join(f'<th>{e(n)}</th>' for n in names)}</tr>{dim_rows}</table>
+<h2>The classic RAG-vs-fine-tuning dimensions, measured</h2><table><tr><th>dimension</th>{"".join(f"<th>{e(n)}</th>" for n in names)}</tr>{dim_rows}</table>
 <h2>Are the differences real?</h2><table><tr><th>pair</th><th>metric</th><th>difference [95% CI]</th><th>p (paired bootstrap)</th><th>significant</th></tr>{paired}</table>
-<h2>Charts</h2><div class="charts">{''.join(charts)}</div>
+<h2>Charts</h2><div class="charts">{"".join(charts)}</div>
 {ratings}{phases}{fresh}
 <h2>Per question</h2>{drilldown(res)}
 <script>{JS}</script></body></html>"""
@@ -267,7 +371,7 @@ def drilldown(res: Results) -> str:
         by_q.setdefault((r.kind, r.question_id), {})[r.strategy] = r
     names = list(res.aggregates)
     rows = []
-    for (kind, qid), recs in by_q.items():
+    for (kind, _qid), recs in by_q.items():
         first = next(iter(recs.values()))
         correct = []
         cells = []
@@ -276,18 +380,30 @@ def drilldown(res: Results) -> str:
             if r is None:
                 cells.append("<td>–</td>")
                 continue
-            ok = (r.abstained if kind == "unanswerable" else bool(r.fresh) if kind == "edited" else r.f1 >= 0.5)
+            ok = r.abstained if kind == "unanswerable" else bool(r.fresh) if kind == "edited" else r.f1 >= 0.5
             correct.append(f"{n}:{'ok' if ok else 'bad'}")
-            cites = "".join(f"<details><summary>[{i + 1}] {e(c)}</summary>{e(s)}</details>" for i, (c, s) in enumerate(zip(r.cited, r.cited_snippets)))
+            cites = "".join(
+                f"<details><summary>[{i + 1}] {e(c)}</summary>{e(s)}</details>"
+                for i, (c, s) in enumerate(zip(r.cited, r.cited_snippets))
+            )
             score = "" if kind != "answerable" else f" <small>EM {r.em:.0f} F1 {r.f1:.2f}</small>"
-            cells.append(f"<td class='{'ok' if ok else 'bad'}'>{e(r.answer)}{' <small>(abstained)</small>' if r.abstained else ''}{score}{cites}</td>")
+            cells.append(
+                f"<td class='{'ok' if ok else 'bad'}'>{e(r.answer)}{' <small>(abstained)</small>' if r.abstained else ''}{score}{cites}</td>"
+            )
         text = (first.question + " " + " ".join(r.answer for r in recs.values())).lower()
-        rows.append(f"<tr data-kind='{kind}' data-correct='{e(' '.join(correct))}' data-text='{e(text)}'><td>{e(first.question)}<br><small>{kind}; gold: {e(' | '.join(first.gold))}</small></td>{''.join(cells)}</tr>")
-    opts = "".join(f"<option value='{e(n)}:ok'>{e(n)} right</option><option value='{e(n)}:bad'>{e(n)} wrong</option>" for n in names)
-    return (f"<p><input id='q' placeholder='search questions and answers' oninput='applyFilter()'> "
-            f"<select id='kind' onchange='applyFilter()'><option value=''>all kinds</option><option>answerable</option><option>unanswerable</option><option>edited</option></select> "
-            f"<select id='correct' onchange='applyFilter()'><option value=''>any outcome</option>{opts}</select> <span id='shown'>{len(rows)}</span> shown</p>"
-            f"<table id='drill'><thead><tr><th>question</th>{''.join(f'<th>{e(n)}</th>' for n in names)}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
+        rows.append(
+            f"<tr data-kind='{kind}' data-correct='{e(' '.join(correct))}' data-text='{e(text)}'><td>{e(first.question)}<br><small>{kind}; gold: {e(' | '.join(first.gold))}</small></td>{''.join(cells)}</tr>"
+        )
+    opts = "".join(
+        f"<option value='{e(n)}:ok'>{e(n)} right</option><option value='{e(n)}:bad'>{e(n)} wrong</option>"
+        for n in names
+    )
+    return (
+        f"<p><input id='q' placeholder='search questions and answers' oninput='applyFilter()'> "
+        f"<select id='kind' onchange='applyFilter()'><option value=''>all kinds</option><option>answerable</option><option>unanswerable</option><option>edited</option></select> "
+        f"<select id='correct' onchange='applyFilter()'><option value=''>any outcome</option>{opts}</select> <span id='shown'>{len(rows)}</span> shown</p>"
+        f"<table id='drill'><thead><tr><th>question</th>{''.join(f'<th>{e(n)}</th>' for n in names)}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
 
 
 def write_report(res: Results, out_dir: str | Path) -> Path:
@@ -297,18 +413,13 @@ def write_report(res: Results, out_dir: str | Path) -> Path:
 
 
 def summary_table(res: Results) -> str:
-    """Plain-text summary for the terminal."""
-    keys = [("F1", "f1"), ("EM", "em"), ("abstain(unans)", "abstain_unanswerable"), ("unsupported", "unsupported"),
-            ("fresh", "fresh_rate"), ("cite-P", "citation_precision"), ("p50 s", "latency_p50_s")]
-    head = f"{'strategy':<10}" + "".join(f"{k:>15}" for k, _ in keys) + f"{'$/1k q':>10}"
-    lines = [head]
+    """Plain-text summary for the terminal: the metrics with a short name, then cost."""
+    cols = [m for m in METRICS if m.short]
+    lines = [f"{'strategy':<10}" + "".join(f"{m.short:>15}" for m in cols) + f"{'$/1k q':>10}"]
     for n, a in res.aggregates.items():
-        cells = []
-        for _, k in keys:
-            v = _val(a, k)
-            pct = k in ("abstain_unanswerable", "unsupported", "fresh_rate", "citation_precision")
-            cells.append(f"{v:>15.1f}" if k in ("f1", "em") else f"{_fmt(v, pct):>15}")
-        lines.append(f"{n:<10}" + "".join(cells) + f"{res.costs[n]['per_1000_questions_usd']:>10.4f}")
+        lines.append(
+            f"{n:<10}"
+            + "".join(f"{m.format(a.get(m.key)):>15}" for m in cols)
+            + f"{res.costs[n]['per_1000_questions_usd']:>10.4f}"
+        )
     return "\n".join(lines)
-
-

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -37,8 +37,9 @@ class PairedTest:
     p_value: float  # two-sided: how often the resampled difference lands on the other side of zero
 
 
-def paired_bootstrap(a: Sequence[float], b: Sequence[float], names: tuple[str, str], metric: str,
-                     n_boot: int = 1000, seed: int = 0) -> PairedTest:
+def paired_bootstrap(
+    a: Sequence[float], b: Sequence[float], names: tuple[str, str], metric: str, n_boot: int = 1000, seed: int = 0
+) -> PairedTest:
     """Resample questions (the same ones for both strategies) and look at the difference of means."""
     x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if len(x) != len(y):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from ..documents import QAExample
 from ..errors import ConfigError, ModelNotFoundError
@@ -11,7 +11,7 @@ from ..finetune.run import RunFolder
 from ..generators import Generator
 from ..rag import Answer, Pipeline
 from ..registry import make_generator
-from .metrics import exact_match, f1_score, first_gold_rank, rouge_l, sentence_bleu
+from .metrics import QuestionKind, exact_match, f1_score, first_gold_rank, rouge_l, sentence_bleu
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class EvalRecord:
 
     strategy: str
     question_id: str
-    kind: str  # answerable | unanswerable | edited
+    kind: str  # a QuestionKind value: answerable | unanswerable | edited
     question: str
     gold: list[str]
     answer: str
@@ -92,8 +92,16 @@ def run_strategy(
 
 def score(strategy: str, ex: QAExample, ans: Answer, kind: str, support_threshold: float) -> EvalRecord:
     gold_docs = set(ex.doc_ids)
-    answerable = kind != "unanswerable"
-    rec = EvalRecord(strategy, ex.id, kind, ex.question, list(ex.answers), ans.text, ans.abstained)
+    answerable = kind != QuestionKind.UNANSWERABLE
+    rec = EvalRecord(
+        strategy=strategy,
+        question_id=ex.id,
+        kind=QuestionKind(kind).value,
+        question=ex.question,
+        gold=list(ex.answers),
+        answer=ans.text,
+        abstained=ans.abstained,
+    )
     if answerable and not ans.abstained:
         rec.em = exact_match(ans.text, ex.answers)
         rec.f1 = f1_score(ans.text, ex.answers)

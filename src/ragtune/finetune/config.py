@@ -26,14 +26,22 @@ def opt(default, help: str, choices: tuple | None = None, cli: str = ""):
 @dataclass(frozen=True)
 class FinetuneConfig:
     base_model: str = opt(DEFAULT_GENERATOR, "base model: registry name, HF folder or .gguf", cli="model")
-    mode: str = opt("qa", "corpus: next-token on chunks | qa: question -> answer | raft: question + retrieved context -> cited answer", MODES)
-    method: str = opt("lora", "lora: low-rank adapters | top-layers: the top N blocks train | full: every weight trains", METHODS)
+    mode: str = opt(
+        "qa",
+        "corpus: next-token on chunks | qa: question -> answer | raft: question + retrieved context -> cited answer",
+        MODES,
+    )
+    method: str = opt(
+        "lora", "lora: low-rank adapters | top-layers: the top N blocks train | full: every weight trains", METHODS
+    )
     # LoRA
     lora_r: int = opt(16, "LoRA rank")
     lora_alpha: int = opt(32, "LoRA scaling numerator (scale = alpha / r)")
     lora_dropout: float = opt(0.05, "dropout on the LoRA path")
-    target_modules: tuple[str, ...] = opt(("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
-                                          "comma-separated modules LoRA adapts")
+    target_modules: tuple[str, ...] = opt(
+        ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+        "comma-separated modules LoRA adapts",
+    )
     top_layers: int = opt(2, "top-layers: the top N decoder blocks and the final norm train, the rest is frozen")
     # optimisation
     lr: float = opt(3e-4, "peak learning rate: LoRA likes ~1e-4..5e-4; use ~2e-5 for full fine-tuning")
@@ -55,8 +63,11 @@ class FinetuneConfig:
     # raft
     raft_k: int = opt(4, "raft: sources per example, the gold chunk plus retrieved distractors")
     raft_p_no_gold: float = opt(0.2, "raft: share of examples whose sources leave out the gold chunk")
-    raft_no_gold_target: str = opt("abstain", "raft: target without the gold chunk: abstain (the abstention phrase) | answer (RAFT paper)",
-                                   ("abstain", "answer"))
+    raft_no_gold_target: str = opt(
+        "abstain",
+        "raft: target without the gold chunk: abstain (the abstention phrase) | answer (RAFT paper)",
+        ("abstain", "answer"),
+    )
 
     def __post_init__(self) -> None:
         checks = [

@@ -1,6 +1,6 @@
 """Prepare training data: read, clean (each step counted, with examples), split, report.
 
-    prepare(["qa.jsonl"], out_dir)  ->  train.jsonl, validation.jsonl, test.jsonl, report.json, report.md
+prepare(["qa.jsonl"], out_dir)  ->  train.jsonl, validation.jsonl, test.jsonl, report.json, report.md
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import random
 import re
 import unicodedata
 from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 from ..documents import load_paths, load_squad, normalise_text
 from ..errors import ConfigError, DocumentError, RagtuneError
@@ -50,7 +50,12 @@ class PrepareConfig:
     skip_bad: bool = False  # skip malformed lines (reported) instead of failing
 
     def __post_init__(self) -> None:
-        if len(self.ratios) != 3 or any(r < 0 for r in self.ratios) or abs(sum(self.ratios) - 1) > 1e-6 or self.ratios[0] <= 0:
+        if (
+            len(self.ratios) != 3
+            or any(r < 0 for r in self.ratios)
+            or abs(sum(self.ratios) - 1) > 1e-6
+            or self.ratios[0] <= 0
+        ):
             raise ConfigError(f"ratios={self.ratios!r}: need three non-negative shares summing to 1, train > 0")
         if self.conflict_policy not in CONFLICT_POLICIES:
             raise ConfigError(f"conflict_policy={self.conflict_policy!r}: must be one of {CONFLICT_POLICIES}")
@@ -133,15 +138,22 @@ def read_jsonl(path: Path, skip_bad: bool, bad: StepReport) -> list[Example]:
             continue
         out.append(
             Example(
-                id=str(rec.get("id", f"{path.stem}:{lineno}")), kind="qa", question=str(question or ""),
-                answer=answers[0], answers=answers, context=str(rec.get("context") or ""),
-                doc_id=str(rec.get("doc_id") or ""), source=where,
+                id=str(rec.get("id", f"{path.stem}:{lineno}")),
+                kind="qa",
+                question=str(question or ""),
+                answer=answers[0],
+                answers=answers,
+                context=str(rec.get("context") or ""),
+                doc_id=str(rec.get("doc_id") or ""),
+                source=where,
             )
         )
     return out
 
 
-def read_inputs(inputs: Sequence[str | Path], skip_bad: bool, bad: StepReport, chunk_text: Callable | None = None) -> list[Example]:
+def read_inputs(
+    inputs: Sequence[str | Path], skip_bad: bool, bad: StepReport, chunk_text: Callable | None = None
+) -> list[Example]:
     examples: list[Example] = []
     for raw in inputs:
         p = Path(raw)
@@ -152,7 +164,16 @@ def read_inputs(inputs: Sequence[str | Path], skip_bad: bool, bad: StepReport, c
         elif p.is_file() and p.suffix == ".json":
             _, qas = load_squad(p)
             examples += [
-                Example(q.id, "qa", q.question, q.answers[0] if q.answers else "", q.answers, q.context, q.doc_ids[0] if q.doc_ids else "", source=str(p))
+                Example(
+                    q.id,
+                    "qa",
+                    q.question,
+                    q.answers[0] if q.answers else "",
+                    q.answers,
+                    q.context,
+                    q.doc_ids[0] if q.doc_ids else "",
+                    source=str(p),
+                )
                 for q in qas
             ]
         elif p.exists():
@@ -161,7 +182,9 @@ def read_inputs(inputs: Sequence[str | Path], skip_bad: bool, bad: StepReport, c
                 bad.catch(f"{s.path}: {s.reason}")
             docs = res.documents
             texts = chunk_text(docs) if chunk_text else [(d.id, d.text) for d in docs]
-            examples += [Example(f"{did}:{i}", "text", text=t, doc_id=did, source=did) for i, (did, t) in enumerate(texts)]
+            examples += [
+                Example(f"{did}:{i}", "text", text=t, doc_id=did, source=did) for i, (did, t) in enumerate(texts)
+            ]
         else:
             raise DocumentError(f"{raw}: no such file or directory")
     return examples
@@ -232,13 +255,25 @@ def near_duplicate_groups(texts: Sequence[str], threshold: float) -> list[int]:
     return [find(i) for i in range(len(texts))]
 
 
-def clean(examples: list[Example], cfg: PrepareConfig, count_tokens: Callable[[Sequence[str]], list[int]], report: DataReport) -> list[Example]:
+def clean(
+    examples: list[Example], cfg: PrepareConfig, count_tokens: Callable[[Sequence[str]], list[int]], report: DataReport
+) -> list[Example]:
     """Normalise, then drop: empty fields, exact duplicates, near-duplicates, conflicting
     labels (by policy), and length outliers. Each step is counted with examples."""
     step = StepReport("unicode/whitespace normalised (changed, not removed)")
     normed = []
     for e in examples:
-        n = Example(e.id, e.kind, _norm(e.question), _norm(e.answer), tuple(_norm(a) for a in e.answers), normalise_text(e.context), e.doc_id, normalise_text(e.text), e.source)
+        n = Example(
+            e.id,
+            e.kind,
+            _norm(e.question),
+            _norm(e.answer),
+            tuple(_norm(a) for a in e.answers),
+            normalise_text(e.context),
+            e.doc_id,
+            normalise_text(e.text),
+            e.source,
+        )
         if (n.question, n.answer, n.text) != (e.question, e.answer, e.text) and len(step.examples) < 5:
             step.examples.append(f"{e.source}: {e.key_text()[:80]!r} -> {n.key_text()[:80]!r}")
         normed.append(n)
@@ -276,8 +311,10 @@ def clean(examples: list[Example], cfg: PrepareConfig, count_tokens: Callable[[S
         out.extend(survivors)
         step.removed += len(group) - len(survivors)
         if len(step.examples) < 5:
-            step.examples.append(f"{group[0].question[:80]!r}: answers {[e.answer for e in group][:4]} -> "
-                                 f"{survivors[0].answer if survivors else 'all dropped'!r} (policy {cfg.conflict_policy})")
+            step.examples.append(
+                f"{group[0].question[:80]!r}: answers {[e.answer for e in group][:4]} -> "
+                f"{survivors[0].answer if survivors else 'all dropped'!r} (policy {cfg.conflict_policy})"
+            )
     kept = out
     report.steps.append(step)
 
@@ -348,7 +385,11 @@ def write_jsonl(path: Path, examples: Sequence[Example]) -> None:
 def read_split(path: Path) -> list[Example]:
     if not path.is_file():
         raise RagtuneError(f"{path} is missing: run `ragtune prepare` first")
-    return [Example(**{**json.loads(l), "answers": tuple(json.loads(l)["answers"])}) for l in path.read_text(encoding="utf-8").splitlines() if l.strip()]
+    return [
+        Example(**{**json.loads(l), "answers": tuple(json.loads(l)["answers"])})
+        for l in path.read_text(encoding="utf-8").splitlines()
+        if l.strip()
+    ]
 
 
 def prepare(
@@ -367,8 +408,10 @@ def prepare(
     report.steps.append(bad)
     cleaned = clean(examples, cfg, count_tokens, report)
     if not cleaned:
-        raise RagtuneError(f"no examples left after cleaning {report.read} read from {report.inputs}; see the steps: "
-                           + ", ".join(f"{s.name}: {s.removed}" for s in report.steps if s.removed))
+        raise RagtuneError(
+            f"no examples left after cleaning {report.read} read from {report.inputs}; see the steps: "
+            + ", ".join(f"{s.name}: {s.removed}" for s in report.steps if s.removed)
+        )
     parts = split(cleaned, cfg)
     report.kept = len(cleaned)
     report.splits = {k: len(v) for k, v in parts.items()}

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from ..prompts import ABSTAIN, closed_book_messages, rag_messages
 from .config import FinetuneConfig
@@ -36,7 +36,11 @@ def encode_chat(tok, messages: list[dict], target: str, max_len: int) -> Tokeniz
 def encode_text(tok, text: str, max_len: int) -> list[Tokenized]:
     """Continued pre-training: every token is a target; long texts become several windows."""
     ids = tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-    return [Tokenized(ids[i : i + max_len], ids[i : i + max_len]) for i in range(0, len(ids), max_len) if len(ids[i : i + max_len]) > 1]
+    return [
+        Tokenized(ids[i : i + max_len], ids[i : i + max_len])
+        for i in range(0, len(ids), max_len)
+        if len(ids[i : i + max_len]) > 1
+    ]
 
 
 def raft_prompt(ex: Example, index, cfg: FinetuneConfig, rng: random.Random) -> tuple[list[dict], str]:
@@ -98,7 +102,9 @@ class LazyRaft(Sequence):
         return self._done[i]
 
 
-def encode_examples(examples: Sequence[Example], tok, cfg: FinetuneConfig, index=None, seed: int = 0) -> Sequence[Tokenized]:
+def encode_examples(
+    examples: Sequence[Example], tok, cfg: FinetuneConfig, index=None, seed: int = 0
+) -> Sequence[Tokenized]:
     """Token ids and targets; RAFT examples (built lazily) retrieve their sources from `index`."""
     if cfg.mode == "raft":
         if index is None:

@@ -31,5 +31,7 @@ def export_merged(adapter_dir: str | Path, out_dir: str | Path) -> Path:
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_path), str(src))
     merged = model.merge_and_unload()
     merged.save_pretrained(str(out), safe_serialization=True)
-    AutoTokenizer.from_pretrained(str(src) if (src / "tokenizer_config.json").exists() else base_path).save_pretrained(str(out))
+    AutoTokenizer.from_pretrained(str(src) if (src / "tokenizer_config.json").exists() else base_path).save_pretrained(
+        str(out)
+    )
     return out

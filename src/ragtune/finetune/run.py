@@ -1,11 +1,11 @@
 """A fine-tuning run folder: the one place that knows what `ragtune finetune` leaves behind.
 
-    run/
-      ragtune-finetune.json   manifest: the FinetuneConfig, base model path, parameter counts
-      adapter/ | model/       weights: a PEFT adapter (lora) or a whole model (top-layers, full)
-      results.json            TrainResult: losses, test metrics, wall and CPU time
-      training_log.jsonl      one line per step / evaluation
-      checkpoint.pt, best.pt  while training (resume, best validation state)
+run/
+  ragtune-finetune.json   manifest: the FinetuneConfig, base model path, parameter counts
+  adapter/ | model/       weights: a PEFT adapter (lora) or a whole model (top-layers, full)
+  results.json            TrainResult: losses, test metrics, wall and CPU time
+  training_log.jsonl      one line per step / evaluation
+  checkpoint.pt, best.pt  while training (resume, best validation state)
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ class RunFolder:
     weights: Path
 
     @classmethod
-    def open(cls, path: str | Path) -> "RunFolder":
+    def open(cls, path: str | Path) -> RunFolder:
         """A run folder, or its adapter/ or model/ folder, or any PEFT adapter / HF model folder."""
         p = Path(path)
         for cand in (p, p / "adapter", p / "model"):

@@ -31,7 +31,9 @@ def parse_grid(spec: list[str]) -> dict[str, list]:
     return grid
 
 
-def sweep(base: FinetuneConfig, grid: dict[str, list], data_dir, out_dir, index=None, progress=None) -> tuple[list[dict], int]:
+def sweep(
+    base: FinetuneConfig, grid: dict[str, list], data_dir, out_dir, index=None, progress=None
+) -> tuple[list[dict], int]:
     """Train every combination under out_dir/run-NN; write sweep.json and sweep.md; return
     the rows and the index of the best run (lowest validation loss)."""
     out = Path(out_dir)
@@ -40,11 +42,24 @@ def sweep(base: FinetuneConfig, grid: dict[str, list], data_dir, out_dir, index=
     for i, combo in enumerate(itertools.product(*(grid[n] for n in names))):
         cfg = replace(base, **dict(zip(names, combo)))
         res: TrainResult = train(cfg, data_dir, out / f"run-{i:02d}", index=index, progress=progress)
-        rows.append({"run": f"run-{i:02d}", **dict(zip(names, combo)), "best_val_loss": res.best_val_loss,
-                     "test_loss": res.test_loss, "steps": res.steps, "wall_s": res.wall_s,
-                     **{k: res.generation.get(k) for k in ("em", "f1")}})
-    best = min(range(len(rows)), key=lambda i: rows[i]["best_val_loss"] if not math.isnan(rows[i]["best_val_loss"]) else math.inf)
-    (out / "sweep.json").write_text(json.dumps({"base": asdict(base), "grid": grid, "runs": rows, "best": rows[best]["run"]}, indent=2))
+        rows.append(
+            {
+                "run": f"run-{i:02d}",
+                **dict(zip(names, combo)),
+                "best_val_loss": res.best_val_loss,
+                "test_loss": res.test_loss,
+                "steps": res.steps,
+                "wall_s": res.wall_s,
+                **{k: res.generation.get(k) for k in ("em", "f1")},
+            }
+        )
+    best = min(
+        range(len(rows)),
+        key=lambda i: rows[i]["best_val_loss"] if not math.isnan(rows[i]["best_val_loss"]) else math.inf,
+    )
+    (out / "sweep.json").write_text(
+        json.dumps({"base": asdict(base), "grid": grid, "runs": rows, "best": rows[best]["run"]}, indent=2)
+    )
     cols = ["run", *names, "best_val_loss", "test_loss", "em", "f1", "steps", "wall_s"]
     md = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for i, r in enumerate(rows):

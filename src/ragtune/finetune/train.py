@@ -12,16 +12,15 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 from ..errors import ConfigError, RagtuneError
 from .config import FinetuneConfig
 from .data import read_split
 from .examples import IGNORE, Tokenized, encode_examples
 from .run import BEST, CHECKPOINT, LOG, MANIFEST, RESULTS, weights_dir
-
 
 
 @dataclass
@@ -73,8 +72,13 @@ def choose_trainable(model, cfg: FinetuneConfig):
         # peft asks transformers a deprecated question; the answer is right, the warning is noise.
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
-        lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                          target_modules=list(cfg.target_modules), task_type="CAUSAL_LM")
+        lora = LoraConfig(
+            r=cfg.lora_r,
+            lora_alpha=cfg.lora_alpha,
+            lora_dropout=cfg.lora_dropout,
+            target_modules=list(cfg.target_modules),
+            task_type="CAUSAL_LM",
+        )
         return get_peft_model(model, lora)
     if cfg.method == "full":
         for p in model.parameters():
@@ -233,16 +237,29 @@ def train(
     total = cfg.max_steps or cfg.epochs * steps_per_epoch
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr
+    )
 
     # Resume from the last checkpoint of the same configuration, if there is one.
-    state = {"step": 0, "epoch": 0, "pos": 0, "best_val": float("inf"), "best_step": 0, "bad_evals": 0, "tokens": 0, "train_s": 0.0}
+    state = {
+        "step": 0,
+        "epoch": 0,
+        "pos": 0,
+        "best_val": float("inf"),
+        "best_step": 0,
+        "bad_evals": 0,
+        "tokens": 0,
+        "train_s": 0.0,
+    }
     ckpt_path, best_path = out / CHECKPOINT, out / BEST
     resumed = 0
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, weights_only=False)
         if ckpt["fingerprint"] != cfg.fingerprint():
-            raise RagtuneError(f"{out} holds a checkpoint of a different configuration; use another --out or delete {ckpt_path}")
+            raise RagtuneError(
+                f"{out} holds a checkpoint of a different configuration; use another --out or delete {ckpt_path}"
+            )
         load_trainable_state(model, ckpt["trainable"])
         opt.load_state_dict(ckpt["optimizer"])
         torch.set_rng_state(ckpt["torch_rng"])
@@ -250,11 +267,29 @@ def train(
         resumed = state["step"]
     else:
         log_path.write_text("")
-    (out / MANIFEST).write_text(json.dumps({"config": asdict(cfg), "base_model_path": str(base_path), "trainable_params": n_train, "total_params": n_total}, indent=2))
+    (out / MANIFEST).write_text(
+        json.dumps(
+            {
+                "config": asdict(cfg),
+                "base_model_path": str(base_path),
+                "trainable_params": n_train,
+                "total_params": n_total,
+            },
+            indent=2,
+        )
+    )
 
     def save_checkpoint() -> None:
-        _atomic_save({"fingerprint": cfg.fingerprint(), "trainable": trainable_state(model), "optimizer": opt.state_dict(),
-                      "torch_rng": torch.get_rng_state(), "state": dict(state)}, ckpt_path)
+        _atomic_save(
+            {
+                "fingerprint": cfg.fingerprint(),
+                "trainable": trainable_state(model),
+                "optimizer": opt.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "state": dict(state),
+            },
+            ckpt_path,
+        )
 
     def log(rec: dict) -> None:
         with log_path.open("a") as fh:
@@ -271,7 +306,10 @@ def train(
             for g in opt.param_groups:
                 g["lr"] = lr
             loss_sum, tok_count, seen = 0.0, 0, 0
-            micro = [order[state["pos"] + i * cfg.batch_size : state["pos"] + (i + 1) * cfg.batch_size] for i in range(cfg.grad_accum)]
+            micro = [
+                order[state["pos"] + i * cfg.batch_size : state["pos"] + (i + 1) * cfg.batch_size]
+                for i in range(cfg.grad_accum)
+            ]
             micro = [m for m in micro if m]
             n_targets = sum(sum(1 for l in train_set[j].labels[1:] if l != IGNORE) for m in micro for j in m)
             for m in micro:
@@ -292,7 +330,13 @@ def train(
             state["tokens"] += tok_count
             state["train_s"] += dt
             train_loss = loss_sum / max(n_targets, 1)
-            rec = {"step": state["step"], "epoch": state["epoch"], "train_loss": round(train_loss, 5), "lr": lr, "tokens_per_s": round(tok_count / dt, 1)}
+            rec = {
+                "step": state["step"],
+                "epoch": state["epoch"],
+                "train_loss": round(train_loss, 5),
+                "lr": lr,
+                "tokens_per_s": round(tok_count / dt, 1),
+            }
             if state["step"] % cfg.eval_every == 0 or state["step"] == total:
                 val = estimate_loss(model, val_set, cfg.batch_size, tok.pad_token_id, cfg.eval_batches)
                 rec["val_loss"] = round(val, 5)
@@ -311,7 +355,16 @@ def train(
                 break
             if stop_after and steps_this_run >= stop_after:
                 save_checkpoint()
-                return TrainResult(str(out), state["step"], False, state["best_step"], state["best_val"], float("nan"), float("nan"), resumed_from_step=resumed)
+                return TrainResult(
+                    str(out),
+                    state["step"],
+                    False,
+                    state["best_step"],
+                    state["best_val"],
+                    float("nan"),
+                    float("nan"),
+                    resumed_from_step=resumed,
+                )
         if state["pos"] >= len(order):
             state["epoch"] += 1
             state["pos"] = 0
@@ -319,13 +372,30 @@ def train(
     # The best validation checkpoint is what we keep (early stopping's point).
     if best_path.exists():
         load_trainable_state(model, torch.load(best_path, weights_only=False))
-    test_loss = estimate_loss(model, test_set, cfg.batch_size, tok.pad_token_id, cfg.eval_batches) if test_set else float("nan")
-    generation = evaluate_generation(model, tok, splits["test"], cfg, retriever) if cfg.mode != "corpus" and splits["test"] and cfg.generate_max else {}
+    test_loss = (
+        estimate_loss(model, test_set, cfg.batch_size, tok.pad_token_id, cfg.eval_batches) if test_set else float("nan")
+    )
+    generation = (
+        evaluate_generation(model, tok, splits["test"], cfg, retriever)
+        if cfg.mode != "corpus" and splits["test"] and cfg.generate_max
+        else {}
+    )
     save_model(model, tok, out, cfg)
     result = TrainResult(
-        str(out), state["step"], stopped_early, state["best_step"], state["best_val"], test_loss,
-        math.exp(min(test_loss, 50)) if test_loss == test_loss else float("nan"), generation, n_train, n_total,
-        state["tokens"] / max(state["train_s"], 1e-9), time.perf_counter() - t_start, resumed, len(splits["train"]),
+        str(out),
+        state["step"],
+        stopped_early,
+        state["best_step"],
+        state["best_val"],
+        test_loss,
+        math.exp(min(test_loss, 50)) if test_loss == test_loss else float("nan"),
+        generation,
+        n_train,
+        n_total,
+        state["tokens"] / max(state["train_s"], 1e-9),
+        time.perf_counter() - t_start,
+        resumed,
+        len(splits["train"]),
         time.process_time() - c_start,
     )
     (out / RESULTS).write_text(json.dumps(asdict(result), indent=2))
@@ -360,5 +430,8 @@ def evaluate_generation(model, tok, examples, cfg: FinetuneConfig, retriever=Non
         "f1": 100 * sum(f1_score(p, g) for p, g in zip(preds, golds)) / n,
         "rouge_l": 100 * sum(rouge_l(p, g) for p, g in zip(preds, golds)) / n,
         "bleu": corpus_bleu(preds, golds),
-        "samples": [{"question": e.question, "gold": g[0], "prediction": p} for e, g, p in list(zip(examples, golds, preds))[:10]],
+        "samples": [
+            {"question": e.question, "gold": g[0], "prediction": p}
+            for e, g, p in list(zip(examples, golds, preds))[:10]
+        ],
     }

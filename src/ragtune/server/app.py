@@ -133,17 +133,46 @@ class Service:
         from dataclasses import replace
 
         if name not in self.generators:
-            raise HTTPException(422, detail=[{"loc": ["body", "strategy"], "msg": f"unknown strategy {name!r}; available: {sorted(self.generators)}", "type": "value_error"}])
-        config = replace(self.rag_config, k=k or self.rag_config.k, max_new_tokens=max_tokens or self.rag_config.max_new_tokens)
+            raise HTTPException(
+                422,
+                detail=[
+                    {
+                        "loc": ["body", "strategy"],
+                        "msg": f"unknown strategy {name!r}; available: {sorted(self.generators)}",
+                        "type": "value_error",
+                    }
+                ],
+            )
+        config = replace(
+            self.rag_config, k=k or self.rag_config.k, max_new_tokens=max_tokens or self.rag_config.max_new_tokens
+        )
         return Pipeline(self.index if name.startswith("rag") else None, self.generators[name], config)
 
 
 def answer_to_response(ans, strategy: str) -> AskResponse:
     return AskResponse(
-        question=ans.question, answer=ans.text, abstained=ans.abstained, strategy=strategy,
-        citations=[CitationOut(number=c.number, chunk_id=c.chunk_id, document_id=c.doc_id, title=c.title, snippet=c.snippet, by_model=c.by_model) for c in ans.citations],
-        retrieved=[{"chunk_id": h.chunk.id, "document_id": h.chunk.doc_id, "title": h.chunk.title, "score": h.score} for h in ans.hits],
-        timings={k: round(v, 4) for k, v in asdict(ans.timings).items()}, tokens_in=ans.tokens_in, tokens_out=ans.tokens_out,
+        question=ans.question,
+        answer=ans.text,
+        abstained=ans.abstained,
+        strategy=strategy,
+        citations=[
+            CitationOut(
+                number=c.number,
+                chunk_id=c.chunk_id,
+                document_id=c.doc_id,
+                title=c.title,
+                snippet=c.snippet,
+                by_model=c.by_model,
+            )
+            for c in ans.citations
+        ],
+        retrieved=[
+            {"chunk_id": h.chunk.id, "document_id": h.chunk.doc_id, "title": h.chunk.title, "score": h.score}
+            for h in ans.hits
+        ],
+        timings={k: round(v, 4) for k, v in asdict(ans.timings).items()},
+        tokens_in=ans.tokens_in,
+        tokens_out=ans.tokens_out,
     )
 
 
@@ -153,13 +182,22 @@ def create_app(cfg: ServeConfig, generators: dict | None = None) -> FastAPI:
 
     svc = Service(cfg, generators)
     api_key = cfg.api_key or os.environ.get("RAGTUNE_API_KEY", "")
-    app = FastAPI(title="ragtune", version="0.1.0", description="Answers from your documents with cited sources (RAG, fine-tuned, or both).")
+    app = FastAPI(
+        title="ragtune",
+        version="0.1.0",
+        description="Answers from your documents with cited sources (RAG, fine-tuned, or both).",
+    )
     app.state.service = svc
     registry = CollectorRegistry()
     requests = Counter("ragtune_requests_total", "HTTP requests", ["route", "method", "status"], registry=registry)
     errors = Counter("ragtune_errors_total", "HTTP requests that ended in a 5xx", ["route"], registry=registry)
-    latency = Histogram("ragtune_request_seconds", "request latency", ["route"], registry=registry,
-                        buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120))
+    latency = Histogram(
+        "ragtune_request_seconds",
+        "request latency",
+        ["route"],
+        registry=registry,
+        buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120),
+    )
 
     @app.middleware("http")
     async def auth_and_metrics(request: Request, call_next):
@@ -169,7 +207,9 @@ def create_app(cfg: ServeConfig, generators: dict | None = None) -> FastAPI:
             given = request.headers.get("authorization", "")
             token = given[7:] if given.lower().startswith("bearer ") else ""
             if not hmac.compare_digest(token.encode(), api_key.encode()):
-                response = JSONResponse({"detail": "missing or wrong API key (Authorization: Bearer <key>)"}, status_code=401)
+                response = JSONResponse(
+                    {"detail": "missing or wrong API key (Authorization: Bearer <key>)"}, status_code=401
+                )
                 requests.labels(_route(request), request.method, "401").inc()
                 return response
         response = await call_next(request)
@@ -181,7 +221,11 @@ def create_app(cfg: ServeConfig, generators: dict | None = None) -> FastAPI:
         return response
 
     def busy() -> HTTPException:
-        return HTTPException(503, detail=f"busy: {cfg.max_queue} requests already waiting; try again shortly", headers={"Retry-After": "1"})
+        return HTTPException(
+            503,
+            detail=f"busy: {cfg.max_queue} requests already waiting; try again shortly",
+            headers={"Retry-After": "1"},
+        )
 
     async def run_model(fn, *args):
         """Run blocking model work in a thread, behind the admission gate and the time limit."""
@@ -189,11 +233,13 @@ def create_app(cfg: ServeConfig, generators: dict | None = None) -> FastAPI:
             with svc.gate:
                 return await asyncio.wait_for(asyncio.to_thread(fn, *args), timeout=cfg.request_timeout_s)
         except Busy:
-            raise busy()
-        except asyncio.TimeoutError:
-            raise HTTPException(504, detail=f"the answer took longer than {cfg.request_timeout_s:.0f}s")
+            raise busy() from None
+        except TimeoutError:
+            raise HTTPException(504, detail=f"the answer took longer than {cfg.request_timeout_s:.0f}s") from None
         except InputError as exc:
-            raise HTTPException(422, detail=[{"loc": ["body", "question"], "msg": str(exc), "type": "value_error"}])
+            raise HTTPException(
+                422, detail=[{"loc": ["body", "question"], "msg": str(exc), "type": "value_error"}]
+            ) from None
 
     @app.get("/healthz", summary="liveness")
     def healthz():
@@ -211,13 +257,19 @@ def create_app(cfg: ServeConfig, generators: dict | None = None) -> FastAPI:
 
     @app.get("/v1/models", summary="the strategies, as OpenAI models")
     def models():
-        return {"object": "list", "data": [{"id": n, "object": "model", "created": 0, "owned_by": "ragtune"} for n in sorted(svc.generators)]}
+        return {
+            "object": "list",
+            "data": [{"id": n, "object": "model", "created": 0, "owned_by": "ragtune"} for n in sorted(svc.generators)],
+        }
 
-    @app.post("/v1/chat/completions", summary="OpenAI-compatible chat completions (model = strategy; sources in `sources`)")
+    @app.post(
+        "/v1/chat/completions", summary="OpenAI-compatible chat completions (model = strategy; sources in `sources`)"
+    )
     async def chat(body: dict):
         question, model, stream, max_tokens = question_from_messages(body)
         pipe = svc.pipeline(model, max_tokens=max_tokens)
         if not stream:
+
             def collect():
                 *_, final = pipe.stream(question)
                 return final
@@ -226,12 +278,14 @@ def create_app(cfg: ServeConfig, generators: dict | None = None) -> FastAPI:
         try:
             svc.gate.__enter__()
         except Busy:
-            raise busy()
+            raise busy() from None
         try:
             pipe.check(question)
         except InputError as exc:
             svc.gate.__exit__()
-            raise HTTPException(422, detail=[{"loc": ["body", "messages"], "msg": str(exc), "type": "value_error"}])
+            raise HTTPException(
+                422, detail=[{"loc": ["body", "messages"], "msg": str(exc), "type": "value_error"}]
+            ) from None
         it = pipe.stream(question)
         return StreamingResponse(chat_stream(it, model, release=svc.gate.__exit__), media_type="text/event-stream")
 
@@ -256,7 +310,9 @@ def create_app(cfg: ServeConfig, generators: dict | None = None) -> FastAPI:
                     name = Path(f.filename or "file").name
                     data = await f.read()
                     if len(data) > cfg.max_upload_bytes:
-                        raise HTTPException(413, detail=f"{name}: {len(data)} bytes exceeds the limit of {cfg.max_upload_bytes}")
+                        raise HTTPException(
+                            413, detail=f"{name}: {len(data)} bytes exceeds the limit of {cfg.max_upload_bytes}"
+                        )
                     (folder / name).write_bytes(data)
                 loaded = load_paths([folder])
             finally:
@@ -269,7 +325,7 @@ def create_app(cfg: ServeConfig, generators: dict | None = None) -> FastAPI:
             try:
                 payload = DocumentsIn.model_validate(await request.json())
             except ValueError as exc:
-                raise HTTPException(422, detail=str(exc)[:2000])
+                raise HTTPException(422, detail=str(exc)[:2000]) from None
             docs = [Document(d.id, d.text, d.title, "api", d.meta) for d in payload.documents]
 
         def write():
@@ -277,7 +333,12 @@ def create_app(cfg: ServeConfig, generators: dict | None = None) -> FastAPI:
                 return svc.index.ingest(docs)
 
         report = await asyncio.to_thread(write)
-        return {**report.counts(), "added_ids": report.added, "updated_ids": report.updated, "chunks": report.chunks_written}
+        return {
+            **report.counts(),
+            "added_ids": report.added,
+            "updated_ids": report.updated,
+            "chunks": report.chunks_written,
+        }
 
     @app.get("/v1/documents", summary="the documents in the index")
     def list_documents():

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from fastapi import HTTPException
 
@@ -39,15 +39,39 @@ def question_from_messages(body: dict) -> tuple[str, str, bool, int | None]:
 
 
 def sources_of(ans) -> list[dict]:
-    return [{"number": c.number, "chunk_id": c.chunk_id, "document_id": c.doc_id, "title": c.title, "snippet": c.snippet, "by_model": c.by_model} for c in ans.citations]
+    return [
+        {
+            "number": c.number,
+            "chunk_id": c.chunk_id,
+            "document_id": c.doc_id,
+            "title": c.title,
+            "snippet": c.snippet,
+            "by_model": c.by_model,
+        }
+        for c in ans.citations
+    ]
 
 
 def chat_completion(ans, model: str) -> dict:
     return {
-        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion", "created": int(time.time()), "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": ans.raw if not ans.abstained else ans.text}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": ans.tokens_in, "completion_tokens": ans.tokens_out, "total_tokens": ans.tokens_in + ans.tokens_out},
-        "sources": sources_of(ans), "abstained": ans.abstained,
+        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": ans.raw if not ans.abstained else ans.text},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": ans.tokens_in,
+            "completion_tokens": ans.tokens_out,
+            "total_tokens": ans.tokens_in + ans.tokens_out,
+        },
+        "sources": sources_of(ans),
+        "abstained": ans.abstained,
     }
 
 
@@ -56,8 +80,14 @@ def chat_stream(pieces: Iterator, model: str, release: Callable[[], None]) -> It
     cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
 
     def event(delta: dict, finish: str | None = None, **extra) -> str:
-        chunk = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
+        chunk = {
+            "id": cid,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            **extra,
+        }
         return f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
 
     try:

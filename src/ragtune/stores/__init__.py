@@ -36,6 +36,14 @@ def open_store(url: str) -> Store:
 
 
 __all__ = [
-    "COLUMNS", "FORMAT", "DocumentInfo", "IndexInfo", "IndexManifest", "Store", "StoreBackend", "backend_for",
-    "meta_filters", "open_store",
+    "COLUMNS",
+    "FORMAT",
+    "DocumentInfo",
+    "IndexInfo",
+    "IndexManifest",
+    "Store",
+    "StoreBackend",
+    "backend_for",
+    "meta_filters",
+    "open_store",
 ]

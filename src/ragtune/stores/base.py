@@ -4,8 +4,9 @@ contract suite in `ragtune.testing.StoreContract`."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Iterator, Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -93,7 +94,9 @@ class Store(Protocol):
     def documents(self) -> list[DocumentInfo]:
         """Every stored document, sorted by id."""
 
-    def iter_chunks(self, batch_size: int = 512, vectors: bool = False) -> Iterator[tuple[list[Chunk], np.ndarray | None]]:
+    def iter_chunks(
+        self, batch_size: int = 512, vectors: bool = False
+    ) -> Iterator[tuple[list[Chunk], np.ndarray | None]]:
         """Every chunk in batches, ordered by (doc_id, position); with their vectors if asked."""
 
     def get_chunks(self, chunk_ids: Sequence[str]) -> list[Chunk]:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -50,7 +50,7 @@ class LanceBackend:
             return (_local(url) / MANIFEST).is_file()
         return _read_remote_manifest(url) is not None
 
-    def open(self, url: str) -> "LanceStore":
+    def open(self, url: str) -> LanceStore:
         import lancedb
 
         url = str(url)
@@ -64,14 +64,16 @@ class LanceBackend:
         table = lancedb.connect(url).open_table(TABLE)
         return LanceStore(url, IndexManifest(**data), table)
 
-    def create(self, url: str, manifest: IndexManifest) -> "LanceStore":
+    def create(self, url: str, manifest: IndexManifest) -> LanceStore:
         import lancedb
 
         url = str(url)
         if _is_local(url):
             path = _local(url)
             if path.exists() and any(path.iterdir()):
-                raise IndexNotFoundError(f"{url!r} exists, is not empty and holds no ragtune index; refusing to write there")
+                raise IndexNotFoundError(
+                    f"{url!r} exists, is not empty and holds no ragtune index; refusing to write there"
+                )
             path.mkdir(parents=True, exist_ok=True)
         schema = pa.schema(
             [
@@ -204,7 +206,9 @@ class LanceStore:
             docs.setdefault(d, [ti, so, h, 0])[3] += 1
         return [DocumentInfo(d, ti, so, n, h) for d, (ti, so, h, n) in sorted(docs.items())]
 
-    def iter_chunks(self, batch_size: int = 512, vectors: bool = False) -> Iterator[tuple[list[Chunk], np.ndarray | None]]:
+    def iter_chunks(
+        self, batch_size: int = 512, vectors: bool = False
+    ) -> Iterator[tuple[list[Chunk], np.ndarray | None]]:
         t = self._columns(CHUNK_COLUMNS + (["vector"] if vectors else []))
         t = t.sort_by([("doc_id", "ascending"), ("position", "ascending")])
         for start in range(0, t.num_rows, batch_size):
@@ -212,7 +216,9 @@ class LanceStore:
             rows = part.select(CHUNK_COLUMNS).to_pylist()
             vecs = None
             if vectors:
-                vecs = np.asarray(part.column("vector").combine_chunks().flatten(), dtype=np.float32).reshape(len(rows), -1)
+                vecs = np.asarray(part.column("vector").combine_chunks().flatten(), dtype=np.float32).reshape(
+                    len(rows), -1
+                )
             yield [self._row_to_chunk(r) for r in rows], vecs
 
     def count_chunks(self) -> int:
@@ -234,8 +240,14 @@ class LanceStore:
     @staticmethod
     def _row_to_chunk(r: dict) -> Chunk:
         return Chunk(
-            id=r["chunk_id"], doc_id=r["doc_id"], text=r["text"], position=int(r["position"]), title=r["title"],
-            source=r["source"], content_hash=r["content_hash"], meta=json.loads(r["meta"] or "{}"),
+            id=r["chunk_id"],
+            doc_id=r["doc_id"],
+            text=r["text"],
+            position=int(r["position"]),
+            title=r["title"],
+            source=r["source"],
+            content_hash=r["content_hash"],
+            meta=json.loads(r["meta"] or "{}"),
         )
 
     def _run(self, query, k: int, filters: dict | None, score_col: str, via: str) -> list[Hit]:
@@ -259,7 +271,9 @@ class LanceStore:
     def search_dense(self, vector: np.ndarray, k: int, filters: dict | None = None) -> list[Hit]:
         if self._table.count_rows() == 0:
             return []
-        q = self._table.search(np.asarray(vector, dtype=np.float32), vector_column_name="vector").distance_type("cosine")
+        q = self._table.search(np.asarray(vector, dtype=np.float32), vector_column_name="vector").distance_type(
+            "cosine"
+        )
         return self._run(q, k, filters, "_distance", "dense")
 
     def search_text(self, query: str, k: int, filters: dict | None = None) -> list[Hit]:
@@ -271,6 +285,8 @@ class LanceStore:
     def get_chunks(self, chunk_ids: Sequence[str]) -> list[Chunk]:
         if not chunk_ids:
             return []
-        rows = self._table.search().where(f"chunk_id IN {_in_list(chunk_ids)}").select(CHUNK_COLUMNS).limit(None).to_list()
+        rows = (
+            self._table.search().where(f"chunk_id IN {_in_list(chunk_ids)}").select(CHUNK_COLUMNS).limit(None).to_list()
+        )
         by_id = {r["chunk_id"]: self._row_to_chunk(r) for r in rows}
         return [by_id[i] for i in chunk_ids if i in by_id]
