@@ -158,6 +158,40 @@ def cmd_models(args) -> int:
     return 0
 
 
+def cmd_synth(args) -> int:
+    from .synth.generate import SynthConfig, synthesize, write_questions
+
+    cfg = SynthConfig(n=args.n, per_doc=args.per_doc, seed=args.seed, generator=args.generator or "")
+    if args.index:
+        chunks = list(Index.open(args.index).chunks())
+    else:  # documents that are not indexed: their questions are unanswerable from the index
+        from .chunking import chunk_documents, whitespace_tokens
+        from .documents import load_paths
+
+        loaded = load_paths(args.documents)
+        for s in loaded.skipped:
+            print(f"  skipped {s.path}: {s.reason}", file=sys.stderr)
+        chunks = chunk_documents(loaded.documents, load_settings(args.config).chunk, whitespace_tokens)
+    with _progress_bar(_console()) as bar:
+        task = bar.add_task("synthetic questions", total=cfg.n)
+        questions, report = synthesize(
+            chunks,
+            cfg,
+            unanswerable=bool(args.documents),
+            progress=lambda kept, wanted: bar.update(task, completed=kept),
+        )
+    out, md = write_questions(questions, report, args.out)
+    if args.json:
+        print(_dump(report.to_dict()))
+    else:
+        print(f"{len(questions)} questions -> {out} ({report.per_minute:.1f} accepted per minute); report: {md}")
+        for step in report.steps:
+            print(f"  {step.name:<22} removed {step.removed}")
+        for note in report.notes:
+            print(f"  note: {note}")
+    return 0
+
+
 def cmd_prepare(args) -> int:
     from .finetune.data import PrepareConfig, prepare
 
@@ -305,11 +339,48 @@ def cmd_compare(args) -> int:
     return 0
 
 
-def cmd_rate_sheet(args) -> int:
-    from .evaluation.compare import load_results
-    from .evaluation.ratings import write_rate_sheet
+def cmd_evaluate(args) -> int:
+    from .evaluation.evaluate import STRATEGIES, EvaluateConfig, run_evaluate
+    from .evaluation.report import summary_table
 
-    sheet, key = write_rate_sheet(load_results(args.results), args.out, seed=args.seed)
+    budget = args.budget_min or (15.0 if args.quick else 30.0)
+    strategies = tuple(args.strategies.split(",")) if args.strategies else STRATEGIES
+    cfg = EvaluateConfig(budget_min=budget, strategies=strategies, questions=args.questions or "", seed=args.seed)
+    console = _console()
+    results = run_evaluate(args.paths, args.out, cfg, say=lambda m: console.print(m, markup=False, highlight=False))
+    if args.json:
+        print(_dump({"aggregates": results.aggregates, "costs": results.costs, "phases": results.phases}))
+    else:
+        print(summary_table(results))
+        print(f"\nreport: {Path(args.out) / 'report.html'}; total {results.phases['total'] / 60:.1f} min")
+    return 0
+
+
+def cmd_rate_sheet(args) -> int:
+    from .evaluation import ratings
+
+    if args.read:
+        summary = ratings.read_question_ratings(args.read)
+        if args.json:
+            print(_dump(summary))
+        for src, v in [] if args.json else summary.items():
+            mean = "-" if v["mean"] is None else f"{v['mean']:.2f}"
+            right = "-" if v["answer_right"] is None else f"{100 * v['answer_right']:.0f}%"
+            print(f"{src}: mean rating {mean} over {v['n']} rated; answer right {right}")
+        return 0
+    if not args.out or not (args.results or args.questions):
+        raise ConfigError("rate-sheet needs --out and either --results (answers) or --questions (synthetic questions)")
+    if args.questions:
+        sheet, key = ratings.write_question_sheet(args.questions, args.out, real=args.real, n=args.n, seed=args.seed)
+        print(
+            f"question sheet: {sheet} (blind: order shuffled"
+            + (", real questions mixed in" if args.real else "")
+            + f")\nkey (keep from raters): {key}\nread it back: ragtune rate-sheet --read {sheet}"
+        )
+        return 0
+    from .evaluation.compare import load_results
+
+    sheet, key = ratings.write_rate_sheet(load_results(args.results), args.out, seed=args.seed)
     print(f"rating sheet: {sheet} (blind: strategies shuffled per question)\nkey (keep from raters): {key}")
     return 0
 
@@ -383,6 +454,20 @@ def build_parser() -> argparse.ArgumentParser:
     common(sp)
     sp.set_defaults(func=cmd_index_info)
 
+    sp = sub.add_parser("synth", help="make question/answer pairs from an index's passages (no labels needed)")
+    src = sp.add_mutually_exclusive_group(required=True)
+    src.add_argument("--index", help="index whose passages to ask about")
+    src.add_argument(
+        "--documents", nargs="+", help="files or folders NOT in the index: their questions are unanswerable"
+    )
+    sp.add_argument("--out", required=True, help="QA JSONL to write (report beside it: <name>.report.md / .json)")
+    sp.add_argument("--n", type=int, default=100, help="questions wanted after filtering")
+    sp.add_argument("--per-doc", type=int, default=0, help="at most this many per document (default: an even share)")
+    sp.add_argument("--generator", help="write questions with this generator, prompted (default: bundled adapter)")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_synth)
+
     sp = sub.add_parser("prepare", help="clean and split task data for fine-tuning")
     sp.add_argument("inputs", nargs="+", help="QA/instruction JSONL, SQuAD JSON, a document folder or an index")
     sp.add_argument("--out", required=True)
@@ -425,10 +510,28 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_compare)
 
-    sp = sub.add_parser("rate-sheet", help="export a blind sheet for human rating")
-    sp.add_argument("--results", required=True, help="a compare output folder")
-    sp.add_argument("--out", required=True, help="CSV to write (its key goes beside it)")
+    sp = sub.add_parser(
+        "evaluate", help="RAG, fine-tuning or both? one command for a folder with no labelled questions"
+    )
+    sp.add_argument("paths", nargs="+", help="document files and folders")
+    sp.add_argument("--out", required=True)
+    sp.add_argument("--quick", action="store_true", help="a 15-minute budget (default 30)")
+    sp.add_argument("--budget-min", type=float, help="minutes the whole run may take; the plan is sized to fit")
+    sp.add_argument("--strategies", help="comma-separated subset of base,rag,ft,rag+ft")
+    sp.add_argument("--questions", help="real labelled questions (QA JSONL or SQuAD JSON) for the test split")
     sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_evaluate)
+
+    sp = sub.add_parser("rate-sheet", help="export a blind sheet for human rating (answers, or synthetic questions)")
+    sp.add_argument("--results", help="a compare / evaluate output folder: rate the strategies' answers")
+    sp.add_argument("--questions", help="synthetic questions (QA JSONL from `ragtune synth`): vet them")
+    sp.add_argument("--real", help="with --questions: real questions to mix in blind, for comparison")
+    sp.add_argument("--n", type=int, default=50, help="with --questions: how many synthetic questions")
+    sp.add_argument("--read", help="a filled question sheet: print the ratings by source")
+    sp.add_argument("--out", help="CSV to write (its key goes beside it)")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_rate_sheet)
 
     sp = sub.add_parser("serve", help="HTTP API, OpenAI-compatible endpoint and chat page")

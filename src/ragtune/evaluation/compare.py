@@ -123,6 +123,7 @@ class Results:
     ratings: dict[str, dict] = field(default_factory=dict)
     records: list[EvalRecord] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    questions: dict = field(default_factory=dict)  # where the questions came from (synthetic: the synth report)
 
 
 def _mean(xs: Sequence[float]) -> float | None:

@@ -73,3 +73,83 @@ def read_ratings(sheet: str | Path) -> dict[str, dict]:
                 raise InputError(f"{sheet}:{lineno}: item {row['item']!r} label {row['label']!r} is not in the key")
             scores.setdefault(strategy, []).append(score)
     return {s: {"mean": sum(v) / len(v), "n": len(v)} for s, v in sorted(scores.items())}
+
+
+# -- vetting synthetic questions -----------------------------------------------------------------
+
+QUESTION_COLUMNS = ["item", "passage", "question", "answer", "good question (1-5)", "answer right (y/n)", "comment"]
+
+
+def _read_jsonl(path: str | Path) -> list[dict]:
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"questions file {str(p)!r} does not exist")
+    return [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def write_question_sheet(questions: str | Path, sheet: str | Path, real: str | Path | None = None, n: int = 50,
+                         seed: int = 0) -> tuple[Path, Path]:  # fmt: skip
+    """A blind sheet for vetting questions: up to `n` synthetic questions (and, with `real`, as
+    many real ones of the same documents, mixed in) in random order, each with its passage and
+    answer. The key (`<sheet>.key.json`) says which row is which; keep it from the raters."""
+    rng = random.Random(seed)
+    rows = [("synthetic", r) for r in _read_jsonl(questions)]
+    rng.shuffle(rows)
+    rows = rows[:n]
+    if real:
+        reals = [("real", r) for r in _read_jsonl(real)]
+        rng.shuffle(reals)
+        rows += reals[: len(rows)]
+    rng.shuffle(rows)
+    sheet = Path(sheet)
+    key = {}
+    with sheet.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(QUESTION_COLUMNS)
+        for i, (source, r) in enumerate(rows):
+            item = f"q{i:04d}"
+            key[item] = {"source": source, "id": r.get("id", "")}
+            answer = r.get("answer") or " | ".join(r.get("answers") or [])
+            w.writerow([item, r.get("context", ""), r["question"], answer, "", "", ""])
+    kp = key_path(sheet)
+    kp.write_text(json.dumps(key, indent=1))
+    return sheet, kp
+
+
+def read_question_ratings(sheet: str | Path) -> dict[str, dict]:
+    """Filled question sheet + key -> {source: {mean, n, answer_right}} (synthetic vs real)."""
+    sheet = Path(sheet)
+    kp = key_path(sheet)
+    if not sheet.is_file() or not kp.is_file():
+        raise InputError(f"ratings need {sheet} and its key {kp}")
+    key = json.loads(kp.read_text())
+    scores: dict[str, list[float]] = {}
+    right: dict[str, list[float]] = {}
+    with sheet.open(newline="", encoding="utf-8") as fh:
+        for lineno, row in enumerate(csv.DictReader(fh), start=2):
+            source = key.get(row.get("item", ""), {}).get("source")
+            if source is None:
+                raise InputError(f"{sheet}:{lineno}: item {row.get('item')!r} is not in the key")
+            raw = (row.get("good question (1-5)") or "").strip()
+            if raw:
+                try:
+                    score = float(raw)
+                except ValueError:
+                    raise InputError(f"{sheet}:{lineno}: score {raw!r} is not a number") from None
+                if not 1 <= score <= 5:
+                    raise InputError(f"{sheet}:{lineno}: score {score} is outside 1-5")
+                scores.setdefault(source, []).append(score)
+            yn = (row.get("answer right (y/n)") or "").strip().lower()
+            if yn:
+                if yn[0] not in "yn":
+                    raise InputError(f"{sheet}:{lineno}: answer right {yn!r} must be y or n")
+                right.setdefault(source, []).append(float(yn[0] == "y"))
+    out = {}
+    for source in sorted(set(scores) | set(right)):
+        s, r = scores.get(source, []), right.get(source, [])
+        out[source] = {
+            "mean": sum(s) / len(s) if s else None,
+            "n": len(s),
+            "answer_right": sum(r) / len(r) if r else None,
+        }
+    return out

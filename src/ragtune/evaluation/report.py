@@ -250,7 +250,7 @@ CSS = """body{font:14px/1.45 system-ui,sans-serif;margin:24px;color:#222;max-wid
 td,th{border:1px solid #ddd;padding:4px 8px;vertical-align:top;text-align:left}th{background:#f4f4f4}small{color:#777}
 .chart{margin:6px 12px 6px 0;background:#fff}.ct{font-weight:600;font-size:12px}.cl{font-size:11px}.wh{stroke:#222}.ax{stroke:#999}
 .ring{fill:none;stroke:#ddd}.key{display:inline-block;width:10px;height:10px;margin:0 4px 0 10px}.ok{color:#2a7a2a}.bad{color:#b22}
-details{margin:2px 0}#q{width:320px;padding:4px}.charts{display:flex;flex-wrap:wrap}tr.hide{display:none}"""
+.syn{background:#eef;border-radius:3px;padding:0 3px}details{margin:2px 0}#q{width:320px;padding:4px}.charts{display:flex;flex-wrap:wrap}tr.hide{display:none}"""
 
 JS = """function applyFilter(){const q=document.getElementById('q').value.toLowerCase();const k=document.getElementById('kind').value;
 const c=document.getElementById('correct').value;let shown=0;for(const tr of document.querySelectorAll('#drill tbody tr')){
@@ -361,8 +361,49 @@ def render(res: Results) -> str:
 <h2>Are the differences real?</h2><table><tr><th>pair</th><th>metric</th><th>difference [95% CI]</th><th>p (paired bootstrap)</th><th>significant</th></tr>{paired}</table>
 <h2>Charts</h2><div class="charts">{"".join(charts)}</div>
 {ratings}{phases}{fresh}
+{questions_section(res)}
 <h2>Per question</h2>{drilldown(res)}
 <script>{JS}</script></body></html>"""
+
+
+def questions_section(res: Results) -> str:
+    """Where the questions came from: synthetic or real, what each filter removed, examples with passages."""
+    q = res.questions
+    if not q:
+        return ""
+    syn = q.get("synthetic") or {}
+    steps = syn.get("steps", [])
+    rows = "".join(
+        f"<tr><td>{e(s['name'])}</td><td>{s['removed']}</td><td>{e('; '.join(s['examples'][:2]))}</td></tr>"
+        for s in steps
+    )
+    examples = "".join(
+        f"<tr><td>{e(x['question'])}</td><td>{e(x['answer'])}</td><td><small>{e(x['context'])}</small></td><td>{e(x['doc_id'])}</td></tr>"
+        for x in syn.get("samples", [])[:10]
+    )
+    source = q.get("source", "synthetic")
+    head = (
+        "The test questions are <b>real</b> labelled questions you supplied; synthetic ones trained the fine-tuned strategies."
+        if source == "real"
+        else "The test questions are <b>synthetic</b>: ragtune wrote them from your documents. Read the examples and vet a sample "
+        "(<code>ragtune rate-sheet --questions</code>) before trusting small differences."
+    )
+    return (
+        f"<h2>The questions</h2><p>{head}</p><p>{syn.get('kept', 0)} synthetic questions kept from {syn.get('attempts', 0)} asked of "
+        f"{e(str(syn.get('generator', '')))}, {syn.get('per_minute', 0):.1f} per minute; {syn.get('documents_with_questions', 0)} of "
+        f"{syn.get('documents', 0)} documents have one. Unanswerable questions come from {len(q.get('held_out_documents', []))} "
+        f"documents kept out of the index.</p>"
+        f"<table><tr><th>filter</th><th>removed</th><th>examples caught</th></tr>{rows}</table>"
+        f"<h3>Ten examples, with the passage each was written from</h3><table><tr><th>question</th><th>answer</th><th>passage</th>"
+        f"<th>document</th></tr>{examples}</table>"
+    )
+
+
+def _synthetic_mark(res: Results, kind: str) -> str:
+    """Questions ragtune wrote itself are marked; unanswerable ones are always synthetic in `evaluate`."""
+    if not res.questions or not (kind == "unanswerable" or res.questions.get("source") == "synthetic"):
+        return ""
+    return " <small class='syn'>synthetic</small>"
 
 
 def drilldown(res: Results) -> str:
@@ -392,7 +433,7 @@ def drilldown(res: Results) -> str:
             )
         text = (first.question + " " + " ".join(r.answer for r in recs.values())).lower()
         rows.append(
-            f"<tr data-kind='{kind}' data-correct='{e(' '.join(correct))}' data-text='{e(text)}'><td>{e(first.question)}<br><small>{kind}; gold: {e(' | '.join(first.gold))}</small></td>{''.join(cells)}</tr>"
+            f"<tr data-kind='{kind}' data-correct='{e(' '.join(correct))}' data-text='{e(text)}'><td>{e(first.question)}{_synthetic_mark(res, kind)}<br><small>{kind}; gold: {e(' | '.join(first.gold))}</small></td>{''.join(cells)}</tr>"
         )
     opts = "".join(
         f"<option value='{e(n)}:ok'>{e(n)} right</option><option value='{e(n)}:bad'>{e(n)} wrong</option>"

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from ..config import DEFAULT_GENERATOR
 from ..errors import ConfigError
 
-MODES = ("corpus", "qa", "raft")
+MODES = ("corpus", "qa", "raft", "qg")
 METHODS = ("lora", "top-layers", "full")
 SCHEDULES = ("cosine", "linear", "constant")
 
@@ -28,7 +28,8 @@ class FinetuneConfig:
     base_model: str = opt(DEFAULT_GENERATOR, "base model: registry name, HF folder or .gguf", cli="model")
     mode: str = opt(
         "qa",
-        "corpus: next-token on chunks | qa: question -> answer | raft: question + retrieved context -> cited answer",
+        "corpus: next-token on chunks | qa: question -> answer | raft: question + retrieved context -> cited answer"
+        " | qg: passage + answer -> question (question generation)",
         MODES,
     )
     method: str = opt(

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..prompts import ABSTAIN, closed_book_messages, rag_messages
+from ..synth.qg import qg_messages
 from .config import FinetuneConfig
 from .data import Example
 
@@ -117,6 +118,8 @@ def encode_examples(
         if cfg.mode == "corpus":
             text = ex.text or (f"{ex.context}\n\nQ: {ex.question}\nA: {ex.answer}" if ex.question else "")
             out.extend(encode_text(tok, text, cfg.max_seq_len))
+        elif cfg.mode == "qg":  # passage + answer -> the question
+            out.append(encode_chat(tok, qg_messages(ex.context, ex.answer), ex.question, cfg.max_seq_len))
         else:
             out.append(encode_chat(tok, closed_book_messages(ex.question), ex.answer, cfg.max_seq_len))
     return out

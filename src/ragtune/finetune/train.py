@@ -377,7 +377,7 @@ def train(
     )
     generation = (
         evaluate_generation(model, tok, splits["test"], cfg, retriever)
-        if cfg.mode != "corpus" and splits["test"] and cfg.generate_max
+        if cfg.mode in ("qa", "raft") and splits["test"] and cfg.generate_max
         else {}
     )
     save_model(model, tok, out, cfg)

@@ -1,0 +1,310 @@
+"""`ragtune evaluate DOCS --out DIR`: the one command for a folder with no labelled questions.
+
+Ingest (keeping a share of documents out, for unanswerable questions) -> synthesise questions ->
+split them -> fine-tune `ft` (closed book) and `rag+ft` (RAFT) on the training split -> compare
+base / rag / ft / rag+ft on the test split -> report. The plan is sized from a time budget and the
+measured speed of this machine and printed before anything runs; every phase leaves its output
+in DIR, and a second run with the same inputs reuses it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from ..errors import ConfigError, DocumentError
+
+STRATEGIES = ("base", "rag", "ft", "rag+ft")
+# Measured on the reference 2-core CPU (demo runs): seconds per LoRA step of 8 short QA examples,
+# per RAFT step of 4 examples with retrieved sources (its evaluations included); chunks embedded per second.
+QA_STEP_S, RAFT_STEP_S, CHUNKS_PER_S = 2.0, 13.0, 22.0
+ATTEMPTS_PER_KEPT = 2.5  # synthetic questions asked of the model per question that survives the filters
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    budget_min: float = 30.0  # the whole run, planned from this machine's measured speed
+    strategies: tuple[str, ...] = STRATEGIES
+    questions: str = ""  # real labelled questions (QA JSONL / SQuAD JSON) for the test split instead of synthetic ones
+    holdout_share: float = 0.1  # documents kept out of the index: their questions are unanswerable
+    seed: int = 0
+    embedder: str = ""  # for the index; "" = the default embedder
+
+    def __post_init__(self) -> None:
+        if self.budget_min < 2:
+            raise ConfigError(f"budget_min={self.budget_min!r}: must be at least 2 minutes")
+        unknown = sorted(set(self.strategies) - set(STRATEGIES))
+        if unknown or not self.strategies:
+            raise ConfigError(f"strategies={list(self.strategies)!r}: choose from {list(STRATEGIES)}")
+        if not 0 <= self.holdout_share < 0.5:
+            raise ConfigError(f"holdout_share={self.holdout_share!r}: must be in [0, 0.5)")
+
+
+@dataclass(frozen=True)
+class Plan:
+    documents: int
+    indexed: int
+    held_out: int
+    chunks: int
+    synthetic: int  # answerable synthetic questions to make (train + validation + test)
+    unanswerable: int
+    test: int
+    qa_steps: int
+    raft_steps: int
+    edits: int
+    seconds_per_answer: float  # measured here
+    minutes: dict = field(default_factory=dict)  # phase -> estimated minutes
+
+    def describe(self) -> str:
+        est = ", ".join(f"{k} {v:.1f}" for k, v in self.minutes.items())
+        return (
+            f"{self.documents} documents: {self.indexed} indexed ({self.chunks} chunks), {self.held_out} kept out for "
+            f"unanswerable questions\nquestions: {self.synthetic} synthetic answerable ({self.test} for the test), "
+            f"{self.unanswerable} unanswerable, {self.edits} fact edits\nfine-tuning: ft {self.qa_steps} steps, "
+            f"rag+ft {self.raft_steps} steps\nestimated minutes: {est}; total {sum(self.minutes.values()):.1f} "
+            f"(measured {self.seconds_per_answer:.2f} s per answer here)"
+        )
+
+
+def make_plan(
+    n_docs: int, n_indexed: int, chunks: int, cfg: EvaluateConfig, s_answer: float, real_test: int = 0
+) -> Plan:
+    """Spend the budget: ingest first (fixed), then synthesis, fine-tuning and comparison share what is left."""
+    budget_s = cfg.budget_min * 60
+    ingest_s = chunks / CHUNKS_PER_S + 20  # plus model loading
+    left = max(budget_s - ingest_s, 60.0)
+    n_strat = len(cfg.strategies)
+    trains = [s for s in ("ft", "rag+ft") if s in cfg.strategies]
+    share_train = 0.35 if trains else 0.0
+    # Comparison: every strategy answers test + unanswerable + edits (about test * 1.5 in all).
+    test = real_test or max(10, min(200, int(0.35 * left / (n_strat * 1.5 * s_answer))))
+    unanswerable = 0 if n_docs == n_indexed else max(4, test // 3)
+    edits = max(2, test // 6)
+    # Synthesis: a kept question costs a question and a round-trip answer per attempt.
+    synth_cost = ATTEMPTS_PER_KEPT * 2 * s_answer
+    synthetic = (0 if real_test else test) + max(20, int(0.3 * left / synth_cost) - test)
+    synthetic = min(synthetic, 12 * n_indexed + test)  # a small folder cannot yield more than a dozen per document
+    train_s = share_train * left
+    qa_steps = max(4, int(train_s * 0.35 / QA_STEP_S)) if "ft" in cfg.strategies else 0
+    raft_steps = max(2, int(train_s * 0.65 / RAFT_STEP_S)) if "rag+ft" in cfg.strategies else 0
+    minutes = {
+        "ingest": ingest_s / 60,
+        "synthesise": (synthetic + unanswerable) * synth_cost / 60,
+        "fine-tune": (qa_steps * QA_STEP_S + raft_steps * RAFT_STEP_S) / 60,
+        "compare": n_strat * (test + unanswerable + edits) * s_answer / 60,
+    }
+    return Plan(n_docs, n_indexed, n_docs - n_indexed, chunks, synthetic, unanswerable, test, qa_steps, raft_steps,
+                edits, s_answer, minutes)  # fmt: skip
+
+
+def measure_seconds_per_answer(generator) -> float:
+    """Time a small batch of short answers with the real generator (after a warm-up)."""
+    from ..prompts import closed_book_messages
+
+    prompts = [
+        closed_book_messages(f"What is the name of the river that flows through city number {i}?") for i in range(4)
+    ]
+    generator.generate(prompts[:1], 4)
+    t0 = time.perf_counter()
+    generator.generate(prompts, 24)
+    return max((time.perf_counter() - t0) / len(prompts), 0.05)
+
+
+def _fingerprint(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _done(marker: Path, key: str) -> bool:
+    return marker.is_file() and json.loads(marker.read_text()).get("key") == key
+
+
+def _mark(marker: Path, key: str, **info) -> None:
+    marker.write_text(json.dumps({"key": key, **info}, indent=2, default=str))
+
+
+Say = Callable[[str], None]
+
+
+def run_evaluate(paths: Sequence[str | Path], out: str | Path, cfg: EvaluateConfig = EvaluateConfig(), say: Say = print,
+                 generators: dict | None = None):  # fmt: skip
+    """Run every phase (reusing what a previous run with the same inputs left in `out`) and
+    return the comparison Results; writes results.json, records.csv and report.html in `out`."""
+    from ..chunking import chunk_documents
+    from ..config import DEFAULT_GENERATOR, ChunkConfig
+    from ..documents import load_paths
+    from ..finetune.config import FinetuneConfig
+    from ..finetune.data import PrepareConfig, prepare
+    from ..finetune.run import RunFolder
+    from ..finetune.train import train
+    from ..index import Index
+    from ..registry import make_generator
+    from ..synth.generate import SynthConfig, synthesize, write_questions
+    from .compare import ExperimentConfig, run_experiment, write_results
+    from .report import write_report
+    from .strategies import Strategy
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t_all = time.perf_counter()
+    phases: dict[str, float] = {}
+
+    loaded = load_paths(list(paths))
+    for s in loaded.skipped:
+        say(f"  skipped {s.path}: {s.reason}")
+    if not loaded.documents:
+        reasons = "; ".join(f"{s.path}: {s.reason}" for s in loaded.skipped[:10]) or "no files found"
+        raise DocumentError(
+            f"nothing to evaluate: no document in {[str(p) for p in paths]} could be loaded ({reasons})"
+        )
+    docs = sorted(loaded.documents, key=lambda d: d.id)
+    rng = random.Random(cfg.seed)
+    n_hold = math.ceil(cfg.holdout_share * len(docs)) if len(docs) >= 4 and cfg.holdout_share else 0
+    held = set(rng.sample([d.id for d in docs], n_hold))
+    indexed = [d for d in docs if d.id not in held]
+    held_docs = [d for d in docs if d.id in held]
+
+    t0 = time.perf_counter()
+    index = Index.create(out / "index", embedder=cfg.embedder or None, chunking=ChunkConfig())
+    with_progress = say
+    rep = index.ingest(indexed, sync=True)
+    phases["ingest"] = time.perf_counter() - t0
+    with_progress(f"ingest: {rep.counts()} -> {index.info().chunks} chunks in {phases['ingest']:.0f}s")
+
+    base = (generators or {}).get("base") or make_generator(DEFAULT_GENERATOR)
+    s_answer = measure_seconds_per_answer(base)
+    real = _real_questions(cfg.questions) if cfg.questions else []
+    plan = make_plan(len(docs), len(indexed), index.info().chunks, cfg, s_answer, real_test=len(real))
+    (out / "plan.json").write_text(json.dumps(asdict(plan), indent=2))
+    say("plan:\n  " + plan.describe().replace("\n", "\n  "))
+
+    # -- questions -----------------------------------------------------------------------------
+    t0 = time.perf_counter()
+    qdir = out / "questions"
+    qdir.mkdir(exist_ok=True)
+    doc_key = sorted((d.id, d.content_hash) for d in docs)
+    synth_path, una_path = qdir / "synthetic.jsonl", qdir / "unanswerable.jsonl"
+    key = _fingerprint("synth", doc_key, plan.synthetic, plan.unanswerable, cfg.seed, sorted(held))
+    if _done(qdir / "done.json", key):
+        say("questions: reusing the synthetic questions of the previous run")
+        synth_report = json.loads((qdir / "synthetic.report.json").read_text())
+    else:
+        qg = (generators or {}).get("qg")
+        questions, report = synthesize(list(index.chunks()), SynthConfig(n=plan.synthetic, seed=cfg.seed), qg=qg,
+                                       reader=base, progress=_every(say, "synthesise"))  # fmt: skip
+        write_questions(questions, report, synth_path)
+        synth_report = report.to_dict()
+        if held_docs and plan.unanswerable:
+            held_chunks = chunk_documents(held_docs, index.chunking, index.embedder.count_tokens)
+            una, una_report = synthesize(held_chunks, SynthConfig(n=plan.unanswerable, seed=cfg.seed + 1), qg=qg,
+                                         reader=base, unanswerable=True)  # fmt: skip
+            if una:
+                write_questions(una, una_report, una_path)
+            else:
+                say(f"  no unanswerable question survived: {una_report.notes}")
+        _mark(qdir / "done.json", key)
+    phases["synthesise"] = time.perf_counter() - t0
+    say(f"questions: {synth_report['kept']} synthetic ({synth_report['per_minute']:.1f} per minute)")
+
+    # -- split: test questions are never trained on ----------------------------------------------
+    t0 = time.perf_counter()
+    ratios = (0.9, 0.1, 0.0) if real else _ratios(synth_report["kept"], plan.test)
+    prep = prepare([synth_path], out / "data", PrepareConfig(ratios=ratios, seed=cfg.seed))
+    test_path = out / "data" / "test.jsonl"
+    if real:
+        test_path = out / "data" / "test-real.jsonl"
+        test_path.write_text("".join(json.dumps(r) + "\n" for r in real))
+    phases["split"] = time.perf_counter() - t0
+    say(f"split: {prep.splits}" + (f"; test = {len(real)} real questions" if real else ""))
+
+    # -- fine-tune ----------------------------------------------------------------------------------
+    runs: dict[str, Path] = {}
+    base_ft = FinetuneConfig(method="lora", lora_r=16, lora_alpha=32, lr=3e-4, eval_every=10, patience=3,
+                             generate_max=0, warmup_steps=4, eval_batches=6, seed=cfg.seed)  # fmt: skip
+    for name, mode, steps, batch in (("ft", "qa", plan.qa_steps, 8), ("rag+ft", "raft", plan.raft_steps, 4)):
+        if name not in cfg.strategies:
+            continue
+        t0 = time.perf_counter()
+        folder = out / ("ft-qa" if mode == "qa" else "ft-raft")
+        ft_cfg = replace(base_ft, mode=mode, max_steps=steps, batch_size=batch)
+        done = (folder / "results.json").is_file() and RunFolder.open(folder).config == asdict(ft_cfg)
+        if done:
+            say(f"fine-tune {name}: reusing {folder}")
+        else:
+            say(f"fine-tune {name}: LoRA, mode {mode}, {steps} steps")
+            res = train(ft_cfg, out / "data", folder, index=index.url if mode == "raft" else None,
+                        progress=_train_progress(say, steps))  # fmt: skip
+            say(f"  best validation loss {res.best_val_loss:.3f} at step {res.best_step}")
+        runs[name] = folder
+        phases[f"fine-tune {name}"] = time.perf_counter() - t0
+
+    # -- compare -------------------------------------------------------------------------------------
+    t0 = time.perf_counter()
+    strategies = tuple(
+        Strategy(n, retrieval=n.startswith("rag"), adapter=str(runs[n]) if n in runs else "") for n in cfg.strategies
+    )
+    exp = ExperimentConfig(
+        index=index.url, questions=str(test_path), unanswerable=str(una_path) if una_path.is_file() else "",
+        documents=str(paths[0]) if len(paths) == 1 else "", max_questions=plan.test,
+        max_unanswerable=plan.unanswerable, fresh_edits=plan.edits, strategies=strategies, seed=cfg.seed,
+    )  # fmt: skip
+    results = run_experiment(exp, out, progress=lambda m: say(f"  {m}"), generators=generators)
+    phases["compare"] = time.perf_counter() - t0
+    results.phases = dict(phases, total=time.perf_counter() - t_all)
+    results.questions = {
+        "source": "real" if real else "synthetic", "synthetic": synth_report, "plan": asdict(plan),
+        "test_file": str(test_path), "held_out_documents": sorted(held),
+    }  # fmt: skip
+    if not real:
+        results.notes.append(
+            f"The test questions are synthetic: written by ragtune from your documents and kept only if they passed "
+            f"every filter ({synth_report['kept']} kept). Vet them with `ragtune rate-sheet --questions {synth_path}`."
+        )
+    write_results(results, out)
+    write_report(results, out)
+    return results
+
+
+def _real_questions(path: str) -> list[dict]:
+    from .compare import load_questions
+
+    return [
+        {"id": e.id, "question": e.question, "answers": list(e.answers), "doc_id": e.doc_ids[0] if e.doc_ids else ""}
+        for e in load_questions(path, 10_000)
+    ]
+
+
+def _ratios(kept: int, test: int) -> tuple[float, float, float]:
+    """Train / validation / test shares that give about `test` test questions (at most half of them)."""
+    if kept < 10:
+        raise ConfigError(f"only {kept} synthetic questions survived: too few to train and test on (see the report)")
+    t = min(0.5, max(0.2, test / kept))
+    v = 0.1
+    return (round(1 - t - v, 4), v, round(t, 4))
+
+
+def _every(say: Say, what: str, seconds: float = 15.0):
+    last = {"t": 0.0}
+
+    def cb(done: int, total: int) -> None:
+        if time.perf_counter() - last["t"] > seconds or done >= total:
+            last["t"] = time.perf_counter()
+            say(f"  {what}: {done}/{total}")
+
+    return cb
+
+
+def _train_progress(say: Say, total: int):
+    last = {"t": 0.0}
+
+    def cb(step, _total, loss, tps):
+        if time.perf_counter() - last["t"] > 15 or step == total:
+            last["t"] = time.perf_counter()
+            say(f"  step {step}/{total}  loss {loss:.3f}  {tps:.0f} tokens/s")
+
+    return cb

@@ -1,0 +1,1 @@
+"""Synthetic questions from documents."""

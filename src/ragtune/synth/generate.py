@@ -1,0 +1,348 @@
+"""Synthetic questions from passages: sample passages across documents, pick answer spans, ask
+the question-generation model for a question, keep only questions that pass every filter.
+
+    questions, report = synthesize(list(index.chunks()), SynthConfig(n=100))
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..chunking import split_sentences
+from ..context import Source
+from ..documents import Chunk
+from ..errors import ConfigError, RagtuneError
+from ..evaluation.metrics import f1_score, normalize_answer
+from ..finetune.data import StepReport
+from ..prompts import rag_messages, strip_citations
+from .candidates import looks_like_prose, passage_keywords, sentence_candidates
+from .qg import qg_messages, qg_passage
+
+FILTERS = (  # (name, what it removes), in the order they run
+    ("not prose", "passages that are not English prose (tables of numbers, binary-like or non-English text)"),
+    ("no candidate", "sentences with no answer candidate (entity, number, date, key phrase)"),
+    ("answer not in passage", "the answer is not a verbatim span of the passage"),
+    ("not a question", "the model's output is empty, junk, or not a single question"),
+    ("length", "questions outside the word-count bounds"),
+    ("contains the answer", "questions that give their own answer away"),
+    ("round trip", "the reader, given the passage, does not find the answer (F1 below the threshold)"),
+    ("near duplicate", "questions nearly identical to one already kept"),
+)
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    n: int = 100  # questions wanted (after every filter)
+    per_doc: int = 0  # at most this many questions per document; 0 = an even share, at least 1
+    seed: int = 0
+    generator: str = ""  # "" = the bundled model with its question-generation adapter; else any generator, prompted
+    oversample: float = 3.0  # candidates tried per question wanted, at most
+    window: int = 1  # sentences either side of the answer's sentence in the passage the model reads
+    min_words: int = 4
+    max_words: int = 30
+    min_round_trip_f1: float = 0.5  # Alberti et al. 2019: keep a question only if the reader recovers its answer
+    near_duplicate: float = 0.8  # word-set Jaccard above which two questions are the same question
+    batch: int = 16
+    max_new_tokens: int = 32
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.n >= 1, "n", ">= 1"),
+            (self.per_doc >= 0, "per_doc", ">= 0"),
+            (self.oversample >= 1, "oversample", ">= 1"),
+            (self.window >= 0, "window", ">= 0"),
+            (1 <= self.min_words <= self.max_words, "min_words", f"between 1 and max_words ({self.max_words})"),
+            (0 <= self.min_round_trip_f1 <= 1, "min_round_trip_f1", "in [0, 1]"),
+            (0 < self.near_duplicate <= 1, "near_duplicate", "in (0, 1]"),
+            (self.batch >= 1, "batch", ">= 1"),
+        ]
+        for ok, name, want in checks:
+            if not ok:
+                raise ConfigError(f"{name}={getattr(self, name)!r}: must be {want}")
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One (passage, answer) the model is asked to write a question for."""
+
+    chunk: Chunk
+    passage: str
+    answer: str
+    kind: str  # the candidate's kind: date | number | entity | phrase
+
+
+@dataclass
+class SynthQuestion:
+    id: str
+    question: str
+    answer: str
+    doc_id: str
+    chunk_id: str
+    title: str
+    passage: str
+    candidate_kind: str
+    round_trip_answer: str
+    round_trip_f1: float
+    unanswerable: bool = False  # generated from a document kept out of the index
+
+    def to_record(self) -> dict:
+        """A QA JSONL line that `prepare`, `finetune` and `compare` read unchanged."""
+        return {
+            "id": self.id, "question": self.question, "answer": self.answer, "answers": [self.answer],
+            "doc_id": self.doc_id, "chunk_id": self.chunk_id, "title": self.title, "context": self.passage,
+            "synthetic": True, "unanswerable": self.unanswerable, "candidate_kind": self.candidate_kind,
+            "scores": {"round_trip_f1": round(self.round_trip_f1, 4), "round_trip_answer": self.round_trip_answer},
+        }  # fmt: skip
+
+
+@dataclass
+class SynthReport:
+    generator: str
+    documents: int = 0
+    passages: int = 0
+    attempts: int = 0  # questions the model was asked to write
+    steps: list[StepReport] = field(default_factory=list)
+    kept: int = 0
+    kept_by_kind: dict[str, int] = field(default_factory=dict)
+    documents_with_questions: int = 0
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+    samples: list[dict] = field(default_factory=list)  # a few kept questions with their passages
+
+    @property
+    def per_minute(self) -> float:
+        return 60 * self.kept / self.seconds if self.seconds else 0.0
+
+    def step(self, name: str) -> StepReport:
+        return next(s for s in self.steps if s.name == name)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "per_minute": self.per_minute,
+                "acceptance": {s.name: s.removed for s in self.steps}}  # fmt: skip
+
+    def to_markdown(self) -> str:
+        lines = [
+            "# Synthetic questions", "",
+            f"Generator: {self.generator}",
+            f"Documents: {self.documents} ({self.documents_with_questions} with a kept question); "
+            f"passages sampled: {self.passages}; questions asked of the model: {self.attempts}", "",
+            "| filter | removed | what it removes |", "| --- | ---: | --- |",
+        ]  # fmt: skip
+        lines += [f"| {s.name} | {s.removed} | {dict(FILTERS)[s.name]} |" for s in self.steps]
+        lines += ["", f"Kept: {self.kept} ({', '.join(f'{k} {v}' for k, v in sorted(self.kept_by_kind.items()))}) "
+                  f"in {self.seconds:.0f} s: {self.per_minute:.1f} accepted per minute", ""]  # fmt: skip
+        lines += [f"> {n}" for n in self.notes] + ([""] if self.notes else [])
+        for s in self.steps:
+            if s.examples:
+                lines += [f"## {s.name}: examples caught", ""] + [f"- {e}" for e in s.examples] + [""]
+        if self.samples:
+            lines += ["## Examples kept", ""]
+            lines += [
+                f"- **{x['question']}** → {x['answer']}  \n  _{x['context']}_ ({x['doc_id']})" for x in self.samples
+            ]
+        return "\n".join(lines) + "\n"
+
+
+def plan_attempts(chunks: Sequence[Chunk], cfg: SynthConfig, rng: random.Random, report: SynthReport) -> list[Attempt]:
+    """Stratified: documents take turns, each contributes before any contributes twice, and
+    none exceeds its share. Within a document, passages are visited in a seeded random order."""
+    by_doc: dict[str, list[Chunk]] = {}
+    for c in chunks:
+        by_doc.setdefault(c.doc_id, []).append(c)
+    report.documents = len(by_doc)
+    budget = math.ceil(cfg.n * cfg.oversample)
+    share = cfg.per_doc or max(1, math.ceil(cfg.n / max(len(by_doc), 1)))
+    cap = math.ceil(share * cfg.oversample)  # attempts per document: its question share, oversampled
+    queues: dict[str, list[Attempt]] = {}
+    for doc_id in sorted(by_doc):
+        doc_chunks = by_doc[doc_id][:]
+        rng.shuffle(doc_chunks)
+        queue: list[Attempt] = []
+        for chunk in doc_chunks:
+            if len(queue) >= cap:
+                break
+            report.passages += 1
+            if not looks_like_prose(chunk.text):
+                report.step("not prose").catch(f"{chunk.id}: {chunk.text[:120]!r}")
+                continue
+            sentences = split_sentences(chunk.text)
+            keywords = passage_keywords(chunk.text)
+            order = list(range(len(sentences)))
+            rng.shuffle(order)
+            for i in order:
+                cands = sentence_candidates(sentences[i], keywords=keywords)
+                if not cands:
+                    report.step("no candidate").catch(f"{chunk.id}: {sentences[i][:120]}")
+                    continue
+                cand = rng.choice(cands)
+                queue.append(Attempt(chunk, qg_passage(sentences, i, cfg.window), cand.text, cand.kind))
+                if len(queue) >= cap:
+                    break
+        queues[doc_id] = queue
+    plan: list[Attempt] = []
+    docs = sorted(queues)
+    rng.shuffle(docs)
+    while len(plan) < budget and any(queues.values()):
+        for d in docs:
+            if queues[d] and len(plan) < budget:
+                plan.append(queues[d].pop(0))
+    return plan
+
+
+def clean_question(raw: str) -> str | None:
+    """The first question in the model's output, or None if there is none."""
+    text = " ".join(raw.replace("Question:", " ").split()).strip(" \"'“”")
+    if "?" not in text:
+        return None
+    q = text[: text.index("?") + 1].strip()
+    return q if sum(ch.isalpha() for ch in q) >= 3 else None
+
+
+def _jaccard(a: set, b: set) -> float:
+    return len(a & b) / len(a | b) if a | b else 1.0
+
+
+Progress = Callable[[int, int], None]  # (kept, wanted)
+
+
+def synthesize(
+    chunks: Sequence[Chunk],
+    cfg: SynthConfig = SynthConfig(),
+    qg=None,
+    reader=None,
+    unanswerable: bool = False,
+    progress: Progress | None = None,
+) -> tuple[list[SynthQuestion], SynthReport]:
+    """Questions for passages of `chunks`, each checked by every filter; with the report that says
+    how many each filter removed and why. `qg` writes questions (default: the bundled model and
+    its question-generation adapter, or `cfg.generator`); `reader` answers them for the
+    round-trip check (default: the base generator)."""
+    t0 = time.perf_counter()
+    qg, reader, gen_name = _models(cfg, qg, reader)
+    report = SynthReport(generator=gen_name, steps=[StepReport(name) for name, _ in FILTERS])
+    rng = random.Random(cfg.seed)
+    plan = plan_attempts(chunks, cfg, rng, report)
+    if not chunks:
+        report.notes.append("no passages to ask about: the index or document set is empty")
+    elif not plan:
+        report.notes.append(
+            "no passage held an answer candidate (entities, numbers, dates, key phrases) in English prose"
+        )
+    kept: list[SynthQuestion] = []
+    kept_words: list[set] = []
+    per_doc: dict[str, int] = {}
+    share = cfg.per_doc or max(1, math.ceil(cfg.n / max(report.documents, 1)))
+    for start in range(0, len(plan), cfg.batch):
+        if len(kept) >= cfg.n:
+            break
+        batch = [a for a in plan[start : start + cfg.batch] if per_doc.get(a.chunk.doc_id, 0) < share]
+        ok = []
+        for a in batch:
+            if a.answer not in a.passage or a.answer not in a.chunk.text:
+                report.step("answer not in passage").catch(f"{a.answer!r} in {a.passage[:100]!r}")
+            else:
+                ok.append(a)
+        if not ok:
+            continue
+        report.attempts += len(ok)
+        raws = qg.generate([qg_messages(a.passage, a.answer) for a in ok], cfg.max_new_tokens)
+        survivors = []
+        for a, raw in zip(ok, raws):
+            q = clean_question(raw)
+            if q is None:
+                report.step("not a question").catch(f"{raw[:120]!r} (answer {a.answer!r})")
+            elif not cfg.min_words <= len(q.split()) <= cfg.max_words:
+                report.step("length").catch(f"{q} ({len(q.split())} words)")
+            elif normalize_answer(a.answer) and normalize_answer(a.answer) in normalize_answer(q):
+                report.step("contains the answer").catch(f"{q} (answer {a.answer!r})")
+            else:
+                survivors.append((a, q))
+        if not survivors:
+            continue
+        prompts = [
+            rag_messages(q, [Source(1, a.chunk.id, a.chunk.doc_id, a.chunk.title, a.passage, 1.0)])
+            for a, q in survivors
+        ]
+        replies = reader.generate(prompts, cfg.max_new_tokens)
+        for (a, q), reply in zip(survivors, replies):
+            reply = strip_citations(reply)
+            f1 = f1_score(reply, [a.answer])
+            if f1 < cfg.min_round_trip_f1:
+                report.step("round trip").catch(f"{q} → reader said {reply[:80]!r}, target {a.answer!r} (F1 {f1:.2f})")
+                continue
+            words = set(normalize_answer(q).split())
+            dup = next((k for k, w in zip(kept, kept_words) if _jaccard(words, w) >= cfg.near_duplicate), None)
+            if dup is not None:
+                report.step("near duplicate").catch(f"{q}  ≈  {dup.question}")
+                continue
+            if len(kept) >= cfg.n or per_doc.get(a.chunk.doc_id, 0) >= share:
+                break
+            kept.append(SynthQuestion(
+                id=f"synth-{'u' if unanswerable else 'a'}-{len(kept):05d}", question=q, answer=a.answer,
+                doc_id=a.chunk.doc_id,
+                chunk_id=a.chunk.id, title=a.chunk.title, passage=a.passage, candidate_kind=a.kind,
+                round_trip_answer=reply, round_trip_f1=f1, unanswerable=unanswerable,
+            ))  # fmt: skip
+            kept_words.append(words)
+            per_doc[a.chunk.doc_id] = per_doc.get(a.chunk.doc_id, 0) + 1
+        if progress:
+            progress(len(kept), cfg.n)
+    report.kept = len(kept)
+    report.documents_with_questions = len(per_doc)
+    for k in kept:
+        report.kept_by_kind[k.candidate_kind] = report.kept_by_kind.get(k.candidate_kind, 0) + 1
+    report.samples = [k.to_record() for k in kept[:10]]
+    report.seconds = time.perf_counter() - t0
+    if chunks and len(kept) < cfg.n:
+        worst = max(report.steps, key=lambda s: s.removed)
+        report.notes.append(
+            f"only {len(kept)} of the {cfg.n} questions asked for survived; the filter that removed most was "
+            f"'{worst.name}' ({worst.removed}): see its examples below"
+            + (
+                f"; {report.passages} passages were all the documents had"
+                if report.attempts < cfg.n * cfg.oversample
+                else ""
+            )
+        )
+    return kept, report
+
+
+def _models(cfg: SynthConfig, qg, reader):
+    from ..config import DEFAULT_GENERATOR
+    from ..registry import make_generator
+
+    if qg is None:
+        if cfg.generator:
+            qg = make_generator(cfg.generator)
+        else:
+            from .qg import bundled_adapter
+
+            qg = make_generator(DEFAULT_GENERATOR, adapter=bundled_adapter())
+    if reader is None:
+        reader = make_generator(cfg.generator or DEFAULT_GENERATOR)
+    name = getattr(qg, "name", "generator") + ("" if cfg.generator else " (bundled question-generation adapter)")
+    return qg, reader, name
+
+
+def write_questions(questions: Sequence[SynthQuestion], report: SynthReport, out: str | Path) -> tuple[Path, Path]:
+    """QA JSONL at `out`, the report beside it (`<stem>.report.md` and `.json`). Writes nothing
+    but the report when no question survived, and says so."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    md = out.with_name(out.stem + ".report.md")
+    md.write_text(report.to_markdown(), encoding="utf-8")
+    out.with_name(out.stem + ".report.json").write_text(
+        json.dumps(report.to_dict(), indent=2, default=str), encoding="utf-8"
+    )
+    if not questions:
+        raise RagtuneError(f"no synthetic question survived the filters; {md} says why")
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text("".join(json.dumps(q.to_record(), ensure_ascii=False) + "\n" for q in questions), encoding="utf-8")
+    tmp.replace(out)
+    return out, md

@@ -1,0 +1,248 @@
+"""Synthetic questions: candidates, stratified sampling, every filter counted, bad input, and the
+one-command `evaluate` on scripted models (the real adapter is exercised in test_qg.py)."""
+
+import json
+
+import pytest
+
+from ragtune import Index
+from ragtune.errors import DocumentError, RagtuneError
+from ragtune.synth import generate as gen_mod
+from ragtune.synth.candidates import looks_like_prose, sentence_candidates
+from ragtune.synth.generate import SynthConfig, clean_question, synthesize, write_questions
+from ragtune.testing import ScriptedGenerator, make_chunks
+
+
+def test_candidates_are_exact_spans_of_useful_kinds():
+    s = "The Eiffel Tower was completed on 31 March 1889 and is 330 metres tall, designed by Gustave Eiffel."
+    cands = sentence_candidates(s, max_candidates=6, keywords=["Eiffel Tower", "the tall", "designed by"])
+    kinds = {c.text: c.kind for c in cands}
+    assert kinds.get("31 March 1889") == "date" and kinds.get("330 metres") == "number"
+    assert kinds.get("Gustave Eiffel") == "entity"
+    assert all(c.text in s and s[c.start : c.start + len(c.text)] == c.text for c in cands)
+    assert "the tall" not in kinds and "designed by" not in kinds  # phrases may not start or end with a stop word
+    assert sentence_candidates("it was so.") == []
+
+
+def test_prose_check_rejects_tables_binary_and_non_english():
+    assert looks_like_prose("Rome is the capital of Italy and has many old churches.")
+    assert not looks_like_prose("12 34 56 78 90 11 12 13 14 15 16")
+    assert not looks_like_prose("Москва — столица России, крупнейший город страны и её политический центр.")
+    assert not looks_like_prose("\x00\x01 ÿþ \x02 ### ### ### %%% ###")
+
+
+def test_clean_question():
+    assert clean_question("Question: When was it built? It was 1889.") == "When was it built?"
+    assert clean_question("The answer is 1889") is None
+    assert clean_question("??") is None
+
+
+# -- scripted models: the prompt carries the answer as JSON, a shared table says what the reader answers --
+
+
+class Scripted:
+    """QG writes `script[answer]` (default: a fresh question per answer); the reader answers
+    `replies[question]`, else the answer the question was written for."""
+
+    def __init__(self, script=None, replies=None, default=None):
+        self.script, self.replies, self.asked, self.answer_of = script or {}, replies or {}, [], {}
+        self.default = default
+        self.qg = ScriptedGenerator(self._question, name="scripted-qg")
+        self.reader = ScriptedGenerator(self._answer, name="scripted-reader")
+
+    def _question(self, messages):
+        item = json.loads(messages[-1]["content"])
+        self.asked.append(item)
+        q = self.script.get(item["answer"], self.default or f"Which item does note {len(self.asked)} describe?")
+        self.answer_of.setdefault(q, item["answer"])
+        return q
+
+    def _answer(self, messages):
+        q = messages[-1]["content"].rsplit("Question:", 1)[1].strip()
+        if q in self.replies:
+            return self.replies[q]
+        return f"{self.answer_of[q]} [1]" if q in self.answer_of else "I don't know based on the sources."
+
+
+@pytest.fixture(autouse=True)
+def json_prompts(monkeypatch):
+    monkeypatch.setattr(
+        gen_mod,
+        "qg_messages",
+        lambda passage, answer: [{"role": "user", "content": json.dumps({"passage": passage, "answer": answer})}],
+    )
+
+
+DOCS = {
+    f"doc{i}": [
+        f"The town of Alder{i} was founded in {1800 + i} by Marta Kell{i}. It lies on the river Sen{i} near Portham."
+    ]
+    for i in range(5)
+}
+
+
+def chunks_of(docs):
+    return [c for d, texts in docs.items() for c in make_chunks(d, texts)]
+
+
+def test_every_document_contributes_and_none_dominates():
+    m = Scripted()
+    qs, report = synthesize(chunks_of(DOCS), SynthConfig(n=5, seed=1), qg=m.qg, reader=m.reader)
+    assert len(qs) == 5 and sorted(q.doc_id for q in qs) == sorted(DOCS)
+    assert report.kept == 5 and report.documents == 5 and report.documents_with_questions == 5
+    rec = qs[0].to_record()
+    assert rec["synthetic"] is True and rec["answer"] in rec["context"] and rec["chunk_id"].startswith(rec["doc_id"])
+    assert rec["scores"]["round_trip_f1"] >= 0.5
+
+
+def test_each_filter_is_counted_with_examples(monkeypatch):
+    monkeypatch.setattr(gen_mod, "passage_keywords", lambda text: [])  # one candidate per document: its year
+    docs = {f"f{i}": [f"It was first founded in the year {1800 + i}."] for i in range(5)}
+    m = Scripted()
+    m.script = {
+        "1800": "blah blah",  # not a question
+        "1801": "Why?",  # too short
+        "1802": "Was it founded in the year 1802?",  # gives the answer away
+        "1803": "When was the third town founded?",  # the reader gets it wrong (below)
+    }
+    m.replies = {"When was the third town founded?": "in the spring"}
+    qs, report = synthesize(chunks_of(docs), SynthConfig(n=20, seed=0), qg=m.qg, reader=m.reader)
+    removed = {s.name: s.removed for s in report.steps}
+    assert {x["answer"] for x in m.asked} == {"1800", "1801", "1802", "1803", "1804"}
+    for step in ("not a question", "length", "contains the answer", "round trip"):
+        assert removed[step] == 1, (step, removed)
+        assert report.step(step).examples
+    assert [q.answer for q in qs] == ["1804"]
+    assert any("only 1 of the 20" in n for n in report.notes)
+    assert all("?" in q.question and q.answer not in q.question for q in qs)
+    md = report.to_markdown()
+    assert "| round trip |" in md and "accepted per minute" in md
+
+
+def test_near_duplicates_are_dropped():
+    m = Scripted(default="Which town lies on the river near Portham?")
+    m.replies = {"Which town lies on the river near Portham?": ""}
+    qs, report = synthesize(chunks_of(DOCS), SynthConfig(n=5, seed=0, min_round_trip_f1=0.0), qg=m.qg, reader=m.reader)
+    assert len(qs) == 1 and report.step("near duplicate").removed >= 1
+
+
+def test_empty_and_junk_input_give_a_report_not_a_crash(tmp_path):
+    m = Scripted()
+    qs, report = synthesize([], SynthConfig(n=5), qg=m.qg, reader=m.reader)
+    assert qs == [] and any("empty" in n for n in report.notes)
+    junk = make_chunks(
+        "junk", ["0101 0110 1110 9999 1234 5678 0000 1111", "Это просто текст на другом языке без ответа."]
+    )
+    qs, report = synthesize(junk, SynthConfig(n=5), qg=m.qg, reader=m.reader)
+    assert qs == [] and report.step("not prose").removed == 2 and report.notes
+    with pytest.raises(RagtuneError, match="no synthetic question survived"):
+        write_questions(qs, report, tmp_path / "qa.jsonl")
+    assert not (tmp_path / "qa.jsonl").exists() and "not prose" in (tmp_path / "qa.report.md").read_text()
+
+
+def test_output_is_read_by_prepare_and_compare(tmp_path):
+    from ragtune.evaluation.compare import load_questions
+    from ragtune.finetune.data import PrepareConfig, prepare
+
+    m = Scripted()
+    qs, report = synthesize(chunks_of(DOCS), SynthConfig(n=5), qg=m.qg, reader=m.reader)
+    out, md = write_questions(qs, report, tmp_path / "qa.jsonl")
+    assert json.loads((tmp_path / "qa.report.json").read_text())["kept"] == 5
+    loaded = load_questions(str(out), 100)
+    assert [e.question for e in loaded] == [q.question for q in qs] and all(e.doc_ids for e in loaded)
+    rep = prepare([out], tmp_path / "prep", PrepareConfig(ratios=(0.6, 0.2, 0.2), seed=0))
+    assert rep.kept == 5
+
+
+def test_evaluate_on_a_folder_with_scripted_models(tmp_path, monkeypatch):
+    from ragtune.evaluation.evaluate import EvaluateConfig, run_evaluate
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for i in range(8):
+        (folder / f"town{i}.txt").write_text(
+            f"The town of Alder{i} was founded in {1800 + i} by Marta Kell{i}. "
+            f"It lies on the river Sen{i} near Portham. "
+            f"Its mayor is Jon Hale{i}, elected in {1990 + i}. The museum of Alder{i} opened in {1950 + i}."
+        )
+    m = Scripted()
+
+    def rag_answer(messages):
+        user = messages[-1]["content"]
+        return user.split(">", 1)[1].split(".")[0] + " [1]" if "<source" in user else "Madrid"
+
+    gens = {"qg": m.qg, "base": m.reader, "rag": ScriptedGenerator(rag_answer)}
+    cfg = EvaluateConfig(budget_min=3, strategies=("base", "rag"), embedder="hashing-64")
+    said = []
+    res = run_evaluate([folder], tmp_path / "out", cfg, say=said.append, generators=gens)
+    out = tmp_path / "out"
+    assert (out / "report.html").is_file() and (out / "plan.json").is_file()
+    assert any(s.startswith("plan:") for s in said)
+    assert res.questions["source"] == "synthetic" and res.questions["synthetic"]["kept"] >= 10
+    assert set(res.aggregates) == {"base", "rag"} and res.aggregates["base"]["n_answerable"] > 0
+    test_ids = {json.loads(l)["id"] for l in (out / "data" / "test.jsonl").read_text().splitlines()}
+    train_ids = {json.loads(l)["id"] for l in (out / "data" / "train.jsonl").read_text().splitlines()}
+    assert test_ids and not test_ids & train_ids  # test questions are never trained on
+    held = res.questions["held_out_documents"]
+    assert held and not set(held) & {d.id for d in Index.open(out / "index").documents()}
+    html = (out / "report.html").read_text()
+    assert "The questions" in html and "synthetic" in html
+    # A second run reuses the questions.
+    said.clear()
+    run_evaluate([folder], tmp_path / "out", cfg, say=said.append, generators=gens)
+    assert any("reusing the synthetic questions" in s for s in said)
+
+
+def test_evaluate_stops_with_the_loaders_reasons(tmp_path):
+    from ragtune.evaluation.evaluate import run_evaluate
+
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    (folder / "a.txt").write_bytes(b"\x00\x01\x02" * 50)
+    (folder / "b.txt").write_text("")
+    with pytest.raises(DocumentError, match="nothing to evaluate.*a.txt"):
+        run_evaluate([folder], tmp_path / "out", say=lambda m: None)
+
+
+def test_question_sheet_is_blind_and_reads_back(tmp_path):
+    from ragtune.errors import InputError
+    from ragtune.evaluation.ratings import QUESTION_COLUMNS, read_question_ratings, write_question_sheet
+
+    syn, real = tmp_path / "syn.jsonl", tmp_path / "real.jsonl"
+    syn.write_text(
+        "".join(
+            json.dumps({"id": f"s{i}", "question": f"Which harbour is number {i}?", "answer": "x", "context": "p"})
+            + "\n"
+            for i in range(6)
+        )
+    )
+    real.write_text(
+        "".join(
+            json.dumps({"id": f"r{i}", "question": f"Which gate is number {i}?", "answers": ["y"]}) + "\n"
+            for i in range(9)
+        )
+    )
+    sheet, key = write_question_sheet(syn, tmp_path / "sheet.csv", real=real, n=4)
+    import csv
+
+    rows = list(csv.DictReader(sheet.open()))
+    assert len(rows) == 8 and list(rows[0]) == QUESTION_COLUMNS  # nothing on the sheet says which is which
+    assert not {"synthetic", "real"} & set(sheet.read_text().lower().replace(",", " ").split())
+    sources = json.loads(key.read_text())
+    assert sorted(v["source"] for v in sources.values()) == ["real"] * 4 + ["synthetic"] * 4
+    for r in rows:
+        r["good question (1-5)"] = "4" if sources[r["item"]]["source"] == "synthetic" else "5"
+        r["answer right (y/n)"] = "y"
+    with sheet.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    got = read_question_ratings(sheet)
+    assert got["synthetic"]["mean"] == 4 and got["real"]["mean"] == 5 and got["real"]["answer_right"] == 1.0
+    rows[0]["good question (1-5)"] = "9"
+    with sheet.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    with pytest.raises(InputError, match="outside 1-5"):
+        read_question_ratings(sheet)
