@@ -12,7 +12,8 @@ _DATE = re.compile(
 )
 _NUMBER = re.compile(
     r"(?<![\w.])(?:[$£€]\s?)?\d[\d,]*(?:\.\d+)?"
-    r"(?:\s?(?:%|percent|per cent|million|billion|thousand|hundred|km|kilometres?|kilometers?|miles?|metres?|meters?|feet|kg|tonnes?|tons?|years?|days?|hours?|minutes?|people|species))?(?![\w])"
+    r"(?:\s?(?:%|percent|per cent|million|billion|thousand|hundred|km|kilometres?|kilometers?|miles?|metres?|"
+    r"meters?|feet|kg|tonnes?|tons?|years?|days?|hours?|minutes?|people|species))?(?![\w])"
 )
 # A capitalised word, optionally followed by more capitalised words joined by connectors ("of", "de", "the", "and").
 _ENTITY = re.compile(

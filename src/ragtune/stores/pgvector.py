@@ -1,0 +1,285 @@
+"""PostgreSQL + pgvector: for teams whose data already lives in Postgres.
+
+    pg:DIR                        an embedded server (PyPI pgserver) whose data lives in DIR
+    postgresql://user@host/db     your own server (the `vector` extension must be available)
+
+`?index=NAME` (default `ragtune`) keeps several indexes in one database: tables NAME_chunks and
+NAME_manifest. Every write is one transaction, so a reader, or a run that dies part-way, sees
+each document wholly old or wholly new. Text search is PostgreSQL's own full text
+(`to_tsvector('english')`, GIN index) ranked by `ts_rank_cd` over an OR of the question's lexemes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import numpy as np
+
+from ..documents import Chunk, Hit
+from ..errors import ConfigError, IndexNotFoundError
+from .base import DocumentInfo, IndexManifest, meta_filters
+
+NAME = re.compile(r"[a-z_][a-z0-9_]{0,40}")
+COLS = "chunk_id, doc_id, position, text, title, source, content_hash, meta"
+_SERVERS: dict[str, object] = {}  # pgdata dir -> pgserver handle, kept for the life of the process
+_LOCK = threading.Lock()
+
+
+def _need(module: str):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ConfigError(f"PostgreSQL indexes need {module!r}: pip install 'ragtune[pg]' ({exc})") from exc
+
+
+def mask(url: str) -> str:
+    """The URL with any password replaced by ***."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+def parse(url: str) -> tuple[str, str]:
+    """(libpq connection string, index name) for `pg:DIR[?index=NAME]` or `postgresql://...[?index=NAME]`."""
+    name = "ragtune"
+    if url.startswith("pg:"):
+        rest = url[3:]
+        path, _, query = rest.partition("?")
+        params = dict(parse_qsl(query))
+        name = params.pop("index", name)
+        if params:
+            raise ConfigError(f"{url!r}: pg:DIR takes only ?index=NAME, not {sorted(params)}")
+        if not path:
+            raise ConfigError(f"{url!r}: pg: needs a data directory, e.g. pg:./pgdata")
+        conninfo = _embedded(Path(path).expanduser().resolve())
+    else:
+        parts = urlsplit(url)
+        params = parse_qsl(parts.query)
+        name = dict(params).get("index", name)
+        conninfo = urlunsplit(parts._replace(query=urlencode([(k, v) for k, v in params if k != "index"])))
+    if not NAME.fullmatch(name):
+        raise ConfigError(
+            f"index={name!r} in {mask(url)!r}: must be a lower-case identifier ([a-z_][a-z0-9_]*, at most 41)"
+        )
+    return conninfo, name
+
+
+def _embedded(pgdata: Path) -> str:
+    """Start (or reuse, across processes) the embedded server. cleanup_mode="stop": pgserver stops it
+    when the last process using it exits, so no server outlives the ragtune commands that need it."""
+    pgserver = _need("pgserver")
+    with _LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset; nothing to act on
+        if str(pgdata) not in _SERVERS:
+            pgdata.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                _SERVERS[str(pgdata)] = pgserver.get_server(pgdata, cleanup_mode="stop")
+            except Exception as exc:  # pgserver raises plain exceptions with initdb/pg_ctl output
+                raise IndexNotFoundError(f"could not start the embedded PostgreSQL in {str(pgdata)!r}: {exc}") from exc
+        return _SERVERS[str(pgdata)].get_uri()
+
+
+def _connect(url: str):
+    psycopg = _need("psycopg")
+    conninfo, name = parse(url)
+    try:
+        conn = psycopg.connect(conninfo, autocommit=True, connect_timeout=10)
+    except psycopg.Error as exc:
+        raise IndexNotFoundError(f"cannot connect to PostgreSQL at {mask(url)!r}: {str(exc).strip()}") from exc
+    return conn, name
+
+
+def _vec(v: np.ndarray) -> str:
+    return "[" + ",".join(repr(float(x)) for x in v) + "]"
+
+
+class PgBackend:
+    name = "pgvector"
+
+    def exists(self, url: str) -> bool:
+        conn, name = _connect(url)
+        with conn:
+            return conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{name}_manifest",)).fetchone()[0]
+
+    def open(self, url: str) -> PgStore:
+        conn, name = _connect(url)
+        row = None
+        if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{name}_manifest",)).fetchone()[0]:
+            row = conn.execute(f"SELECT data FROM {name}_manifest WHERE id = 1").fetchone()
+        if row is None:
+            conn.close()
+            raise IndexNotFoundError(
+                f"no ragtune index at {mask(url)!r} (run `ragtune ingest ... --index {mask(url)}` first)"
+            )
+        return PgStore(url, name, conn, IndexManifest(**row[0]))
+
+    def create(self, url: str, manifest: IndexManifest) -> PgStore:
+        conn, name = _connect(url)
+        if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{name}_chunks",)).fetchone()[0]:
+            conn.close()
+            raise IndexNotFoundError(
+                f"{mask(url)!r} already has a table {name}_chunks that is not a ragtune index; refusing"
+            )
+        with conn.transaction():
+            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+            conn.execute(
+                f"""CREATE TABLE {name}_chunks (
+                    chunk_id text PRIMARY KEY, doc_id text NOT NULL, position int NOT NULL, text text NOT NULL,
+                    title text NOT NULL DEFAULT '', source text NOT NULL DEFAULT '', content_hash text NOT NULL,
+                    meta jsonb NOT NULL DEFAULT '{{}}', embedding vector({int(manifest.dim)}) NOT NULL,
+                    tsv tsvector GENERATED ALWAYS AS (to_tsvector('english', text)) STORED)"""
+            )
+            conn.execute(f'CREATE INDEX {name}_chunks_doc ON {name}_chunks (doc_id COLLATE "C", position)')
+            conn.execute(f"CREATE INDEX {name}_chunks_tsv ON {name}_chunks USING gin (tsv)")
+            conn.execute(
+                f"CREATE TABLE {name}_manifest (id int PRIMARY KEY, data jsonb NOT NULL, version bigint NOT NULL)"
+            )
+            conn.execute(f"INSERT INTO {name}_manifest VALUES (1, %s, 0)", (json.dumps(asdict(manifest)),))
+        return PgStore(url, name, conn, manifest)
+
+
+BACKEND = PgBackend()
+
+
+class PgStore:
+    """One index in PostgreSQL. Open and create through `ragtune.stores.open_store` / `Index`."""
+
+    backend = "pgvector"
+
+    def __init__(self, url: str, name: str, conn, manifest: IndexManifest):
+        self.url, self.name, self.manifest = url, name, manifest
+        self._conn = conn
+        self._lock = threading.Lock()  # one connection, shared by the server's threads
+        self.chunks_table, self.manifest_table = f"{name}_chunks", f"{name}_manifest"
+
+    def _q(self, sql: str, params=()) -> list[tuple]:
+        with self._lock:
+            cur = self._conn.execute(sql, params)
+            return cur.fetchall() if cur.description else []
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def save_manifest(self, manifest: IndexManifest) -> None:
+        self._q(f"UPDATE {self.manifest_table} SET data = %s WHERE id = 1", (json.dumps(asdict(manifest)),))
+        self.manifest = manifest
+
+    # -- writing ----------------------------------------------------------------------------
+    def upsert(self, doc_ids: Sequence[str], chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
+        """Replace every chunk of `doc_ids` with `chunks` in one transaction."""
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if chunks and vectors.shape != (len(chunks), self.manifest.dim):
+            raise ValueError(f"{len(chunks)} chunks of dim {self.manifest.dim} but vectors of shape {vectors.shape}")
+        if not doc_ids:
+            return
+        with self._lock, self._conn.transaction():
+            self._conn.execute(f"DELETE FROM {self.chunks_table} WHERE doc_id = ANY(%s)", (list(doc_ids),))
+            with self._conn.cursor().copy(f"COPY {self.chunks_table} ({COLS}, embedding) FROM STDIN") as copy:
+                for c, v in zip(chunks, vectors):
+                    meta = json.dumps(c.meta, ensure_ascii=False, sort_keys=True)
+                    copy.write_row(
+                        (c.id, c.doc_id, c.position, c.text, c.title, c.source, c.content_hash, meta, _vec(v))
+                    )
+            self._conn.execute(f"UPDATE {self.manifest_table} SET version = version + 1 WHERE id = 1")
+
+    def delete(self, doc_ids: Sequence[str]) -> int:
+        if not doc_ids:
+            return 0
+        with self._lock, self._conn.transaction():
+            n = self._conn.execute(f"DELETE FROM {self.chunks_table} WHERE doc_id = ANY(%s)", (list(doc_ids),)).rowcount
+            self._conn.execute(f"UPDATE {self.manifest_table} SET version = version + 1 WHERE id = 1")
+        return n
+
+    def refresh_text_index(self) -> None:
+        """The GIN index is always current; refresh the planner's statistics after big writes."""
+        self._q(f"ANALYZE {self.chunks_table}")
+
+    # -- reading ----------------------------------------------------------------------------
+    @staticmethod
+    def _chunk(r: tuple) -> Chunk:
+        return Chunk(id=r[0], doc_id=r[1], position=int(r[2]), text=r[3], title=r[4], source=r[5], content_hash=r[6],
+                     meta=r[7] if isinstance(r[7], dict) else json.loads(r[7] or "{}"))  # fmt: skip
+
+    def _where(self, filters: dict | None) -> tuple[str, list]:
+        cols, meta = meta_filters(filters)
+        sql = [f"{k} = %s" for k in cols] + ["meta->>%s = %s" for _ in meta]
+        params = list(cols.values()) + [x for kv in meta.items() for x in kv]
+        return (" AND ".join(sql) or "TRUE"), params
+
+    def search_dense(self, vector: np.ndarray, k: int, filters: dict | None = None) -> list[Hit]:
+        where, params = self._where(filters)
+        v = _vec(np.asarray(vector, dtype=np.float32))
+        rows = self._q(
+            f"SELECT {COLS}, 1 - (embedding <=> %s::vector) FROM {self.chunks_table} WHERE {where} "
+            f"ORDER BY embedding <=> %s::vector, chunk_id LIMIT %s",
+            [v, *params, v, k],
+        )
+        return [Hit(self._chunk(r), float(r[8]), i + 1, "dense") for i, r in enumerate(rows)]
+
+    def search_text(self, query: str, k: int, filters: dict | None = None) -> list[Hit]:
+        if not query.strip():
+            return []
+        where, params = self._where(filters)
+        # plainto_tsquery ANDs every word (few chunks hold all of a question's words): OR them instead.
+        rows = self._q(
+            f"WITH q AS (SELECT to_tsquery('english', replace(plainto_tsquery('english', %s)::text, '&', '|')) AS q) "
+            f"SELECT {COLS}, ts_rank_cd(tsv, q.q) AS score FROM {self.chunks_table}, q "
+            f"WHERE tsv @@ q.q AND {where} ORDER BY score DESC, chunk_id LIMIT %s",
+            [query, *params, k],
+        )
+        return [Hit(self._chunk(r), float(r[8]), i + 1, "text") for i, r in enumerate(rows)]
+
+    def document_hashes(self) -> dict[str, str]:
+        return dict(self._q(f"SELECT DISTINCT ON (doc_id) doc_id, content_hash FROM {self.chunks_table}"))
+
+    def documents(self) -> list[DocumentInfo]:
+        rows = self._q(
+            f"SELECT doc_id, min(title), min(source), count(*), min(content_hash) FROM {self.chunks_table} "
+            f'GROUP BY doc_id ORDER BY doc_id COLLATE "C"'
+        )
+        return [DocumentInfo(d, t, s, int(n), h) for d, t, s, n, h in rows]
+
+    def iter_chunks(
+        self, batch_size: int = 512, vectors: bool = False
+    ) -> Iterator[tuple[list[Chunk], np.ndarray | None]]:
+        last = ("", -1)
+        extra = ", embedding::real[]" if vectors else ""
+        while True:
+            rows = self._q(
+                f'SELECT {COLS}{extra} FROM {self.chunks_table} WHERE (doc_id COLLATE "C", position) > (%s, %s) '
+                f'ORDER BY doc_id COLLATE "C", position LIMIT %s',
+                [last[0], last[1], batch_size],
+            )
+            if not rows:
+                return
+            chunks = [self._chunk(r) for r in rows]
+            vecs = np.asarray([r[8] for r in rows], dtype=np.float32) if vectors else None
+            yield chunks, vecs
+            last = (chunks[-1].doc_id, chunks[-1].position)
+
+    def get_chunks(self, chunk_ids: Sequence[str]) -> list[Chunk]:
+        if not chunk_ids:
+            return []
+        rows = self._q(f"SELECT {COLS} FROM {self.chunks_table} WHERE chunk_id = ANY(%s)", (list(chunk_ids),))
+        by_id = {r[0]: self._chunk(r) for r in rows}
+        return [by_id[i] for i in chunk_ids if i in by_id]
+
+    def count_chunks(self) -> int:
+        return int(self._q(f"SELECT count(*) FROM {self.chunks_table}")[0][0])
+
+    def version(self) -> int:
+        return int(self._q(f"SELECT version FROM {self.manifest_table} WHERE id = 1")[0][0])
+
+    def disk_bytes(self) -> int:
+        rows = self._q(
+            "SELECT pg_total_relation_size(%s) + pg_total_relation_size(%s)", (self.chunks_table, self.manifest_table)
+        )
+        return int(rows[0][0])
