@@ -67,7 +67,9 @@ def test_a_failing_write_rolls_back_the_whole_batch(pgdata):
     version = store.version()
     # PostgreSQL refuses NUL in text: the failure comes mid-COPY, after the DELETE ran.
     new = make_chunks("doc", ["New text.", "Broken \x00 text."], version="2")
-    with pytest.raises(Exception):
+    import psycopg
+
+    with pytest.raises(psycopg.Error):
         store.upsert(["doc"], new, emb.embed([c.text for c in new]))
     assert [c.text for c in store.get_chunks(["doc#0", "doc#1"])] == ["Old text about lakes.", "More old text."]
     assert store.version() == version
