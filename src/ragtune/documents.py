@@ -235,6 +235,19 @@ LOADERS: dict[str, Callable[[Path, str], list[Document]]] = {
 }
 
 
+def _office(name: str) -> Callable[[Path, str], list[Document]]:
+    def load(path: Path, doc_id: str) -> list[Document]:
+        from . import office  # markitdown loads only when an office file is met
+
+        return getattr(office, name)(path, doc_id)
+
+    return load
+
+
+LOADERS.update({ext: _office("load_office") for ext in (".docx", ".pptx", ".xlsx", ".csv")})
+LOADERS[".eml"] = _office("load_email")
+
+
 def iter_files(paths: list[str | Path]) -> Iterator[tuple[Path, str]]:
     """Files under the given paths, each with its document id (path relative to the argument's parent)."""
     for raw in paths:
