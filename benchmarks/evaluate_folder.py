@@ -1,0 +1,118 @@
+"""`ragtune evaluate --quick` on a folder of ~100 documents, then the decision-agreement and
+training-value checks against the real questions of the same documents.
+
+The folder: SQuAD v1.1 dev paragraphs of the articles kept out of the question-generation
+adapter's training (EVAL_ARTICLES), one .txt file each. Measured:
+- wall time of `evaluate --quick` with the time of each phase (target <= 15 minutes here);
+- decision agreement: the same four strategies (same adapters) compared on the synthetic test
+  questions and on the real questions of the indexed documents: per-strategy F1 on both, the
+  ranking by F1, and the recommendation — they must agree;
+  (the paired bootstrap tests of the real-question run say which differences are real).
+
+    python benchmarks/evaluate_folder.py [--docs 100] [--out /tmp/ragtune-bench/evaluate] [--fresh]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import shutil
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import squad_dev  # noqa: E402
+
+
+def pick(res) -> str:
+    from ragtune.evaluation.report import recommendation
+
+    last = recommendation(res)[-1]
+    m = re.search(r"Recommendation for this data: (.+?)</b>", last)
+    return m.group(1) if m else "?"
+
+
+def f1s(res) -> dict[str, float]:
+    return {n: round(a["f1"]["mean"], 2) for n, a in res.aggregates.items()}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--docs", type=int, default=100)
+    ap.add_argument("--budget-min", type=float, default=15.0)
+    ap.add_argument("--out", default="/tmp/ragtune-bench/evaluate")
+    ap.add_argument("--fresh", action="store_true", help="delete the output folder first (no reuse)")
+    ap.add_argument("--real-test", type=int, default=80, help="real questions in the agreement test")
+    args = ap.parse_args()
+
+    from ragtune.evaluation.compare import ExperimentConfig, run_experiment
+    from ragtune.evaluation.evaluate import EvaluateConfig, run_evaluate
+    from ragtune.evaluation.strategies import Strategy
+    from ragtune.synth.qg import EVAL_ARTICLES
+
+    out = Path(args.out)
+    if args.fresh:
+        shutil.rmtree(out, ignore_errors=True)
+    docs, examples = squad_dev()
+    titles = {t.replace("_", " ") for t in EVAL_ARTICLES}
+    chosen = [d for d in docs if d.title in titles]
+    random.Random(0).shuffle(chosen)
+    chosen = chosen[: args.docs]
+    folder = out / "docs"
+    folder.mkdir(parents=True, exist_ok=True)
+    for d in chosen:
+        (folder / f"{d.id.replace('/', '__')}.txt").write_text(d.text)
+    said = []
+
+    def say(m: str) -> None:
+        said.append(m)
+        print(m, flush=True)
+
+    t0 = time.perf_counter()
+    res = run_evaluate([folder], out / "run", EvaluateConfig(budget_min=args.budget_min), say=say)
+    wall = time.perf_counter() - t0
+    print(f"\nevaluate --quick on {len(chosen)} documents: {wall / 60:.1f} min (target <= 15)")
+    for k, v in res.phases.items():
+        print(f"  {k:<22} {v:7.1f} s")
+
+    # Decision agreement: the same strategies and adapters on the real questions of the indexed documents.
+    from ragtune import Index
+
+    indexed = {d.id for d in Index.open(out / "run" / "index").documents()}
+    by_file = {f"docs/{d.id.replace('/', '__')}.txt": d.id for d in chosen}
+    real = [e for e in examples if any(by_file.get(i) == e.doc_ids[0] for i in indexed)]
+    random.Random(1).shuffle(real)
+    inv = {v: k for k, v in by_file.items()}
+    real_path = out / "real-questions.jsonl"
+    real_path.write_text("".join(json.dumps({"id": e.id, "question": e.question, "answers": list(e.answers),
+                                             "doc_id": inv[e.doc_ids[0]]}) + "\n" for e in real))  # fmt: skip
+    changes = {"questions": str(real_path), "max_questions": args.real_test, "fresh_edits": 0}
+    exp = ExperimentConfig(**{**res.config, "strategies": tuple(Strategy(**s) for s in res.strategies), **changes})
+    exp = replace(exp, prices=type(exp.prices)(**res.config["prices"]))
+    real_res = run_experiment(exp, out / "real")
+    syn_f1, real_f1 = f1s(res), f1s(real_res)
+    rank = lambda d: sorted(d, key=lambda n: -d[n])  # noqa: E731
+    print("\n| strategy | F1 synthetic test | F1 real questions |\n|---|---:|---:|")
+    for n in syn_f1:
+        print(f"| {n} | {syn_f1[n]:.1f} | {real_f1[n]:.1f} |")
+    print(f"ranking by F1: synthetic {rank(syn_f1)}; real {rank(real_f1)}; agree: {rank(syn_f1) == rank(real_f1)}")
+    print(f"recommendation: synthetic {pick(res)!r}; real {pick(real_res)!r}; agree: {pick(res) == pick(real_res)}")
+    figures = {"docs": len(chosen), "wall_s": wall, "phases": res.phases, "f1_synthetic": syn_f1, "f1_real": real_f1,
+               "rank_agree": rank(syn_f1) == rank(real_f1), "recommendation": [pick(res), pick(real_res)],
+               "questions": res.questions.get("synthetic", {}).get("kept")}  # fmt: skip
+    for p in real_res.paired:
+        if p["metric"] == "f1":
+            print(
+                f"  real questions, F1 {p['a']} - {p['b']}: {p['diff']:+.1f} "
+                f"[{p['low']:+.1f}, {p['high']:+.1f}], p={p['p_value']:.3f}"
+            )
+    (out / "figures.json").write_text(json.dumps(figures, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
