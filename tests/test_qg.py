@@ -30,10 +30,10 @@ def test_passage_window():
 def test_squad_builder_leaves_out_held_out_articles(tmp_path):
     def article(title, q):
         ctx = "Filler sentence one here. The river is 1,230 km long. Another sentence follows it."
-        return {"title": title, "paragraphs": [{"context": ctx, "qas": [
-            {"id": f"{title}-1", "question": q, "answers": [{"text": "1,230 km", "answer_start": 43}]},
-            {"id": f"{title}-2", "question": "Is it 1,230 km long?", "answers": [{"text": "1,230 km", "answer_start": 43}]},
-        ]}]}  # fmt: skip
+        ans = [{"text": "1,230 km", "answer_start": 43}]
+        qas = [{"id": f"{title}-1", "question": q, "answers": ans},
+               {"id": f"{title}-2", "question": "Is it 1,230 km long?", "answers": ans}]  # fmt: skip
+        return {"title": title, "paragraphs": [{"context": ctx, "qas": qas}]}
 
     data = {"data": [article("Rhine", "How long is the river?"), article("Danube", "How long is it?")]}
     (tmp_path / "squad.json").write_text(json.dumps(data))
@@ -63,8 +63,10 @@ def test_qg_mode_runs_through_the_trainer(tmp_path):
     from ragtune.finetune.train import train
 
     tiny = build_tiny_llama(tmp_path / "tiny")
-    rows = [{"id": f"q{i}", "question": f"w{i} w{i + 1} capital", "answer": "paris", "context": f"paris w{i} the capital"}
-            for i in range(24)]  # fmt: skip
+    rows = [
+        {"id": f"q{i}", "question": f"w{i} w{i + 1} capital", "answer": "paris", "context": f"paris w{i} the capital"}
+        for i in range(24)
+    ]
     (tmp_path / "qg.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     prepare([tmp_path / "qg.jsonl"], tmp_path / "prep", PrepareConfig(ratios=(0.8, 0.2, 0.0)))
     cfg = FinetuneConfig(base_model=str(tiny), mode="qg", lora_r=4, lora_alpha=8, batch_size=4, lr=1e-2, warmup_steps=0,
