@@ -119,3 +119,34 @@ def test_copy_between_backends_keeps_chunks_and_vectors(pgdata, tmp_path, corpus
     assert np.allclose(a, b)
     with pytest.raises(Exception, match="already exists"):
         src.copy_to(tmp_path / "lance-copy")
+
+
+def test_compare_runs_on_pg_with_freshness_on_a_copy(pgdata, corpus_dir, tmp_path):
+    from ragtune.evaluation.compare import ExperimentConfig, run_experiment
+    from ragtune.evaluation.strategies import Strategy
+
+    url = f"pg:{pgdata}?index=compare"
+    Index.create(url, embedder=HashingEmbedder(dim=64)).ingest([corpus_dir])
+    qs = [
+        {"id": "q1", "question": "When was the Eiffel Tower built?", "answers": ["1889"], "doc_id": "corpus/paris.txt"}
+    ]
+    (tmp_path / "q.jsonl").write_text("\n".join(json.dumps(q) for q in qs))
+
+    def reader(messages):
+        user = messages[-1]["content"]
+        return (
+            ("1889 [1]" if "1889" in user else "1890 [1]" if "1890" in user else "I don't know")
+            if "<source" in user
+            else "1800"
+        )
+
+    cfg = ExperimentConfig(index=url, questions=str(tmp_path / "q.jsonl"), documents=str(corpus_dir), fresh_edits=1,
+                           strategies=(Strategy("base", False), Strategy("rag", True)), bootstrap=50)  # fmt: skip
+    gen = ScriptedGenerator(reader)
+    res = run_experiment(cfg, tmp_path / "out", generators={"base": gen, "rag": gen})
+    assert res.aggregates["rag"]["f1"]["mean"] == 100.0 and res.aggregates["base"]["f1"]["mean"] == 0.0
+    edits = res.freshness["edits"]
+    assert len(edits) == 1 and edits[0]["old"] == "1889"
+    assert Index.open(tmp_path / "out" / "fresh-index").store.backend == "lancedb"  # the edits went to a copy
+    assert "1889" in Index.open(url).get_chunks(["corpus/paris.txt#0", "corpus/paris.txt#1"])[-1].text  # pg untouched
+    assert res.costs["rag"]["index_bytes"] > 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from ..errors import RagtuneError
+from ..errors import ConfigError
 from .run import RunFolder
 
 
@@ -19,7 +19,7 @@ def export_merged(adapter_dir: str | Path, out_dir: str | Path) -> Path:
     src = run.weights
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
-        raise RagtuneError(f"{str(out)!r} exists and is not empty; choose a new --out")
+        raise ConfigError(f"{str(out)!r} exists and is not empty; choose a new --out")
     if (src / "config.json").exists():  # top-layers / full: already a whole model
         shutil.copytree(src, out, dirs_exist_ok=True)
         return out

@@ -257,7 +257,7 @@ def train(
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, weights_only=False)
         if ckpt["fingerprint"] != cfg.fingerprint():
-            raise RagtuneError(
+            raise ConfigError(
                 f"{out} holds a checkpoint of a different configuration; use another --out or delete {ckpt_path}"
             )
         load_trainable_state(model, ckpt["trainable"])
