@@ -23,6 +23,7 @@ QG_SYSTEM = (
 # Never in the adapter's training data: the demo's articles, and the articles quality is measured on.
 DEMO_ARTICLES = ("Normans", "Sky_(United_Kingdom)", "Amazon_rainforest", "Packet_switching", "Black_Death",
                  "Jacksonville,_Florida")  # fmt: skip
+# Six of the larger dev articles (215-291 questions each), on different subjects.
 EVAL_ARTICLES = ("Rhine", "Warsaw", "Oxygen", "Kenya", "Steam_engine", "Immune_system")
 HELD_OUT_ARTICLES = DEMO_ARTICLES + EVAL_ARTICLES
 
