@@ -51,25 +51,83 @@ def _split_long(sentence: str, n_tokens: int, limit: int) -> list[str]:
     return [" ".join(words[i : i + per]) for i in range(0, len(words), per)]
 
 
-_HEADING = re.compile(r"^#{1,6}\s+\S")
+_HEADING = re.compile(r"^(#{1,6})\s+\S")
 _TABLE_SEP = re.compile(r"^\|?\s*:?-{3,}")
+_ITEM = re.compile(r"^(?:[-*+]|\d{1,3}[.)])\s+\S")
+BODY = ("text", "item", "row")  # what a chunk is for, as against the headings it repeats
 
 
-def _units(text: str) -> list[tuple[int, str, str, str]]:
-    """(paragraph index, piece, kind, section) with kind text | heading | row and section the
-    heading the piece sits under. Prose is cut into sentences; a Markdown table into rows."""
-    units: list[tuple[int, str, str, str]] = []
-    section = ""
-    for p_i, para in enumerate(split_paragraphs(text)):
-        lines = para.splitlines()
-        if len(lines) == 1 and _HEADING.match(para):
-            section = para
-            units.append((p_i, para, "heading", section))
-        elif len(lines) >= 2 and all(line.lstrip().startswith("|") for line in lines):
-            units.extend((p_i, line.strip(), "row", section) for line in lines)
+def _blocks(para: str) -> list[tuple[str, list[str]]]:
+    """Cut a paragraph into blocks of one kind: a heading line, a Markdown table (two or more
+    lines starting with `|`), or text. A paragraph with neither headings nor tables is one block."""
+    blocks: list[tuple[str, list[str]]] = []
+    for line in para.splitlines():
+        s = line.strip()
+        kind = "heading" if _HEADING.match(s) else "row" if s.startswith("|") else "text"
+        if kind != "heading" and blocks and blocks[-1][0] == kind:
+            blocks[-1][1].append(s)
         else:
-            units.extend((p_i, sent, "text", section) for sent in split_sentences(para))
+            blocks.append((kind, [s]))
+    merged: list[tuple[str, list[str]]] = []
+    for kind, lines in blocks:
+        kind = "text" if kind == "row" and len(lines) < 2 else kind  # one line with a pipe is prose
+        if kind == "text" and merged and merged[-1][0] == "text":
+            merged[-1][1].extend(lines)
+        else:
+            merged.append((kind, lines))
+    return merged
+
+
+def _text_units(lines: list[str]) -> list[tuple[str, str]]:
+    """Sentences of a text block; a list item starts on its own line (kind `item`)."""
+    if not any(_ITEM.match(line) for line in lines):
+        return [("text", s) for s in split_sentences("\n".join(lines))]
+    segments: list[list[str]] = []
+    for line in lines:
+        if _ITEM.match(line) or not segments:
+            segments.append([line])
+        else:
+            segments[-1].append(line)  # a continuation line of the item (or of the lead-in prose)
+    units = []
+    for seg in segments:
+        sents = split_sentences(" ".join(seg))
+        kind = "item" if _ITEM.match(seg[0]) else "text"
+        units += [(kind if j == 0 else "text", s) for j, s in enumerate(sents)]
     return units
+
+
+def _units(text: str, title: str = "") -> list[tuple[int, str, str, str]]:
+    """(block index, piece, kind, context): kind is text | item | heading | row, context the
+    headings the piece sits under (one a line, outermost first; a top heading equal to the title,
+    which goes with every chunk anyway, is left out). Prose is cut into sentences, a list into
+    items, a Markdown table into rows. Plain text without headings or tables: one block a paragraph."""
+    units: list[tuple[int, str, str, str]] = []
+    trail: list[tuple[int, str]] = []  # (level, heading line) of the enclosing headings
+    b_i = 0
+    for para in split_paragraphs(text):
+        for kind, lines in _blocks(para):
+            if kind == "heading":
+                level = len(_HEADING.match(lines[0]).group(1))
+                while trail and trail[-1][0] >= level:
+                    trail.pop()
+                context = _context(trail, title)  # a heading carries its ancestors
+                trail.append((level, lines[0]))
+                units.append((b_i, lines[0], "heading", context))
+            elif kind == "row":
+                context = _context(trail, title)
+                units.extend((b_i, line, "row", context) for line in lines)
+            else:
+                context = _context(trail, title)
+                units.extend((b_i, s, k, context) for k, s in _text_units(lines))
+            b_i += 1
+    return units
+
+
+def _context(trail: list[tuple[int, str]], title: str) -> str:
+    lines = [line for _, line in trail]
+    if lines and trail[0][0] == 1 and lines[0].lstrip("#").strip() == title.strip():
+        lines = lines[1:]
+    return "\n".join(lines)
 
 
 def chunk_document(doc: Document, cfg: ChunkConfig, count_tokens: TokenCounter) -> list[Chunk]:
@@ -77,68 +135,88 @@ def chunk_document(doc: Document, cfg: ChunkConfig, count_tokens: TokenCounter) 
     `cfg.overlap_tokens` of trailing sentences at the start of the next chunk of the same
     paragraph, and preferring to start a new chunk where a paragraph starts. Markdown structure
     is kept: a heading starts a new chunk (once the current one is a quarter full) and every
-    chunk under it repeats it; a table is cut only between rows, each piece under the header row."""
-    units = _units(doc.text)
+    chunk under it opens with the headings it sits under; a table is cut only between rows,
+    each piece under the table's header row; list items keep their own lines."""
+    units = _units(doc.text, doc.title)
     if not units:
         return []
-    sizes = count_tokens([u[1] for u in units])
+    contexts = sorted({u[3] for u in units if u[3]})
+    sizes = count_tokens([u[1] for u in units] + contexts)
+    context_n = dict(zip(contexts, sizes[len(units) :]))
     limit = cfg.chunk_tokens
-    # (paragraph, piece, tokens, kind, section)
+    # (block, piece, tokens, kind, context)
     expanded: list[tuple[int, str, int, str, str]] = []
-    for (p_i, s, kind, sec), n in zip(units, sizes):
+    for (b_i, s, kind, ctx), n in zip(units, sizes):
         if n <= limit or kind == "heading":
-            expanded.append((p_i, s, n, kind, sec))
+            expanded.append((b_i, s, n, kind, ctx))
         else:
             parts = _split_long(s, n, limit)
-            expanded.extend((p_i, part, c, kind, sec) for part, c in zip(parts, count_tokens(parts)))
-    section_n = dict(
-        zip([u[1] for u in units if u[2] == "heading"], [n for u, n in zip(units, sizes) if u[2] == "heading"])
-    )
-
-    def opening(u: tuple) -> tuple[list, int]:
-        """What a fresh chunk starting at unit `u` carries first: its section heading, and a
-        table's header rows when `u` continues a table."""
-        head: list[tuple] = []
-        if u[3] != "heading" and u[4]:
-            head.append((-1, u[4], section_n.get(u[4], 0), "context", u[4]))
+            expanded.extend((b_i, part, c, kind, ctx) for part, c in zip(parts, count_tokens(parts)))
+    # A table's header: its first row and the separator line under it.
+    table_rows: dict[int, list[int]] = {}
+    for i, u in enumerate(expanded):
         if u[3] == "row":
-            rows = [x for x in expanded if x[0] == u[0] and x[3] == "row"]
-            if len(rows) >= 2 and _TABLE_SEP.match(rows[1][1]) and u not in rows[:2]:
-                head += [(r[0], r[1], r[2], "header", r[4]) for r in rows[:2]]
+            table_rows.setdefault(u[0], []).append(i)
+    headers = {
+        b: [(b, expanded[j][1], expanded[j][2], "header", expanded[j][4]) for j in rows[:2]]
+        for b, rows in table_rows.items()
+        if len(rows) >= 2 and _TABLE_SEP.match(expanded[rows[1]][1])
+    }
+    header_at = {j for b in headers for j in table_rows[b][:2]}
+    # Tokens from unit i to the end of its block.
+    rest = [0] * (len(expanded) + 1)
+    for i in range(len(expanded) - 1, -1, -1):
+        same = i + 1 < len(expanded) and expanded[i + 1][0] == expanded[i][0]
+        rest[i] = expanded[i][2] + (rest[i + 1] if same else 0)
+
+    def opening(i: int) -> tuple[list, int]:
+        """What a fresh chunk starting at unit `i` carries first: the headings it sits under,
+        and the table's header row when the unit continues a table."""
+        u = expanded[i]
+        head: list[tuple] = [(-1, u[4], context_n[u[4]], "context", u[4])] if u[4] else []
+        if u[3] == "row" and u[0] in headers and i not in header_at:
+            head += headers[u[0]]
         return head, sum(h[2] for h in head)
+
+    def close(group: list[tuple], i: int) -> None:
+        """Keep a chunk; headings left at its very end move on when the next chunk (which
+        starts at unit `i`) opens with them anyway."""
+        head, head_n = opening(i)
+        carried = set(head[0][1].splitlines()) if head and head[0][3] == "context" else set()
+        if head_n + expanded[i][2] <= limit:
+            while group[-1][3] == "heading" and group[-1][1] in carried and any(x[3] in BODY for x in group[:-1]):
+                group.pop()
+        groups.append(group)
 
     groups: list[list[tuple]] = []
     cur: list[tuple] = []
     cur_n = 0
     for i, u in enumerate(expanded):
-        p_i, s, n, kind, sec = u
+        b_i, s, n, kind, ctx = u
         if cur and kind == "heading" and cur_n >= limit // 4:
-            groups.append(cur)
+            close(cur, i)
             cur, cur_n = [], 0
-        new_para = bool(cur) and p_i != cur[-1][0]
-        if new_para and cur_n >= limit // 2:
+        if cur and b_i != cur[-1][0] and cur_n >= limit // 2 and cur_n + rest[i] > limit:
             # Start the paragraph in a fresh chunk unless the rest of it fits here.
-            para_rest = sum(x[2] for x in expanded[i:] if x[0] == p_i)
-            if cur_n + para_rest > limit:
-                groups.append(cur)
-                cur, cur_n = [], 0
+            close(cur, i)
+            cur, cur_n = [], 0
         if cur and cur_n + n > limit:
-            groups.append(cur)
+            close(cur, i)
             carry: list[tuple] = []
             carry_n = 0
             for x in reversed(cur if kind == "text" else []):
-                if x[0] != p_i or x[3] != "text" or carry_n + x[2] > cfg.overlap_tokens or len(carry) + 1 >= len(cur):
+                if x[0] != b_i or x[3] != "text" or carry_n + x[2] > cfg.overlap_tokens or len(carry) + 1 >= len(cur):
                     break
                 carry.insert(0, x)
                 carry_n += x[2]
-            head, head_n = opening(u)
+            head, head_n = opening(i)
             if head_n + carry_n + n > limit:
                 carry, carry_n = [], 0
-            if head_n + n > limit:  # a heading or header too big to repeat: leave it out
+            if head_n + n > limit:  # headings or a header too big to repeat: leave them out
                 head, head_n = [], 0
             cur, cur_n = head + carry, head_n + carry_n
         if not cur:
-            cur, cur_n = opening(u)
+            cur, cur_n = opening(i)
             if cur_n + n > limit:
                 cur, cur_n = [], 0
         cur.append(u)
@@ -152,8 +230,8 @@ def chunk_document(doc: Document, cfg: ChunkConfig, count_tokens: TokenCounter) 
         for j, (p_i, s, _, kind, _sec) in enumerate(group):
             if j:
                 prev = group[j - 1]
-                same_table = kind in ("row", "header") and prev[3] in ("row", "header") and prev[0] == p_i
-                text_parts.append("\n" if same_table else "\n\n" if p_i != prev[0] or kind == "heading" else " ")
+                same_block = p_i == prev[0] and kind != "heading"
+                text_parts.append(("\n" if kind in ("row", "header", "item") else " ") if same_block else "\n\n")
             text_parts.append(s)
         chunks.append(
             Chunk(

@@ -1,11 +1,14 @@
-"""Documents and the loaders that read them from files: txt, md, html, pdf, jsonl, SQuAD json."""
+"""Documents and the loaders that read them from files: txt, md, html, pdf, jsonl, SQuAD json,
+and through markitdown Word, PowerPoint, Excel and CSV (as Markdown); e-mail (.eml)."""
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import re
 import unicodedata
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -235,17 +238,143 @@ LOADERS: dict[str, Callable[[Path, str], list[Document]]] = {
 }
 
 
-def _office(name: str) -> Callable[[Path, str], list[Document]]:
-    def load(path: Path, doc_id: str) -> list[Document]:
-        from . import office  # markitdown loads only when an office file is met
+# Office formats go through markitdown's converter for that one format: no guessing from the
+# content and no falling back to another converter (a zip named .docx must fail as a Word
+# document, not load as a listing of the zip). markitdown is imported on the first office file.
+OFFICE = {  # suffix -> (what it is, markitdown converter, the OOXML family its zip must hold)
+    ".docx": ("Word document", "DocxConverter", "wordprocessingml"),
+    ".pptx": ("PowerPoint deck", "PptxConverter", "presentationml"),
+    ".xlsx": ("Excel workbook", "XlsxConverter", "spreadsheetml"),
+    ".xls": ("Excel 97-2003 workbook", "XlsConverter", ""),
+    ".csv": ("CSV file", "CsvConverter", ""),
+}
+_OLE = bytes.fromhex("d0cf11e0a1b11ae1")  # the container of encrypted OOXML and of old .doc/.xls/.ppt
 
-        return getattr(office, name)(path, doc_id)
 
-    return load
+def _check_office(path: Path, data: bytes, suffix: str) -> None:
+    """Name what is wrong with a file before a converter fails on it with a parser's message."""
+    kind, _, family = OFFICE[suffix]
+    if family:
+        if data[:8] == _OLE:
+            encrypted = "EncryptedPackage".encode("utf-16-le") in data
+            why = "password-protected (encrypted)" if encrypted else "an old binary Office file with a new suffix"
+            raise DocumentError(f"{path}: not a readable {kind}: {why}")
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as zf:
+                types = zf.read("[Content_Types].xml").decode("utf-8", "replace")
+        except zipfile.BadZipFile:
+            raise DocumentError(f"{path}: not a readable {kind}: not a zip container (corrupt or cut short?)") from None
+        except KeyError:
+            raise DocumentError(f"{path}: not a readable {kind}: a zip archive, but not an Office file") from None
+        if family not in types:
+            other = next((OFFICE[s][0] for s in (".docx", ".pptx", ".xlsx") if OFFICE[s][2] in types), "something else")
+            raise DocumentError(f"{path}: not a readable {kind}: the file holds a {other}")
+    elif suffix == ".xls" and data[:8] != _OLE:
+        raise DocumentError(f"{path}: not a readable {kind}: not an OLE container (a renamed .xlsx or CSV?)")
+    elif suffix == ".csv" and _looks_binary(data):
+        raise DocumentError(f"{path}: not a readable {kind}: looks like binary data, not text")
 
 
-LOADERS.update({ext: _office("load_office") for ext in (".docx", ".pptx", ".xlsx", ".csv")})
-LOADERS[".eml"] = _office("load_email")
+def _convert_office(path: Path, data: bytes, suffix: str) -> str:
+    """Bytes of one office file -> Markdown, through markitdown's converter for the format."""
+    kind, converter, _ = OFFICE[suffix]
+    _check_office(path, data, suffix)
+    try:
+        from markitdown import StreamInfo, converters
+    except ImportError as exc:  # pragma: no cover - a dependency of ragtune
+        raise DocumentError(f"{path}: a {kind} needs markitdown: pip install 'markitdown[docx,pptx,xlsx,xls]'") from exc
+    try:
+        result = getattr(converters, converter)().convert(io.BytesIO(data), StreamInfo(extension=suffix))
+    except Exception as exc:  # converters raise zip, XML, pandas and their own errors alike
+        lines = str(exc).strip().splitlines()
+        reason = f"{type(exc).__name__}: {lines[-1][:200]}" if lines else type(exc).__name__
+        raise DocumentError(f"{path}: not a readable {kind} (corrupt, encrypted or another format?): {reason}") from exc
+    text = result.markdown or ""
+    if suffix == ".docx":
+        # Word tables come with an empty header row; the first data row is the header.
+        text = re.sub(r"^(\|(?:\s*\|)+)\n(\|(?:\s*-+\s*\|)+)\n(\|.*\|)$", r"\3\n\2", text, flags=re.M)
+    if suffix == ".pptx":  # each slide a section named by its title; its notes stay in the section
+        text = re.sub(r"^<!-- Slide number: (\d+) -->\n# (.+)$", r"## Slide \1: \2", text, flags=re.M)
+        text = re.sub(r"^<!-- Slide number: (\d+) -->$", r"## Slide \1", text, flags=re.M)
+        text = re.sub(r"^### Notes:$", "Notes:", text, flags=re.M)
+    return normalise_text(text)
+
+
+def load_office(path: Path, doc_id: str) -> list[Document]:
+    """.docx .pptx .xlsx .xls .csv -> one Markdown document: headings, lists and tables kept,
+    a slide or a sheet a section. Title: the first top heading (a deck: its first slide's title),
+    else the file name."""
+    suffix = path.suffix.lower()
+    text = _convert_office(path, path.read_bytes(), suffix)
+    if suffix == ".pptx":
+        m = re.search(r"^## Slide \d+: (.+)$", text, flags=re.M)
+        title = m.group(1).strip() if m else path.stem
+    else:
+        title = _title_from_markdown(text, path.stem)
+    return [Document(id=doc_id, text=text, title=title, source=str(path), meta={"format": suffix[1:]})]
+
+
+_TEXT_ATTACHMENTS = (".txt", ".md", ".markdown")
+
+
+def _attachment_text(path: Path, name: str, data: bytes) -> str:
+    """The text of an e-mail attachment that ragtune reads, else "" (it is then only named)."""
+    suffix = Path(name).suffix.lower()
+    try:
+        if suffix in OFFICE:
+            return _convert_office(path, data, suffix)
+        if suffix in _TEXT_ATTACHMENTS:
+            return normalise_text(_decode(path, data))
+    except DocumentError:
+        pass
+    return ""
+
+
+def load_email(path: Path, doc_id: str) -> list[Document]:
+    """.eml -> subject as title, a From / To / Date line, the body (plain text, else the HTML
+    part as Markdown), the attachments' names, and the text of those ragtune reads (office, text)."""
+    from email import policy
+    from email.parser import BytesParser
+
+    try:
+        msg = BytesParser(policy=policy.default).parsebytes(path.read_bytes())
+    except Exception as exc:  # the parser is lenient; this is for truly broken input
+        raise DocumentError(f"{path}: not a readable e-mail ({type(exc).__name__}: {exc})") from exc
+    if not any(msg.get(h) for h in ("From", "To", "Subject", "Date")):
+        raise DocumentError(f"{path}: not an e-mail (no From, To, Subject or Date header)")
+    text = ""
+    body = msg.get_body(preferencelist=("plain", "html"))
+    if body is not None:
+        try:
+            text = body.get_content()
+        except (LookupError, UnicodeError) as exc:
+            raise DocumentError(f"{path}: e-mail body has an unreadable encoding ({exc})") from exc
+        if body.get_content_type() == "text/html":
+            from markitdown.converters import HtmlConverter
+
+            text = HtmlConverter().convert_string(text).markdown or ""
+    subject = " ".join(str(msg.get("Subject") or "").split()) or path.stem
+    head = " · ".join(f"{h}: {msg.get(h)}" for h in ("From", "To", "Date") if msg.get(h))
+    parts = [f"# {subject}", head, text.strip()]
+    names, sections = [], []
+    for part in msg.iter_attachments():
+        name = part.get_filename()
+        if not name:
+            continue
+        names.append(name)
+        payload = part.get_payload(decode=True)
+        content = _attachment_text(path, name, payload) if isinstance(payload, bytes) else ""
+        if content:
+            sections.append(f"## Attachment: {name}\n\n{content}")
+    if names:
+        parts.append("Attachments: " + ", ".join(names))
+    meta = {"format": "eml", "from": str(msg.get("From") or ""), "date": str(msg.get("Date") or "")}
+    text = normalise_text("\n\n".join(p for p in parts + sections if p))
+    return [Document(id=doc_id, text=text, title=subject, source=str(path), meta=meta)]
+
+
+LOADERS.update({suffix: load_office for suffix in OFFICE})
+LOADERS[".eml"] = load_email
 
 
 def iter_files(paths: list[str | Path]) -> Iterator[tuple[Path, str]]:
