@@ -104,3 +104,39 @@ def test_the_shipped_adapter_writes_questions():
     questions = [clean_question(r) for r in raws]
     assert all(q and q.endswith("?") for q in questions), raws
     assert all(a.lower() not in q.lower() for q, (_, a) in zip(questions, passages)), questions
+
+
+@pytest.mark.e2e
+def test_span_scores_equal_a_plain_forward_pass():
+    """`score` shares the prompt's cache across a padded batch of continuations: each score must be
+    the log-likelihood a plain, uncached forward pass gives the same tokens."""
+    import torch
+
+    from ragtune import make_generator
+    from ragtune.synth.qg import reader_messages
+
+    gen = make_generator()
+    prompt = reader_messages("Rollo led the Norse raiders from Denmark, Iceland and Norway.", "Who led the raiders?")
+    spans = ["Rollo", "Denmark, Iceland and Norway", "Norse raiders"]
+    scores = gen.score(prompt, spans)
+    tok, model = gen.tokenizer, gen.model
+    p = tok(gen.render(prompt), add_special_tokens=False)["input_ids"]
+    for span, got in zip(spans, scores):
+        c = tok(span, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        with torch.inference_mode():
+            logp = torch.log_softmax(model(torch.tensor([p + c])).logits[0].float(), -1)
+        want = sum(logp[len(p) - 1 + j, t].item() for j, t in enumerate(c))
+        assert got == pytest.approx(want, abs=1e-3), span
+    assert len(set(scores)) == 3
+
+
+def test_generator_dtype_is_checked_up_front_and_auto_follows_the_cpu():
+    import torch
+
+    from ragtune.errors import ConfigError
+    from ragtune.generators import TransformersGenerator, cpu_has_native_bf16, torch_dtype
+
+    with pytest.raises(ConfigError, match="dtype='half'"):
+        TransformersGenerator("smollm2-135m-instruct", dtype="half")
+    assert torch_dtype("float32") is torch.float32 and torch_dtype("bfloat16") is torch.bfloat16
+    assert torch_dtype("auto") is (torch.bfloat16 if cpu_has_native_bf16() else torch.float32)

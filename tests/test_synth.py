@@ -119,6 +119,34 @@ def test_each_filter_is_counted_with_examples(monkeypatch):
     assert "| round trip |" in md and "accepted per minute" in md
 
 
+class SpanReader:
+    """A span reader (it has `score`): prefers `favourite(spans, question)` among the spans offered."""
+
+    name = "span-reader"
+
+    def __init__(self, favourite):
+        self.favourite, self.offered = favourite, []
+
+    def score(self, prompt, spans):
+        self.offered.append(list(spans))
+        best = self.favourite(spans, prompt[-1]["content"])
+        return [1.0 if s == best else 0.0 for s in spans]
+
+
+def test_a_span_reader_picks_among_the_passages_candidates():
+    m = Scripted()
+    right = SpanReader(lambda spans, q: m.answer_of[q.rsplit("Question:", 1)[1].strip()])
+    qs, report = synthesize(chunks_of(DOCS), SynthConfig(n=5, seed=1), qg=m.qg, reader=right)
+    assert len(qs) == 5 and "candidate spans" in report.reader
+    assert all(len(offer) >= 3 for offer in right.offered)  # the year, the founder, the river...
+    assert all(q.round_trip_answer == q.answer for q in qs)
+    wrong = SpanReader(lambda spans, q: next(s for s in spans if s != m.answer_of[q.rsplit("Question:", 1)[1].strip()]))
+    qs, report = synthesize(chunks_of(DOCS), SynthConfig(n=5, seed=1), qg=m.qg, reader=wrong)
+    assert (
+        qs == [] and report.step("round trip").removed == report.attempts - report.step("contains the answer").removed
+    )
+
+
 def test_near_duplicates_are_dropped():
     m = Scripted(default="Which town lies on the river near Portham?")
     m.replies = {"Which town lies on the river near Portham?": ""}
@@ -171,7 +199,7 @@ def test_evaluate_on_a_folder_with_scripted_models(tmp_path, monkeypatch):
         user = messages[-1]["content"]
         return user.split(">", 1)[1].split(".")[0] + " [1]" if "<source" in user else "Madrid"
 
-    gens = {"qg": m.qg, "base": m.reader, "rag": ScriptedGenerator(rag_answer)}
+    gens = {"qg": m.qg, "reader": m.reader, "base": m.reader, "rag": ScriptedGenerator(rag_answer)}
     cfg = EvaluateConfig(budget_min=3, strategies=("base", "rag"), embedder="hashing-64")
     said = []
     res = run_evaluate([folder], tmp_path / "out", cfg, say=said.append, generators=gens)

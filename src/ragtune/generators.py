@@ -7,6 +7,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
+from .errors import ConfigError
 from .models import resolve_generator
 from .prompts import Messages
 
@@ -26,14 +27,41 @@ class Generator(Protocol):
         """The completion of one prompt, piece by piece as the model writes it."""
 
 
-class TransformersGenerator:
-    """A causal LM through transformers (float32 on the CPU), optionally with a PEFT adapter."""
+DTYPES = ("float32", "bfloat16", "auto")
 
-    def __init__(self, model: str, adapter: str | Path | None = None, batch_size: int = 8):
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), where it runs a small
+    model about 1.6x faster than float32 (benchmarks/synth_quality.py); elsewhere it is slower."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def torch_dtype(dtype: str):
+    """`float32`, `bfloat16`, or `auto`: bfloat16 where the CPU has it natively, else float32."""
+    import torch
+
+    if dtype not in DTYPES:
+        raise ConfigError(f"dtype={dtype!r}: use one of {', '.join(DTYPES)}")
+    if dtype == "auto":
+        dtype = "bfloat16" if cpu_has_native_bf16() else "float32"
+    return getattr(torch, dtype)
+
+
+class TransformersGenerator:
+    """A causal LM through transformers, optionally with a PEFT adapter. float32 by default;
+    `dtype="auto"` uses bfloat16 where the CPU has it natively (faster, outputs may differ slightly)."""
+
+    def __init__(self, model: str, adapter: str | Path | None = None, batch_size: int = 8, dtype: str = "float32"):
         self.name = model if adapter is None else f"{model}+{Path(adapter).name}"
         self.model_name = model
         self.adapter = adapter
         self.batch_size = batch_size
+        torch_dtype(dtype)  # a bad name fails here, not at the first answer
+        self.dtype = dtype  # may be changed until the model is first used
         self._model = None
         self._tokenizer = None
         self._lock = threading.Lock()  # generate() mutates no state, but one forward at a time keeps memory flat
@@ -66,7 +94,9 @@ class TransformersGenerator:
         if adapter is not None and (adapter / "adapter_config.json").exists():
             from peft import PeftModel
 
-            model = PeftModel.from_pretrained(model, str(adapter))
+            # Folded into the weights: the same outputs, ~12% faster on a CPU (no separate LoRA matmuls).
+            model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+        model = model.to(torch_dtype(self.dtype))
         model.eval()
         self._tokenizer, self._model = tok, model
 
@@ -111,6 +141,43 @@ class TransformersGenerator:
                 out.extend(t.strip() for t in tok.batch_decode(new, skip_special_tokens=True))
         model.train(was_training)
         return out
+
+    def score(self, prompt: Messages, continuations: Sequence[str]) -> list[float]:
+        """Log-likelihood of each continuation as the whole reply to `prompt` (its tokens and the
+        end of the turn, so a span cut short scores low). The prompt is read once; its cache is
+        shared by the continuations, which go through the model as one batch."""
+        import torch
+
+        if not continuations:
+            return []
+        model, tok = self.model, self.tokenizer
+        end = tok.eos_token_id
+        ids = [tok(c, add_special_tokens=False)["input_ids"] + [end] for c in continuations]
+        was_training = model.training
+        model.eval()
+        with self._lock, torch.inference_mode():
+            p = tok([self.render(prompt)], return_tensors="pt", add_special_tokens=False)["input_ids"]
+            out = model(p, use_cache=True, logits_to_keep=1)
+            first = torch.log_softmax(out.logits[0, -1].float(), -1)
+            named = "cache" in out  # transformers >= 5.2 names it `cache`, earlier `past_key_values`
+            cache = out["cache"] if named else out.past_key_values
+            cache.batch_repeat_interleave(len(ids))
+            width = max(map(len, ids))
+            x = torch.full((len(ids), width), tok.pad_token_id)
+            mask = torch.zeros(len(ids), p.shape[1] + width, dtype=torch.long)
+            mask[:, : p.shape[1]] = 1
+            for i, seq in enumerate(ids):
+                x[i, : len(seq)] = torch.tensor(seq)
+                mask[i, p.shape[1] : p.shape[1] + len(seq)] = 1
+            logp = torch.log_softmax(
+                model(x, attention_mask=mask, **{"cache" if named else "past_key_values": cache}).logits.float(), -1
+            )
+        model.train(was_training)
+        scores = []
+        for i, seq in enumerate(ids):
+            rest = logp[i, torch.arange(len(seq) - 1), torch.tensor(seq[1:])].sum().item() if len(seq) > 1 else 0.0
+            scores.append(first[seq[0]].item() + rest)
+        return scores
 
     def stream(self, prompt: Messages, max_new_tokens: int = 48) -> Iterator[str]:
         """Yield the completion of one prompt piece by piece as the model writes it."""

@@ -144,7 +144,7 @@ def run_evaluate(paths: Sequence[str | Path], out: str | Path, cfg: EvaluateConf
     from ..finetune.train import train
     from ..index import Index
     from ..registry import make_generator
-    from ..synth.generate import SynthConfig, synthesize, write_questions
+    from ..synth.generate import SynthConfig, synth_models, synthesize, write_questions
     from .compare import ExperimentConfig, run_experiment, write_results
     from .report import write_report
     from .strategies import Strategy
@@ -194,15 +194,15 @@ def run_evaluate(paths: Sequence[str | Path], out: str | Path, cfg: EvaluateConf
         say("questions: reusing the synthetic questions of the previous run")
         synth_report = json.loads((qdir / "synthetic.report.json").read_text())
     else:
-        qg = (generators or {}).get("qg")
+        qg, reader, _ = synth_models(qg=(generators or {}).get("qg"), reader=(generators or {}).get("reader"))
         questions, report = synthesize(list(index.chunks()), SynthConfig(n=plan.synthetic, seed=cfg.seed), qg=qg,
-                                       reader=base, progress=_every(say, "synthesise"))  # fmt: skip
+                                       reader=reader, progress=_every(say, "synthesise"))  # fmt: skip
         write_questions(questions, report, synth_path)
         synth_report = report.to_dict()
         if held_docs and plan.unanswerable:
             held_chunks = chunk_documents(held_docs, index.chunking, index.embedder.count_tokens)
             una, una_report = synthesize(held_chunks, SynthConfig(n=plan.unanswerable, seed=cfg.seed + 1), qg=qg,
-                                         reader=base, unanswerable=True)  # fmt: skip
+                                         reader=reader, unanswerable=True)  # fmt: skip
             if una:
                 write_questions(una, una_report, una_path)
             else:

@@ -20,6 +20,17 @@ QG_SYSTEM = (
     "Do not put the answer in the question."
 )
 
+READER_SYSTEM = "Answer the question with a short phrase copied exactly from the passage."
+
+
+def reader_messages(passage: str, question: str) -> list[dict]:
+    """Chat messages for the round-trip reader: the passage the question was written from."""
+    return [
+        {"role": "system", "content": READER_SYSTEM},
+        {"role": "user", "content": f"Passage: {passage}\nQuestion: {question}"},
+    ]
+
+
 # Never in the adapter's training data: the demo's articles, and the articles quality is measured on.
 DEMO_ARTICLES = ("Normans", "Sky_(United_Kingdom)", "Amazon_rainforest", "Packet_switching", "Black_Death",
                  "Jacksonville,_Florida")  # fmt: skip
