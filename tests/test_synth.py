@@ -274,3 +274,18 @@ def test_question_sheet_is_blind_and_reads_back(tmp_path):
         w.writerows(rows)
     with pytest.raises(InputError, match="outside 1-5"):
         read_question_ratings(sheet)
+
+
+@pytest.mark.parametrize("s_answer", [0.2, 0.45, 1.5])
+def test_the_plan_fits_the_budget_and_grows_with_it(s_answer):
+    from ragtune.evaluation.evaluate import EvaluateConfig, make_plan
+
+    plans = {b: make_plan(100, 90, 103, EvaluateConfig(budget_min=b), s_answer) for b in (15, 30, 60)}
+    for budget, plan in plans.items():
+        if plan.test > 10:  # the floor of 10 test questions may overrun a tiny budget on a slow machine
+            assert sum(plan.minutes.values()) <= budget * 1.02, (budget, plan.minutes)
+        assert plan.synthetic >= 2 * plan.test and plan.unanswerable >= plan.test // 3
+    assert plans[15].test <= plans[30].test <= plans[60].test
+    assert plans[15].raft_steps < plans[60].raft_steps
+    real = make_plan(100, 90, 103, EvaluateConfig(budget_min=15), s_answer, real_test=40)
+    assert real.test == 40 and real.synthetic >= 20  # the synthetic questions are all for training

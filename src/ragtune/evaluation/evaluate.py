@@ -85,14 +85,24 @@ def make_plan(
     n_strat = len(cfg.strategies)
     trains = [s for s in ("ft", "rag+ft") if s in cfg.strategies]
     share_train = 0.35 if trains else 0.0
-    # Comparison: every strategy answers test + unanswerable + edits (about test * 1.5 in all).
-    test = real_test or max(10, min(200, int(0.35 * left / (n_strat * 1.5 * s_answer))))
-    unanswerable = 0 if n_docs == n_indexed else max(4, test // 3)
-    edits = max(2, test // 6)
-    # Synthesis: a kept question costs ATTEMPTS_PER_KEPT attempts.
-    synth_cost = ATTEMPTS_PER_KEPT * ATTEMPT_COST * s_answer
-    synthetic = (0 if real_test else test) + max(20, int(0.3 * left / synth_cost) - test)
-    synthetic = min(synthetic, 12 * n_indexed + test)  # a small folder cannot yield more than a dozen per document
+    rest = left * (1 - share_train)  # for synthesis and the comparison
+    synth_cost = ATTEMPTS_PER_KEPT * ATTEMPT_COST * s_answer  # seconds per question that survives the filters
+    # Per test question: its share of synthesis (about as many again for training, and a third as many
+    # unanswerable ones) and every strategy answering it, its unanswerable third and a sixth as many edits.
+    held = n_docs != n_indexed
+    if real_test:
+        test = real_test
+        unanswerable = max(4, test // 3) if held else 0
+        edits = max(2, test // 6)
+        compare_s = n_strat * (test + unanswerable + edits) * s_answer
+        synthetic = max(20, int((rest - compare_s) / synth_cost) - unanswerable)  # all of them for training
+    else:
+        per_test = (2 + (1 / 3 if held else 0)) * synth_cost + n_strat * 1.5 * s_answer
+        test = max(10, min(200, int(rest / per_test)))
+        unanswerable = max(4, test // 3) if held else 0
+        edits = max(2, test // 6)
+        synthetic = 2 * test  # half for the test, the rest to train and validate on
+    synthetic = min(synthetic, 12 * n_indexed + (0 if real_test else test))  # a dozen per document at most
     train_s = share_train * left
     qa_steps = max(4, int(train_s * 0.35 / QA_STEP_S)) if "ft" in cfg.strategies else 0
     raft_steps = max(2, int(train_s * 0.65 / RAFT_STEP_S)) if "rag+ft" in cfg.strategies else 0
