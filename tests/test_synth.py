@@ -289,3 +289,11 @@ def test_the_plan_fits_the_budget_and_grows_with_it(s_answer):
     assert plans[15].raft_steps < plans[60].raft_steps
     real = make_plan(100, 90, 103, EvaluateConfig(budget_min=15), s_answer, real_test=40)
     assert real.test == 40 and real.synthetic >= 20  # the synthetic questions are all for training
+
+
+def test_a_short_document_gives_more_than_one_answer_per_sentence():
+    m = Scripted()
+    one = {"doc0": DOCS["doc0"]}  # two sentences, several candidates each
+    qs, report = synthesize(chunks_of(one), SynthConfig(n=4, seed=0), qg=m.qg, reader=m.reader)
+    assert len(qs) == 4 and len({q.answer for q in qs}) == 4
+    assert len({x["answer"] for x in m.asked}) == len(m.asked) >= 4  # each answer asked once

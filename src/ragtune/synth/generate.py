@@ -156,6 +156,15 @@ class SynthReport:
         return "\n".join(lines) + "\n"
 
 
+def _take(queue: list[Attempt], cap: int, window: int, rank: int, chunk: Chunk, sentences: list[str],
+          per_sentence: list[tuple[int, list]]) -> None:  # fmt: skip
+    """Queue the `rank`-th answer candidate of each sentence (while the queue is under `cap`)."""
+    for i, cands in per_sentence:
+        if rank < len(cands) and len(queue) < cap:
+            cand = cands[rank]
+            queue.append(Attempt(chunk, qg_passage(sentences, i, window), cand.text, cand.kind))
+
+
 def plan_attempts(chunks: Sequence[Chunk], cfg: SynthConfig, rng: random.Random, report: SynthReport) -> list[Attempt]:
     """Stratified: documents take turns, each contributes before any contributes twice, and
     none exceeds its share. Within a document, passages are visited in a seeded random order."""
@@ -171,6 +180,8 @@ def plan_attempts(chunks: Sequence[Chunk], cfg: SynthConfig, rng: random.Random,
         doc_chunks = by_doc[doc_id][:]
         rng.shuffle(doc_chunks)
         queue: list[Attempt] = []
+        visited: list[tuple[Chunk, list[str], list[tuple[int, list]]]] = []
+
         for chunk in doc_chunks:
             if len(queue) >= cap:
                 break
@@ -182,15 +193,20 @@ def plan_attempts(chunks: Sequence[Chunk], cfg: SynthConfig, rng: random.Random,
             keywords = passage_keywords(chunk.text)
             order = list(range(len(sentences)))
             rng.shuffle(order)
+            per_sentence = []
             for i in order:
                 cands = sentence_candidates(sentences[i], keywords=keywords)
                 if not cands:
                     report.step("no candidate").catch(f"{chunk.id}: {sentences[i][:120]}")
                     continue
-                cand = rng.choice(cands)
-                queue.append(Attempt(chunk, qg_passage(sentences, i, cfg.window), cand.text, cand.kind))
-                if len(queue) >= cap:
-                    break
+                rng.shuffle(cands)
+                per_sentence.append((i, cands))
+            _take(queue, cap, cfg.window, 0, chunk, sentences, per_sentence)  # one answer from each sentence first
+            visited.append((chunk, sentences, per_sentence))
+        # A document with fewer sentences than its share needs then gives its sentences' other answers.
+        for rank in range(1, max((len(c) for v in visited for _, c in v[2]), default=0)):
+            for chunk, sentences, per_sentence in visited:
+                _take(queue, cap, cfg.window, rank, chunk, sentences, per_sentence)
         queues[doc_id] = queue
     plan: list[Attempt] = []
     docs = sorted(queues)
