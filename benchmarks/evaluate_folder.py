@@ -50,6 +50,7 @@ def main() -> int:
     args = ap.parse_args()
 
     from ragtune.evaluation.compare import ExperimentConfig, run_experiment
+    from ragtune.evaluation.costs import Prices
     from ragtune.evaluation.evaluate import EvaluateConfig, run_evaluate
     from ragtune.evaluation.strategies import Strategy
     from ragtune.synth.qg import EVAL_ARTICLES
@@ -92,7 +93,7 @@ def main() -> int:
                                              "doc_id": inv[e.doc_ids[0]]}) + "\n" for e in real))  # fmt: skip
     changes = {"questions": str(real_path), "max_questions": args.real_test, "fresh_edits": 0}
     exp = ExperimentConfig(**{**res.config, "strategies": tuple(Strategy(**s) for s in res.strategies), **changes})
-    exp = replace(exp, prices=type(exp.prices)(**res.config["prices"]))
+    exp = replace(exp, prices=Prices(**res.config["prices"]))
     real_res = run_experiment(exp, out / "real")
     syn_f1, real_f1 = f1s(res), f1s(real_res)
     rank = lambda d: sorted(d, key=lambda n: -d[n])  # noqa: E731
