@@ -77,6 +77,24 @@ def test_conflict_policy_drop(tmp_path):
     assert steps(report)["conflicting labels"].removed == 3  # all three go, whatever the votes
 
 
+def test_one_fact_asked_two_ways_stays_in_one_split(tmp_path):
+    rows = [
+        {"id": f"a{i}", "question": f"Which river flows past town {i}?", "answer": f"Rivername{i}", "doc_id": f"d{i}"}
+        for i in range(30)
+    ]
+    rows += [
+        {"id": f"b{i}", "question": f"Name the water body beside settlement {i}.", "answer": f"riverName{i}",
+         "doc_id": f"d{i}"}
+        for i in range(30)
+    ]  # fmt: skip
+    rows.append({"id": "c0", "question": "What is near place zero?", "answer": "Rivername0", "doc_id": "elsewhere"})
+    p = write_jsonl(tmp_path / "qa.jsonl", rows)
+    prepare([p], tmp_path / "out", PrepareConfig(ratios=(0.5, 0.1, 0.4), seed=1))
+    where = {e.id: s for s in ("train", "validation", "test") for e in read_split(tmp_path / "out" / f"{s}.jsonl")}
+    assert all(where[f"a{i}"] == where[f"b{i}"] for i in range(30))  # same document, same answer: one group
+    assert {"train", "test"} <= set(where.values())
+
+
 def test_split_is_deterministic_and_near_twins_stay_together(tmp_path):
     rows = base_rows(60)
     # Ten near-identical pairs (different answers, so they survive cleaning as separate examples).

@@ -357,9 +357,24 @@ def clean(
 
 
 def split(examples: list[Example], cfg: PrepareConfig) -> dict[str, list[Example]]:
-    """Deterministic split by ratio and seed. Near-identical questions form one group and a
-    group never straddles two splits, so no test question has a twin in training."""
+    """Deterministic split by ratio and seed. Near-identical questions form one group, and so do
+    questions with the same answer in the same document (one fact asked two ways); a group never
+    straddles two splits, so no test question has a twin in training."""
     groups = near_duplicate_groups([e.key_text() for e in examples], min(cfg.near_dup_threshold, 0.7))
+    parent = list(range(max(groups, default=-1) + 1))
+
+    def root(g: int) -> int:
+        while parent[g] != g:
+            parent[g] = parent[parent[g]]
+            g = parent[g]
+        return g
+
+    first_of: dict[tuple[str, str], int] = {}
+    for e, g in zip(examples, groups):
+        if e.kind == "qa" and e.doc_id and _key(e.answer):
+            other = first_of.setdefault((e.doc_id, _key(e.answer)), g)
+            parent[root(g)] = root(other)
+    groups = [root(g) for g in groups]
     members: dict[int, list[Example]] = defaultdict(list)
     for e, g in zip(examples, groups):
         members[g].append(e)
