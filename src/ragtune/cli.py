@@ -120,7 +120,7 @@ def cmd_ask(args) -> int:
     if args.json:
         print(_dump(ans))
         return 0
-    print(ans.text if not ans.abstained else f"(abstained) {ans.text}")
+    print(ans.text if not ans.abstained else f"(abstained) {ans.text}  — {ans.abstain_reason}")
     for c in ans.citations:
         how = "" if c.by_model else " (attributed: the model gave no marker)"
         print(f"  [{c.number}] {c.title} — {c.chunk_id}{how}\n      {c.snippet[:160]}")
@@ -129,6 +129,22 @@ def cmd_ask(args) -> int:
         f"  retrieve {t.retrieve_s:.2f}s, context {t.context_s:.2f}s, generate {t.generate_s:.2f}s; "
         f"{ans.tokens_in} tokens in, {ans.tokens_out} out"
     )
+    return 0
+
+
+def cmd_tune(args) -> int:
+    from .tuning import tune
+
+    index = Index.open(args.index)
+    examples = None
+    if args.questions:
+        from .evaluation.compare import load_questions
+
+        examples = load_questions(args.questions, 10**9)
+    gen = make_generator(args.generator) if args.generator else None
+    report = tune(index, examples, gen, synth_n=args.n, gate=not args.no_gate, target=args.target_false_abstention,
+                  seed=args.seed, apply=not args.dry_run)  # fmt: skip
+    print(_dump(report.to_dict()) if args.json else "\n".join(report.lines()))
     return 0
 
 
@@ -449,6 +465,21 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("models", help="the embedders, generators and stores available, and where each comes from")
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_models)
+
+    sp = sub.add_parser(
+        "tune", help="choose retrieval settings and calibrate the answerability gate for an index; record both in it"
+    )
+    common(sp)
+    sp.add_argument("--questions", help="QA JSONL with doc_id per line (default: synthetic questions from the index)")
+    sp.add_argument("--n", type=int, default=120, help="synthetic questions to make when --questions is not given")
+    sp.add_argument("--no-gate", action="store_true", help="tune retrieval only")
+    sp.add_argument(
+        "--target-false-abstention", type=float, default=0.10, help="share of answerable questions the gate may refuse"
+    )
+    sp.add_argument("--generator", help="generator the gate is calibrated with (default: the bundled one)")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--dry-run", action="store_true", help="print the choice without recording it")
+    sp.set_defaults(func=cmd_tune)
 
     sp = sub.add_parser("index-info", help="what an index holds")
     common(sp)

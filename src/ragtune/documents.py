@@ -54,6 +54,8 @@ class Hit:
     score: float
     rank: int
     via: str
+    dense_score: float | None = None  # cosine similarity when the dense retriever found it
+    text_score: float | None = None  # BM25 score when the text retriever found it
 
 
 @dataclass(frozen=True)

@@ -51,12 +51,18 @@ def torch_dtype(dtype: str):
     return getattr(torch, dtype)
 
 
+def _run_name(adapter: Path) -> str:
+    """A fine-tuning run's name, whether given its folder or the weights inside it (names key
+    per-generator state such as an index's calibrated gates)."""
+    return adapter.parent.name if adapter.name in ("adapter", "model") and adapter.parent.name else adapter.name
+
+
 class TransformersGenerator:
     """A causal LM through transformers, optionally with a PEFT adapter. float32 by default;
     `dtype="auto"` uses bfloat16 where the CPU has it natively (faster, outputs may differ slightly)."""
 
     def __init__(self, model: str, adapter: str | Path | None = None, batch_size: int = 8, dtype: str = "float32"):
-        self.name = model if adapter is None else f"{model}+{Path(adapter).name}"
+        self.name = model if adapter is None else f"{model}+{_run_name(Path(adapter))}"
         self.model_name = model
         self.adapter = adapter
         self.batch_size = batch_size

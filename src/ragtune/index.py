@@ -21,7 +21,8 @@ from .ingest import IngestReport, Progress, ingest_documents
 from .stores import DocumentInfo, IndexInfo, IndexManifest, Store, backend_for
 from .stores.base import FORMAT
 
-RETRIEVAL_KEYS = ("k", "mode", "rrf_k", "candidates", "context_tokens")  # RagConfig fields an index may tune
+# RagConfig fields an index may record (`ragtune tune` chooses them)
+RETRIEVAL_KEYS = ("k", "mode", "rrf_k", "fusion", "dense_weight", "candidates", "context_tokens")
 
 
 class Index:
@@ -104,6 +105,21 @@ class Index:
             raise ConfigError(f"unknown retrieval settings {unknown}; known: {sorted(known)}")
         RagConfig(**settings)  # validates the values
         self.store.save_manifest(replace(self.manifest, retrieval={**self.manifest.retrieval, **settings}))
+
+    def gate(self, generator: str):
+        """The answerability gate calibrated on this index for `generator` (its name), or None."""
+        from .gate import Gate
+
+        data = self.manifest.gate.get(generator)
+        return Gate.from_dict(data) if data else None
+
+    def set_gate(self, gate, generator: str) -> None:
+        """Record a gate calibrated with `generator` (None removes it); every later Pipeline on this
+        index with that generator uses it. A gate reads one model's likelihoods, so each has its own."""
+        gates = {k: v for k, v in self.manifest.gate.items() if k != generator}
+        if gate is not None:
+            gates[generator] = gate.to_dict()
+        self.store.save_manifest(replace(self.manifest, gate=gates))
 
     def info(self) -> IndexInfo:
         m = self.manifest

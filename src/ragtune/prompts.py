@@ -65,5 +65,34 @@ def strip_citations(text: str) -> str:
     return " ".join(_CITE.sub("", text).split()).replace(" .", ".").replace(" ,", ",")
 
 
+_FILLER = re.compile(
+    r"^\s*(?:(?:the\s+)?(?:short\s+)?answer\s*(?:is)?\s*[:\-]?|according\s+to\s+(?:the\s+)?sources?(?:\s*\[\d+\])?\s*,?"
+    r"|based\s+on\s+(?:the\s+)?sources?(?:\s*\[\d+\])?\s*,?)\s*",
+    re.I,
+)
+
+
+def shape_answer(raw: str) -> str:
+    """The answer without filler a small model puts around it ("The answer is: X.", "According
+    to the sources, X"), its [n] markers kept."""
+    text = raw.strip()
+    for _ in range(2):
+        text = _FILLER.sub("", text, count=1)
+    text = text.strip().strip('"').strip()
+    if text.endswith(".") and text.count(".") == 1 and len(text.split()) <= 8:
+        text = text[:-1]  # a phrase, not a sentence: SQuAD-style answers have no full stop
+    return text or raw.strip()
+
+
+def is_polar(question: str) -> bool:
+    """A yes/no question ("Is ...?", "Do ...?")."""
+    return bool(_POLAR.match(question))
+
+
+_POLAR = re.compile(
+    r"^\s*(is|are|was|were|do|does|did|can|could|should|would|will|has|have|had|may|might|must)\b", re.I
+)
+
+
 def is_abstention(text: str) -> bool:
     return bool(_ABSTAIN_RE.search(text)) or not text.strip()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .config import RagConfig
 from .context import Source, content_words, select_context
@@ -16,8 +16,10 @@ from .prompts import (
     Messages,
     closed_book_messages,
     is_abstention,
+    is_polar,
     parse_citations,
     rag_messages,
+    shape_answer,
     strip_citations,
 )
 
@@ -47,6 +49,26 @@ class Timings:
 
 
 @dataclass(frozen=True)
+class Evidence:
+    """What the answerability gate reads: how well retrieval matched, and how sure the model is."""
+
+    dense_top: float = 0.0  # best cosine similarity of a hit to the question
+    text_top: float = 0.0  # best BM25 score of a hit
+    agreement: float = 0.0  # share of the hits that both retrievers found
+    context_top: float = 0.0  # best sentence relevance in the selected context
+    support: float = 0.0  # share of the answer's content words in its best source
+    logprob: float = 0.0  # mean log-probability per token of the answer, given the sources
+    margin: float = 0.0  # extract: log-probability lead of the chosen span over the runner-up
+
+    def vector(self) -> list[float]:
+        return [self.dense_top, self.text_top, self.agreement, self.context_top, self.support, self.logprob,
+                self.margin]  # fmt: skip
+
+
+EVIDENCE_FEATURES = ("dense_top", "text_top", "agreement", "context_top", "support", "logprob", "margin")
+
+
+@dataclass(frozen=True)
 class Answer:
     question: str
     text: str  # the answer without citation markers
@@ -59,6 +81,9 @@ class Answer:
     timings: Timings = Timings()
     tokens_in: int = 0
     tokens_out: int = 0
+    evidence: Evidence | None = None
+    confidence: float | None = None  # the gate's probability that the sources hold the answer
+    abstain_reason: str = ""  # why it abstained, in words
 
 
 def check_question(question: str, config: RagConfig) -> str:
@@ -79,8 +104,9 @@ def make_answer(question: str, raw: str, sources: Sequence[Source], **extra) -> 
     that name no given source), detect abstention, and measure lexical support."""
     by_number = {s.number: s for s in sources}
     if is_abstention(raw):
-        return Answer(question, ABSTAIN, raw, [], True, 0.0, sources=list(sources), **extra)
-    text = strip_citations(raw)
+        reason = "the model said the sources do not hold the answer" if sources else "the model said it does not know"
+        return Answer(question, ABSTAIN, raw, [], True, 0.0, sources=list(sources), abstain_reason=reason, **extra)
+    text = strip_citations(shape_answer(raw))
     cites = [
         Citation(n, by_number[n].chunk_id, by_number[n].doc_id, by_number[n].title, by_number[n].text[:SNIPPET_CHARS])
         for n in parse_citations(raw)
@@ -94,6 +120,42 @@ def make_answer(question: str, raw: str, sources: Sequence[Source], **extra) -> 
     return Answer(question, text, raw, cites, False, best, sources=list(sources), **extra)
 
 
+def answer_spans(question: str, sources: Sequence[Source], per_sentence: int = 6) -> list[tuple[str, int]]:
+    """(span, source number) candidates for an extracted answer: the entities, numbers, dates and
+    key phrases of each selected sentence, each span once (the first source that has it); "yes"
+    and "no" too for a yes/no question, cited to the first source."""
+    from .chunking import split_sentences
+    from .synth.candidates import passage_keywords, sentence_candidates
+
+    out: list[tuple[str, int]] = []
+    seen: set[str] = set()
+    if is_polar(question) and sources:
+        out = [("yes", sources[0].number), ("no", sources[0].number)]
+        seen = {"yes", "no"}
+    for s in sources:
+        keywords = passage_keywords(s.text)
+        for sentence in split_sentences(s.text):
+            for c in sentence_candidates(sentence, max_candidates=per_sentence, keywords=keywords):
+                if c.text.lower() not in seen:
+                    seen.add(c.text.lower())
+                    out.append((c.text, s.number))
+    return out
+
+
+def evidence(answer: Answer, likelihood: tuple[float, float] = (0.0, 0.0)) -> Evidence:
+    hits = answer.hits
+    both = [h for h in hits if h.dense_score is not None and h.text_score is not None]
+    return Evidence(
+        dense_top=max((h.dense_score for h in hits if h.dense_score is not None), default=0.0),
+        text_top=max((h.text_score for h in hits if h.text_score is not None), default=0.0),
+        agreement=len(both) / len(hits) if hits else 0.0,
+        context_top=max((s.score for s in answer.sources), default=0.0),
+        support=answer.support,
+        logprob=likelihood[0],
+        margin=likelihood[1],
+    )
+
+
 class Pipeline:
     """Answer questions: retrieve from `index` (None = closed book), select context, prompt,
     generate, cite or abstain. One config object says how.
@@ -103,18 +165,33 @@ class Pipeline:
         for piece in pipe.stream("..."): ...        # text pieces, then the finished Answer
     """
 
-    def __init__(self, index, generator: Generator, config: RagConfig | None = None):
+    def __init__(
+        self, index, generator: Generator, config: RagConfig | None = None, gate=None, score_answers: bool | None = None
+    ):
         self.index = index
         self.generator = generator
         self.config = index.rag_config(config) if index is not None and config is None else (config or RagConfig())
         self._retriever = index.retriever(self.config) if index is not None else None
+        # The index's calibrated answerability gate; `gate=False` turns it off (calibration does).
+        self.gate = None if gate is False or index is None else (gate or index.gate(generator.name))
+        # A written answer's likelihood costs one more prompt pass: taken when a gate reads it
+        # (or `score_answers`, as calibration does).
+        self.score_answers = self.gate is not None if score_answers is None else score_answers
+        if self.config.answer_mode == "extract" and index is not None and not hasattr(generator, "score"):
+            from .errors import ConfigError
+
+            raise ConfigError(f"answer_mode='extract': generator {generator.name!r} cannot score spans")
 
     def with_config(self, **changes) -> Pipeline:
         """The same index and generator with some settings changed (None values are ignored)."""
         from dataclasses import replace
 
         return Pipeline(
-            self.index, self.generator, replace(self.config, **{k: v for k, v in changes.items() if v is not None})
+            self.index,
+            self.generator,
+            replace(self.config, **{k: v for k, v in changes.items() if v is not None}),
+            self.gate if self.gate is not None else False,
+            self.score_answers,
         )
 
     def check(self, question: str) -> str:
@@ -124,31 +201,85 @@ class Pipeline:
         """Answer one question, citing its sources or abstaining."""
         return self.answer_batch([question], filters)[0]
 
-    def answer_batch(self, questions: Sequence[str], filters: dict | None = None) -> list[Answer]:
+    def answer_batch(
+        self, questions: Sequence[str], filters: dict | None = None, exclude_docs: Sequence[set[str]] | None = None
+    ) -> list[Answer]:
         """Answer many questions; retrieval and generation run batched. Stage times are per
-        question (batch time / n)."""
+        question (batch time / n). `exclude_docs` keeps given documents out of each question's
+        retrieval (the gate's calibration uses it to make unanswerable questions)."""
         config = self.config
         questions = [check_question(q, config) for q in questions]
         if not questions:
             return []
         n = len(questions)
         t0 = time.perf_counter()
-        hits, contexts = self._retrieve(questions, filters)
+        hits, contexts = self._retrieve(questions, filters, exclude_docs)
         t1 = time.perf_counter()
         t2 = t1
         if self._retriever is not None:
             contexts = [self._select(q, h) for q, h in zip(questions, hits)]
             t2 = time.perf_counter()
         prompts = [self._prompt(q, c) for q, c in zip(questions, contexts)]
-        raws = self.generator.generate(prompts, config.max_new_tokens)
+        if self.extracts:
+            picked = [self._extract(q, p, c) for q, p, c in zip(questions, prompts, contexts)]
+            raws, likelihood = [r for r, _ in picked], [lm for _, lm in picked]
+        else:
+            raws = self.generator.generate(prompts, config.max_new_tokens)
+            likelihood = [self._likelihood(p, r, c) for p, r, c in zip(prompts, raws, contexts)]
         t3 = time.perf_counter()
         timings = Timings((t1 - t0) / n, (t2 - t1) / n, (t3 - t2) / n, (t3 - t0) / n)
         tokens_in = self.generator.count_tokens([self.generator.render(p) for p in prompts])
         tokens_out = self.generator.count_tokens(raws)
         return [
-            make_answer(q, raw, ctx, hits=h, timings=timings, tokens_in=ti, tokens_out=to)
-            for q, raw, ctx, h, ti, to in zip(questions, raws, contexts, hits, tokens_in, tokens_out)
+            self._finish(make_answer(q, raw, ctx, hits=h, timings=timings, tokens_in=ti, tokens_out=to), lm)
+            for q, raw, ctx, h, ti, to, lm in zip(questions, raws, contexts, hits, tokens_in, tokens_out, likelihood)
         ]
+
+    @property
+    def extracts(self) -> bool:
+        """Whether answers are chosen among spans of the sources rather than written freely."""
+        mode = self.config.answer_mode
+        if self._retriever is None or mode == "generate":
+            return False
+        can = hasattr(self.generator, "score")
+        return can and (mode == "extract" or getattr(self.generator, "adapter", None) is None)
+
+    def _extract(self, question: str, prompt: Messages, sources: list[Source]) -> tuple[str, tuple[float, float]]:
+        """The most likely candidate span of the sources as the reply (a span reader), cited to
+        the source it comes from; returns (raw reply, (mean log-prob per token, lead over the
+        runner-up))."""
+        spans = answer_spans(question, sources, self.config.spans_per_sentence)
+        if not spans:
+            return ABSTAIN, (0.0, 0.0)
+        replies = [f"{span} [{number}]" for span, number in spans]
+        scores = self.generator.score(prompt, replies)
+        order = sorted(range(len(replies)), key=lambda i: -scores[i])
+        best = order[0]
+        lead = scores[best] - scores[order[1]] if len(order) > 1 else 0.0
+        n_tokens = max(self.generator.count_tokens([replies[best]])[0], 1)
+        return replies[best], (scores[best] / n_tokens, lead)
+
+    def _likelihood(self, prompt: Messages, raw: str, sources: list[Source]) -> tuple[float, float]:
+        """Mean log-prob per token of a written answer, when a gate will read it."""
+        if not self.score_answers or not sources or not hasattr(self.generator, "score") or is_abstention(raw):
+            return 0.0, 0.0
+        score = self.generator.score(prompt, [raw])[0]
+        return score / max(self.generator.count_tokens([raw])[0], 1), 0.0
+
+    def _finish(self, answer: Answer, likelihood: tuple[float, float]) -> Answer:
+        """Attach the evidence and let the gate decide whether the sources hold the answer."""
+        if self._retriever is None:
+            return answer
+        ev = evidence(answer, likelihood)
+        answer = replace(answer, evidence=ev)
+        if self.gate is None or answer.abstained:
+            return answer
+        p = self.gate.probability(ev)
+        if p >= self.gate.threshold:
+            return replace(answer, confidence=p)
+        return replace(
+            answer, text=ABSTAIN, citations=[], abstained=True, confidence=p, abstain_reason=self.gate.explain(ev, p)
+        )
 
     def stream(self, question: str, filters: dict | None = None) -> Iterator[str | Answer]:
         """Yield the answer text as the model writes it, then the finished Answer."""
@@ -166,7 +297,7 @@ class Pipeline:
         raw = "".join(pieces).strip()
         t3 = time.perf_counter()
         tin, tout = self.generator.count_tokens([self.generator.render(prompt), raw])
-        yield make_answer(
+        answer = make_answer(
             question,
             raw,
             sources[0],
@@ -175,13 +306,16 @@ class Pipeline:
             tokens_in=tin,
             tokens_out=tout,
         )
+        yield self._finish(answer, self._likelihood(prompt, raw, sources[0]))
 
     # -- stages ------------------------------------------------------------------------------
-    def _retrieve(self, questions: list[str], filters: dict | None) -> tuple[list[list[Hit]], list[list[Source]]]:
+    def _retrieve(
+        self, questions: list[str], filters: dict | None, exclude: Sequence[set[str]] | None = None
+    ) -> tuple[list[list[Hit]], list[list[Source]]]:
         if self._retriever is None:
             return [[] for _ in questions], [[] for _ in questions]
         c = self.config
-        return self._retriever.search_batch(questions, k=c.k, mode=c.mode, filters=filters), []
+        return self._retriever.search_batch(questions, k=c.k, mode=c.mode, filters=filters, exclude=exclude), []
 
     def _select(self, question: str, hits: list[Hit]) -> list[Source]:
         c = self.config

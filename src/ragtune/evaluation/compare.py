@@ -36,7 +36,7 @@ class ExperimentConfig:
     max_questions: int = 100
     max_unanswerable: int = 30
     fresh_edits: int = 10  # facts to edit for the freshness test (0 = skip)
-    k: int = 5
+    k: int = 0  # hits per question; 0 = the index's (tuned) setting
     max_new_tokens: int = 32  # the same decoding for every strategy (greedy)
     support_threshold: float = (
         0.5  # answers whose content words are less than half in the retrieved text are unsupported
@@ -49,9 +49,11 @@ class ExperimentConfig:
         names = [s.name for s in self.strategies]
         if not names or len(set(names)) != len(names):
             raise ConfigError(f"strategies={names!r}: need at least one, with distinct names")
-        for name in ("max_questions", "k", "max_new_tokens", "bootstrap"):
+        for name in ("max_questions", "max_new_tokens", "bootstrap"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)!r}: must be at least 1")
+        if self.k < 0:
+            raise ConfigError(f"k={self.k!r}: must be at least 1 (or 0 for the index's setting)")
         if not 0 <= self.support_threshold <= 1:
             raise ConfigError(f"support_threshold={self.support_threshold!r}: must be in [0, 1]")
 
@@ -124,6 +126,7 @@ class Results:
     records: list[EvalRecord] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     questions: dict = field(default_factory=dict)  # where the questions came from (synthetic: the synth report)
+    tuning: dict = field(default_factory=dict)  # evaluate: tuned retrieval settings and each strategy's gate
 
 
 def _mean(xs: Sequence[float]) -> float | None:
@@ -189,7 +192,7 @@ def run_experiment(
     needs_index = any(s.retrieval for s in cfg.strategies) or cfg.fresh_edits
     index = Index.open(cfg.index) if needs_index else None
     base_cfg = index.rag_config() if index is not None else RagConfig()
-    rag_cfg = replace(base_cfg, k=cfg.k, max_new_tokens=cfg.max_new_tokens)
+    rag_cfg = replace(base_cfg, k=cfg.k or base_cfg.k, max_new_tokens=cfg.max_new_tokens)
     answerable = load_questions(cfg.questions, cfg.max_questions)
     unanswerable = load_questions(cfg.unanswerable, cfg.max_unanswerable) if cfg.unanswerable else []
     if index is not None and unanswerable:
@@ -233,6 +236,8 @@ def run_experiment(
         getattr(gen, "model", None)  # load outside the meter: per-question cost is answering, not loading
         pipe = Pipeline(index if s.retrieval else None, gen, rag_cfg)
         fresh_pipe = Pipeline(fresh if s.retrieval else None, gen, rag_cfg)
+        if pipe.gate is not None:
+            results.tuning.setdefault("gates", {})[s.name] = pipe.gate.to_dict()
         with Meter() as m:
             say(f"{s.name}: {len(answerable)} answerable questions")
             recs = run_strategy(s, answerable, QuestionKind.ANSWERABLE, pipe, cfg.support_threshold)

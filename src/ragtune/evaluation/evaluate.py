@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from ..errors import ConfigError, DocumentError
+from ..errors import ConfigError, DocumentError, RagtuneError
 
 STRATEGIES = ("base", "rag", "ft", "rag+ft")
 # Measured on the reference 2-core CPU (demo runs): seconds per LoRA step of 8 short QA examples,
@@ -32,6 +32,9 @@ ATTEMPTS_PER_KEPT, ATTEMPT_COST = 3.8, 1.2
 # scoring included), in units of one closed-book answer: 314 s for 408 answers at 0.44 s measured
 # (benchmarks/evaluate_folder.py).
 ANSWER_COST = 1.75
+# Training questions the gate is calibrated on per gated strategy: each is answered twice (as it is,
+# and with its document kept out), so 24 give 48 answers.
+GATE_QUESTIONS = 24
 
 
 @dataclass(frozen=True)
@@ -67,13 +70,15 @@ class Plan:
     edits: int
     seconds_per_answer: float  # measured here
     minutes: dict = field(default_factory=dict)  # phase -> estimated minutes
+    gate_questions: int = 0  # training questions the answerability gate is calibrated on (each asked twice)
 
     def describe(self) -> str:
         est = ", ".join(f"{k} {v:.1f}" for k, v in self.minutes.items())
         return (
             f"{self.documents} documents: {self.indexed} indexed ({self.chunks} chunks), {self.held_out} kept out for "
             f"unanswerable questions\nquestions: {self.synthetic} synthetic answerable ({self.test} for the test), "
-            f"{self.unanswerable} unanswerable, {self.edits} fact edits\nfine-tuning: ft {self.qa_steps} steps, "
+            f"{self.unanswerable} unanswerable, {self.edits} fact edits, {self.gate_questions} to calibrate the "
+            f"answerability gate\nfine-tuning: ft {self.qa_steps} steps, "
             f"rag+ft {self.raft_steps} steps\nestimated minutes: {est}; total {sum(self.minutes.values()):.1f} "
             f"(measured {self.seconds_per_answer:.2f} s per answer here)"
         )
@@ -89,7 +94,10 @@ def make_plan(
     n_strat = len(cfg.strategies)
     trains = [s for s in ("ft", "rag+ft") if s in cfg.strategies]
     share_train = 0.35 if trains else 0.0
-    rest = left * (1 - share_train)  # for synthesis and the comparison
+    rest = left * (1 - share_train)  # for synthesis, tuning and the comparison
+    gate_q = GATE_QUESTIONS if any(s.startswith("rag") for s in cfg.strategies) else 0
+    gate_s = 2 * gate_q * ANSWER_COST * s_answer * sum(s in cfg.strategies for s in ("rag", "rag+ft"))
+    rest = max(rest - gate_s, 0.5 * rest)
     synth_cost = ATTEMPTS_PER_KEPT * ATTEMPT_COST * s_answer  # seconds per question that survives the filters
     # Per test question: its share of synthesis (about as many again for training, and a third as many
     # unanswerable ones) and every strategy answering it, its unanswerable third and a sixth as many edits.
@@ -114,10 +122,11 @@ def make_plan(
         "ingest": ingest_s / 60,
         "synthesise": (synthetic + unanswerable) * synth_cost / 60,
         "fine-tune": (qa_steps * QA_STEP_S + raft_steps * RAFT_STEP_S) / 60,
+        "tune": gate_s / 60,
         "compare": n_strat * (test + unanswerable + edits) * ANSWER_COST * s_answer / 60,
     }
     return Plan(n_docs, n_indexed, n_docs - n_indexed, chunks, synthetic, unanswerable, test, qa_steps, raft_steps,
-                edits, s_answer, minutes)  # fmt: skip
+                edits, s_answer, minutes, gate_q)  # fmt: skip
 
 
 def measure_seconds_per_answer(generator) -> float:
@@ -239,6 +248,11 @@ def run_evaluate(paths: Sequence[str | Path], out: str | Path, cfg: EvaluateConf
     phases["split"] = time.perf_counter() - t0
     say(f"split: {prep.splits}" + (f"; test = {len(real)} real questions" if real else ""))
 
+    # -- tune: retrieval settings and the gate, from training questions only --------------------------
+    t0 = time.perf_counter()
+    tuned = tune_phase(index, out / "data", base, plan, cfg, say)
+    phases["tune"] = time.perf_counter() - t0
+
     # -- fine-tune ----------------------------------------------------------------------------------
     runs: dict[str, Path] = {}
     base_ft = FinetuneConfig(method="lora", lora_r=16, lora_alpha=32, lr=3e-4, eval_every=10, patience=3,
@@ -259,6 +273,11 @@ def run_evaluate(paths: Sequence[str | Path], out: str | Path, cfg: EvaluateConf
             say(f"  best validation loss {res.best_val_loss:.3f} at step {res.best_step}")
         runs[name] = folder
         phases[f"fine-tune {name}"] = time.perf_counter() - t0
+        if name == "rag+ft" and plan.gate_questions:
+            t0 = time.perf_counter()
+            raft = (generators or {}).get("rag+ft") or make_generator(DEFAULT_GENERATOR, adapter=str(folder))
+            tuned["gates"]["rag+ft"] = calibrate_gate(index, raft, tuned["examples"][: plan.gate_questions], say)
+            phases["tune"] += time.perf_counter() - t0
 
     # -- compare -------------------------------------------------------------------------------------
     t0 = time.perf_counter()
@@ -277,6 +296,7 @@ def run_evaluate(paths: Sequence[str | Path], out: str | Path, cfg: EvaluateConf
         "source": "real" if real else "synthetic", "synthetic": synth_report, "plan": asdict(plan),
         "test_file": str(test_path), "held_out_documents": sorted(held),
     }  # fmt: skip
+    results.tuning["retrieval"] = tuned["retrieval"]
     if not real:
         results.notes.append(
             f"The test questions are synthetic: written by ragtune from your documents and kept only if they passed "
@@ -285,6 +305,47 @@ def run_evaluate(paths: Sequence[str | Path], out: str | Path, cfg: EvaluateConf
     write_results(results, out)
     write_report(results, out)
     return results
+
+
+def tune_phase(index, data: Path, base, plan: Plan, cfg: EvaluateConfig, say: Say) -> dict:
+    """Tune retrieval on the training and validation questions and calibrate the base model's
+    gate on some of them; the test questions are never used."""
+    from ..tuning import tune_retrieval
+    from .compare import load_questions
+
+    examples = [e for f in ("train.jsonl", "val.jsonl") if (data / f).is_file()
+                for e in load_questions(str(data / f), 10**9) if e.doc_ids]  # fmt: skip
+    out: dict = {"examples": examples, "retrieval": {}, "gates": {}}
+    try:
+        report = tune_retrieval(index, examples)
+    except RagtuneError as exc:
+        say(f"tune: retrieval left at its defaults ({exc})")
+    else:
+        out["retrieval"] = {"chosen": report.chosen, "before": report.before, "after": report.after,
+                            "questions": report.n_questions}  # fmt: skip
+        say("tune: " + "\n  ".join(report.lines()))
+    if plan.gate_questions and "rag" in cfg.strategies:
+        out["gates"]["rag"] = calibrate_gate(index, base, examples[: plan.gate_questions], say)
+    return out
+
+
+def calibrate_gate(index, generator, examples, say: Say) -> dict:
+    """Fit and record `generator`'s gate on `examples` (asked as they are, then with their own
+    document kept out of retrieval); {} with a note when there are too few."""
+    from ..gate import calibrate
+    from ..rag import Pipeline
+
+    try:
+        gate = calibrate(Pipeline(index, generator, gate=False), [e.question for e in examples],
+                         answerable_doc_ids=[e.doc_ids[0] for e in examples])  # fmt: skip
+    except RagtuneError as exc:
+        say(f"gate for {generator.name}: not calibrated ({exc})")
+        return {}
+    index.set_gate(gate, generator.name)
+    c = gate.calibration
+    say(f"gate for {generator.name}: abstains on {100 * c['abstention']:.0f}% of calibration questions with their "
+        f"document kept out, {100 * c['false_abstention']:.0f}% of answerable ones")  # fmt: skip
+    return gate.to_dict()
 
 
 def _real_questions(path: str) -> list[dict]:

@@ -361,9 +361,49 @@ def render(res: Results) -> str:
 <h2>Are the differences real?</h2><table><tr><th>pair</th><th>metric</th><th>difference [95% CI]</th><th>p (paired bootstrap)</th><th>significant</th></tr>{paired}</table>
 <h2>Charts</h2><div class="charts">{"".join(charts)}</div>
 {ratings}{phases}{fresh}
+{tuning_section(res)}
 {questions_section(res)}
 <h2>Per question</h2>{drilldown(res)}
 <script>{JS}</script></body></html>"""
+
+
+def tuning_section(res: Results) -> str:
+    """Tuned retrieval settings, and each gate's operating point with its abstention curve."""
+    t = getattr(res, "tuning", None) or {}
+    out = []
+    r = t.get("retrieval") or {}
+    if r.get("chosen"):
+        c = r["chosen"]
+        rows = "".join(
+            f"<tr><td>{e(name)}</td><td>{s['recall@1']:.3f}</td><td>{s['recall@5']:.3f}</td><td>{s['mrr@10']:.3f}</td></tr>"
+            for name, s in {**r["before"], "hybrid (tuned)": r["after"]}.items()
+        )
+        out.append(
+            f"<h2>Retrieval, tuned to these documents</h2><p>Chosen on {r.get('questions', 0)} training questions (never the test): "
+            f"fusion <b>{e(c['fusion'])}</b>, dense weight <b>{c['dense_weight']}</b>, {c['candidates']} candidates per retriever, "
+            f"k = {c['k']}, context budget {c['context_tokens']} tokens.</p>"
+            f"<table><tr><th>retriever</th><th>R@1</th><th>R@5</th><th>MRR@10</th></tr>{rows}</table>"
+        )
+    for name, g in (t.get("gates") or {}).items():
+        if not g:
+            continue
+        cal = g.get("calibration", {})
+        curve = cal.get("curve", [])
+        chart = scatter(
+            [f"t={x['threshold']:.2f}" if i % 8 == 0 else "" for i, x in enumerate(curve)],
+            [100 * x["false_abstention"] for x in curve],
+            [100 * x["abstention"] for x in curve],
+            "false abstention on answerable (%)",
+            "abstention on unanswerable (%)",
+        ) if curve else ""  # fmt: skip
+        out.append(
+            f"<h3>Answerability gate of {e(name)}</h3><p>Calibrated on {cal.get('answerable', 0)} answerable and "
+            f"{cal.get('unanswerable', 0)} unanswerable questions (training questions asked again with their document kept out of "
+            f"retrieval). Threshold {g['threshold']:.3f}: abstains on {100 * cal.get('abstention', 0):.0f}% of unanswerable, "
+            f"{100 * cal.get('false_abstention', 0):.0f}% of answerable calibration questions (target at most "
+            f"{100 * g['target_false_abstention']:.0f}%). Evidence read: {e(', '.join(g['features']))}.</p>{chart}"
+        )
+    return "".join(out)
 
 
 def questions_section(res: Results) -> str:

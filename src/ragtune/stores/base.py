@@ -28,6 +28,7 @@ class IndexManifest:
     build_wall_s: float = 0.0  # summed over every ingest into this index
     build_cpu_s: float = 0.0
     retrieval: dict = field(default_factory=dict)  # retrieval settings chosen for this index (RagConfig fields)
+    gate: dict = field(default_factory=dict)  # generator name -> its calibrated answerability gate (Gate.to_dict())
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,180 @@
+"""Weighted fusion, `tune`, the answerability gate, extracted answers and answer shaping."""
+
+import random
+
+import pytest
+
+from ragtune.config import RagConfig
+from ragtune.documents import Document, Hit, QAExample
+from ragtune.errors import ConfigError, InputError
+from ragtune.gate import Gate, fit_gate
+from ragtune.index import Index
+from ragtune.prompts import shape_answer
+from ragtune.rag import Evidence, Pipeline, answer_spans
+from ragtune.retrieval import fuse, reciprocal_rank_fusion
+from ragtune.testing import ScriptedGenerator, make_chunks
+from ragtune.tuning import tune_retrieval
+
+
+def _hits(ids, via):
+    chunks = {c.id: c for i in ids for c in make_chunks(i.split("#")[0], ["x"])}
+    return [Hit(chunks[i], 1.0 / (r + 1), r + 1, via) for r, i in enumerate(ids)]
+
+
+def test_fusion_weights_reach_both_single_orders_and_keep_raw_scores():
+    dense = _hits(["a#0", "b#0", "c#0"], "dense")
+    text = _hits(["c#0", "d#0", "a#0"], "bm25")
+    ids = lambda hs: [h.chunk.id for h in hs]  # noqa: E731
+    assert ids(fuse(dense, text, 3, "rrf", 1.0)) == ["a#0", "b#0", "c#0"]
+    assert ids(fuse(dense, text, 3, "rrf", 0.0)) == ["c#0", "d#0", "a#0"]
+    assert ids(fuse(dense, text, 4, "score", 1.0))[:3] == ["a#0", "b#0", "c#0"]
+    assert ids(fuse(dense, text, 4, "rrf", 0.5)) == ids(reciprocal_rank_fusion([dense, text], 4))
+    top = fuse(dense, text, 4, "rrf", 0.5)
+    a = next(h for h in top if h.chunk.id == "a#0")
+    assert (a.dense_score, a.text_score) == (1.0, 1.0 / 3)
+    assert next(h for h in top if h.chunk.id == "b#0").text_score is None
+    with pytest.raises(ConfigError, match="fusion"):
+        fuse(dense, text, 3, "max")
+    with pytest.raises(ConfigError, match="dense_weight"):
+        RagConfig(dense_weight=1.5)
+
+
+FACTS = [
+    ("alder", "The Alder bridge was built by engineer Mara Voss in 1871."),
+    ("birch", "Birch lake is 40 metres deep and lies north of Ostrel."),
+    ("cedar", "The Cedar tower holds a bell cast in 1604 by Hugo Lind."),
+    ("dunmore", "Dunmore castle was rebuilt after a fire in 1790."),
+    ("elm", "Elm station opened in 1902 and serves the Tarn railway."),
+    ("fenwick", "The Fenwick mill ground flour for Karsby until 1955."),
+    ("garth", "Garth island has a lighthouse painted red and white."),
+    ("holm", "The Holm festival is held every August on the green."),
+    ("ivel", "The river Ivel floods the meadows each spring."),
+    ("juniper", "Juniper hall keeps a library of 12,000 books."),
+    ("kelvor", "The Kelvor bridge was designed by Ada Renn in 1888."),
+    ("larch", "Larch school was founded by the weavers guild in 1820."),
+]
+QUESTIONS = [
+    ("Who built the Alder bridge?", "Mara Voss", "alder"),
+    ("How deep is Birch lake?", "40 metres", "birch"),
+    ("Who cast the bell in the Cedar tower?", "Hugo Lind", "cedar"),
+    ("When was Dunmore castle rebuilt?", "1790", "dunmore"),
+    ("When did Elm station open?", "1902", "elm"),
+    ("Until when did the Fenwick mill grind flour?", "1955", "fenwick"),
+    ("What colour is the lighthouse on Garth island?", "red and white", "garth"),
+    ("When is the Holm festival held?", "every August", "holm"),
+    ("What does the river Ivel flood?", "the meadows", "ivel"),
+    ("How many books does Juniper hall keep?", "12,000", "juniper"),
+    ("Who designed the Kelvor bridge?", "Ada Renn", "kelvor"),
+    ("Who founded Larch school?", "the weavers guild", "larch"),
+]
+
+
+@pytest.fixture
+def facts_index(tmp_path, embedder):
+    index = Index.create(tmp_path / "facts", embedder=embedder)
+    index.ingest([Document(d, text, d.title()) for d, text in FACTS])
+    return Index.open(tmp_path / "facts", embedder=embedder)
+
+
+def test_tune_is_never_below_the_better_single_retriever_and_is_recorded(facts_index):
+    examples = [QAExample(str(i), q, (a,), (d,)) for i, (q, a, d) in enumerate(QUESTIONS)]
+    report = tune_retrieval(facts_index, examples)
+    best_single = max(report.before["dense"]["recall@5"], report.before["bm25"]["recall@5"])
+    assert report.after["recall@5"] >= best_single
+    assert report.after["recall@5"] == max(t.recall_at_k for t in report.trials)
+    reopened = Index.open(facts_index.url).rag_config()
+    assert (reopened.fusion, reopened.dense_weight, reopened.k) == (
+        report.chosen["fusion"],
+        report.chosen["dense_weight"],
+        report.chosen["k"],
+    )
+    assert any("chosen:" in line for line in report.lines())
+    with pytest.raises(InputError, match="at least 10 questions"):
+        tune_retrieval(facts_index, examples[:3])
+
+
+def _evidence(rng, good: bool) -> Evidence:
+    mu = 0.7 if good else 0.35
+    return Evidence(dense_top=rng.gauss(mu, 0.08), text_top=rng.gauss(8 if good else 4, 1.5), support=1.0)
+
+
+def test_gate_meets_its_false_abstention_target_and_survives_the_manifest(facts_index):
+    rng = random.Random(0)
+    ans = [_evidence(rng, True) for _ in range(60)]
+    un = [_evidence(rng, False) for _ in range(60)]
+    gate = fit_gate(ans, un, target=0.1)
+    assert "support" not in gate.features  # constant: dropped
+    cal = gate.calibration
+    assert cal["false_abstention"] <= 0.1 and cal["abstention"] >= 0.8
+    assert gate.probability(Evidence(dense_top=0.9, text_top=10)) > gate.probability(Evidence(dense_top=0.2))
+    facts_index.set_gate(gate, "scripted")
+    again = Index.open(facts_index.url).gate("scripted")
+    assert isinstance(again, Gate) and again.threshold == gate.threshold and again.weights == gate.weights
+    assert Index.open(facts_index.url).gate("another-model") is None
+    gen = ScriptedGenerator(lambda m: "x")
+    assert Pipeline(Index.open(facts_index.url), gen).gate.threshold == gate.threshold  # the index's, by name
+    with pytest.raises(InputError, match="at least 8"):
+        fit_gate(ans[:3], un)
+
+
+def test_pipeline_gate_abstains_with_a_reason_and_exclusion_hides_the_document(facts_index):
+    rng = random.Random(1)
+    gate = fit_gate([_evidence(rng, True) for _ in range(40)], [_evidence(rng, False) for _ in range(40)])
+    gen = ScriptedGenerator(lambda m: "Mara Voss [1]")
+    pipe = Pipeline(facts_index, gen, RagConfig(k=3), gate=gate)
+    strict = Gate(gate.features, gate.mean, gate.scale, gate.weights, gate.bias, 1.01)  # refuses everything
+    refused = Pipeline(facts_index, gen, RagConfig(k=3), gate=strict).answer("Who built the Alder bridge?")
+    assert refused.abstained and refused.citations == [] and "confidence" in refused.abstain_reason
+    assert refused.evidence is not None and refused.raw == "Mara Voss [1]"
+    kept = pipe.answer_batch(["Who built the Alder bridge?"], exclude_docs=[{"alder"}])[0]
+    assert all(h.chunk.doc_id != "alder" for h in kept.hits) and kept.hits
+
+
+class SpanScorer(ScriptedGenerator):
+    """A scripted model that can score continuations: it likes those containing `word`."""
+
+    def __init__(self, word):
+        super().__init__(lambda m: "unused")
+        self.word = word
+        self.scored: list[list[str]] = []
+
+    def score(self, prompt, continuations):
+        self.scored.append(list(continuations))
+        return [(-1.0 if self.word in c else -9.0) - 0.01 * len(c) for c in continuations]
+
+
+def test_extract_mode_answers_with_a_cited_span_of_the_sources(facts_index):
+    gen = SpanScorer("Ada Renn")
+    ans = Pipeline(facts_index, gen, RagConfig(k=3), gate=False).answer("Who designed the Kelvor bridge?")
+    assert ans.text == "Ada Renn" and not ans.abstained
+    assert ans.citations and ans.citations[0].doc_id == "kelvor" and "Ada Renn" in ans.citations[0].snippet
+    assert ans.evidence.logprob < 0 and ans.evidence.margin > 0
+    assert all(any(s.split(" [")[0] in src.text for src in ans.sources) for s in gen.scored[0])
+    # a generator with an adapter keeps writing its answers (auto), unless extraction is asked for
+    gen.adapter = "runs/raft"
+    assert not Pipeline(facts_index, gen, RagConfig(k=3), gate=False).extracts
+    assert Pipeline(facts_index, gen, RagConfig(k=3, answer_mode="extract"), gate=False).extracts
+    with pytest.raises(ConfigError, match="cannot score"):
+        Pipeline(facts_index, ScriptedGenerator(lambda m: "x"), RagConfig(answer_mode="extract"))
+
+
+def test_answer_spans_offer_yes_and_no_for_a_polar_question():
+    from ragtune.context import Source
+
+    src = [Source(1, "a#0", "a", "A", "Aspirin lowered the risk of stroke in 1998 trials.", 1.0)]
+    spans = answer_spans("Does aspirin lower the risk of stroke?", src)
+    assert spans[:2] == [("yes", 1), ("no", 1)] and ("1998", 1) in spans
+    assert ("yes", 1) not in answer_spans("When were the trials?", src)
+
+
+@pytest.mark.parametrize(
+    "raw,shaped",
+    [
+        ("The answer is: Paris.", "Paris"),
+        ("Answer: 1066 [1]", "1066 [1]"),
+        ("According to the sources [2], the Normans [2].", "the Normans [2]"),
+        ("Paris is the capital of France and lies on the Seine [1].", "Paris is the capital of France and lies on the Seine [1]."),  # noqa: E501
+    ],
+)
+def test_shape_answer_strips_filler_and_keeps_markers(raw, shaped):
+    assert shape_answer(raw) == shaped
