@@ -156,6 +156,18 @@ def evidence(answer: Answer, likelihood: tuple[float, float] = (0.0, 0.0)) -> Ev
     )
 
 
+def apply_gate(answer: Answer, gate) -> Answer:
+    """`answer` with the gate's confidence, or an abstention saying why when the gate judges its
+    evidence too weak. An answer the model already refused, or one without evidence, stays as it is."""
+    if gate is None or answer.abstained or answer.evidence is None:
+        return answer
+    p = gate.probability(answer.evidence)
+    if p >= gate.threshold:
+        return replace(answer, confidence=p)
+    why = gate.explain(answer.evidence, p)
+    return replace(answer, text=ABSTAIN, citations=[], abstained=True, confidence=p, abstain_reason=why)
+
+
 class Pipeline:
     """Answer questions: retrieve from `index` (None = closed book), select context, prompt,
     generate, cite or abstain. One config object says how.
@@ -270,16 +282,7 @@ class Pipeline:
         """Attach the evidence and let the gate decide whether the sources hold the answer."""
         if self._retriever is None:
             return answer
-        ev = evidence(answer, likelihood)
-        answer = replace(answer, evidence=ev)
-        if self.gate is None or answer.abstained:
-            return answer
-        p = self.gate.probability(ev)
-        if p >= self.gate.threshold:
-            return replace(answer, confidence=p)
-        return replace(
-            answer, text=ABSTAIN, citations=[], abstained=True, confidence=p, abstain_reason=self.gate.explain(ev, p)
-        )
+        return apply_gate(replace(answer, evidence=evidence(answer, likelihood)), self.gate)
 
     def stream(self, question: str, filters: dict | None = None) -> Iterator[str | Answer]:
         """Yield the answer text as the model writes it, then the finished Answer."""
@@ -291,10 +294,16 @@ class Pipeline:
         t2 = time.perf_counter()
         prompt = self._prompt(question, sources[0])
         pieces = []
-        for piece in self.generator.stream(prompt, self.config.max_new_tokens):
-            pieces.append(piece)
-            yield piece
-        raw = "".join(pieces).strip()
+        likelihood = None
+        if self.extracts:  # a chosen span arrives whole
+            raw, likelihood = self._extract(question, prompt, sources[0])
+            pieces = [strip_citations(raw) if not is_abstention(raw) else ABSTAIN]
+            yield pieces[0]
+        else:
+            for piece in self.generator.stream(prompt, self.config.max_new_tokens):
+                pieces.append(piece)
+                yield piece
+            raw = "".join(pieces).strip()
         t3 = time.perf_counter()
         tin, tout = self.generator.count_tokens([self.generator.render(prompt), raw])
         answer = make_answer(
@@ -306,7 +315,7 @@ class Pipeline:
             tokens_in=tin,
             tokens_out=tout,
         )
-        yield self._finish(answer, self._likelihood(prompt, raw, sources[0]))
+        yield self._finish(answer, likelihood or self._likelihood(prompt, raw, sources[0]))
 
     # -- stages ------------------------------------------------------------------------------
     def _retrieve(

@@ -1,0 +1,152 @@
+"""Does `rag` abstain when the index does not hold the answer, and only then?
+
+SQuAD dev (the 12 articles never in the QG adapter's training): a quarter of their paragraphs
+is kept out of the index; unanswerable questions are those of kept-out paragraphs whose answer
+is nowhere in the indexed text, answerable ones those of indexed paragraphs. PubMedQA PQA-L:
+half of the abstracts indexed; unanswerable questions are those of the other half.
+
+The gate is calibrated as a user without labels would: `ragtune tune`'s path — synthetic
+questions from the index, each asked again with its own document kept out of retrieval.
+Baseline, same run: the same pipeline without the gate (the model's own "I don't know").
+Targets: abstains on >= 80% of unanswerable questions, <= 10% of answerable ones.
+
+    python benchmarks/abstention.py [--corpus squad pubmedqa] [--n 100] [--calibrate 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, squad_dev  # noqa: E402
+
+PUBMED = ROOT.parent / "shared" / "datasets" / "pubmedqa_pqal" / "ori_pqal.json"
+
+
+def _bucket(key: str) -> float:
+    return int(hashlib.sha1(key.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+
+
+def squad_split(rng: random.Random, n: int):
+    from ragtune.evaluation.metrics import normalize_answer
+    from ragtune.synth.qg import HELD_OUT_ARTICLES
+
+    docs, examples = squad_dev()
+    docs = [d for d in docs if d.title in HELD_OUT_ARTICLES]
+    keep = {d.id for d in docs if _bucket(d.id) >= 0.25}
+    indexed = [d for d in docs if d.id in keep]
+    text = " " + " ".join(normalize_answer(d.text) for d in indexed) + " "
+    ex = [e for e in examples if e.doc_ids[0] in {d.id for d in docs}]
+    answerable = [e for e in ex if e.doc_ids[0] in keep]
+    unanswerable = [
+        e for e in ex if e.doc_ids[0] not in keep and not any(f" {normalize_answer(a)} " in text for a in e.answers)
+    ]
+    return indexed, rng.sample(answerable, min(n, len(answerable))), rng.sample(unanswerable, min(n, len(unanswerable)))
+
+
+def pubmed_split(rng: random.Random, n: int):
+    from ragtune.documents import Document, QAExample
+
+    data = json.loads(PUBMED.read_text())
+    docs = [Document(pmid, " ".join(r["CONTEXTS"]), "") for pmid, r in data.items()]  # no title: it is the question
+    examples = [QAExample(pmid, r["QUESTION"], (r["final_decision"],), (pmid,)) for pmid, r in data.items()]
+    indexed = [d for d in docs if _bucket(d.id) < 0.5]
+    keep = {d.id for d in indexed}
+    answerable = [e for e in examples if e.doc_ids[0] in keep]
+    unanswerable = [e for e in examples if e.doc_ids[0] not in keep]
+    return indexed, rng.sample(answerable, min(n, len(answerable))), rng.sample(unanswerable, min(n, len(unanswerable)))
+
+
+def rates(answers, examples) -> dict:
+    from ragtune.evaluation.metrics import exact_match, f1_score
+
+    n = max(len(answers), 1)
+    return {
+        "abstain": sum(a.abstained for a in answers) / n,
+        "f1": 100 * sum(f1_score(a.text, e.answers) for a, e in zip(answers, examples) if not a.abstained) / n,
+        "em": 100 * sum(exact_match(a.text, e.answers) for a, e in zip(answers, examples) if not a.abstained) / n,
+    }
+
+
+def run(name: str, args, generator) -> dict:
+    from ragtune import ChunkConfig, Index, Pipeline
+    from ragtune.gate import calibrate
+    from ragtune.rag import apply_gate
+    from ragtune.tuning import synthetic_examples
+
+    rng = random.Random(args.seed)
+    indexed, answerable, unanswerable = (squad_split if name == "squad" else pubmed_split)(rng, args.n)
+    index = Index.create(f"{args.root}/{name}", chunking=ChunkConfig())
+    index.ingest(indexed, sync=True)
+    print(f"\n== {name}: {len(indexed)} documents indexed; {len(answerable)} answerable, "
+          f"{len(unanswerable)} unanswerable test questions", flush=True)  # fmt: skip
+
+    t0 = time.perf_counter()
+    if args.calibrate_on == "synthetic":
+        calib = synthetic_examples(index, args.calibrate, args.seed)
+    else:  # real questions of indexed documents that are not test questions
+        test_ids = {e.id for e in answerable}
+        pool = [e for e in (squad_split if name == "squad" else pubmed_split)(random.Random(args.seed + 1), 10**6)[1]
+                if e.id not in test_ids]  # fmt: skip
+        calib = pool[: args.calibrate]
+    pipe = Pipeline(index, generator, gate=False, score_answers=True)
+    gate = calibrate(pipe, [e.question for e in calib], answerable_doc_ids=[e.doc_ids[0] for e in calib])
+    cal = gate.calibration
+    print(f"  gate calibrated on {len(calib)} {args.calibrate_on} questions in {time.perf_counter() - t0:.0f}s: "
+          f"threshold {gate.threshold:.3f}, features {gate.features}; on calibration: abstains "
+          f"{100 * cal['abstention']:.0f}% / false {100 * cal['false_abstention']:.0f}%", flush=True)  # fmt: skip
+
+    t0 = time.perf_counter()
+    ans = pipe.answer_batch([e.question for e in answerable])
+    una = pipe.answer_batch([e.question for e in unanswerable])
+    secs = (time.perf_counter() - t0) / (len(ans) + len(una))
+    # The gate reads the evidence already computed: apply it without answering again.
+    g_ans, g_una = [apply_gate(a, gate) for a in ans], [apply_gate(a, gate) for a in una]
+    rows = {
+        "no gate (the model's own abstention)": (rates(ans, answerable), rates(una, unanswerable)),
+        "calibrated gate": (rates(g_ans, answerable), rates(g_una, unanswerable)),
+    }
+    print(f"  {'':<38}{'abstain unanswerable':>21}{'false abstention':>18}{'F1 answerable':>15}")
+    for label, (a, u) in rows.items():
+        print(f"  {label:<38}{100 * u['abstain']:>20.1f}%{100 * a['abstain']:>17.1f}%{a['f1']:>15.1f}")
+    a, u = rows["calibrated gate"]
+    print(f"  target: >= 80% and <= 10%: {'met' if u['abstain'] >= 0.8 and a['abstain'] <= 0.1 else 'NOT met'}; "
+          f"{secs:.2f} s per answer ({'extract' if pipe.extracts else 'generate'})")  # fmt: skip
+    for x in [x for x in g_una if x.abstained][:2] + [x for x in g_ans if x.abstained][:1]:
+        print(f"    e.g. {x.question[:70]!r}: {x.abstain_reason}")
+    return {
+        "calibration": {"questions": len(calib), "on": args.calibrate_on,
+                        **{k: v for k, v in cal.items() if k != "curve"}},  # fmt: skip
+        "rows": {k: {"answerable": a, "unanswerable": u} for k, (a, u) in rows.items()},
+        "seconds_per_answer": secs,
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--corpus", nargs="+", default=["squad", "pubmedqa"], choices=["squad", "pubmedqa"])
+    ap.add_argument("--root", default="/tmp/ragtune-bench/abstention")
+    ap.add_argument("--n", type=int, default=100, help="answerable and unanswerable test questions each")
+    ap.add_argument("--calibrate", type=int, default=40, help="calibration questions (each also asked without its doc)")
+    ap.add_argument("--calibrate-on", choices=["synthetic", "real"], default="synthetic")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", help="write the figures here")
+    args = ap.parse_args()
+
+    from ragtune import make_generator
+
+    generator = make_generator()
+    out = {name: run(name, args, generator) for name in args.corpus}
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
