@@ -1,4 +1,5 @@
 import json
+import re
 from html.parser import HTMLParser
 
 import pytest
@@ -62,6 +63,36 @@ def test_fact_editor_changes_passage_and_gold():
     assert year.new.isdigit() and year.new != "1932"
     assert next(e for e in edits if e.kind == "name").new == "Karl Marx"  # another name from the corpus
     assert is_fresh(f"in {year.new}", year) and not is_fresh("in 1932", year) and is_stale("1932", year)
+
+
+def test_fact_editor_keeps_type_unit_and_magnitude():
+    docs = [
+        Document("Lakes/0", "Tamsin lake is 40 metres deep."),
+        Document("Lakes/1", "The abbey was founded in the 16th century."),
+        Document("Lakes/2", "The Kelvor bridge was designed by Ada Renn."),
+        Document("Lakes/3", "The mill cost $3,400,000 to build."),
+        Document("Lakes/4", "The town follows Catholicism."),
+        Document("Lakes/5", "Its mayor is Tom Hale."),
+    ]
+    exs = [
+        QAExample("q0", "How deep is Tamsin lake?", ("40 metres",), ("Lakes/0",)),
+        QAExample("q1", "When was the abbey founded?", ("16th century",), ("Lakes/1",)),
+        QAExample("q2", "Who designed the Kelvor bridge?", ("Ada Renn",), ("Lakes/2",)),
+        QAExample("q3", "How much did the mill cost?", ("$3,400,000",), ("Lakes/3",)),
+        QAExample("q4", "What does the town follow?", ("Catholicism",), ("Lakes/4",)),
+        QAExample("q5", "Who is the mayor?", ("Tom Hale",), ("Lakes/5",)),
+        QAExample("q6", "Who funded the Kelvor bridge?", ("Catholic Church",), ("Other/0",)),
+    ]
+    for seed in range(5):
+        _, edits = edit_facts(docs, exs, n=10, seed=seed)
+        by_q = {e.example.id: e for e in edits}
+        depth = by_q["q0"].new
+        assert depth.endswith(" metres") and 20 <= int(depth.split()[0]) <= 76 and depth != "40 metres"
+        assert re.fullmatch(r"\d+(st|nd|rd|th) century", by_q["q1"].new) and by_q["q1"].new != "16th century"
+        assert by_q["q2"].new == "Tom Hale" and by_q["q5"].new == "Ada Renn"  # a person for a person, same article
+        cost = by_q["q3"].new
+        assert cost.startswith("$") and len(cost) == len("$3,400,000") and cost != "$3,400,000"
+        assert "q4" not in by_q  # "what" is too vague a type: no believable substitute, left alone
 
 
 class _Collect(HTMLParser):
