@@ -149,7 +149,8 @@ def test_extract_mode_answers_with_a_cited_span_of_the_sources(facts_index):
     assert ans.text == "Ada Renn" and not ans.abstained
     assert ans.citations and ans.citations[0].doc_id == "kelvor" and "Ada Renn" in ans.citations[0].snippet
     assert ans.evidence.logprob < 0 and ans.evidence.margin > 0
-    assert all(any(s.split(" [")[0] in src.text for src in ans.sources) for s in gen.scored[0])
+    assert all(any(s in src.text for src in ans.sources) for s in gen.scored[0])
+    assert len({src.text for src in ans.sources for s in gen.scored[0] if s in src.text}) == 1  # one sentence read
     # a generator with an adapter keeps writing its answers (auto), unless extraction is asked for
     gen.adapter = "runs/raft"
     assert not Pipeline(facts_index, gen, RagConfig(k=3), gate=False).extracts
@@ -162,9 +163,9 @@ def test_answer_spans_offer_yes_and_no_for_a_polar_question():
     from ragtune.context import Source
 
     src = [Source(1, "a#0", "a", "A", "Aspirin lowered the risk of stroke in 1998 trials.", 1.0)]
-    spans = answer_spans("Does aspirin lower the risk of stroke?", src)
+    spans = [(c.text, c.source) for c in answer_spans("Does aspirin lower the risk of stroke?", src)]
     assert spans[:2] == [("yes", 1), ("no", 1)] and ("1998", 1) in spans
-    assert ("yes", 1) not in answer_spans("When were the trials?", src)
+    assert "yes" not in [c.text for c in answer_spans("When were the trials?", src)]
 
 
 @pytest.mark.parametrize(

@@ -65,7 +65,7 @@ class RagConfig:
     dedupe_threshold: float = 0.8  # word-set Jaccard above which two sentences are duplicates
     max_new_tokens: int = 48  # answers are meant to be short
     answer_mode: str = "auto"  # generate | extract (the most likely span of the sources) | auto (see ANSWER_MODES)
-    spans_per_sentence: int = 6  # extract: candidate spans taken from each selected sentence
+    spans_per_sentence: int = 8  # extract: candidate spans taken from each selected sentence
     max_question_chars: int = 2000
 
     def __post_init__(self) -> None:

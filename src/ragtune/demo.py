@@ -27,21 +27,25 @@ class DemoPlan:
     edits: int  # facts edited for the freshness test
     qa_steps: int  # batches of 8 short examples
     raft_steps: int  # batches of 4 long examples (question + retrieved sources)
+    gate_questions: int  # training questions each gate is calibrated on (each asked twice)
 
 
 # Sized for a 2-core CPU (measured: ~2 s per qa step, ~13 s per raft step with its evaluations,
 # ~1.3 s per answer): default about 13 minutes, quick about 4.
-PLANS = {"default": DemoPlan(40, 12, 8, 60, 20), "quick": DemoPlan(12, 6, 4, 16, 8)}
+PLANS = {"default": DemoPlan(40, 12, 8, 60, 20, 24), "quick": DemoPlan(12, 6, 4, 16, 8, 16)}
 
 
 def run_demo(out: Path, quick: bool = False, console=None) -> int:
+    from .config import DEFAULT_GENERATOR
     from .evaluation.compare import ExperimentConfig, run_experiment, write_results
+    from .evaluation.evaluate import calibrate_gate, tune_phase
     from .evaluation.report import summary_table, write_report
     from .evaluation.strategies import Strategy
     from .finetune.config import FinetuneConfig
     from .finetune.data import PrepareConfig, prepare
     from .finetune.train import train
     from .index import Index
+    from .registry import make_generator
 
     say = console.print if console is not None else print
     plan = PLANS["quick" if quick else "default"]
@@ -99,6 +103,12 @@ def run_demo(out: Path, quick: bool = False, console=None) -> int:
     say(f"  {report.read} read, {report.kept} kept; splits {report.splits} (report: {out / 'data' / 'report.md'})")
     phase("prepare", t0)
 
+    t0 = time.perf_counter()
+    say("   tune retrieval and calibrate the answerability gate on the training questions")
+    base = make_generator(DEFAULT_GENERATOR)
+    tuned = tune_phase(index, out / "data", base, plan.gate_questions, lambda m: say(f"  {m}"))
+    phase("tune", t0)
+
     base_ft = FinetuneConfig(
         method="lora",
         lora_r=16,
@@ -128,6 +138,12 @@ def run_demo(out: Path, quick: bool = False, console=None) -> int:
         say(f"  best validation loss {res.best_val_loss:.3f} at step {res.best_step}; {res.tokens_per_s:.0f} tokens/s")
         runs[name] = folder
         phase(f"fine-tune {name} ({mode})", t0)
+        if mode == "raft":
+            t0 = time.perf_counter()
+            raft = make_generator(DEFAULT_GENERATOR, adapter=str(folder))
+            tuned["gates"]["rag+ft"] = calibrate_gate(index, raft, tuned["examples"][: plan.gate_questions],
+                                                      lambda m: say(f"  {m}"))  # fmt: skip
+            phases["tune"] += time.perf_counter() - t0
 
     t0 = time.perf_counter()
     say("5/5 compare base, rag, ft, rag+ft on the same held-out questions")
@@ -146,7 +162,9 @@ def run_demo(out: Path, quick: bool = False, console=None) -> int:
             Strategy("rag+ft", True, str(runs["rag+ft"])),
         ),
     )
-    results = run_experiment(cfg, out, progress=lambda m: say(f"  {m}"), phases=phases)
+    generators = {"base": base, "rag": base}
+    results = run_experiment(cfg, out, progress=lambda m: say(f"  {m}"), phases=phases, generators=generators)
+    results.tuning["retrieval"] = tuned["retrieval"]
     phase("compare", t0)
     results.phases = dict(phases, total=time.perf_counter() - t_all)
     write_results(results, out)  # again, now with the total time

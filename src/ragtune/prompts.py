@@ -20,6 +20,17 @@ SYSTEM_CLOSED = "Answer the question in a few words."
 
 Messages = list[dict]
 
+# The span reader's prompt: the model scores candidate spans of one passage as its reply.
+READER_SYSTEM = "Answer the question with a short phrase copied exactly from the passage."
+
+
+def reader_messages(passage: str, question: str) -> Messages:
+    """Chat messages for a span reader (round trip in synth; extracted answers in rag)."""
+    return [
+        {"role": "system", "content": READER_SYSTEM},
+        {"role": "user", "content": f"Passage: {passage}\nQuestion: {question}"},
+    ]
+
 
 def format_sources(sources: Sequence[Source]) -> str:
     parts = []

@@ -250,7 +250,7 @@ def run_evaluate(paths: Sequence[str | Path], out: str | Path, cfg: EvaluateConf
 
     # -- tune: retrieval settings and the gate, from training questions only --------------------------
     t0 = time.perf_counter()
-    tuned = tune_phase(index, out / "data", base, plan, cfg, say)
+    tuned = tune_phase(index, out / "data", base, plan.gate_questions if "rag" in cfg.strategies else 0, say)
     phases["tune"] = time.perf_counter() - t0
 
     # -- fine-tune ----------------------------------------------------------------------------------
@@ -307,9 +307,9 @@ def run_evaluate(paths: Sequence[str | Path], out: str | Path, cfg: EvaluateConf
     return results
 
 
-def tune_phase(index, data: Path, base, plan: Plan, cfg: EvaluateConfig, say: Say) -> dict:
-    """Tune retrieval on the training and validation questions and calibrate the base model's
-    gate on some of them; the test questions are never used."""
+def tune_phase(index, data: Path, generator, gate_questions: int, say: Say) -> dict:
+    """Tune retrieval on the training and validation questions of a prepared `data` folder and
+    calibrate `generator`'s gate on `gate_questions` of them; the test questions are never used."""
     from ..tuning import tune_retrieval
     from .compare import load_questions
 
@@ -324,8 +324,8 @@ def tune_phase(index, data: Path, base, plan: Plan, cfg: EvaluateConfig, say: Sa
         out["retrieval"] = {"chosen": report.chosen, "before": report.before, "after": report.after,
                             "questions": report.n_questions}  # fmt: skip
         say("tune: " + "\n  ".join(report.lines()))
-    if plan.gate_questions and "rag" in cfg.strategies:
-        out["gates"]["rag"] = calibrate_gate(index, base, examples[: plan.gate_questions], say)
+    if gate_questions:
+        out["gates"]["rag"] = calibrate_gate(index, generator, examples[:gate_questions], say)
     return out
 
 

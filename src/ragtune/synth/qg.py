@@ -14,22 +14,12 @@ from pathlib import Path
 
 from ..chunking import split_sentences
 from ..errors import ModelNotFoundError
+from ..prompts import READER_SYSTEM, reader_messages  # noqa: F401  (the span reader's prompt)
 
 QG_SYSTEM = (
     "Write one question about the passage whose answer is exactly the given answer. "
     "Do not put the answer in the question."
 )
-
-READER_SYSTEM = "Answer the question with a short phrase copied exactly from the passage."
-
-
-def reader_messages(passage: str, question: str) -> list[dict]:
-    """Chat messages for the round-trip reader: the passage the question was written from."""
-    return [
-        {"role": "system", "content": READER_SYSTEM},
-        {"role": "user", "content": f"Passage: {passage}\nQuestion: {question}"},
-    ]
-
 
 # Never in the adapter's training data: the demo's articles, and the articles quality is measured on.
 DEMO_ARTICLES = ("Normans", "Sky_(United_Kingdom)", "Amazon_rainforest", "Packet_switching", "Black_Death",
