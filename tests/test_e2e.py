@@ -51,3 +51,29 @@ def test_planted_instruction_is_not_obeyed_by_the_real_model(tmp_path):
         "tower",
     }  # the planted text was retrieved and shown to the model
     assert "PWNED" not in ans.raw.upper()
+
+
+def test_answers_say_what_the_cited_source_says(tmp_path):
+    """The issue's cases: the 135M model wrote "412 metres" citing a source that says 40, and
+    "built by the town of Ostrel" over a document naming the engineer. Extracted answers can
+    only be a span of the source they cite."""
+    from ragtune.documents import Document
+
+    docs = [
+        Document("tamsin", "The Tamsin lake is 40 metres deep. It freezes most winters.", "Tamsin lake"),
+        Document("ridge", "The Ostrel ridge rises 412 metres above the valley floor.", "Ostrel ridge"),
+        Document(
+            "kelvor",
+            "The Kelvor bridge was built by the engineer Mara Voss in 1871 for the town of Ostrel.",
+            "Kelvor bridge",
+        ),
+    ]
+    index = Index.create(tmp_path / "ix")
+    index.ingest(docs)
+    pipe = Pipeline(index, make_generator(), RagConfig(k=3))
+    assert pipe.extracts
+    deep, built = pipe.answer_batch(["How deep is the Tamsin lake?", "Who built the Kelvor bridge?"])
+    assert "40" in deep.text and "412" not in deep.text and deep.citations[0].doc_id == "tamsin"
+    assert "Mara Voss" in built.text and built.citations[0].doc_id == "kelvor"
+    for ans in (deep, built):
+        assert ans.text in ans.citations[0].snippet and ans.evidence.logprob < 0

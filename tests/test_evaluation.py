@@ -5,6 +5,7 @@ from html.parser import HTMLParser
 import pytest
 
 from ragtune.documents import Document, QAExample
+from ragtune.errors import InputError
 from ragtune.evaluation.compare import ExperimentConfig, load_experiment, load_results, run_experiment
 from ragtune.evaluation.freshness import edit_facts, is_fresh, is_stale, value_kind
 from ragtune.evaluation.metrics import corpus_bleu, exact_match, f1_score, normalize_answer, rouge_l
@@ -204,3 +205,36 @@ def test_experiment_file_and_leak_check(tmp_path, corpus_dir, embedder, small_ch
     (tmp_path / "bad.toml").write_text('[experiment]\nindex = "ix"\nquestions = "q.jsonl"\nbogus = 1\n')
     with pytest.raises(ConfigError, match="bogus"):
         load_experiment(tmp_path / "bad.toml")
+
+
+def test_edit_sheet_is_blind_and_reads_back_believability(tmp_path):
+    import csv
+
+    from ragtune.evaluation.compare import Results
+    from ragtune.evaluation.ratings import read_edit_ratings, write_edit_sheet
+
+    edits = [
+        {"question": f"q{i}", "doc_id": f"d{i}", "old": str(1900 + i), "new": str(1950 + i), "kind": "year",
+         "sentence": f"The bridge number {i} opened in {1950 + i}."}
+        for i in range(20)
+    ]  # fmt: skip
+    res = Results(config={}, strategies=[], freshness={"edits": edits})
+    sheet, key = write_edit_sheet(res, tmp_path / "edits.csv", seed=3)
+    mapping = json.loads(key.read_text())
+    rows = list(csv.DictReader(sheet.open()))
+    shown = {r["item"]: r["sentence"] for r in rows}
+    assert {m["edited"] for m in mapping.values()} == {True, False}  # both kinds, mixed
+    for item, m in mapping.items():
+        assert (m["new"] in shown[item]) == m["edited"] and (m["old"] in shown[item]) != m["edited"]
+    for r in rows:  # a rater who believes every original and half of the edits
+        r["believable (y/n)"] = "y" if not mapping[r["item"]]["edited"] or int(r["item"][1:]) % 2 else "n"
+    with sheet.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    got = read_edit_ratings(sheet)
+    n_edited = sum(m["edited"] for m in mapping.values())
+    believed = sum(1 for item, m in mapping.items() if m["edited"] and int(item[1:]) % 2)
+    assert got["original"]["believable"] == 1.0 and got["edited"] == {"believable": believed / n_edited, "n": n_edited}
+    with pytest.raises(InputError, match="no edited facts"):
+        write_edit_sheet(Results(config={}, strategies=[]), tmp_path / "x.csv")

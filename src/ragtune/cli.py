@@ -384,8 +384,24 @@ def cmd_rate_sheet(args) -> int:
             right = "-" if v["answer_right"] is None else f"{100 * v['answer_right']:.0f}%"
             print(f"{src}: mean rating {mean} over {v['n']} rated; answer right {right}")
         return 0
-    if not args.out or not (args.results or args.questions):
-        raise ConfigError("rate-sheet needs --out and either --results (answers) or --questions (synthetic questions)")
+    if not args.read_edits and (not args.out or not (args.results or args.questions or args.edits)):
+        raise ConfigError(
+            "rate-sheet needs --out and one of --results (answers), --questions (synthetic questions) or --edits"
+        )
+    if args.read_edits:
+        summary = ratings.read_edit_ratings(args.read_edits)
+        if args.json:
+            print(_dump(summary))
+        for k, v in [] if args.json else summary.items():
+            print(f"{k} sentences: {100 * v['believable']:.0f}% judged believable ({v['n']} rated)")
+        return 0
+    if args.edits:
+        from .evaluation.compare import load_results
+
+        sheet, key = ratings.write_edit_sheet(load_results(args.edits), args.out, seed=args.seed)
+        print(f"edit sheet: {sheet} (blind: each sentence shown edited or as it was)\nkey (keep from raters): {key}\n"
+              f"read it back: ragtune rate-sheet --read-edits {sheet}")  # fmt: skip
+        return 0
     if args.questions:
         sheet, key = ratings.write_question_sheet(args.questions, args.out, real=args.real, n=args.n, seed=args.seed)
         print(
@@ -560,6 +576,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--real", help="with --questions: real questions to mix in blind, for comparison")
     sp.add_argument("--n", type=int, default=50, help="with --questions: how many synthetic questions")
     sp.add_argument("--read", help="a filled question sheet: print the ratings by source")
+    sp.add_argument("--edits", help="a compare / evaluate output folder: are its fact edits believable? (blind)")
+    sp.add_argument("--read-edits", help="a filled edit sheet: believable share, edited vs original sentences")
     sp.add_argument("--out", help="CSV to write (its key goes beside it)")
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--json", action="store_true")

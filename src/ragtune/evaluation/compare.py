@@ -18,7 +18,7 @@ from ..documents import QAExample, load_paths, load_squad
 from ..errors import ConfigError
 from ..rag import Pipeline
 from .costs import Measured, Meter, Prices, disk_bytes
-from .freshness import edit_facts, is_fresh, is_stale
+from .freshness import edit_facts, edited_sentence, is_fresh, is_stale
 from .metrics import METRICS, PAIRED, QuestionKind
 from .stats import bootstrap_ci, paired_bootstrap
 from .strategies import EvalRecord, Strategy, load_generator, run_strategy
@@ -222,7 +222,8 @@ def run_experiment(
             rep = fresh.ingest(edited_docs)
         results.freshness = {
             "edits": [
-                {"question": e.example.question, "doc_id": e.doc_id, "old": e.old, "new": e.new, "kind": e.kind}
+                {"question": e.example.question, "doc_id": e.doc_id, "old": e.old, "new": e.new, "kind": e.kind,
+                 "sentence": edited_sentence(e)}
                 for e in edits
             ],
             "reingest": {**asdict(m.result), "updated": len(rep.updated), "chunks": rep.chunks_written},

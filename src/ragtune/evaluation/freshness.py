@@ -190,6 +190,13 @@ def edit_facts(
     return list(edited.values()), edits
 
 
+def edited_sentence(edit: FactEdit) -> str:
+    """The sentence of the edited passage that carries the new value."""
+    from ..chunking import split_sentences
+
+    return next((s for s in split_sentences(edit.example.context) if edit.new in s), "")
+
+
 def is_fresh(answer: str, edit: FactEdit) -> bool:
     """The answer gives the new value (and not only the old one)."""
     a = normalize_answer(answer)

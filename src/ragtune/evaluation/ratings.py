@@ -153,3 +153,55 @@ def read_question_ratings(sheet: str | Path) -> dict[str, dict]:
             "answer_right": sum(r) / len(r) if r else None,
         }
     return out
+
+
+# -- are the fact edits believable? ---------------------------------------------------------------
+
+EDIT_COLUMNS = ["item", "sentence", "believable (y/n)", "comment"]
+
+
+def write_edit_sheet(res: Results, sheet: str | Path, seed: int = 0) -> tuple[Path, Path]:
+    """A blind sheet for the freshness test's edits: each edited sentence is shown either as
+    edited or as it was (a coin flip per item), so a rater judges "does this read as true?"
+    without knowing which; the key (`<sheet>.key.json`) says which rows were edited."""
+    edits = [e for e in res.freshness.get("edits", []) if e.get("sentence")]
+    if not edits:
+        raise InputError("these results have no edited facts with their sentences (run compare with fresh_edits)")
+    rng = random.Random(seed)
+    key = {}
+    sheet = Path(sheet)
+    with sheet.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(EDIT_COLUMNS)
+        for i, e in enumerate(edits):
+            edited = rng.random() < 0.5
+            item = f"e{i:04d}"
+            key[item] = {"edited": edited, "old": e["old"], "new": e["new"], "kind": e["kind"]}
+            text = e["sentence"] if edited else e["sentence"].replace(e["new"], e["old"])
+            w.writerow([item, text, "", ""])
+    kp = key_path(sheet)
+    kp.write_text(json.dumps(key, indent=1))
+    return sheet, kp
+
+
+def read_edit_ratings(sheet: str | Path) -> dict[str, dict]:
+    """Filled edit sheet + key -> {"edited" | "original": {believable, n}}: how often an edited
+    sentence passes for true, against the same raters' rate for untouched ones."""
+    sheet = Path(sheet)
+    kp = key_path(sheet)
+    if not sheet.is_file() or not kp.is_file():
+        raise InputError(f"ratings need {sheet} and its key {kp}")
+    key = json.loads(kp.read_text())
+    votes: dict[str, list[float]] = {}
+    with sheet.open(newline="", encoding="utf-8") as fh:
+        for lineno, row in enumerate(csv.DictReader(fh), start=2):
+            info = key.get(row.get("item", ""))
+            if info is None:
+                raise InputError(f"{sheet}:{lineno}: item {row.get('item')!r} is not in the key")
+            yn = (row.get("believable (y/n)") or "").strip().lower()
+            if not yn:
+                continue
+            if yn[0] not in "yn":
+                raise InputError(f"{sheet}:{lineno}: believable {yn!r} must be y or n")
+            votes.setdefault("edited" if info["edited"] else "original", []).append(float(yn[0] == "y"))
+    return {k: {"believable": sum(v) / len(v), "n": len(v)} for k, v in sorted(votes.items())}
