@@ -148,6 +148,24 @@ def cmd_tune(args) -> int:
     return 0
 
 
+def cmd_finetune_embedder(args) -> int:
+    from .finetune.embedder import EmbedderTrainConfig, finetune_embedder
+    from .tuning import synthetic_examples
+
+    index = Index.open(args.index)
+    if args.questions:
+        from .evaluation.compare import load_questions
+
+        examples = load_questions(args.questions, 10**9)
+    else:
+        examples = synthetic_examples(index, args.n, args.seed)
+    cfg = EmbedderTrainConfig(epochs=args.epochs, batch_size=args.batch_size, hard_negatives=not args.no_hard_negatives,
+                              seed=args.seed)  # fmt: skip
+    report = finetune_embedder(index, examples, args.out, cfg, reindex_to=args.reindex, in_place=args.in_place)
+    print(_dump(report) if args.json else "\n".join(report.lines()))
+    return 0
+
+
 def cmd_index_info(args) -> int:
     info = Index.open(args.index).info()
     print(_dump(info) if args.json else "\n".join(f"{k}: {v}" for k, v in asdict(info).items()))
@@ -496,6 +514,22 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--dry-run", action="store_true", help="print the choice without recording it")
     sp.set_defaults(func=cmd_tune)
+
+    sp = sub.add_parser(
+        "finetune-embedder", help="train the embedder on (question, passage) pairs of an index; re-embed the index"
+    )
+    common(sp)
+    sp.add_argument("--out", required=True, help="folder for the fine-tuned sentence-transformers model")
+    sp.add_argument("--questions", help="QA JSONL with doc_id per line (default: synthetic questions from the index)")
+    sp.add_argument("--n", type=int, default=300, help="synthetic questions to make when --questions is not given")
+    where = sp.add_mutually_exclusive_group()
+    where.add_argument("--reindex", help="write the re-embedded index here (a new index; the old one is kept)")
+    where.add_argument("--in-place", action="store_true", help="re-embed this index in place")
+    sp.add_argument("--epochs", type=int, default=1)
+    sp.add_argument("--batch-size", type=int, default=16)
+    sp.add_argument("--no-hard-negatives", action="store_true", help="in-batch negatives only")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.set_defaults(func=cmd_finetune_embedder)
 
     sp = sub.add_parser("index-info", help="what an index holds")
     common(sp)
