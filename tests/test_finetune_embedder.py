@@ -8,8 +8,10 @@ from ragtune.errors import InputError
 from ragtune.finetune.embedder import EmbedderTrainConfig, finetune_embedder, training_pairs
 from ragtune.index import Index
 
-TOWNS = ["Arlen", "Brisk", "Corvo", "Dunel", "Eskar", "Fenno", "Gales", "Harrow", "Istel", "Jorn", "Kell", "Lisk",
-         "Morrow", "Nesk", "Orlo", "Pell", "Quarn", "Rusk", "Sorrel", "Tarn", "Ulm", "Vesk", "Worl", "Yarrow"]  # fmt: skip
+TOWNS = (
+    "Arlen Brisk Corvo Dunel Eskar Fenno Gales Harrow Istel Jorn Kell Lisk "
+    "Morrow Nesk Orlo Pell Quarn Rusk Sorrel Tarn Ulm Vesk Worl Yarrow"
+).split()
 
 
 @pytest.fixture
