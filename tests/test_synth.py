@@ -215,6 +215,10 @@ def test_evaluate_on_a_folder_with_scripted_models(tmp_path, monkeypatch):
     assert held and not set(held) & {d.id for d in Index.open(out / "index").documents()}
     html = (out / "report.html").read_text()
     assert "The questions" in html and "synthetic" in html
+    # Retrieval was tuned on training questions and recorded in the index the comparison read.
+    chosen = res.tuning["retrieval"]["chosen"]
+    assert Index.open(out / "index").rag_config().dense_weight == chosen["dense_weight"]
+    assert "Retrieval, tuned to these documents" in html
     # A second run reuses the questions.
     said.clear()
     run_evaluate([folder], tmp_path / "out", cfg, say=said.append, generators=gens)
