@@ -38,7 +38,7 @@ def main() -> int:
     from ragtune.synth.qg import HELD_OUT_ARTICLES
 
     docs, examples = squad_dev()
-    docs = [d for d in docs if d.title in HELD_OUT_ARTICLES]
+    docs = [d for d in docs if d.id.rsplit("/", 1)[0] in HELD_OUT_ARTICLES]  # ids keep the underscores
     ids = {d.id for d in docs}
     examples = [e for e in examples if e.doc_ids[0] in ids]
     edited, edits = edit_facts(docs, examples, args.n, args.seed)

@@ -179,3 +179,31 @@ def test_answer_spans_offer_yes_and_no_for_a_polar_question():
 )
 def test_shape_answer_strips_filler_and_keeps_markers(raw, shaped):
     assert shape_answer(raw) == shaped
+
+
+class WordReranker:
+    name = "word"
+
+    def __init__(self, word):
+        self.word = word
+        self.calls = []
+
+    def score(self, query, texts):
+        self.calls.append(len(texts))
+        return [1.0 if self.word in t else 0.0 for t in texts]
+
+
+def test_reranker_reorders_the_fused_candidates_and_keeps_k(facts_index):
+    from ragtune.errors import ModelNotFoundError
+    from ragtune.registry import make_reranker
+    from ragtune.retrieval import Retriever
+
+    plain = facts_index.search("Who built the Alder bridge?", k=3)
+    assert plain[0].chunk.doc_id == "alder"
+    rr = WordReranker("Ada Renn")
+    cfg = RagConfig(reranker="word", rerank_depth=12)
+    hits = Retriever(facts_index.store, facts_index.embedder, cfg, reranker=rr).search("Who built the Alder bridge?", 3)
+    assert len(hits) == 3 and hits[0].chunk.doc_id == "kelvor" and [h.rank for h in hits] == [1, 2, 3]
+    assert rr.calls == [12]  # it read rerank_depth candidates, not k
+    with pytest.raises(ModelNotFoundError, match="CrossEncoder folder"):
+        make_reranker("/no/such/reranker")

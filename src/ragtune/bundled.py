@@ -30,6 +30,17 @@ def _local_embedder(name: str, known: list[str], **options):
     return _sentence_transformer(name, **options)
 
 
+def _local_reranker(name: str, known: list[str], **options):
+    from pathlib import Path
+
+    from .errors import ModelNotFoundError
+    from .rerankers import CrossEncoderReranker
+
+    if not (Path(name) / "config.json").is_file():
+        raise ModelNotFoundError(f"reranker {name!r} is neither registered ({known}) nor a CrossEncoder folder")
+    return CrossEncoderReranker(name, **options)
+
+
 def _transformers(name: str, adapter=None, **options):
     from .generators import TransformersGenerator
 
@@ -73,6 +84,7 @@ def register(reg) -> None:
         "hashing", _hashing, "lexical hashing embedder for tests (hashing-<dim> for other sizes); no model"
     )
     reg.set_fallback("embedder", _local_embedder)
+    reg.set_fallback("reranker", _local_reranker)
     reg.set_fallback("generator", _local_generator)
     reg.add_store("", _lancedb, "LanceDB in a directory (the default for any path)")
     for scheme in ("s3", "gs", "file"):

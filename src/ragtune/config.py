@@ -59,6 +59,8 @@ class RagConfig:
     fusion: str = "rrf"  # rrf (weighted reciprocal ranks) | score (weighted min-max normalised scores)
     dense_weight: float = 0.5  # share of the dense retriever in the fusion; BM25 gets the rest (`ragtune tune` sets it)
     candidates: int = 20  # hits fetched from each retriever before fusion
+    reranker: str = ""  # optional cross-encoder (registered name or local folder) that reorders the fused hits
+    rerank_depth: int = 20  # fused hits the reranker reads
     context_tokens: int = (
         192  # budget for the selected source sentences, in embedder tokens (small models read short contexts better)
     )
@@ -75,6 +77,7 @@ class RagConfig:
         _check(self.fusion in FUSIONS, "fusion", self.fusion, f"must be one of {FUSIONS}")
         _check(0.0 <= self.dense_weight <= 1.0, "dense_weight", self.dense_weight, "must be in [0, 1]")
         _check(self.candidates >= 1, "candidates", self.candidates, "must be at least 1")
+        _check(self.rerank_depth >= 1, "rerank_depth", self.rerank_depth, "must be at least 1")
         _check(self.context_tokens >= 16, "context_tokens", self.context_tokens, "must be at least 16")
         _check(
             0.0 < self.dedupe_threshold <= 1.0,

@@ -22,7 +22,8 @@ from .stores import DocumentInfo, IndexInfo, IndexManifest, Store, backend_for
 from .stores.base import FORMAT
 
 # RagConfig fields an index may record (`ragtune tune` chooses them)
-RETRIEVAL_KEYS = ("k", "mode", "rrf_k", "fusion", "dense_weight", "candidates", "context_tokens")
+RETRIEVAL_KEYS = ("k", "mode", "rrf_k", "fusion", "dense_weight", "candidates", "context_tokens", "reranker",
+                  "rerank_depth")
 
 
 class Index:

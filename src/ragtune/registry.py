@@ -31,8 +31,8 @@ class Entry:
     """One registered thing: its name, kind, factory, and which package provided it."""
 
     name: str
-    kind: str  # embedder | generator | store
-    factory: Any  # embedder: f(name, **opts); generator: f(name, adapter=None, **opts); store: f() -> StoreBackend
+    kind: str  # embedder | generator | reranker | store
+    factory: Any  # embedder/reranker: f(name, **opts); generator: f(name, adapter=None, **opts); store: f() -> backend
     description: str = ""
     source: str = ""  # the distribution that registered it ("ragtune" for the bundled ones)
 
@@ -41,7 +41,7 @@ class Registry:
     """Names -> factories. Local paths (a model folder, a .gguf) go to the `fallback` of their kind."""
 
     def __init__(self) -> None:
-        self.entries: dict[str, dict[str, Entry]] = {"embedder": {}, "generator": {}, "store": {}}
+        self.entries: dict[str, dict[str, Entry]] = {"embedder": {}, "generator": {}, "reranker": {}, "store": {}}
         self.fallbacks: dict[str, Callable] = {}
         self._source = ""
         self.errors: list[str] = []  # plugins that failed to load, with why
@@ -54,6 +54,10 @@ class Registry:
 
     def add_generator(self, name: str, factory: Callable, description: str = "") -> None:
         self._add("generator", name, factory, description)
+
+    def add_reranker(self, name: str, factory: Callable, description: str = "") -> None:
+        """A reranker: an object with `score(query, texts) -> list[float]` (higher = more relevant)."""
+        self._add("reranker", name, factory, description)
 
     def add_store(self, scheme: str, backend: Callable[[], Any], description: str = "") -> None:
         """`scheme` is what precedes ':' in an index URL (`pg`, `postgresql`, `s3`); '' is the default.
@@ -118,6 +122,11 @@ def registry(reload: bool = False) -> Registry:
 def make_embedder(name: str | None = None, **options):
     """An embedder by registered name or local sentence-transformers folder (default: the bundled MiniLM)."""
     return registry().make("embedder", name or DEFAULT_EMBEDDER, **options)
+
+
+def make_reranker(name: str, **options):
+    """A reranker by registered name or local sentence-transformers CrossEncoder folder."""
+    return registry().make("reranker", name, **options)
 
 
 def make_generator(name: str | None = None, adapter=None, **options):

@@ -90,10 +90,19 @@ def _without(hits: Sequence[Hit], doc_ids: set[str], n: int) -> list[Hit]:
 class Retriever:
     """Finds the chunks for a question in a store; `search_batch` embeds all questions at once."""
 
-    def __init__(self, store: Store, embedder: Embedder, config: RagConfig = RagConfig()):
+    def __init__(self, store: Store, embedder: Embedder, config: RagConfig = RagConfig(), reranker=None):
         self.store = store
         self.embedder = embedder
         self.config = config
+        self._reranker = reranker
+
+    @property
+    def reranker(self):
+        if self._reranker is None and self.config.reranker:
+            from .registry import make_reranker
+
+            self._reranker = make_reranker(self.config.reranker)
+        return self._reranker
 
     def search(
         self, query: str, k: int | None = None, mode: str | None = None, filters: dict | None = None
@@ -116,6 +125,8 @@ class Retriever:
         if k < 1:
             raise ConfigError(f"k={k!r}: must be at least 1")
         depth = max(k, self.config.candidates) if mode == "hybrid" else k
+        if self.config.reranker:
+            depth = max(depth, self.config.rerank_depth)
         vectors = self.embedder.embed(list(queries)) if mode in ("dense", "hybrid") else None
         results = []
         for i, q in enumerate(queries):
@@ -131,8 +142,19 @@ class Retriever:
                 results.append([replace(h, text_score=h.score) for h in text])
             else:
                 c = self.config
-                results.append(fuse(dense, text, k, c.fusion, c.dense_weight, c.rrf_k))
+                depth_out = max(k, c.rerank_depth) if c.reranker else k
+                results.append(fuse(dense, text, depth_out, c.fusion, c.dense_weight, c.rrf_k))
+            if self.config.reranker:
+                results[-1] = self._rerank(q, results[-1], k)
         return results
+
+    def _rerank(self, query: str, hits: list[Hit], k: int) -> list[Hit]:
+        """Reorder by the reranker's score (the fused order breaks ties); keep the first k."""
+        from .ingest import embed_text
+
+        scores = self.reranker.score(query, [embed_text(h.chunk.title, h.chunk.text) for h in hits])
+        order = sorted(range(len(hits)), key=lambda i: (-scores[i], i))[:k]
+        return [replace(hits[i], score=float(scores[i]), rank=r + 1) for r, i in enumerate(order)]
 
     def candidates_batch(
         self, queries: Sequence[str], depth: int, filters: dict | None = None
