@@ -82,6 +82,8 @@ _LABELS = {
     "support": "answer support",
     "logprob": "answer log-prob per token",
     "margin": "lead over the next span",
+    "coverage": "question words in the sources",
+    "names": "question names and numbers in the sources",
 }
 
 
