@@ -82,8 +82,6 @@ _LABELS = {
     "support": "answer support",
     "logprob": "answer log-prob per token",
     "margin": "lead over the next span",
-    "coverage": "question words in the sources",
-    "names": "question names and numbers in the sources",
 }
 
 

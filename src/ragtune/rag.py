@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -61,16 +60,13 @@ class Evidence:
     support: float = 0.0  # share of the answer's content words in its best source
     logprob: float = 0.0  # mean log-probability per token of the answer, given the sources
     margin: float = 0.0  # extract: log-probability lead of the chosen span over the runner-up
-    coverage: float = 0.0  # share of the question's content words found in the selected sources
-    names: float = 1.0  # share of the question's names and numbers found in them (1 when it has none)
 
     def vector(self) -> list[float]:
-        return [getattr(self, f) for f in EVIDENCE_FEATURES]
+        return [self.dense_top, self.text_top, self.agreement, self.context_top, self.support, self.logprob,
+                self.margin]  # fmt: skip
 
 
-EVIDENCE_FEATURES = ("dense_top", "text_top", "agreement", "context_top", "support", "logprob", "margin", "coverage",
-                     "names")  # fmt: skip
-_NAME = re.compile(r"\b(?:[A-Z][\w'-]+|\d[\d,.]*)\b")
+EVIDENCE_FEATURES = ("dense_top", "text_top", "agreement", "context_top", "support", "logprob", "margin")
 
 
 @dataclass(frozen=True)
@@ -172,11 +168,6 @@ def best_sentence(question: str, candidates: Sequence[SpanCandidate], embedder) 
 def evidence(answer: Answer, likelihood: tuple[float, float] = (0.0, 0.0)) -> Evidence:
     hits = answer.hits
     both = [h for h in hits if h.dense_score is not None and h.text_score is not None]
-    src_text = " ".join(s.text for s in answer.sources).lower()
-    src_words = content_words(src_text)
-    q_words = content_words(answer.question)
-    # Names and numbers, not the question's first word (capitalised because it starts the sentence).
-    names = {m.group(0) for m in _NAME.finditer(answer.question) if m.start() > 0}
     return Evidence(
         dense_top=max((h.dense_score for h in hits if h.dense_score is not None), default=0.0),
         text_top=max((h.text_score for h in hits if h.text_score is not None), default=0.0),
@@ -185,8 +176,6 @@ def evidence(answer: Answer, likelihood: tuple[float, float] = (0.0, 0.0)) -> Ev
         support=answer.support,
         logprob=likelihood[0],
         margin=likelihood[1],
-        coverage=len(q_words & src_words) / len(q_words) if q_words else 0.0,
-        names=sum(n.lower() in src_text for n in names) / len(names) if names else 1.0,
     )
 
 
