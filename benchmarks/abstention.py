@@ -96,7 +96,7 @@ def run(name: str, args, generator) -> dict:
                 if e.id not in test_ids]  # fmt: skip
         calib = pool[: args.calibrate]
     pipe = Pipeline(index, generator, gate=False, score_answers=True)
-    gate = calibrate(pipe, [e.question for e in calib], answerable_doc_ids=[e.doc_ids[0] for e in calib])
+    gate = calibrate(index, generator, [e.question for e in calib], answerable_doc_ids=[e.doc_ids[0] for e in calib])
     cal = gate.calibration
     print(f"  gate calibrated on {len(calib)} {args.calibrate_on} questions in {time.perf_counter() - t0:.0f}s: "
           f"threshold {gate.threshold:.3f}, features {gate.features}; on calibration: abstains "

@@ -37,8 +37,7 @@ def scores(index, examples, mode="dense", config=None) -> dict:
     qs = [e.question for e in examples]
     for start in range(0, len(qs), 512):
         results.extend(index.search(qs[start : start + 512], k=10, mode=mode, config=config))
-    s = retrieval_scores(results, [e.doc_ids for e in examples])
-    return {"recall@1": s.recall_at[1], "recall@5": s.recall_at[5], "recall@10": s.recall_at[10], "mrr@10": s.mrr_at_10}
+    return retrieval_scores(results, [e.doc_ids for e in examples]).as_dict()
 
 
 def row(label: str, s: dict) -> str:

@@ -93,8 +93,7 @@ def run(name: str, args) -> dict:
         for start in range(0, len(questions), 512):
             results.extend(index.search(questions[start : start + 512], k=10, mode=mode, config=cfg))
         s = retrieval_scores(results, golds)
-        rows[label] = {"recall@1": s.recall_at[1], "recall@5": s.recall_at[5], "recall@10": s.recall_at[10],
-                       "mrr@10": s.mrr_at_10}  # fmt: skip
+        rows[label] = s.as_dict()
         print(f"  {label:<22}{s.recall_at[1]:>7.3f}{s.recall_at[5]:>7.3f}{s.recall_at[10]:>7.3f}{s.mrr_at_10:>8.3f}")
     best = max(rows["dense"]["recall@5"], rows["bm25"]["recall@5"])
     gain = 100 * (rows["hybrid (tuned)"]["recall@5"] - best)

@@ -132,18 +132,22 @@ def cmd_ask(args) -> int:
     return 0
 
 
+def _given_questions(args):
+    """The --questions QA JSONL, or None (then the verb makes synthetic ones)."""
+    if not args.questions:
+        return None
+    from .evaluation.compare import load_questions
+
+    return load_questions(args.questions, 10**9)
+
+
 def cmd_tune(args) -> int:
     from .tuning import tune
 
     index = Index.open(args.index)
-    examples = None
-    if args.questions:
-        from .evaluation.compare import load_questions
-
-        examples = load_questions(args.questions, 10**9)
     gen = make_generator(args.generator) if args.generator else None
-    report = tune(index, examples, gen, synth_n=args.n, gate=not args.no_gate, target=args.target_false_abstention,
-                  seed=args.seed, apply=not args.dry_run)  # fmt: skip
+    report = tune(index, _given_questions(args), gen, synth_n=args.n, gate=not args.no_gate,
+                  target=args.target_false_abstention, seed=args.seed, apply=not args.dry_run)  # fmt: skip
     print(_dump(report.to_dict()) if args.json else "\n".join(report.lines()))
     return 0
 
@@ -153,11 +157,8 @@ def cmd_finetune_embedder(args) -> int:
     from .tuning import synthetic_examples
 
     index = Index.open(args.index)
-    if args.questions:
-        from .evaluation.compare import load_questions
-
-        examples = load_questions(args.questions, 10**9)
-    else:
+    examples = _given_questions(args)
+    if examples is None:
         examples = synthetic_examples(index, args.n, args.seed)
     cfg = EmbedderTrainConfig(epochs=args.epochs, batch_size=args.batch_size, hard_negatives=not args.no_hard_negatives,
                               seed=args.seed)  # fmt: skip

@@ -108,6 +108,7 @@ def run_demo(out: Path, quick: bool = False, console=None) -> int:
     base = make_generator(DEFAULT_GENERATOR)
     tuned = tune_phase(index, out / "data", base, plan.gate_questions, lambda m: say(f"  {m}"))
     phase("tune", t0)
+    loaded = {"base": base, "rag": base}  # models already in memory; the comparison reuses them
 
     base_ft = FinetuneConfig(
         method="lora",
@@ -140,8 +141,8 @@ def run_demo(out: Path, quick: bool = False, console=None) -> int:
         phase(f"fine-tune {name} ({mode})", t0)
         if mode == "raft":
             t0 = time.perf_counter()
-            raft = make_generator(DEFAULT_GENERATOR, adapter=str(folder))
-            tuned["gates"]["rag+ft"] = calibrate_gate(index, raft, tuned["examples"][: plan.gate_questions],
+            loaded["rag+ft"] = make_generator(DEFAULT_GENERATOR, adapter=str(folder))
+            tuned["gates"]["rag+ft"] = calibrate_gate(index, loaded["rag+ft"], tuned["examples"][: plan.gate_questions],
                                                       lambda m: say(f"  {m}"))  # fmt: skip
             phases["tune"] += time.perf_counter() - t0
 
@@ -162,8 +163,7 @@ def run_demo(out: Path, quick: bool = False, console=None) -> int:
             Strategy("rag+ft", True, str(runs["rag+ft"])),
         ),
     )
-    generators = {"base": base, "rag": base}
-    results = run_experiment(cfg, out, progress=lambda m: say(f"  {m}"), phases=phases, generators=generators)
+    results = run_experiment(cfg, out, progress=lambda m: say(f"  {m}"), phases=phases, generators=loaded)
     results.tuning["retrieval"] = tuned["retrieval"]
     phase("compare", t0)
     results.phases = dict(phases, total=time.perf_counter() - t_all)

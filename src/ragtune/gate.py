@@ -5,7 +5,7 @@ answer's support in the sources, the model's likelihood of its answer given them
 index on answerable vs unanswerable questions, with the threshold set so that at most a
 target share of the answerable calibration questions is refused (default 10 %).
 
-    gate = calibrate(Pipeline(index, gen, gate=False), answerable, unanswerable)
+    gate = calibrate(index, gen, answerable, unanswerable)
     index.set_gate(gate, gen.name)  # ask, serve, compare and evaluate use it with this generator
 
 Without labelled unanswerable questions, `unanswerable_by_exclusion` makes them: the same
@@ -145,17 +145,20 @@ def unanswerable_by_exclusion(pipeline, questions: Sequence[str], doc_ids: Seque
 
 
 def calibrate(
-    pipeline,
+    index,
+    generator,
     answerable: Sequence[str],
     unanswerable: Sequence[str] = (),
     answerable_doc_ids: Sequence[str] = (),
     target: float = DEFAULT_TARGET,
+    config=None,
 ) -> Gate:
-    """Answer both sets with `pipeline` (its gate off) and fit a gate. Without `unanswerable`
-    questions, the answerable ones are asked again with their own documents excluded."""
+    """Answer both sets through `index` and `generator` (settings `config`, default the index's;
+    no gate) and fit a gate. Without `unanswerable` questions, the answerable ones are asked
+    again with their own documents excluded."""
     from .rag import Pipeline
 
-    pipeline = Pipeline(pipeline.index, pipeline.generator, pipeline.config, gate=False, score_answers=True)
+    pipeline = Pipeline(index, generator, config, gate=False, score_answers=True)
     answered = pipeline.answer_batch(list(answerable))
     if unanswerable:
         refused = pipeline.answer_batch(list(unanswerable))

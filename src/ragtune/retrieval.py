@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -13,9 +14,8 @@ from .stores import Store
 
 
 def reciprocal_rank_fusion(rankings: Sequence[Sequence[Hit]], k: int, rrf_k: int = 60) -> list[Hit]:
-    """Fuse ranked lists by sum of 1/(rrf_k + rank) (Cormack, Clarke & Buettcher 2009)."""
-    if len(rankings) == 2:
-        return fuse(rankings[0], rankings[1], k, "rrf", 0.5, rrf_k)
+    """Fuse any number of ranked lists by sum of 1/(rrf_k + rank) (Cormack, Clarke & Buettcher
+    2009). Retrieval fuses its two lists with `fuse`, whose weight 0.5 gives the same scores."""
     scores: dict[str, float] = {}
     first: dict[str, Hit] = {}
     for ranking in rankings:
@@ -82,6 +82,15 @@ def fuse(
     ]
 
 
+@functools.lru_cache(maxsize=4)
+def _load_reranker(name: str):
+    """One reranker per name per process: every Pipeline builds a Retriever, and a cross-encoder
+    should not load again for each."""
+    from .registry import make_reranker
+
+    return make_reranker(name)
+
+
 def _without(hits: Sequence[Hit], doc_ids: set[str], n: int) -> list[Hit]:
     kept = [h for h in hits if h.chunk.doc_id not in doc_ids][:n]
     return [replace(h, rank=i + 1) for i, h in enumerate(kept)]
@@ -99,9 +108,7 @@ class Retriever:
     @property
     def reranker(self):
         if self._reranker is None and self.config.reranker:
-            from .registry import make_reranker
-
-            self._reranker = make_reranker(self.config.reranker)
+            self._reranker = _load_reranker(self.config.reranker)
         return self._reranker
 
     def search(

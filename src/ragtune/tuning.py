@@ -84,8 +84,7 @@ class TuneReport:
 
 
 def _scores(results: Sequence[Sequence[Hit]], golds: Sequence[Sequence[str]]) -> dict[str, float]:
-    s = retrieval_scores(results, golds, ks=(1, 5, 10))
-    return {"recall@1": s.recall_at[1], "recall@5": s.recall_at[5], "recall@10": s.recall_at[10], "mrr@10": s.mrr_at_10}
+    return retrieval_scores(results, golds).as_dict()
 
 
 class _CachedEmbedder:
@@ -221,7 +220,6 @@ def tune(
     document kept out of retrieval — through the tuned pipeline. Without `examples`, `synth_n`
     synthetic questions are made from the index first."""
     from .gate import calibrate
-    from .rag import Pipeline
 
     source = "given"
     if examples is None:
@@ -234,12 +232,11 @@ def tune(
 
         from .registry import make_generator
 
-        config = replace(index.rag_config(), **{k: v for k, v in report.chosen.items()})
+        config = replace(index.rag_config(), **report.chosen)  # the chosen settings, recorded or not (dry run)
         generator = generator or make_generator(config.generator)
-        pipe = Pipeline(index, generator, config, gate=False)
         sample = [e for e in examples if e.doc_ids][:gate_questions]
-        fitted = calibrate(pipe, [e.question for e in sample], answerable_doc_ids=[e.doc_ids[0] for e in sample],
-                           target=target)  # fmt: skip
+        fitted = calibrate(index, generator, [e.question for e in sample],
+                           answerable_doc_ids=[e.doc_ids[0] for e in sample], target=target, config=config)  # fmt: skip
         report.gate = fitted.to_dict()
         if apply:
             index.set_gate(fitted, generator.name)

@@ -252,6 +252,7 @@ def run_evaluate(paths: Sequence[str | Path], out: str | Path, cfg: EvaluateConf
     t0 = time.perf_counter()
     tuned = tune_phase(index, out / "data", base, plan.gate_questions if "rag" in cfg.strategies else 0, say)
     phases["tune"] = time.perf_counter() - t0
+    loaded = {"base": base, "rag": base}  # models already in memory; the comparison reuses them
 
     # -- fine-tune ----------------------------------------------------------------------------------
     runs: dict[str, Path] = {}
@@ -277,6 +278,7 @@ def run_evaluate(paths: Sequence[str | Path], out: str | Path, cfg: EvaluateConf
             t0 = time.perf_counter()
             raft = (generators or {}).get("rag+ft") or make_generator(DEFAULT_GENERATOR, adapter=str(folder))
             tuned["gates"]["rag+ft"] = calibrate_gate(index, raft, tuned["examples"][: plan.gate_questions], say)
+            loaded["rag+ft"] = raft
             phases["tune"] += time.perf_counter() - t0
 
     # -- compare -------------------------------------------------------------------------------------
@@ -289,7 +291,7 @@ def run_evaluate(paths: Sequence[str | Path], out: str | Path, cfg: EvaluateConf
         documents=str(paths[0]) if len(paths) == 1 else "", max_questions=plan.test,
         max_unanswerable=plan.unanswerable, fresh_edits=plan.edits, strategies=strategies, seed=cfg.seed,
     )  # fmt: skip
-    results = run_experiment(exp, out, progress=lambda m: say(f"  {m}"), generators=generators)
+    results = run_experiment(exp, out, progress=lambda m: say(f"  {m}"), generators={**loaded, **(generators or {})})
     phases["compare"] = time.perf_counter() - t0
     results.phases = dict(phases, total=time.perf_counter() - t_all)
     results.questions = {
@@ -333,10 +335,9 @@ def calibrate_gate(index, generator, examples, say: Say) -> dict:
     """Fit and record `generator`'s gate on `examples` (asked as they are, then with their own
     document kept out of retrieval); {} with a note when there are too few."""
     from ..gate import calibrate
-    from ..rag import Pipeline
 
     try:
-        gate = calibrate(Pipeline(index, generator, gate=False), [e.question for e in examples],
+        gate = calibrate(index, generator, [e.question for e in examples],
                          answerable_doc_ids=[e.doc_ids[0] for e in examples])  # fmt: skip
     except RagtuneError as exc:
         say(f"gate for {generator.name}: not calibrated ({exc})")

@@ -50,6 +50,10 @@ class RetrievalScores:
     recall_at: dict[int, float]  # k -> share of questions with a gold document in the top k
     mrr_at_10: float
 
+    def as_dict(self) -> dict[str, float]:
+        """{"recall@1": ..., "recall@5": ..., "mrr@10": ...} for reports and JSON."""
+        return {**{f"recall@{k}": v for k, v in self.recall_at.items()}, "mrr@10": self.mrr_at_10}
+
 
 def first_gold_rank(hits: Sequence[Hit], gold_doc_ids: Sequence[str]) -> int | None:
     gold = set(gold_doc_ids)

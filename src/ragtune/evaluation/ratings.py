@@ -49,13 +49,27 @@ def write_rate_sheet(res: Results, sheet: str | Path, seed: int = 0) -> tuple[Pa
     return sheet, kp
 
 
-def read_ratings(sheet: str | Path) -> dict[str, dict]:
-    """Filled sheet + its key -> {strategy: {mean, n}}; rows without a score are left out."""
-    sheet = Path(sheet)
-    kp = key_path(sheet)
+def _read_key(sheet: str | Path) -> dict:
+    """The key written beside a filled sheet (both must exist)."""
+    sheet, kp = Path(sheet), key_path(sheet)
     if not sheet.is_file() or not kp.is_file():
         raise InputError(f"ratings need {sheet} and its key {kp}")
-    key = json.loads(kp.read_text())
+    return json.loads(kp.read_text())
+
+
+def _yes_no(raw: str | None, what: str, where: str) -> float | None:
+    """1.0 / 0.0 for a y / n cell, None when empty; anything else is an InputError."""
+    yn = (raw or "").strip().lower()
+    if not yn:
+        return None
+    if yn[0] not in "yn":
+        raise InputError(f"{where}: {what} {yn!r} must be y or n")
+    return float(yn[0] == "y")
+
+
+def read_ratings(sheet: str | Path) -> dict[str, dict]:
+    """Filled sheet + its key -> {strategy: {mean, n}}; rows without a score are left out."""
+    sheet, key = Path(sheet), _read_key(sheet)
     scores: dict[str, list[float]] = {}
     with sheet.open(newline="", encoding="utf-8") as fh:
         for lineno, row in enumerate(csv.DictReader(fh), start=2):
@@ -118,11 +132,7 @@ def write_question_sheet(questions: str | Path, sheet: str | Path, real: str | P
 
 def read_question_ratings(sheet: str | Path) -> dict[str, dict]:
     """Filled question sheet + key -> {source: {mean, n, answer_right}} (synthetic vs real)."""
-    sheet = Path(sheet)
-    kp = key_path(sheet)
-    if not sheet.is_file() or not kp.is_file():
-        raise InputError(f"ratings need {sheet} and its key {kp}")
-    key = json.loads(kp.read_text())
+    sheet, key = Path(sheet), _read_key(sheet)
     scores: dict[str, list[float]] = {}
     right: dict[str, list[float]] = {}
     with sheet.open(newline="", encoding="utf-8") as fh:
@@ -139,11 +149,9 @@ def read_question_ratings(sheet: str | Path) -> dict[str, dict]:
                 if not 1 <= score <= 5:
                     raise InputError(f"{sheet}:{lineno}: score {score} is outside 1-5")
                 scores.setdefault(source, []).append(score)
-            yn = (row.get("answer right (y/n)") or "").strip().lower()
-            if yn:
-                if yn[0] not in "yn":
-                    raise InputError(f"{sheet}:{lineno}: answer right {yn!r} must be y or n")
-                right.setdefault(source, []).append(float(yn[0] == "y"))
+            yn = _yes_no(row.get("answer right (y/n)"), "answer right", f"{sheet}:{lineno}")
+            if yn is not None:
+                right.setdefault(source, []).append(yn)
     out = {}
     for source in sorted(set(scores) | set(right)):
         s, r = scores.get(source, []), right.get(source, [])
@@ -187,21 +195,14 @@ def write_edit_sheet(res: Results, sheet: str | Path, seed: int = 0) -> tuple[Pa
 def read_edit_ratings(sheet: str | Path) -> dict[str, dict]:
     """Filled edit sheet + key -> {"edited" | "original": {believable, n}}: how often an edited
     sentence passes for true, against the same raters' rate for untouched ones."""
-    sheet = Path(sheet)
-    kp = key_path(sheet)
-    if not sheet.is_file() or not kp.is_file():
-        raise InputError(f"ratings need {sheet} and its key {kp}")
-    key = json.loads(kp.read_text())
+    sheet, key = Path(sheet), _read_key(sheet)
     votes: dict[str, list[float]] = {}
     with sheet.open(newline="", encoding="utf-8") as fh:
         for lineno, row in enumerate(csv.DictReader(fh), start=2):
             info = key.get(row.get("item", ""))
             if info is None:
                 raise InputError(f"{sheet}:{lineno}: item {row.get('item')!r} is not in the key")
-            yn = (row.get("believable (y/n)") or "").strip().lower()
-            if not yn:
-                continue
-            if yn[0] not in "yn":
-                raise InputError(f"{sheet}:{lineno}: believable {yn!r} must be y or n")
-            votes.setdefault("edited" if info["edited"] else "original", []).append(float(yn[0] == "y"))
+            yn = _yes_no(row.get("believable (y/n)"), "believable", f"{sheet}:{lineno}")
+            if yn is not None:
+                votes.setdefault("edited" if info["edited"] else "original", []).append(yn)
     return {k: {"believable": sum(v) / len(v), "n": len(v)} for k, v in sorted(votes.items())}

@@ -71,15 +71,23 @@ class EmbedderReport:
         return out
 
 
-def training_pairs(index, examples: Sequence[QAExample], hard_negatives: bool = True) -> list[dict]:
+def chunks_by_doc(index) -> dict[str, list]:
+    """Every chunk of the index, grouped by document in position order."""
+    by_doc: dict[str, list] = {}
+    for c in index.chunks():
+        by_doc.setdefault(c.doc_id, []).append(c)
+    return by_doc
+
+
+def training_pairs(
+    index, examples: Sequence[QAExample], hard_negatives: bool = True, by_doc: dict[str, list] | None = None
+) -> list[dict]:
     """{anchor, positive[, negative], doc_id} per question: the positive is the chunk of the
     question's document holding its answer (else its first chunk); the negative the best BM25
     hit from another document."""
     from ..ingest import embed_text
 
-    by_doc: dict[str, list] = {}
-    for c in index.chunks():
-        by_doc.setdefault(c.doc_id, []).append(c)
+    by_doc = by_doc if by_doc is not None else chunks_by_doc(index)
     rows = []
     usable = [e for e in examples if e.doc_ids and e.doc_ids[0] in by_doc]
     negatives = index.search([e.question for e in usable], k=10, mode="bm25") if hard_negatives and usable else []
@@ -96,14 +104,12 @@ def training_pairs(index, examples: Sequence[QAExample], hard_negatives: bool = 
     return rows
 
 
-def _dense_recall(index_or_embedder, store, rows: Sequence[dict]) -> dict[str, float]:
-    vecs = index_or_embedder.embed([r["anchor"] for r in rows])
-    ranks = []
-    for v, r in zip(vecs, rows):
-        hits = store.search_dense(v, 5, None)
-        ranks.append(next((h.rank for h in hits if h.chunk.doc_id == r["doc_id"]), None))
-    n = max(len(rows), 1)
-    return {f"recall@{k}": sum(1 for x in ranks if x is not None and x <= k) / n for k in (1, 5)}
+def _dense_recall(index, rows: Sequence[dict]) -> dict[str, float]:
+    from ..evaluation.metrics import retrieval_scores
+
+    hits = index.search([r["anchor"] for r in rows], k=5, mode="dense")
+    s = retrieval_scores(hits, [[r["doc_id"]] for r in rows], ks=(1, 5))
+    return {f"recall@{k}": v for k, v in s.recall_at.items()}
 
 
 def finetune_embedder(
@@ -129,7 +135,8 @@ def finetune_embedder(
         raise InputError(f"{out} exists and is not empty; refusing to overwrite a model")
     if reindex_to is not None and in_place:
         raise ConfigError("give either a new index (reindex_to) or in_place, not both")
-    rows = training_pairs(index, examples, cfg.hard_negatives)
+    by_doc = chunks_by_doc(index)  # read once: for the pairs and for re-embedding
+    rows = training_pairs(index, examples, cfg.hard_negatives, by_doc)
     if len(rows) < MIN_PAIRS:
         raise InputError(f"fine-tuning the embedder needs at least {MIN_PAIRS} (question, passage) pairs; got "
                          f"{len(rows)} (questions need the doc_id of an indexed document)")  # fmt: skip
@@ -139,7 +146,7 @@ def finetune_embedder(
     val_docs = set(docs[: int(len(docs) * cfg.val_share)])  # by document: no held-out passage is trained on
     train = [r for r in rows if r["doc_id"] not in val_docs]
     val = [r for r in rows if r["doc_id"] in val_docs]
-    before = _dense_recall(index.embedder, index.store, val) if val else {}
+    before = _dense_recall(index, val) if val else {}
 
     t0 = time.perf_counter()
     model = SentenceTransformer(str(resolve_embedder(index.manifest.embedder)), local_files_only=True)
@@ -158,16 +165,18 @@ def finetune_embedder(
     seconds = time.perf_counter() - t0
     new = SentenceTransformerEmbedder(str(out.resolve()))
     report = EmbedderReport(str(out), len(rows), len(train), len(val), seconds, before, config=asdict(cfg))
-    target = reembed(index, new, reindex_to, in_place)
+    target = reembed(index, new, reindex_to, in_place, by_doc)
     if target is not None:
         report.index = target.url
-        report.after = _dense_recall(new, target.store, val) if val else {}
+        report.after = _dense_recall(target, val) if val else {}
     return report
 
 
-def reembed(index, embedder, to: str | Path | None = None, in_place: bool = False):
+def reembed(
+    index, embedder, to: str | Path | None = None, in_place: bool = False, by_doc: dict[str, list] | None = None
+):
     """The index's chunks embedded again with `embedder`: into a new index at `to`, or in place
-    (every document rewritten in its own transaction; the manifest then names the new embedder)."""
+    (64 documents per transaction; the manifest then names the new embedder)."""
     from ..ingest import embed_text
     from ..stores import backend_for
 
@@ -184,9 +193,8 @@ def reembed(index, embedder, to: str | Path | None = None, in_place: bool = Fals
         if backend.exists(str(to)):
             raise InputError(f"an index already exists at {str(to)!r}; refusing to overwrite it")
         store = backend.create(str(to), manifest)
-    by_doc: dict[str, list] = {}
-    for c in index.chunks():  # read everything first: upsert replaces all of a document's chunks
-        by_doc.setdefault(c.doc_id, []).append(c)
+    # Read everything first: upsert replaces all of a document's chunks.
+    by_doc = by_doc if by_doc is not None else chunks_by_doc(index)
     doc_ids = list(by_doc)
     for start in range(0, len(doc_ids), 64):
         batch = doc_ids[start : start + 64]
