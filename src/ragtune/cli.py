@@ -78,6 +78,7 @@ def cmd_ingest(args) -> int:
             sync=args.sync,
             strict=args.strict,
             progress=lambda phase, done, total: bar.update(task, completed=done, total=total),
+            groups=[g.strip() for g in (args.groups or "").split(",") if g.strip()] or None,
         )
     if args.json:
         print(_dump({"counts": report.counts(), **asdict(report)}))
@@ -98,6 +99,9 @@ def cmd_search(args) -> int:
     hits = index.search(_question(args.query), filters=_filters(args), config=_rag_config(args, index))
     if args.json:
         print(_dump(hits))
+    elif not hits:
+        n = len(index.documents())
+        print(f"no results for {args.query!r} in {args.index} ({n} documents" + (", filtered)" if args.filter else ")"))
     else:
         for h in hits:
             text = " ".join(h.chunk.text.split())
@@ -448,6 +452,8 @@ def cmd_serve(args) -> int:
         generator=args.generator or "",
         max_queue=args.max_queue,
         request_timeout_s=args.timeout,
+        keys_file=args.keys or "",
+        cors_origins=tuple(args.cors or ()),
     )
     print(
         f"ragtune serving {args.index} on http://{args.host}:{args.port} (OpenAPI at /docs; chat page at /)",
@@ -466,6 +472,7 @@ def cmd_demo(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ragtune", description="RAG or fine-tuning? Measure it on your own documents.")
     p.add_argument("--config", help="ragtune.toml with [chunk] and [rag] sections")
+    p.add_argument("--verbose", action="store_true", help="show libraries' warnings, logs and progress bars")
     sub = p.add_subparsers(dest="verb", required=True)
 
     def common(sp, index_required=True):
@@ -482,6 +489,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--sync", action="store_true", help="delete indexed documents that are no longer in PATHS")
     sp.add_argument("--strict", action="store_true", help="abort (writing nothing) if any file cannot be read")
     sp.add_argument("--embedder", help="embedder for a new index (default all-minilm-l6-v2; see `ragtune models`)")
+    sp.add_argument(
+        "--groups",
+        metavar="A,B",
+        help="access groups for every document of this call that names none itself (serve --keys filters by them)",
+    )
     sp.set_defaults(func=cmd_ingest)
 
     for name, func, what in (("search", cmd_search, "query"), ("ask", cmd_ask, "question")):
@@ -626,6 +638,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--port", type=int, default=8000)
     sp.add_argument("--max-queue", type=int, default=8, help="requests that may wait for the model before 503")
     sp.add_argument("--timeout", type=float, default=120.0, help="seconds before a request gives up (504)")
+    sp.add_argument(
+        "--keys",
+        metavar="KEYS.toml",
+        help="API keys: [keys.NAME] sha256 = hex digest of the token, groups = [...], write = true|false",
+    )
+    sp.add_argument(
+        "--cors", action="append", metavar="ORIGIN", help="allow browser requests from ORIGIN (off by default)"
+    )
     sp.set_defaults(func=cmd_serve)
 
     sp = sub.add_parser("demo", help="run ragtune on the bundled demo data")
@@ -635,10 +655,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def quiet_libraries(verbose: bool) -> None:
+    """Keep library noise (pypdf's parser warnings, weight-loading bars, deprecation warnings) off
+    the user's terminal; `--verbose` shows it. Read by the libraries when they are imported."""
+    import logging
+    import warnings
+
+    if verbose:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        return
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' "Loading weights" bar too
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("LANCE_LOG", "error")
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    warnings.filterwarnings("ignore")
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     args = build_parser().parse_args(argv)
+    quiet_libraries(args.verbose)
     for f in getattr(args, "filter", None) or []:
         if "=" not in f:
             print(f"ragtune: error: --filter {f!r} must be KEY=VALUE", file=sys.stderr)

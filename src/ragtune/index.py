@@ -19,7 +19,15 @@ from .documents import Chunk, Document, Hit
 from .errors import DocumentError, IndexMismatchError, IndexNotFoundError
 from .ingest import IngestReport, Progress, ingest_documents
 from .stores import DocumentInfo, IndexInfo, IndexManifest, Store, backend_for
-from .stores.base import FORMAT
+from .stores.base import FORMAT, GROUPS, doc_groups
+
+
+def with_groups(doc: Document, groups: Sequence[str]) -> Document:
+    """`doc` with access `groups` unless it names its own."""
+    if doc_groups(doc.meta):
+        return doc
+    clean = doc_groups({GROUPS: list(groups)})
+    return replace(doc, meta={**doc.meta, GROUPS: clean}) if clean else doc
 
 # RagConfig fields an index may record (`ragtune tune` chooses them)
 RETRIEVAL_KEYS = ("k", "mode", "rrf_k", "fusion", "dense_weight", "candidates", "context_tokens", "reranker",
@@ -137,8 +145,10 @@ class Index:
             retrieval=dict(m.retrieval),
         )
 
-    def documents(self) -> list[DocumentInfo]:
-        return self.store.documents()
+    def documents(self, groups: Sequence[str] | None = None) -> list[DocumentInfo]:
+        """Every document, sorted by id; with `groups`, only those a reader of these groups may see
+        (documents without groups are visible to everyone)."""
+        return self.store.documents(groups)
 
     def chunks(self, batch_size: int = 512) -> Iterator[Chunk]:
         """Every chunk, ordered by document and position."""
@@ -155,10 +165,12 @@ class Index:
         sync: bool = False,
         strict: bool = False,
         progress: Progress | None = None,
+        groups: Sequence[str] | None = None,
     ) -> IngestReport:
         """Add new and changed documents (files, folders or Document objects); with `sync`,
         delete stored documents that are not among them. With `strict`, a file that cannot be
-        read aborts the run before anything is written."""
+        read aborts the run before anything is written. `groups`: the access groups of every
+        document of this call that does not name its own (a JSONL record's `groups` field)."""
         from .documents import load_paths
 
         t0 = time.perf_counter()
@@ -172,6 +184,8 @@ class Index:
             )
         if loaded:
             docs += loaded.documents
+        if groups:
+            docs = [with_groups(d, groups) for d in docs]
         report = ingest_documents(
             docs,
             self.store,

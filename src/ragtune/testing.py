@@ -232,6 +232,31 @@ class StoreContract:
         assert store.search_dense(q, 10, {"lang": "fr"}) == []
         assert len(store.search_dense(q, 1, {"lang": "en"})) == 1  # k counts hits after filtering
 
+    def test_access_groups_filter_inside_the_query(self, store_url):
+        store = self.filled(store_url)  # public documents
+        secret = {"fin": ["Quarterly capital reserves of the bank, finance only."],
+                  "hr": ["Salaries and capital bonuses, HR only."],
+                  "both": ["Capital plan shared by finance and HR."]}  # fmt: skip
+        for doc_id, groups in (("fin", ["finance"]), ("hr", ["hr"]), ("both", ["hr", "finance"])):
+            self.put(store, doc_id, secret[doc_id], meta={"groups": groups})
+        store.refresh_text_index()
+        q = self.embedder.embed(["capital"])[0]
+        public = {"paris", "rome", "o'brien's notes"}
+        for allowed, expect in ((["finance"], {"fin", "both"}), (["hr"], {"hr", "both"}), ([], set()),
+                                (["finance", "hr"], {"fin", "hr", "both"}), (["nobody"], set())):  # fmt: skip
+            f = {"groups": allowed}
+            assert {h.chunk.doc_id for h in store.search_dense(q, 50, f)} == public | expect, allowed
+            text = {h.chunk.doc_id for h in store.search_text("capital", 50, f)}
+            assert text - public == expect and text & public, allowed
+            assert {d.id for d in store.documents(groups=allowed)} == public | expect, allowed
+        # Filtering happens before ranking: k is filled from visible chunks only.
+        hits = store.search_dense(self.embedder.embed([secret["fin"][0]])[0], 2, {"groups": ["hr"]})
+        assert len(hits) == 2 and "fin" not in {h.chunk.doc_id for h in hits}
+        assert len(store.search_text("finance", 1, {"groups": ["hr"]})) == 1  # "both" mentions finance
+        assert {h.chunk.doc_id for h in store.search_dense(q, 50)} == public | set(secret)  # no filter: all
+        assert {h.chunk.doc_id for h in store.search_dense(q, 50, {"groups": ["finance"], "doc_id": "hr"})} == set()
+        assert {d.id: d.groups for d in store.documents()}["both"] == ("finance", "hr")
+
     def test_iter_chunks_in_order_with_vectors(self, store_url):
         store = self.filled(store_url)
         batches = list(store.iter_chunks(batch_size=2, vectors=True))

@@ -493,14 +493,18 @@ def write_report(res: Results, out_dir: str | Path) -> Path:
     return path
 
 
-def summary_table(res: Results) -> str:
-    """Plain-text summary for the terminal: the metrics with a short name, then cost."""
+def summary_table(res: Results, width: int = 80) -> str:
+    """Plain-text summary for the terminal and log files: the metrics with a short name, then cost.
+    Columns are as wide as their contents, so the table fits `width` columns (80: a terminal or a log)."""
     cols = [m for m in METRICS if m.short]
-    lines = [f"{'strategy':<10}" + "".join(f"{m.short:>15}" for m in cols) + f"{'$/1k q':>10}"]
+    rows = [["strategy"] + [m.short for m in cols] + ["$/1k q"]]
     for n, a in res.aggregates.items():
-        lines.append(
-            f"{n:<10}"
-            + "".join(f"{m.format(a.get(m.key)):>15}" for m in cols)
-            + f"{res.costs[n]['per_1000_questions_usd']:>10.4f}"
-        )
-    return "\n".join(lines)
+        cost = res.costs[n]["per_1000_questions_usd"]
+        rows.append([n] + [m.format(a.get(m.key)) for m in cols] + [f"{cost:.4f}"])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    gap = 2 if sum(widths) + 2 * (len(widths) - 1) <= width else 1
+
+    def line(r: list[str]) -> str:
+        return (" " * gap).join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+
+    return "\n".join(line(r).rstrip() for r in rows)

@@ -14,6 +14,7 @@ from ..documents import Chunk, Hit
 
 FORMAT = 1
 COLUMNS = ("doc_id", "title", "source")  # filter keys that are columns; any other key filters on `meta`
+GROUPS = "groups"  # the filter key (and Document.meta key) of document access groups
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class DocumentInfo:
     source: str
     chunks: int
     content_hash: str = ""
+    groups: tuple[str, ...] = ()  # access groups; () = visible to everyone
 
 
 @dataclass(frozen=True)
@@ -57,10 +59,34 @@ class IndexInfo:
 
 
 def meta_filters(filters: dict | None) -> tuple[dict, dict]:
-    """Split filters into column filters and `meta` filters (a `meta.` prefix is optional)."""
-    cols = {k: str(v) for k, v in (filters or {}).items() if k in COLUMNS}
-    meta = {k.removeprefix("meta."): str(v) for k, v in (filters or {}).items() if k not in COLUMNS}
+    """Split filters into column filters and `meta` filters (a `meta.` prefix is optional).
+    The access filter `groups` is neither: see `access_groups`."""
+    items = [(k, v) for k, v in (filters or {}).items() if k != GROUPS]
+    cols = {k: str(v) for k, v in items if k in COLUMNS}
+    meta = {k.removeprefix("meta."): str(v) for k, v in items if k not in COLUMNS}
     return cols, meta
+
+
+def access_groups(filters: dict | None) -> list[str] | None:
+    """The groups a caller may read (`filters["groups"]`), or None for no restriction. A document
+    is visible when it has no groups or shares one with this list; [] sees public documents only.
+    Stores apply it inside the query, before ranking, so top-k is filled from visible chunks."""
+    if not filters or GROUPS not in filters or filters[GROUPS] is None:
+        return None
+    value = filters[GROUPS]
+    return sorted({value} if isinstance(value, str) else {str(g) for g in value})
+
+
+def doc_groups(meta: dict | None) -> list[str]:
+    """A document's access groups from its meta: sorted, unique, non-empty strings."""
+    value = (meta or {}).get(GROUPS) or []
+    if isinstance(value, str):
+        value = [value]
+    return sorted({str(g).strip() for g in value if str(g).strip()})
+
+
+def visible(groups: Sequence[str], allowed: list[str] | None) -> bool:
+    return allowed is None or not groups or bool(set(groups) & set(allowed))
 
 
 class Store(Protocol):
@@ -92,8 +118,8 @@ class Store(Protocol):
     def document_hashes(self) -> dict[str, str]:
         """doc id -> content hash of every stored document."""
 
-    def documents(self) -> list[DocumentInfo]:
-        """Every stored document, sorted by id."""
+    def documents(self, groups: Sequence[str] | None = None) -> list[DocumentInfo]:
+        """Every stored document, sorted by id; with `groups`, only those visible to them."""
 
     def iter_chunks(
         self, batch_size: int = 512, vectors: bool = False

@@ -17,11 +17,12 @@ import pyarrow as pa
 
 from ..documents import Chunk, Hit
 from ..errors import IndexNotFoundError
-from .base import DocumentInfo, IndexManifest, meta_filters
+from .base import DocumentInfo, IndexManifest, access_groups, doc_groups, meta_filters, visible
 
 MANIFEST = "ragtune-index.json"
 TABLE = "chunks"
 CHUNK_COLUMNS = ["chunk_id", "doc_id", "position", "text", "title", "source", "content_hash", "meta"]
+GROUPS_TYPE = pa.list_(pa.string())
 
 
 def _sql_str(value: str) -> str:
@@ -86,6 +87,7 @@ class LanceBackend:
                 ("content_hash", pa.string()),
                 ("meta", pa.string()),  # JSON
                 ("vector", pa.list_(pa.float32(), manifest.dim)),
+                ("groups", GROUPS_TYPE),  # access groups ([] = everyone), a column so filters run in the query
             ]
         )
         table = lancedb.connect(url).create_table(TABLE, schema=schema)
@@ -148,6 +150,7 @@ class LanceStore:
         if not chunks:  # only deletions
             self.delete(doc_ids)
             return
+        self._ensure_groups_column()
         rows = pa.table(
             {
                 "chunk_id": [c.id for c in chunks],
@@ -161,6 +164,7 @@ class LanceStore:
                 "vector": pa.FixedSizeListArray.from_arrays(
                     pa.array(np.asarray(vectors, dtype=np.float32).reshape(-1)), self.manifest.dim
                 ),
+                "groups": pa.array([doc_groups(c.meta) for c in chunks], GROUPS_TYPE),
             },
             schema=self._table.schema,
         )
@@ -171,6 +175,14 @@ class LanceStore:
             .when_not_matched_by_source_delete(f"doc_id IN {_in_list(doc_ids)}")
             .execute(rows)
         )
+
+    def _has_groups(self) -> bool:
+        return "groups" in self._table.schema.names
+
+    def _ensure_groups_column(self) -> None:
+        """Indexes made before access groups lack the column: add it (empty = visible to everyone)."""
+        if not self._has_groups():
+            self._table.add_columns(pa.field("groups", GROUPS_TYPE))
 
     def delete(self, doc_ids: Sequence[str]) -> int:
         if not doc_ids:
@@ -199,12 +211,19 @@ class LanceStore:
         t = self._columns(["doc_id", "content_hash"])
         return dict(zip(t.column("doc_id").to_pylist(), t.column("content_hash").to_pylist()))
 
-    def documents(self) -> list[DocumentInfo]:
-        t = self._columns(["doc_id", "title", "source", "content_hash"])
+    def documents(self, groups: Sequence[str] | None = None) -> list[DocumentInfo]:
+        names = ["doc_id", "title", "source", "content_hash"] + (["groups"] if self._has_groups() else [])
+        t = self._columns(names)
+        cols = [t.column(c).to_pylist() for c in names]
+        if len(cols) == 4:
+            cols.append([None] * t.num_rows)
         docs: dict[str, list] = {}
-        for d, ti, so, h in zip(*(t.column(c).to_pylist() for c in ("doc_id", "title", "source", "content_hash"))):
-            docs.setdefault(d, [ti, so, h, 0])[3] += 1
-        return [DocumentInfo(d, ti, so, n, h) for d, (ti, so, h, n) in sorted(docs.items())]
+        for d, ti, so, h, g in zip(*cols):
+            docs.setdefault(d, [ti, so, h, 0, tuple(g or ())])[3] += 1
+        allowed = None if groups is None else list(groups)
+        return [
+            DocumentInfo(d, ti, so, n, h, g) for d, (ti, so, h, n, g) in sorted(docs.items()) if visible(g, allowed)
+        ]
 
     def iter_chunks(
         self, batch_size: int = 512, vectors: bool = False
@@ -235,6 +254,11 @@ class LanceStore:
     def _where(self, filters: dict | None) -> tuple[str | None, dict]:
         cols, meta = meta_filters(filters)
         sql = [f"{k} = {_sql_str(v)}" for k, v in cols.items()]
+        allowed = access_groups(filters)
+        if allowed is not None and self._has_groups():  # no column: nothing was ever stored with groups
+            public = "(groups IS NULL OR array_length(groups) = 0)"
+            sql.append(f"({public} OR array_has_any(groups, [{', '.join(map(_sql_str, allowed))}]))" if allowed
+                       else public)  # fmt: skip
         return (" AND ".join(sql) or None), meta
 
     @staticmethod

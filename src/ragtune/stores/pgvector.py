@@ -24,7 +24,7 @@ import numpy as np
 
 from ..documents import Chunk, Hit
 from ..errors import ConfigError, IndexNotFoundError
-from .base import DocumentInfo, IndexManifest, meta_filters
+from .base import DocumentInfo, IndexManifest, access_groups, doc_groups, meta_filters, visible
 
 NAME = re.compile(r"[a-z_][a-z0-9_]{0,40}")
 COLS = "chunk_id, doc_id, position, text, title, source, content_hash, meta"
@@ -221,6 +221,10 @@ class PgStore:
         cols, meta = meta_filters(filters)
         sql = [f"{k} = %s" for k in cols] + ["meta->>%s = %s" for _ in meta]
         params = list(cols.values()) + [x for kv in meta.items() for x in kv]
+        allowed = access_groups(filters)
+        if allowed is not None:  # access groups live in meta; no groups (or []) = visible to everyone
+            sql.append("(coalesce(jsonb_array_length(meta->'groups'), 0) = 0 OR (meta->'groups') ?| %s::text[])")
+            params.append(allowed)
         return (" AND ".join(sql) or "TRUE"), params
 
     def search_dense(self, vector: np.ndarray, k: int, filters: dict | None = None) -> list[Hit]:
@@ -267,12 +271,15 @@ class PgStore:
     def document_hashes(self) -> dict[str, str]:
         return dict(self._q(f"SELECT DISTINCT ON (doc_id) doc_id, content_hash FROM {self.chunks_table}"))
 
-    def documents(self) -> list[DocumentInfo]:
+    def documents(self, groups: Sequence[str] | None = None) -> list[DocumentInfo]:
         rows = self._q(
-            f"SELECT doc_id, min(title), min(source), count(*), min(content_hash) FROM {self.chunks_table} "
-            f'GROUP BY doc_id ORDER BY doc_id COLLATE "C"'
+            f"SELECT doc_id, min(title), min(source), count(*), min(content_hash), min((meta->'groups')::text) "
+            f'FROM {self.chunks_table} GROUP BY doc_id ORDER BY doc_id COLLATE "C"'
         )
-        return [DocumentInfo(d, t, s, int(n), h) for d, t, s, n, h in rows]
+        allowed = None if groups is None else list(groups)
+        docs = [DocumentInfo(d, t, s, int(n), h, tuple(doc_groups({"groups": json.loads(g or "[]")})))
+                for d, t, s, n, h, g in rows]  # fmt: skip
+        return [d for d in docs if visible(d.groups, allowed)]
 
     def iter_chunks(
         self, batch_size: int = 512, vectors: bool = False
