@@ -41,6 +41,35 @@ def _local(url: str) -> Path:
     return Path(url.removeprefix("file://"))
 
 
+def _connect(url: str):
+    """Every read sees the latest commit, also one made by another process (a CLI ingest while the
+    server runs): LanceDB's default never looks for other writers' versions."""
+    import datetime
+
+    import lancedb
+
+    return lancedb.connect(url, read_consistency_interval=datetime.timedelta(0))
+
+
+RETRIES = 12
+
+
+def _retry(what: str, fn, *args):
+    """Run a write, retrying LanceDB's retryable commit conflicts (another writer committed first)
+    with jittered back-off; each attempt is one atomic commit, so a retry never doubles a write."""
+    import random
+    import time
+
+    for attempt in range(RETRIES):
+        try:
+            return fn(*args)
+        except (RuntimeError, OSError) as exc:
+            if "conflict" not in str(exc).lower() or attempt == RETRIES - 1:
+                raise
+            time.sleep(min(2.0, 0.02 * 2**attempt) * (0.5 + random.random()))
+    raise AssertionError(what)  # unreachable
+
+
 class LanceBackend:
     """Opens and creates LanceDB indexes: a directory, or a URI LanceDB accepts (s3://...)."""
 
@@ -52,8 +81,6 @@ class LanceBackend:
         return _read_remote_manifest(url) is not None
 
     def open(self, url: str) -> LanceStore:
-        import lancedb
-
         url = str(url)
         if _is_local(url):
             mf = _local(url) / MANIFEST
@@ -62,12 +89,10 @@ class LanceBackend:
             data = _read_remote_manifest(url)
         if data is None:
             raise IndexNotFoundError(f"no ragtune index at {url!r} (run `ragtune ingest ... --index {url}` first)")
-        table = lancedb.connect(url).open_table(TABLE)
+        table = _connect(url).open_table(TABLE)
         return LanceStore(url, IndexManifest(**data), table)
 
     def create(self, url: str, manifest: IndexManifest) -> LanceStore:
-        import lancedb
-
         url = str(url)
         if _is_local(url):
             path = _local(url)
@@ -90,7 +115,7 @@ class LanceBackend:
                 ("groups", GROUPS_TYPE),  # access groups ([] = everyone), a column so filters run in the query
             ]
         )
-        table = lancedb.connect(url).create_table(TABLE, schema=schema)
+        table = _connect(url).create_table(TABLE, schema=schema)
         store = LanceStore(url, manifest, table)
         store.save_manifest(manifest)
         return store
@@ -168,13 +193,13 @@ class LanceStore:
             },
             schema=self._table.schema,
         )
-        (
+        merge = (
             self._table.merge_insert("chunk_id")
             .when_matched_update_all()
             .when_not_matched_insert_all()
             .when_not_matched_by_source_delete(f"doc_id IN {_in_list(doc_ids)}")
-            .execute(rows)
         )
+        _retry("upsert", merge.execute, rows)
 
     def _has_groups(self) -> bool:
         return "groups" in self._table.schema.names
@@ -182,14 +207,19 @@ class LanceStore:
     def _ensure_groups_column(self) -> None:
         """Indexes made before access groups lack the column: add it (empty = visible to everyone)."""
         if not self._has_groups():
-            self._table.add_columns(pa.field("groups", GROUPS_TYPE))
+            try:
+                _retry("add groups", self._table.add_columns, pa.field("groups", GROUPS_TYPE))
+            except (RuntimeError, ValueError, OSError):
+                if not self._has_groups():  # another writer may have added it first
+                    raise
 
     def delete(self, doc_ids: Sequence[str]) -> int:
         if not doc_ids:
             return 0
-        before = self._table.count_rows()
-        self._table.delete(f"doc_id IN {_in_list(doc_ids)}")
-        return before - self._table.count_rows()
+        where = f"doc_id IN {_in_list(doc_ids)}"
+        n = self._table.count_rows(where)
+        _retry("delete", self._table.delete, where)
+        return n
 
     def refresh_text_index(self) -> None:
         """Fold new rows into the BM25 index (queries are exact either way: LanceDB searches
@@ -198,10 +228,18 @@ class LanceStore:
 
         if self._table.count_rows() == 0:
             return
-        if not any(ix.index_type == "FTS" for ix in self._table.list_indices()):
-            self._table.create_index("text", config=FTS(with_position=False), replace=True)
-        else:
-            self._table.optimize()
+
+        def refresh():
+            if not any(ix.index_type == "FTS" for ix in self._table.list_indices()):
+                self._table.create_index("text", config=FTS(with_position=False), replace=True)
+            else:
+                self._table.optimize()
+
+        try:
+            _retry("refresh text index", refresh)
+        except RuntimeError as exc:  # the data is committed; an index left behind only costs speed
+            if "conflict" not in str(exc).lower():
+                raise
 
     # -- reading --------------------------------------------------------------------------
     def _columns(self, cols: list[str]) -> pa.Table:
