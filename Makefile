@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: setup demo test chromium clean
+.PHONY: setup demo test reliability chromium clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -25,8 +25,14 @@ chromium:
 	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 
 test: setup chromium
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks scripts
 	$(PY) -m pytest -q
+	# The reliability suite's short version (pytest above ran its crash tests).
+	$(PY) scripts/reliability.py --short --skip-crash-tests
+
+# Hostile corpus, crash tests and a 60 s soak of the server with 16 clients: one table.
+reliability: setup
+	$(PY) scripts/reliability.py
 
 clean:
 	rm -rf $(VENV) ragtune-demo
