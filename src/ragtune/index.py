@@ -16,7 +16,7 @@ from typing import overload
 
 from .config import ChunkConfig, RagConfig
 from .documents import Chunk, Document, Hit
-from .errors import DocumentError, IndexMismatchError, IndexNotFoundError
+from .errors import DocumentError, IndexMismatchError, IndexNotFoundError, InputError
 from .ingest import IngestReport, Progress, ingest_documents
 from .stores import DocumentInfo, IndexInfo, IndexManifest, Store, backend_for
 from .stores.base import FORMAT, GROUPS, doc_groups
@@ -195,7 +195,7 @@ class Index:
             keep_sources=[s.path for s in skipped],
             progress=progress,
         )
-        report.skipped = skipped
+        report.skipped = skipped + report.skipped
         report.seconds = time.perf_counter() - t0
         return report
 
@@ -244,6 +244,10 @@ class Index:
         """Hits for one query, or a list of hit lists for a list of queries (embedded in one batch).
         `config` (default: this index's settings) gives the fusion and depth; `k` and `mode` override it."""
         retriever = self.retriever(config)
+        limit = retriever.config.max_question_chars
+        for q in [query] if isinstance(query, str) else query:
+            if len(q) > limit:
+                raise InputError(f"the query has {len(q)} characters; the limit is {limit}")
         if isinstance(query, str):
             return retriever.search_batch([query], k=k, mode=mode, filters=filters)[0]
         return retriever.search_batch(list(query), k=k, mode=mode, filters=filters)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 
@@ -36,6 +37,7 @@ def embed_text(title: str, text: str) -> str:
 
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
+MAX_CHUNKS_PER_DOCUMENT = 100_000  # ~100 MB of text at the default chunk size: the file size limit's worth
 
 
 def ingest_documents(
@@ -47,9 +49,12 @@ def ingest_documents(
     keep_sources: Sequence[str] = (),
     batch_docs: int = 64,
     progress: Progress | None = None,
+    max_chunks: int = MAX_CHUNKS_PER_DOCUMENT,
 ) -> IngestReport:
     """Write new and changed documents; with `sync`, delete stored documents not in `docs`
-    (except those from `keep_sources`, files that failed to load this time)."""
+    (except those from `keep_sources`, files that failed to load this time). A document that
+    would make more than `max_chunks` chunks is skipped with the limit named; its stored
+    version, if any, stays."""
     t0 = time.perf_counter()
     c0 = time.process_time()
     report = IngestReport()
@@ -75,6 +80,22 @@ def ingest_documents(
     for start in range(0, len(todo), batch_docs):
         batch = todo[start : start + batch_docs]
         chunks = chunk_documents(batch, chunking, embedder.count_tokens)
+        per_doc = Counter(c.doc_id for c in chunks)
+        too_big = {d for d, n in per_doc.items() if n > max_chunks}
+        if too_big:
+            for d in batch:
+                if d.id in too_big:
+                    report.skipped.append(Skipped(
+                        d.source or d.id,
+                        f"document {d.id!r} makes {per_doc[d.id]} chunks, over the limit of {max_chunks} per document",
+                    ))  # fmt: skip
+                    for kind in (report.added, report.updated):
+                        if d.id in kind:
+                            kind.remove(d.id)
+            batch = [d for d in batch if d.id not in too_big]
+            chunks = [c for c in chunks if c.doc_id not in too_big]
+            if not batch:
+                continue
         t_e = time.perf_counter()
         vectors = embedder.embed([embed_text(c.title, c.text) for c in chunks])
         report.embed_seconds += time.perf_counter() - t_e
