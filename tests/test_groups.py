@@ -53,7 +53,8 @@ def test_pipeline_answers_only_from_visible_sources(tmp_path):
     pipe = Pipeline(index, echo, RagConfig(embedder="hashing", answer_mode="generate", k=5))
     for groups, secret, other in (["finance"], "seven million", "private"), (["hr"], "private", "seven million"):
         ans = pipe.answer("What is the zorblax budget?", filters={"groups": groups})
-        assert other not in ans.text and all(other not in c.snippet for c in ans.citations)
+        assert secret in ans.text  # the visible source reached the model ...
+        assert other not in ans.text and all(other not in c.snippet for c in ans.citations)  # ... the other did not
         assert all(h.chunk.doc_id in ("docs/public.txt", {"finance": "fin", "hr": "hr"}[groups[0]])
                    for h in ans.retrieved)  # fmt: skip
         streamed = list(pipe.stream("What is the zorblax budget?", filters={"groups": groups}))

@@ -47,14 +47,22 @@ def _transformers(name: str, adapter=None, **options):
     return TransformersGenerator(name, adapter=adapter, **options)
 
 
+def _openai(name: str, adapter=None, **options):
+    from .remote import make
+
+    return make(name, adapter=adapter, **options)
+
+
 def _local_generator(name: str, known: list[str], adapter=None, **options):
     from pathlib import Path
 
     path = Path(name).expanduser()
     if (path.is_file() and path.suffix.lower() == ".gguf") or (path.is_dir() and (path / "config.json").exists()):
         return _transformers(str(path), adapter=adapter, **options)
+    known = [n for n in known if not n.endswith(":")]
     raise ModelNotFoundError(
-        f"unknown generator {name!r}: use one of {known}, a local Hugging Face model folder, or a .gguf file"
+        f"unknown generator {name!r}: use one of {known}, a local Hugging Face model folder, a .gguf file, "
+        "or an OpenAI-compatible endpoint (openai:http://HOST:PORT/v1#MODEL)"
     )
 
 
@@ -85,6 +93,13 @@ def register(reg) -> None:
     )
     reg.set_fallback("embedder", _local_embedder)
     reg.set_fallback("reranker", _local_reranker)
+    reg.add_generator(
+        "openai:",
+        _openai,
+        "any OpenAI-compatible chat endpoint (vLLM, llama.cpp, Ollama, ragtune serve): "
+        "openai:http://HOST:PORT/v1#MODEL[?key_env=VAR]; key from $RAGTUNE_OPENAI_API_KEY or $OPENAI_API_KEY; "
+        "no local weights, so base and rag strategies only",
+    )
     reg.set_fallback("generator", _local_generator)
     reg.add_store("", _lancedb, "LanceDB in a directory (the default for any path)")
     for scheme in ("s3", "gs", "file"):

@@ -53,6 +53,8 @@ class Registry:
         self._add("embedder", name, factory, description)
 
     def add_generator(self, name: str, factory: Callable, description: str = "") -> None:
+        """A generator by `name`; a name ending in ':' is a scheme that takes every name starting with
+        it (`openai:` takes `openai:http://host:8000/v1#model`), the factory getting the whole name."""
         self._add("generator", name, factory, description)
 
     def add_reranker(self, name: str, factory: Callable, description: str = "") -> None:
@@ -72,8 +74,18 @@ class Registry:
     def names(self, kind: str) -> list[str]:
         return sorted(self.entries[kind])
 
-    def make(self, kind: str, name: str, **options) -> Any:
+    def lookup(self, kind: str, name: str) -> Entry | None:
+        """The entry for `name`: registered under that name, else the longest scheme (a registered
+        name ending in ':', matched case-insensitively) it starts with."""
         entry = self.entries[kind].get(name)
+        if entry is not None:
+            return entry
+        schemes = [e for n, e in self.entries[kind].items() if len(n) > 2 and n.endswith(":")]  # not a drive letter
+        matching = [e for e in schemes if name.lower().startswith(e.name.lower())]
+        return max(matching, key=lambda e: len(e.name), default=None)
+
+    def make(self, kind: str, name: str, **options) -> Any:
+        entry = self.lookup(kind, name)
         if entry is not None:
             return entry.factory(name, **options)
         fallback = self.fallbacks.get(kind)
