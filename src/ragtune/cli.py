@@ -191,7 +191,8 @@ def cmd_models(args) -> int:
         print(f"{kind}s:" if kind != "store" else "stores (by --index scheme):")
         for r in (r for r in rows if r["kind"] == kind):
             print(f"  {r['name']:<24} [{r['from']}] {r['description']}")
-    print("local paths: a sentence-transformers folder (embedder), a Hugging Face folder or .gguf file (generator)")
+    print("local paths: a sentence-transformers folder (embedder), a Hugging Face folder or .gguf file (generator);")
+    print("an OpenAI-compatible server: openai:http://HOST:PORT/v1#MODEL (key in $RAGTUNE_OPENAI_API_KEY)")
     for err in reg.errors:
         print(f"plugin failed to load: {err}", file=sys.stderr)
     return 0
@@ -504,7 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--mode", choices=RETRIEVAL_MODES)
         sp.add_argument("--filter", action="append", metavar="KEY=VALUE", help="doc_id, title, source or a meta key")
         if name == "ask":
-            sp.add_argument("--generator", help="registry name, HF folder or .gguf")
+            sp.add_argument("--generator", help="registry name, HF folder, .gguf or openai:URL#MODEL")
             sp.add_argument("--adapter", help="a fine-tuned adapter or model folder (from `ragtune finetune`)")
             sp.add_argument("--no-retrieval", action="store_true", help="ask the model alone (closed book)")
         sp.set_defaults(func=func)
@@ -633,7 +634,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("serve", help="HTTP API, OpenAI-compatible endpoint and chat page")
     sp.add_argument("--index", required=True)
     sp.add_argument("--adapter", help="fine-tuned adapter: adds the ft and rag+ft strategies")
-    sp.add_argument("--generator", help="base generator: registry name, HF folder or .gguf (see `ragtune models`)")
+    sp.add_argument(
+        "--generator", help="base generator: registry name, HF folder, .gguf or openai:URL#MODEL (`ragtune models`)"
+    )
     sp.add_argument("--host", default="127.0.0.1")
     sp.add_argument("--port", type=int, default=8000)
     sp.add_argument("--max-queue", type=int, default=8, help="requests that may wait for the model before 503")
