@@ -474,6 +474,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ragtune", description="RAG or fine-tuning? Measure it on your own documents.")
     p.add_argument("--config", help="ragtune.toml with [chunk] and [rag] sections")
     p.add_argument("--verbose", action="store_true", help="show libraries' warnings, logs and progress bars")
+    p.add_argument(
+        "--device", choices=("auto", "cpu", "cuda", "mps"), help="where models run (default auto: a GPU if there is one)"
+    )
     sub = p.add_subparsers(dest="verb", required=True)
 
     def common(sp, index_required=True):
@@ -681,6 +684,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     args = build_parser().parse_args(argv)
     quiet_libraries(args.verbose)
+    if args.device:
+        os.environ["RAGTUNE_DEVICE"] = args.device  # read wherever a model is loaded
     for f in getattr(args, "filter", None) or []:
         if "=" not in f:
             print(f"ragtune: error: --filter {f!r} must be KEY=VALUE", file=sys.stderr)

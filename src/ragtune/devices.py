@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from .errors import ConfigError
@@ -19,11 +20,12 @@ def cpu_has_native_bf16() -> bool:
     return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
-def resolve_device(device: str = "auto") -> str:
-    """`auto` -> the best device present; an explicit one must be present (a clear error if not)."""
+def resolve_device(device: str | None = None) -> str:
+    """`auto` -> the best device present; an explicit one must be present (a clear error if not).
+    None: $RAGTUNE_DEVICE (`ragtune --device`), else auto."""
     import torch
 
-    name = (device or "auto").lower()
+    name = (device or os.environ.get("RAGTUNE_DEVICE") or "auto").lower()
     kind = name.split(":")[0]
     if kind not in DEVICES:
         raise ConfigError(f"device={device!r}: use one of {', '.join(DEVICES)} (cuda:N for a given GPU)")

@@ -60,7 +60,7 @@ class TransformersGenerator:
         adapter: str | Path | None = None,
         batch_size: int = 8,
         dtype: str = "float32",
-        device: str = "auto",
+        device: str | None = None,  # None: $RAGTUNE_DEVICE (`ragtune --device`), else auto
     ):
         self.name = model if adapter is None else f"{model}+{_run_name(Path(adapter))}"
         self.model_name = model
