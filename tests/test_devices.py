@@ -45,3 +45,11 @@ def test_cuda_generates_and_scores_like_the_cpu(tmp_path):
     assert gpu.score(prompt, ["paris", "rome"]) == pytest.approx(cpu.score(prompt, ["paris", "rome"]), abs=1e-3)
     assert "".join(gpu.stream(prompt, 8)).strip() == cpu.generate([prompt], 8)[0]
     assert TransformersGenerator(str(path), device="cuda").dtype == "auto"  # bf16 (or fp16) on the GPU
+
+
+def test_the_cli_device_reaches_every_model(monkeypatch):
+    monkeypatch.setenv("RAGTUNE_DEVICE", "cpu")
+    assert TransformersGenerator("x").device == "cpu"
+    monkeypatch.setenv("RAGTUNE_DEVICE", "quantum")
+    with pytest.raises(ConfigError, match="device='quantum'"):
+        TransformersGenerator("x")

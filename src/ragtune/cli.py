@@ -475,7 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="ragtune.toml with [chunk] and [rag] sections")
     p.add_argument("--verbose", action="store_true", help="show libraries' warnings, logs and progress bars")
     p.add_argument(
-        "--device", choices=("auto", "cpu", "cuda", "mps"), help="where models run (default auto: a GPU if there is one)"
+        "--device", choices=("auto", "cpu", "cuda", "mps"), help="where models run (default auto: a GPU if present)"
     )
     sub = p.add_subparsers(dest="verb", required=True)
 
