@@ -28,7 +28,7 @@ def resolve_device(device: str | None = None) -> str:
     name = (device or os.environ.get("RAGTUNE_DEVICE") or "auto").lower()
     kind = name.split(":")[0]
     if kind not in DEVICES:
-        raise ConfigError(f"device={device!r}: use one of {', '.join(DEVICES)} (cuda:N for a given GPU)")
+        raise ConfigError(f"device={name!r}: use one of {', '.join(DEVICES)} (cuda:N for a given GPU)")
     cuda = torch.cuda.is_available()
     mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
     if kind == "auto":
