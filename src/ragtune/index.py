@@ -115,6 +115,25 @@ class Index:
         RagConfig(**settings)  # validates the values
         self.store.save_manifest(replace(self.manifest, retrieval={**self.manifest.retrieval, **settings}))
 
+    def set_ann(self, build: bool = True, **settings) -> bool:
+        """Approximate dense search: `min_rows` (build the vector index past this size),
+        `rows_per_partition`, and the probe settings `nprobes`, `ef`, `refine_factor`; recorded in the
+        index. With `build`, (re)builds the vector index now if the table is past `min_rows`.
+        Returns whether an index was built. Backends without approximate search refuse."""
+        from .errors import ConfigError
+
+        current = getattr(self.store, "ann_settings", None)
+        if current is None:
+            raise ConfigError(f"the {self.store.backend} backend has no approximate search settings")
+        unknown = sorted(set(settings) - set(current()) - {"built_rows"})
+        if unknown:
+            raise ConfigError(f"unknown approximate-search settings {unknown}; known: {sorted(current())}")
+        bad = [k for k, v in settings.items() if not isinstance(v, int) or v < 0]
+        if bad:
+            raise ConfigError(f"approximate-search settings {bad} must be whole numbers >= 0")
+        self.store.save_manifest(replace(self.manifest, ann={**self.manifest.ann, **settings}))
+        return bool(build and self.store.refresh_vector_index())
+
     def gate(self, generator: str):
         """The answerability gate calibrated on this index for `generator` (its name), or None."""
         from .gate import Gate

@@ -30,6 +30,7 @@ class IndexManifest:
     build_cpu_s: float = 0.0
     retrieval: dict = field(default_factory=dict)  # retrieval settings chosen for this index (RagConfig fields)
     gate: dict = field(default_factory=dict)  # generator name -> its calibrated answerability gate (Gate.to_dict())
+    ann: dict = field(default_factory=dict)  # approximate dense search: overrides of the backend's policy, built_rows
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,9 @@ def _connect(url: str):
 
 
 RETRIES = 12
+# Dense search is exact below this many chunks and approximate (IVF-HNSW with scalar quantisation)
+# above it: benchmarks/ann_curve.py measured where exact search stops being fast enough.
+ANN = {"min_rows": 100_000, "rows_per_partition": 4096, "nprobes": 16, "ef": 100, "refine_factor": 0}
 
 
 def _retry(what: str, fn, *args):
@@ -237,9 +240,38 @@ class LanceStore:
 
         try:
             _retry("refresh text index", refresh)
+            _retry("refresh vector index", self.refresh_vector_index)
         except RuntimeError as exc:  # the data is committed; an index left behind only costs speed
             if "conflict" not in str(exc).lower():
                 raise
+
+    def ann_settings(self) -> dict:
+        """The approximate-search policy: ragtune's defaults, overridden by the manifest's `ann`."""
+        return {**ANN, **(self.manifest.ann or {})}
+
+    def _vector_index(self):
+        return next((ix for ix in self._table.list_indices() if "vector" in ix.columns and ix.index_type != "FTS"),
+                    None)  # fmt: skip
+
+    def refresh_vector_index(self, force: bool = False) -> bool:
+        """Build the vector index once the table passes `min_rows` (or `force`), and retrain it when
+        the table has doubled since (new rows are added to the old partitions by `optimize` in
+        between; retraining re-centres them). Returns whether it (re)built."""
+        from lancedb.index import HnswSq
+
+        cfg, rows = self.ann_settings(), self._table.count_rows()
+        built = int((self.manifest.ann or {}).get("built_rows", 0))
+        exists = self._vector_index() is not None
+        if not force and (rows < cfg["min_rows"] or (exists and rows < 2 * built)):
+            return False
+        partitions = max(1, rows // int(cfg["rows_per_partition"]))
+        self._table.create_index(
+            "vector", config=HnswSq(distance_type="cosine", num_partitions=partitions), replace=True
+        )
+        from dataclasses import replace
+
+        self.save_manifest(replace(self.manifest, ann={**(self.manifest.ann or {}), "built_rows": rows}))
+        return True
 
     # -- reading --------------------------------------------------------------------------
     def _columns(self, cols: list[str]) -> pa.Table:
@@ -336,6 +368,11 @@ class LanceStore:
         q = self._table.search(np.asarray(vector, dtype=np.float32), vector_column_name="vector").distance_type(
             "cosine"
         )
+        if (self.manifest.ann or {}).get("built_rows"):  # approximate: the recorded probe settings
+            cfg = self.ann_settings()
+            q = q.nprobes(int(cfg["nprobes"])).ef(int(cfg["ef"]))
+            if cfg["refine_factor"]:
+                q = q.refine_factor(int(cfg["refine_factor"]))
         return self._run(q, k, filters, "_distance", "dense")
 
     def search_text(self, query: str, k: int, filters: dict | None = None) -> list[Hit]:

@@ -1,0 +1,54 @@
+"""Approximate dense search: built once an index passes its size threshold, close to exact
+search, filters still applied inside the query, exact below the threshold."""
+
+import numpy as np
+import pytest
+
+from ragtune import Index
+from ragtune.documents import Document
+from ragtune.errors import ConfigError
+
+WORDS = [f"w{i}" for i in range(400)]
+
+
+def corpus(n: int, seed: int = 0) -> list[Document]:
+    rng = np.random.default_rng(seed)
+    return [
+        Document(f"d{i}", " ".join(rng.choice(WORDS, 12)), meta={"groups": ["odd"]} if i % 2 else {})
+        for i in range(n)
+    ]
+
+
+def test_vector_index_is_built_past_the_threshold_and_stays_close_to_exact(tmp_path):
+    index = Index.create(tmp_path / "ix", embedder="hashing-64")
+    assert index.set_ann(min_rows=1500, rows_per_partition=300, nprobes=8) is False  # empty: nothing to build
+    index.ingest(corpus(1000))
+    assert index.store._vector_index() is None  # below the threshold: exact
+    index.ingest(corpus(2000)[1000:])
+    assert index.store._vector_index() is not None and index.manifest.ann["built_rows"] == 2000
+    queries = [" ".join(np.random.default_rng(s).choice(WORDS, 6)) for s in range(40)]
+    vecs = index.embedder.embed(queries)
+    table = index.store._table
+    overlap = []
+    for v in vecs:
+        approx = {h.chunk.id for h in index.store.search_dense(v, 10)}
+        exact = table.search(v, vector_column_name="vector").distance_type("cosine").bypass_vector_index()
+        truth = {r["chunk_id"] for r in exact.limit(10).select(["chunk_id"]).to_list()}
+        overlap.append(len(approx & truth) / 10)
+    assert np.mean(overlap) >= 0.85, np.mean(overlap)
+    # Filters are applied inside the approximate query too: k hits, all visible.
+    hits = index.store.search_dense(vecs[0], 10, {"groups": []})
+    assert len(hits) == 10 and all(int(h.chunk.doc_id[1:]) % 2 == 0 for h in hits)
+    # Reopened (another process): same settings, same results.
+    again = Index.open(tmp_path / "ix")
+    assert [h.chunk.id for h in again.store.search_dense(vecs[1], 5)] == [
+        h.chunk.id for h in index.store.search_dense(vecs[1], 5)
+    ]
+
+
+def test_ann_settings_are_checked(tmp_path):
+    index = Index.create(tmp_path / "ix", embedder="hashing-64")
+    with pytest.raises(ConfigError, match="unknown approximate-search settings"):
+        index.set_ann(probes=3)
+    with pytest.raises(ConfigError, match="whole numbers"):
+        index.set_ann(nprobes=-1)
