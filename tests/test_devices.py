@@ -7,6 +7,7 @@ import torch
 from ragtune.devices import auto_dtype, cpu_has_native_bf16, resolve_device
 from ragtune.errors import ConfigError
 from ragtune.generators import TransformersGenerator, torch_dtype
+
 from .tiny_models import build_tiny_llama
 
 CUDA = torch.cuda.is_available()

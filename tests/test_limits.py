@@ -68,3 +68,14 @@ def test_summary_table_fits_80_columns():
     assert len(table.splitlines()) == 5 and all(line.split()[0] in ("strategy", "base", "rag", "ft", "rag+ft")
                                                 for line in table.splitlines())  # fmt: skip
     assert HashingEmbedder  # the fakes import cleanly alongside
+
+
+def test_one_document_id_twice_in_one_ingest_is_refused_before_writing(tmp_path):
+    from ragtune.errors import DocumentError
+
+    index = Index.create(tmp_path / "ix", embedder="hashing")
+    index.ingest([Document("a", "first")])
+    v = index.store.version()
+    with pytest.raises(DocumentError, match=r"\['b'\] given more than once"):
+        index.ingest([Document("b", "one"), Document("b", "two")])
+    assert index.store.version() == v and [d.id for d in index.documents()] == ["a"]

@@ -11,6 +11,7 @@ from .chunking import chunk_documents
 from .config import ChunkConfig
 from .documents import Document, Skipped
 from .embedders import Embedder
+from .errors import DocumentError
 from .stores import Store
 
 
@@ -58,6 +59,10 @@ def ingest_documents(
     t0 = time.perf_counter()
     c0 = time.process_time()
     report = IngestReport()
+    ids = Counter(d.id for d in docs)
+    twice = sorted(i for i, n in ids.items() if n > 1)
+    if twice:
+        raise DocumentError(f"document id(s) {twice[:5]} given more than once in one ingest; nothing was written")
     stored = store.document_hashes()
     rechunk_all = store.manifest.chunking != asdict(chunking)
     todo: list[Document] = []

@@ -2,33 +2,71 @@
 
 Routes: POST /v1/ask, POST /v1/chat/completions (OpenAI-compatible, streaming), GET /v1/models,
 POST/GET /v1/documents, DELETE /v1/documents/{id}, GET /healthz, GET /metrics, GET / (chat page).
+
+Every route but the open ones needs a key (see `auth.py`); each key reads only the documents of
+its groups, inside the store's query, so answers, citations and listings never show the others.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
+import collections
+import math
 import os
+import re
 import shutil
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
-from ..errors import InputError, RagtuneError
+from ..errors import ConfigError, InputError, RagtuneError
 from ..index import Index
-from ..rag import Pipeline
+from ..rag import Answer, Pipeline
 from ..registry import make_generator
+from ..stores.base import GROUPS, doc_groups
+from .auth import (
+    Guard,
+    KeyRing,
+    Principal,
+    current_principal,
+    group_names,
+    security_headers,
+    unprocessable,
+    visible_only,
+    with_access,
+)
 from .openai import chat_completion, chat_stream, question_from_messages
 
 STATIC = Path(__file__).parent / "static"
-OPEN_PATHS = ("/healthz", "/", "/favicon.ico")  # the chat page asks for the key itself
+STATIC_FILES = {"chat.js": "text/javascript; charset=utf-8", "chat.css": "text/css; charset=utf-8"}
+# The chat page and its files are open: the page asks for the key itself.
+OPEN_PATHS = ("/healthz", "/", "/favicon.ico", *(f"/static/{name}" for name in STATIC_FILES))
+JSON = ("application/json",)
+CONTENT_TYPES = {"/v1/ask": JSON, "/v1/chat/completions": JSON, "/v1/documents": JSON + ("multipart/form-data",)}
+# The chat page loads only its own script and style; nothing may frame it or load remote content.
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+# FastAPI's /docs and /redoc pages load Swagger UI / ReDoc from a CDN and start them inline.
+DOCS_CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com; "
+    "font-src 'self' https://fonts.gstatic.com; img-src 'self' data: https://fastapi.tiangolo.com "
+    "https://cdn.redoc.ly; worker-src 'self' blob:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
+NO_RESULTS = "No documents matched the question, so there is nothing to answer from."
+MAX_TOKENS = 4096  # the most `max_tokens` a chat request gets (larger asks are cut to this)
+_ORIGIN = re.compile(r"https?://[^/\s?#]+")
 
 
 @dataclass(frozen=True)
@@ -37,18 +75,40 @@ class ServeConfig:
     adapter: str = ""  # a fine-tuned adapter: adds the `ft` and `rag+ft` strategies
     generator: str = ""  # registry name, HF folder or .gguf; "" = the default generator (or the adapter's base)
     api_key: str = ""  # when set (or RAGTUNE_API_KEY), every route but /healthz needs `Authorization: Bearer <key>`
-    max_upload_bytes: int = 10 * 1024 * 1024
+    keys_file: str = ""  # keys.toml: one key per user, with the document groups it reads and whether it writes
+    cors_origins: tuple[str, ...] = ()  # browser origins (https://host:port) allowed to call the API; () = none
+    max_upload_bytes: int = 10 * 1024 * 1024  # POST /v1/documents, JSON or files
+    max_body_bytes: int = 1024 * 1024  # any other request body (questions, chat)
     max_question_chars: int = 2000
     request_timeout_s: float = 120.0
     max_queue: int = 8  # requests allowed to wait for a model; beyond that: 503 at once
     k: int = 0  # chunks retrieved per question; 0 = the index's setting
+
+    def __post_init__(self):
+        object.__setattr__(self, "cors_origins", tuple(self.cors_origins))
+        for name in ("max_upload_bytes", "max_body_bytes", "max_question_chars", "max_queue"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"ServeConfig.{name}={value!r}: must be a positive integer")
+        if not self.request_timeout_s > 0:
+            raise ConfigError(f"ServeConfig.request_timeout_s={self.request_timeout_s!r}: must be positive")
+        if self.k < 0:
+            raise ConfigError(f"ServeConfig.k={self.k!r}: must be 0 (the index's setting) or more")
+        for origin in self.cors_origins:
+            if origin != "*" and not _ORIGIN.fullmatch(origin):
+                raise ConfigError(f"ServeConfig.cors_origins: {origin!r} is not an origin like https://host:port")
 
 
 class AskRequest(BaseModel):
     question: str = Field(min_length=1, description="the question")
     strategy: str = Field("rag", description="rag | base | ft | rag+ft (ft ones need --adapter)")
     k: int = Field(5, ge=1, le=50, description="chunks to retrieve")
-    filters: dict[str, str] | None = Field(None, description="doc_id, title, source or a document meta key -> value")
+    mode: Literal["hybrid", "dense", "bm25"] | None = Field(None, description="retrieval mode; default: the index's")
+    filters: dict[str, str] | None = Field(
+        None,
+        description="doc_id, title, source or a document meta key -> value; "
+        "`groups`: names separated by commas, to read fewer of the key's groups",
+    )
 
 
 class CitationOut(BaseModel):
@@ -64,6 +124,7 @@ class AskResponse(BaseModel):
     question: str
     answer: str
     abstained: bool
+    abstain_reason: str = ""
     strategy: str
     citations: list[CitationOut]
     retrieved: list[dict[str, Any]]
@@ -77,6 +138,9 @@ class DocumentIn(BaseModel):
     text: str = Field(min_length=1)
     title: str = ""
     meta: dict[str, Any] = Field(default_factory=dict)
+    groups: list[str] | None = Field(
+        None, description="access groups; none = the writing key's groups (public for a key that reads all)"
+    )
 
 
 class DocumentsIn(BaseModel):
@@ -112,8 +176,6 @@ class Service:
     """What the routes share: the index and one generator per strategy."""
 
     def __init__(self, cfg: ServeConfig, generators: dict | None = None):
-        from dataclasses import replace
-
         self.cfg = cfg
         self.index = Index.open(cfg.index)
         base = self.index.rag_config()
@@ -128,32 +190,66 @@ class Service:
                 generators.update({"ft": ft, "rag+ft": ft})
         self.generators = generators
 
-    def pipeline(self, name: str, k: int | None = None, max_tokens: int | None = None) -> Pipeline:
-        """The strategy `name` as a Pipeline: `rag*` strategies read the index, the others answer closed book."""
-        from dataclasses import replace
+    @staticmethod
+    def tuned(name: str) -> bool:
+        """Whether a strategy answers with the fine-tuned model, which learnt from every document."""
+        return "ft" in name.split("+")
 
+    def strategies(self, who: Principal) -> list[str]:
+        """The strategies `who` may use: a fine-tuned model may repeat any document it was trained
+        on, so only keys that read every group get it."""
+        return sorted(n for n in self.generators if who.reads_all or not self.tuned(n))
+
+    def pipeline(
+        self, name: str, who: Principal, k: int | None = None, max_tokens: int | None = None, mode: str | None = None
+    ) -> Pipeline:
+        """The strategy `name` as a Pipeline: `rag*` strategies read the index, the others answer closed book."""
         if name not in self.generators:
+            raise unprocessable("strategy", f"unknown strategy {name!r}; available: {self.strategies(who)}")
+        if name not in self.strategies(who):
             raise HTTPException(
-                422,
-                detail=[
-                    {
-                        "loc": ["body", "strategy"],
-                        "msg": f"unknown strategy {name!r}; available: {sorted(self.generators)}",
-                        "type": "value_error",
-                    }
-                ],
+                403,
+                detail=f"strategy {name!r} answers with a model fine-tuned on the documents, which may hold groups "
+                f"this key cannot read; only keys with every group may use it (available: {self.strategies(who)})",
             )
         config = replace(
-            self.rag_config, k=k or self.rag_config.k, max_new_tokens=max_tokens or self.rag_config.max_new_tokens
+            self.rag_config,
+            k=k or self.rag_config.k,
+            max_new_tokens=max_tokens or self.rag_config.max_new_tokens,
+            mode=mode or self.rag_config.mode,
         )
         return Pipeline(self.index if name.startswith("rag") else None, self.generators[name], config)
 
+    def nothing_found(self, pipe: Pipeline, question: str, filters: dict | None) -> Answer | None:
+        """For a strategy that reads the index: an answer saying so when retrieval finds nothing the
+        caller may read (rather than letting the model answer from nothing); else None."""
+        question = pipe.check(question)
+        if pipe.index is None:
+            return None
+        probe = replace(pipe.config, reranker="", candidates=1)
+        if self.index.search(question, k=1, filters=filters, config=probe):
+            return None
+        why = "retrieval found no document that matches the question and the filters and that this key may read"
+        return Answer(question=question, text=NO_RESULTS, raw=NO_RESULTS, abstained=True, abstain_reason=why)
 
-def answer_to_response(ans, strategy: str) -> AskResponse:
+    def answer(self, pipe: Pipeline, question: str, filters: dict | None) -> Answer:
+        return self.nothing_found(pipe, question, filters) or pipe.answer(question, filters)
+
+    def collect(self, pipe: Pipeline, question: str, filters: dict | None) -> Answer:
+        """The streamed answer, whole (chat without `stream`)."""
+        found = self.nothing_found(pipe, question, filters)
+        if found is not None:
+            return found
+        *_, final = pipe.stream(question, filters)
+        return final
+
+
+def answer_to_response(ans: Answer, strategy: str) -> AskResponse:
     return AskResponse(
         question=ans.question,
         answer=ans.text,
         abstained=ans.abstained,
+        abstain_reason=ans.abstain_reason,
         strategy=strategy,
         citations=[
             CitationOut(
@@ -180,8 +276,8 @@ def create_app(cfg: ServeConfig, generators: dict | None = None) -> FastAPI:
     """Build the app; `generators` (name -> Generator) replaces the real models in tests."""
     from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
+    keys = KeyRing.build(cfg.api_key or os.environ.get("RAGTUNE_API_KEY", ""), cfg.keys_file)
     svc = Service(cfg, generators)
-    api_key = cfg.api_key or os.environ.get("RAGTUNE_API_KEY", "")
     app = FastAPI(
         title="ragtune",
         version="0.1.0",
@@ -199,19 +295,19 @@ def create_app(cfg: ServeConfig, generators: dict | None = None) -> FastAPI:
         buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120),
     )
 
+    # Middleware, innermost first: the guard (key, content type, body size), metrics (so refusals
+    # count too), CORS when asked for (preflight requests carry no key), security headers on everything.
+    app.add_middleware(
+        Guard,
+        keys=keys,
+        open_paths=lambda path: path in OPEN_PATHS,
+        content_types=CONTENT_TYPES,
+        body_limit=lambda path: cfg.max_upload_bytes if path == "/v1/documents" else cfg.max_body_bytes,
+    )
+
     @app.middleware("http")
-    async def auth_and_metrics(request: Request, call_next):
+    async def metrics_middleware(request: Request, call_next):
         t0 = time.perf_counter()
-        path = request.url.path
-        if api_key and path not in OPEN_PATHS:
-            given = request.headers.get("authorization", "")
-            token = given[7:] if given.lower().startswith("bearer ") else ""
-            if not hmac.compare_digest(token.encode(), api_key.encode()):
-                response = JSONResponse(
-                    {"detail": "missing or wrong API key (Authorization: Bearer <key>)"}, status_code=401
-                )
-                requests.labels(_route(request), request.method, "401").inc()
-                return response
         response = await call_next(request)
         route = _route(request)
         requests.labels(route, request.method, str(response.status_code)).inc()
@@ -220,6 +316,17 @@ def create_app(cfg: ServeConfig, generators: dict | None = None) -> FastAPI:
             errors.labels(route).inc()
         return response
 
+    if cfg.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(cfg.cors_origins),
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    app.add_middleware(security_headers, csp=lambda path: DOCS_CSP if path.startswith(("/docs", "/redoc")) else CSP)
+
     def busy() -> HTTPException:
         return HTTPException(
             503,
@@ -227,7 +334,12 @@ def create_app(cfg: ServeConfig, generators: dict | None = None) -> FastAPI:
             headers={"Retry-After": "1"},
         )
 
-    async def run_model(fn, *args):
+    def too_slow() -> HTTPException:
+        return HTTPException(
+            504, detail=f"the answer took longer than the limit of {cfg.request_timeout_s:g}s (request_timeout_s)"
+        )
+
+    async def run_model(fn, *args, loc: str = "question"):
         """Run blocking model work in a thread, behind the admission gate and the time limit."""
         try:
             with svc.gate:
@@ -235,11 +347,9 @@ def create_app(cfg: ServeConfig, generators: dict | None = None) -> FastAPI:
         except Busy:
             raise busy() from None
         except TimeoutError:
-            raise HTTPException(504, detail=f"the answer took longer than {cfg.request_timeout_s:.0f}s") from None
+            raise too_slow() from None
         except InputError as exc:
-            raise HTTPException(
-                422, detail=[{"loc": ["body", "question"], "msg": str(exc), "type": "value_error"}]
-            ) from None
+            raise unprocessable(loc, str(exc)) from None
 
     @app.get("/healthz", summary="liveness")
     def healthz():
@@ -250,64 +360,79 @@ def create_app(cfg: ServeConfig, generators: dict | None = None) -> FastAPI:
         return PlainTextResponse(generate_latest(registry).decode(), media_type="text/plain; version=0.0.4")
 
     @app.post("/v1/ask", response_model=AskResponse, summary="answer a question with cited sources")
-    async def ask(req: AskRequest):
-        pipe = svc.pipeline(req.strategy, k=req.k)
-        ans = await run_model(pipe.answer, req.question, req.filters)
-        return answer_to_response(ans, req.strategy)
+    async def ask(req: AskRequest, who: Principal = Depends(current_principal)):
+        pipe = svc.pipeline(req.strategy, who, k=req.k, mode=req.mode)
+        ans = await run_model(svc.answer, pipe, req.question, who.scope(req.filters))
+        return answer_to_response(visible_only(ans, who), req.strategy)
 
-    @app.get("/v1/models", summary="the strategies, as OpenAI models")
-    def models():
+    @app.get("/v1/models", summary="the strategies this key may use, as OpenAI models")
+    def models(who: Principal = Depends(current_principal)):
         return {
             "object": "list",
-            "data": [{"id": n, "object": "model", "created": 0, "owned_by": "ragtune"} for n in sorted(svc.generators)],
+            "data": [{"id": n, "object": "model", "created": 0, "owned_by": "ragtune"} for n in svc.strategies(who)],
         }
 
     @app.post(
         "/v1/chat/completions", summary="OpenAI-compatible chat completions (model = strategy; sources in `sources`)"
     )
-    async def chat(body: dict):
+    async def chat(body: dict, who: Principal = Depends(current_principal)):
         question, model, stream, max_tokens = question_from_messages(body)
-        pipe = svc.pipeline(model, max_tokens=max_tokens)
+        pipe = svc.pipeline(model, who, max_tokens=min(max_tokens, MAX_TOKENS) if max_tokens else None)
+        filters = who.scope(None)
         if not stream:
-
-            def collect():
-                *_, final = pipe.stream(question)
-                return final
-
-            return chat_completion(await run_model(collect), model)
+            ans = await run_model(svc.collect, pipe, question, filters, loc="messages")
+            return chat_completion(visible_only(ans, who), model)
         try:
             svc.gate.__enter__()
         except Busy:
             raise busy() from None
+        release = _once(svc.gate.__exit__)
         try:
-            pipe.check(question)
-        except InputError as exc:
-            svc.gate.__exit__()
-            raise HTTPException(
-                422, detail=[{"loc": ["body", "messages"], "msg": str(exc), "type": "value_error"}]
-            ) from None
-        it = pipe.stream(question)
-        return StreamingResponse(chat_stream(it, model, release=svc.gate.__exit__), media_type="text/event-stream")
+            found = await asyncio.wait_for(
+                asyncio.to_thread(svc.nothing_found, pipe, question, filters), timeout=cfg.request_timeout_s
+            )
+        except BaseException as exc:
+            release()
+            if isinstance(exc, TimeoutError):
+                raise too_slow() from None
+            if isinstance(exc, InputError):
+                raise unprocessable("messages", str(exc)) from None
+            raise
+        pieces = iter([found.text, found]) if found else pipe.stream(question, filters)
+
+        def guarded():
+            try:
+                for p in pieces:
+                    yield p if isinstance(p, str) else visible_only(p, who)
+            finally:
+                getattr(pieces, "close", lambda: None)()
+
+        return StreamingResponse(
+            chat_stream(guarded(), model, release=release, timeout_s=cfg.request_timeout_s),
+            media_type="text/event-stream",
+            background=_background(release),
+        )
 
     @app.post("/v1/documents", summary="add or update documents (JSON or file upload); visible to the next question")
-    async def add_documents(request: Request):
+    async def add_documents(request: Request, who: Principal = Depends(current_principal)):
         from ..documents import Document, load_paths
 
-        ctype = request.headers.get("content-type", "")
-        size = int(request.headers.get("content-length") or 0)
-        if size > cfg.max_upload_bytes:
-            raise HTTPException(413, detail=f"upload of {size} bytes exceeds the limit of {cfg.max_upload_bytes}")
-        if ctype.startswith("multipart/form-data"):
+        if not who.write:
+            raise HTTPException(403, detail=f"key {who.name!r} may not write documents (write = false)")
+        if request.headers.get("content-type", "").startswith("multipart/form-data"):
             form = await request.form()
             files = [f for f in form.getlist("files") if hasattr(f, "filename")]
             if not files:
                 raise HTTPException(400, detail="multipart upload needs one or more `files` fields")
+            groups = [g for v in form.getlist(GROUPS) if isinstance(v, str) for g in v.split(",")]
+            groups = group_names(groups, GROUPS)
             tmp = Path(tempfile.mkdtemp(prefix="ragtune-upload-"))
             try:
                 folder = tmp / "upload"
                 folder.mkdir()
                 for f in files:
                     name = Path(f.filename or "file").name
+                    name = name if name not in ("", ".", "..") else "file"  # an id, never a path
                     data = await f.read()
                     if len(data) > cfg.max_upload_bytes:
                         raise HTTPException(
@@ -320,17 +445,34 @@ def create_app(cfg: ServeConfig, generators: dict | None = None) -> FastAPI:
             if loaded.skipped:
                 reasons = "; ".join(f"{Path(s.path).name}: {s.reason}" for s in loaded.skipped)
                 raise HTTPException(400, detail=f"refused, nothing was stored: {reasons}")
-            docs = loaded.documents
+            docs = [d if doc_groups(d.meta) or not groups else replace(d, meta={**d.meta, GROUPS: groups})
+                    for d in loaded.documents]  # fmt: skip
         else:
             try:
                 payload = DocumentsIn.model_validate(await request.json())
             except ValueError as exc:
                 raise HTTPException(422, detail=str(exc)[:2000]) from None
-            docs = [Document(d.id, d.text, d.title, "api", d.meta) for d in payload.documents]
+            docs = []
+            for i, d in enumerate(payload.documents):
+                loc = f"documents.{i}"
+                meta = dict(d.meta)
+                groups = group_names(meta.pop(GROUPS), f"{loc}.meta.groups") if GROUPS in meta else None
+                if d.groups is not None:
+                    given = group_names(d.groups, f"{loc}.groups")
+                    if groups is not None and groups != given:
+                        raise unprocessable(loc, "`groups` and `meta.groups` differ; give one")
+                    groups = given
+                docs.append(Document(d.id, d.text, d.title, "api", {**meta, GROUPS: groups} if groups else meta))
+        repeated = sorted(i for i, n in collections.Counter(d.id for d in docs).items() if n > 1)
+        if repeated:
+            raise HTTPException(422, detail=f"document ids given more than once in one request: {repeated[:20]}")
+        for d in docs:  # a file's own groups (a JSONL record's meta) must be names too
+            group_names(d.meta.get(GROUPS) or [], f"{d.id}: meta.groups")
 
         def write():
             with svc.write_lock:
-                return svc.index.ingest(docs)
+                existing = {} if who.reads_all else {d.id: d.groups for d in svc.index.documents()}
+                return svc.index.ingest(with_access(docs, who, existing))
 
         report = await asyncio.to_thread(write)
         return {
@@ -340,14 +482,22 @@ def create_app(cfg: ServeConfig, generators: dict | None = None) -> FastAPI:
             "chunks": report.chunks_written,
         }
 
-    @app.get("/v1/documents", summary="the documents in the index")
-    def list_documents():
-        return {"documents": [asdict(d) for d in svc.index.documents()]}
+    @app.get("/v1/documents", summary="the documents this key may read")
+    def list_documents(who: Principal = Depends(current_principal)):
+        docs = svc.index.documents(groups=who.listing_groups())
+        if not who.reads_all:  # the names of groups the key is not in are not its business
+            docs = [replace(d, groups=tuple(g for g in d.groups if g in who.groups)) for d in docs]
+        return {"documents": [asdict(d) for d in docs]}
 
     @app.delete("/v1/documents/{doc_id:path}", summary="delete a document")
-    async def delete_document(doc_id: str):
+    async def delete_document(doc_id: str, who: Principal = Depends(current_principal)):
+        if not who.write:
+            raise HTTPException(403, detail=f"key {who.name!r} may not delete documents (write = false)")
+
         def delete():
             with svc.write_lock:
+                if not who.reads_all and doc_id not in {d.id for d in svc.index.documents(who.listing_groups())}:
+                    return 0  # a document this key cannot read does not exist for it
                 return svc.index.delete([doc_id])
 
         n = await asyncio.to_thread(delete)
@@ -357,13 +507,55 @@ def create_app(cfg: ServeConfig, generators: dict | None = None) -> FastAPI:
 
     @app.get("/", include_in_schema=False)
     def page():
-        return FileResponse(STATIC / "index.html")
+        return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8")
+
+    @app.get("/static/{name}", include_in_schema=False)
+    def static(name: str):
+        if name not in STATIC_FILES:
+            raise HTTPException(404, detail="not found")
+        return FileResponse(STATIC / name, media_type=STATIC_FILES[name])
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError):
+        # The errors echo the input, which may hold NaN or Infinity (Python's JSON parser takes them).
+        return JSONResponse({"detail": _json_safe(jsonable_encoder(exc.errors()))}, status_code=422)
 
     @app.exception_handler(RagtuneError)
     async def ragtune_error(request: Request, exc: RagtuneError):
         return JSONResponse({"detail": str(exc)}, status_code=400)
 
     return app
+
+
+def _once(fn):
+    """`fn` that runs at most once, however often it is called (the gate's release)."""
+    lock, done = threading.Lock(), []
+
+    def call(*_):
+        with lock:
+            if done:
+                return
+            done.append(True)
+        fn()
+
+    return call
+
+
+def _background(fn):
+    from starlette.background import BackgroundTask
+
+    return BackgroundTask(fn)  # releases the gate even when the stream never started (client gone)
+
+
+def _json_safe(value):
+    """`value` with the floats JSON cannot carry (NaN, Infinity) as strings."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def _route(request: Request) -> str:

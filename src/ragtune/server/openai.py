@@ -29,13 +29,22 @@ def question_from_messages(body: dict) -> tuple[str, str, bool, int | None]:
         raise _bad("messages", "no message with role 'user'")
     content = users[-1].get("content")
     if isinstance(content, list):  # content parts: keep the text ones
-        content = " ".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+        parts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text"]
+        content = " ".join(p for p in parts if isinstance(p, str))
     if not isinstance(content, str) or not content.strip():
         raise _bad("messages", "the last user message has no text")
-    max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
-    if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
+    max_tokens = body.get("max_tokens")
+    if max_tokens is None:
+        max_tokens = body.get("max_completion_tokens")
+    if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1):
         raise _bad("max_tokens", "must be a positive integer")
-    return content, str(body.get("model") or "rag"), bool(body.get("stream", False)), max_tokens
+    model = body.get("model")
+    if model is not None and not isinstance(model, str):
+        raise _bad("model", "must be a string (a strategy: see GET /v1/models)")
+    stream = body.get("stream", False)
+    if stream is not None and not isinstance(stream, bool):
+        raise _bad("stream", "must be true or false")
+    return content, model or "rag", bool(stream), max_tokens
 
 
 def sources_of(ans) -> list[dict]:
@@ -75,9 +84,13 @@ def chat_completion(ans, model: str) -> dict:
     }
 
 
-def chat_stream(pieces: Iterator, model: str, release: Callable[[], None]) -> Iterator[str]:
-    """Server-sent events in OpenAI's chunk format; the last chunk carries `sources`."""
+def chat_stream(
+    pieces: Iterator, model: str, release: Callable[[], None], timeout_s: float | None = None
+) -> Iterator[str]:
+    """Server-sent events in OpenAI's chunk format; the last chunk carries `sources`. Past
+    `timeout_s` the stream ends with an `error` event (the status line has long been sent)."""
     cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+    deadline = time.monotonic() + timeout_s if timeout_s else None
 
     def event(delta: dict, finish: str | None = None, **extra) -> str:
         chunk = {
@@ -97,6 +110,13 @@ def chat_stream(pieces: Iterator, model: str, release: Callable[[], None]) -> It
                 yield event({"content": item})
             else:
                 yield event({}, "stop", sources=sources_of(item), abstained=item.abstained)
+            if isinstance(item, str) and deadline is not None and time.monotonic() > deadline:
+                message = f"the answer took longer than the limit of {timeout_s:g}s (request_timeout_s)"
+                yield f"data: {json.dumps({'error': {'message': message, 'type': 'timeout', 'code': 504}})}\n\n"
+                break
         yield "data: [DONE]\n\n"
     finally:
+        close = getattr(pieces, "close", None)
+        if close is not None:
+            close()  # stop the model at once when the client leaves or time runs out
         release()
