@@ -522,7 +522,10 @@ def create_app(cfg: ServeConfig, generators: dict | None = None) -> FastAPI:
 
     @app.exception_handler(RagtuneError)
     async def ragtune_error(request: Request, exc: RagtuneError):
-        return JSONResponse({"detail": str(exc)}, status_code=400)
+        from ..remote import RemoteGeneratorError
+
+        # The model behind an openai: generator failed: a bad gateway, not a bad request.
+        return JSONResponse({"detail": str(exc)}, status_code=502 if isinstance(exc, RemoteGeneratorError) else 400)
 
     return app
 
