@@ -20,13 +20,11 @@ import threading
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
-from pydantic import BaseModel, Field
 
 from ..errors import ConfigError, InputError, RagtuneError
 from ..index import Index
@@ -44,6 +42,7 @@ from .auth import (
     visible_only,
     with_access,
 )
+from .models import AskRequest, AskResponse, CitationOut, DocumentsIn
 from .openai import chat_completion, chat_stream, question_from_messages
 
 STATIC = Path(__file__).parent / "static"
@@ -97,54 +96,6 @@ class ServeConfig:
         for origin in self.cors_origins:
             if origin != "*" and not _ORIGIN.fullmatch(origin):
                 raise ConfigError(f"ServeConfig.cors_origins: {origin!r} is not an origin like https://host:port")
-
-
-class AskRequest(BaseModel):
-    question: str = Field(min_length=1, description="the question")
-    strategy: str = Field("rag", description="rag | base | ft | rag+ft (ft ones need --adapter)")
-    k: int = Field(5, ge=1, le=50, description="chunks to retrieve")
-    mode: Literal["hybrid", "dense", "bm25"] | None = Field(None, description="retrieval mode; default: the index's")
-    filters: dict[str, str] | None = Field(
-        None,
-        description="doc_id, title, source or a document meta key -> value; "
-        "`groups`: names separated by commas, to read fewer of the key's groups",
-    )
-
-
-class CitationOut(BaseModel):
-    number: int
-    chunk_id: str
-    document_id: str
-    title: str
-    snippet: str
-    by_model: bool
-
-
-class AskResponse(BaseModel):
-    question: str
-    answer: str
-    abstained: bool
-    abstain_reason: str = ""
-    strategy: str
-    citations: list[CitationOut]
-    retrieved: list[dict[str, Any]]
-    timings: dict[str, float]
-    tokens_in: int
-    tokens_out: int
-
-
-class DocumentIn(BaseModel):
-    id: str = Field(min_length=1)
-    text: str = Field(min_length=1)
-    title: str = ""
-    meta: dict[str, Any] = Field(default_factory=dict)
-    groups: list[str] | None = Field(
-        None, description="access groups; none = the writing key's groups (public for a key that reads all)"
-    )
-
-
-class DocumentsIn(BaseModel):
-    documents: list[DocumentIn] = Field(min_length=1)
 
 
 class Busy(Exception):
