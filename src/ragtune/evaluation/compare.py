@@ -1,12 +1,20 @@
 """Run an experiment: every strategy on the same questions, then aggregate with intervals.
 
 results = run_experiment(load_experiment("experiment.toml"), out_dir)
+
+A run survives being killed: each batch of finished records is appended to
+`<out>/records.partial.jsonl` (flushed and fsync'd), tagged with a fingerprint of everything that
+decides it, and a rerun into the same folder reuses the records whose fingerprint still matches.
+results.json and records.csv are written whole (temp file, then rename) at the end.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
+import io
 import json
+import os
 import shutil
 import statistics
 from collections.abc import Callable, Sequence
@@ -24,6 +32,8 @@ from .stats import bootstrap_ci, paired_bootstrap
 from .strategies import EvalRecord, Strategy, load_generator, run_strategy
 
 DEFAULT_STRATEGIES = ("base", "rag", "ft", "rag+ft")
+PARTIAL = "records.partial.jsonl"  # finished records of a run that has not finished yet
+BATCH = 8  # questions answered together (the generator's batch if it has one); the unit of resuming
 
 
 @dataclass(frozen=True)
@@ -231,31 +241,50 @@ def run_experiment(
     elif cfg.fresh_edits:
         results.notes.append("freshness skipped: the experiment names no `documents` to edit")
 
+    # Finished records of an interrupted run into this folder are reused when their fingerprint
+    # (strategy, generator, adapter run, retrieval settings, gate, index contents, question) matches.
+    log = RecordLog(out / PARTIAL)
+    index_key = _index_key(index) if index is not None else ""
+    fresh_key = _index_key(fresh) if fresh is not None else ""
+    reused = total = 0
     cache: dict = {}
-    for s in cfg.strategies:
-        gen = (generators or {}).get(s.name) or load_generator(s, cache)
-        getattr(gen, "model", None)  # load outside the meter: per-question cost is answering, not loading
-        pipe = Pipeline(index if s.retrieval else None, gen, rag_cfg)
-        fresh_pipe = Pipeline(fresh if s.retrieval else None, gen, rag_cfg)
-        if pipe.gate is not None:
-            results.tuning.setdefault("gates", {})[s.name] = pipe.gate.to_dict()
-        with Meter() as m:
+    try:
+        for s in cfg.strategies:
+            gen = (generators or {}).get(s.name) or load_generator(s, cache)
+            getattr(gen, "model", None)  # load outside the meter: per-question cost is answering, not loading
+            pipe = Pipeline(index if s.retrieval else None, gen, rag_cfg)
+            fresh_pipe = Pipeline(fresh if s.retrieval else None, gen, rag_cfg)
+            if pipe.gate is not None:
+                results.tuning.setdefault("gates", {})[s.name] = pipe.gate.to_dict()
+            key = _digest(asdict(s), getattr(gen, "name", type(gen).__name__), s.training_run(), asdict(rag_cfg),
+                          cfg.support_threshold)  # fmt: skip
+            asked = _digest(key, _gate(pipe), index_key if s.retrieval else "")
+            run = _Runner(s, log, max(int(getattr(gen, "batch_size", 0) or BATCH), 1), cfg.support_threshold)
             say(f"{s.name}: {len(answerable)} answerable questions")
-            recs = run_strategy(s, answerable, QuestionKind.ANSWERABLE, pipe, cfg.support_threshold)
+            recs = run(answerable, QuestionKind.ANSWERABLE, pipe, asked)
             if unanswerable:
                 say(f"{s.name}: {len(unanswerable)} unanswerable questions")
-                recs += run_strategy(s, unanswerable, QuestionKind.UNANSWERABLE, pipe, cfg.support_threshold)
+                recs += run(unanswerable, QuestionKind.UNANSWERABLE, pipe, asked)
             if edits:
                 say(f"{s.name}: {len(edits)} edited facts")
-                erecs = run_strategy(
-                    s, [e.example for e in edits], QuestionKind.EDITED, fresh_pipe, cfg.support_threshold
-                )
-                for r, e in zip(erecs, edits):
-                    r.fresh, r.stale = is_fresh(r.answer, e), is_stale(r.answer, e)
-                recs += erecs
-        results.records += recs
-        results.aggregates[s.name] = aggregate(recs, cfg)
-        results.costs[s.name] = _costs(s, m.result, len(recs), cfg, results, index)
+
+                def mark(part: list[EvalRecord], start: int) -> None:
+                    for r, e in zip(part, edits[start:]):
+                        r.fresh, r.stale = is_fresh(r.answer, e), is_stale(r.answer, e)
+
+                edited = _digest(key, _gate(fresh_pipe), fresh_key if s.retrieval else "")
+                recs += run([e.example for e in edits], QuestionKind.EDITED, fresh_pipe, edited,
+                            extra=[(e.doc_id, e.old, e.new, e.kind) for e in edits], after=mark)  # fmt: skip
+            if run.reused:
+                say(f"{s.name}: reused {run.reused} of {len(recs)} records finished by an interrupted run")
+            reused, total = reused + run.reused, total + len(recs)
+            results.records += recs
+            results.aggregates[s.name] = aggregate(recs, cfg)
+            results.costs[s.name] = _costs(s, run.cost(), len(recs), cfg, results, index)
+    finally:
+        log.close()
+    if reused:
+        say(f"reused {reused} of {total} records from {out / PARTIAL}")
 
     names = [s.name for s in cfg.strategies]
     for i, a in enumerate(names):
@@ -273,7 +302,105 @@ def run_experiment(
                 ]
                 results.paired.append(asdict(paired_bootstrap(xa, xb, (a, b), m.key, cfg.bootstrap, cfg.seed)))
     write_results(results, out)
+    (out / PARTIAL).unlink(missing_ok=True)  # finished: results.json holds every record now
     return results
+
+
+def _digest(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def _index_key(index) -> str:
+    """What the index holds: embedder, chunking and every document's content hash."""
+    m = index.manifest
+    return _digest(m.embedder, m.dim, m.chunking, sorted(index.store.document_hashes().items()))
+
+
+def _gate(pipe: Pipeline):
+    return pipe.gate.to_dict() if pipe.gate is not None else None
+
+
+class RecordLog:
+    """The finished records of a run, one JSON line each ({"fp", "record", "wall_s", "cpu_s"}),
+    appended, flushed and fsync'd batch by batch. Opening it drops lines a kill tore."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.rows: dict[str, dict] = {}
+        if path.is_file():
+            raw = path.read_bytes()
+            lines = [line for line in raw.split(b"\n") if line.strip()]
+            good = []
+            for line in lines:
+                try:
+                    row = json.loads(line)
+                    EvalRecord(**row["record"])
+                    float(row["wall_s"]), float(row["cpu_s"])
+                    self.rows[str(row["fp"])] = row
+                    good.append(line)
+                except (ValueError, KeyError, TypeError):
+                    continue  # torn by a kill part-way through writing it
+            if len(good) != len(lines) or (raw and not raw.endswith(b"\n")):
+                write_atomic(path, b"".join(line + b"\n" for line in good))
+        self._fh = path.open("a", encoding="utf-8")
+
+    def get(self, fp: str) -> dict | None:
+        return self.rows.get(fp)
+
+    def add(self, rows: Sequence[dict]) -> None:
+        self._fh.write("".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows))
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self.rows.update((r["fp"], r) for r in rows)
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+class _Runner:
+    """Answers one strategy's questions batch by batch, reusing batches the log already holds whole
+    (a batch is answered again as a whole, so every answer comes from the same batch as in a run
+    that was never interrupted), and keeps each record's share of its batch's measured cost."""
+
+    def __init__(self, strategy: Strategy, log: RecordLog, batch: int, support_threshold: float):
+        self.strategy, self.log, self.batch, self.threshold = strategy, log, batch, support_threshold
+        self.reused = 0
+        self.wall_s = self.cpu_s = 0.0
+
+    def __call__(self, examples: Sequence[QAExample], kind: str, pipe: Pipeline, key: str, extra: Sequence = (),
+                 after: Callable[[list[EvalRecord], int], None] | None = None) -> list[EvalRecord]:  # fmt: skip
+        fps = [
+            _digest(key, kind, e.id, e.question, list(e.answers), list(e.doc_ids), extra[i] if extra else None)
+            for i, e in enumerate(examples)
+        ]
+        out: list[EvalRecord] = []
+        for start in range(0, len(examples), self.batch):
+            part = fps[start : start + self.batch]
+            rows = [self.log.get(fp) for fp in part]
+            if all(rows):
+                self.reused += len(rows)
+            else:
+                with Meter() as m:
+                    recs = run_strategy(self.strategy, examples[start : start + self.batch], kind, pipe, self.threshold)
+                    if after:
+                        after(recs, start)
+                n = max(len(recs), 1)
+                rows = [
+                    {"fp": fp, "record": asdict(r), "wall_s": m.result.wall_s / n, "cpu_s": m.result.cpu_s / n}
+                    for fp, r in zip(part, recs)
+                ]
+                self.log.add(rows)
+            out += [EvalRecord(**r["record"]) for r in rows]
+            self.wall_s += sum(r["wall_s"] for r in rows)
+            self.cpu_s += sum(r["cpu_s"] for r in rows)
+        return out
+
+    def cost(self) -> Measured:
+        """Wall and CPU seconds of answering (summed per record, so reused records count what they
+        cost when they were answered) and this process's peak memory."""
+        with Meter() as m:
+            pass
+        return Measured(self.wall_s, self.cpu_s, m.result.peak_rss_mb)
 
 
 def _costs(s: Strategy, run: Measured, n: int, cfg: ExperimentConfig, results: Results, index) -> dict:
@@ -326,15 +453,27 @@ def _jsonable(d):
     return json.loads(json.dumps(d, default=str))
 
 
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Write a file whole or not at all: a temp file beside it, fsync'd, then renamed over it."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("wb") as fh:
+        fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
 def write_results(results: Results, out: Path) -> None:
-    (out / "results.json").write_text(json.dumps(asdict(results), indent=2, ensure_ascii=False, default=str))
+    out = Path(out)
+    write_atomic(out / "results.json", json.dumps(asdict(results), indent=2, ensure_ascii=False, default=str))
     cols = [f.name for f in fields(EvalRecord)]
-    with (out / "records.csv").open("w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=cols)
-        w.writeheader()
-        for r in results.records:
-            row = asdict(r)
-            w.writerow({k: (" | ".join(map(str, v)) if isinstance(v, list) else v) for k, v in row.items()})
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=cols)
+    w.writeheader()
+    for r in results.records:
+        row = asdict(r)
+        w.writerow({k: (" | ".join(map(str, v)) if isinstance(v, list) else v) for k, v in row.items()})
+    write_atomic(out / "records.csv", buf.getvalue())
 
 
 def load_results(out: str | Path) -> Results:

@@ -4,7 +4,10 @@ Ingest (keeping a share of documents out, for unanswerable questions) -> synthes
 split them -> fine-tune `ft` (closed book) and `rag+ft` (RAFT) on the training split -> compare
 base / rag / ft / rag+ft on the test split -> report. The plan is sized from a time budget and the
 measured speed of this machine and printed before anything runs; every phase leaves its output
-in DIR, and a second run with the same inputs reuses it.
+in DIR, and a second run with the same inputs reuses it. A run that is killed resumes: the plan is
+kept (so the phases' inputs do not drift with measured speed), phase markers and outputs are written
+whole (temp file, then rename) and dropped before a phase is redone, fine-tuning continues from its
+last checkpoint and the comparison reuses the records it had finished.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import hashlib
 import json
 import math
 import random
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -147,11 +151,21 @@ def _fingerprint(*parts) -> str:
 
 
 def _done(marker: Path, key: str) -> bool:
-    return marker.is_file() and json.loads(marker.read_text()).get("key") == key
+    try:
+        return json.loads(marker.read_text()).get("key") == key
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _mark(marker: Path, key: str, **info) -> None:
-    marker.write_text(json.dumps({"key": key, **info}, indent=2, default=str))
+    from .compare import write_atomic
+
+    write_atomic(marker, json.dumps({"key": key, **info}, indent=2, default=str))
+
+
+def _unmark(marker: Path) -> None:
+    """Before a phase is redone: its outputs are about to change, so no older marker may vouch for them."""
+    marker.unlink(missing_ok=True)
 
 
 Say = Callable[[str], None]
@@ -166,12 +180,12 @@ def run_evaluate(paths: Sequence[str | Path], out: str | Path, cfg: EvaluateConf
     from ..documents import load_paths
     from ..finetune.config import FinetuneConfig
     from ..finetune.data import PrepareConfig, prepare
-    from ..finetune.run import RunFolder
+    from ..finetune.run import CHECKPOINT
     from ..finetune.train import train
     from ..index import Index
     from ..registry import make_generator
     from ..synth.generate import SynthConfig, synth_models, synthesize, write_questions
-    from .compare import ExperimentConfig, run_experiment, write_results
+    from .compare import ExperimentConfig, run_experiment, write_atomic, write_results
     from .report import write_report
     from .strategies import Strategy
 
@@ -203,23 +217,33 @@ def run_evaluate(paths: Sequence[str | Path], out: str | Path, cfg: EvaluateConf
     with_progress(f"ingest: {rep.counts()} -> {index.info().chunks} chunks in {phases['ingest']:.0f}s")
 
     base = (generators or {}).get("base") or make_generator(DEFAULT_GENERATOR)
-    s_answer = measure_seconds_per_answer(base)
     real = _real_questions(cfg.questions) if cfg.questions else []
-    plan = make_plan(len(docs), len(indexed), index.info().chunks, cfg, s_answer, real_test=len(real))
-    (out / "plan.json").write_text(json.dumps(asdict(plan), indent=2))
+    doc_key = sorted((d.id, d.content_hash) for d in docs)
+    n_chunks = index.info().chunks
+    # The plan of an earlier run on the same inputs is kept: a plan re-measured after a kill could
+    # differ and invalidate every phase that run finished.
+    plan_key = _fingerprint("plan", doc_key, asdict(cfg), real, n_chunks)
+    plan = _load_plan(out / "plan.json", plan_key)
+    if plan is None:
+        s_answer = measure_seconds_per_answer(base)
+        plan = make_plan(len(docs), len(indexed), n_chunks, cfg, s_answer, real_test=len(real))
+        write_atomic(out / "plan.json", json.dumps({**asdict(plan), "key": plan_key}, indent=2))
+    else:
+        say("plan: kept from the previous run on these inputs")
     say("plan:\n  " + plan.describe().replace("\n", "\n  "))
 
     # -- questions -----------------------------------------------------------------------------
     t0 = time.perf_counter()
     qdir = out / "questions"
     qdir.mkdir(exist_ok=True)
-    doc_key = sorted((d.id, d.content_hash) for d in docs)
     synth_path, una_path = qdir / "synthetic.jsonl", qdir / "unanswerable.jsonl"
     key = _fingerprint("synth", doc_key, plan.synthetic, plan.unanswerable, cfg.seed, sorted(held))
     if _done(qdir / "done.json", key):
         say("questions: reusing the synthetic questions of the previous run")
         synth_report = json.loads((qdir / "synthetic.report.json").read_text())
     else:
+        _unmark(qdir / "done.json")
+        una_path.unlink(missing_ok=True)  # an earlier run's, for other inputs
         qg, reader, _ = synth_models(qg=(generators or {}).get("qg"), reader=(generators or {}).get("reader"))
         questions, report = synthesize(list(index.chunks()), SynthConfig(n=plan.synthetic, seed=cfg.seed), qg=qg,
                                        reader=reader, progress=_every(say, "synthesise"))  # fmt: skip
@@ -244,7 +268,7 @@ def run_evaluate(paths: Sequence[str | Path], out: str | Path, cfg: EvaluateConf
     test_path = out / "data" / "test.jsonl"
     if real:
         test_path = out / "data" / "test-real.jsonl"
-        test_path.write_text("".join(json.dumps(r) + "\n" for r in real))
+        write_atomic(test_path, "".join(json.dumps(r) + "\n" for r in real))
     phases["split"] = time.perf_counter() - t0
     say(f"split: {prep.splits}" + (f"; test = {len(real)} real questions" if real else ""))
 
@@ -264,10 +288,15 @@ def run_evaluate(paths: Sequence[str | Path], out: str | Path, cfg: EvaluateConf
         t0 = time.perf_counter()
         folder = out / ("ft-qa" if mode == "qa" else "ft-raft")
         ft_cfg = replace(base_ft, mode=mode, max_steps=steps, batch_size=batch)
-        done = (folder / "results.json").is_file() and RunFolder.open(folder).config == asdict(ft_cfg)
+        wanted = json.loads(json.dumps(asdict(ft_cfg)))  # as the manifest keeps it (lists, not tuples)
+        done = (folder / "results.json").is_file() and _run_config(folder) == wanted
         if done:
             say(f"fine-tune {name}: reusing {folder}")
         else:
+            if folder.exists() and _run_config(folder) != wanted:
+                shutil.rmtree(folder)  # another configuration's run (or checkpoint): start afresh
+            elif (folder / CHECKPOINT).is_file():
+                say(f"fine-tune {name}: resuming from the checkpoint in {folder}")
             say(f"fine-tune {name}: LoRA, mode {mode}, {steps} steps")
             res = train(ft_cfg, out / "data", folder, index=index.url if mode == "raft" else None,
                         progress=_train_progress(say, steps))  # fmt: skip
@@ -307,6 +336,29 @@ def run_evaluate(paths: Sequence[str | Path], out: str | Path, cfg: EvaluateConf
     write_results(results, out)
     write_report(results, out)
     return results
+
+
+def _load_plan(path: Path, key: str) -> Plan | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.pop("key", None) != key:
+        return None
+    try:
+        return Plan(**data)
+    except TypeError:  # written by another version
+        return None
+
+
+def _run_config(folder: Path) -> dict | None:
+    """The FinetuneConfig a run folder was (or is being) trained with, from its manifest."""
+    from ..finetune.run import MANIFEST
+
+    try:
+        return json.loads((folder / MANIFEST).read_text()).get("config")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def tune_phase(index, data: Path, generator, gate_questions: int, say: Say) -> dict:

@@ -5,7 +5,11 @@ run/
   adapter/ | model/       weights: a PEFT adapter (lora) or a whole model (top-layers, full)
   results.json            TrainResult: losses, test metrics, wall and CPU time
   training_log.jsonl      one line per step / evaluation
-  checkpoint.pt, best.pt  while training (resume, best validation state)
+  checkpoint.pt, best.pt  while training (resume: weights, optimizer, RNG states, data position;
+                          best validation state with its step); checkpoint.pt goes when the run ends
+
+Every file is written whole (a temp file or folder, then a rename) and results.json last, so a
+run killed at any moment leaves either a finished folder or one the same command resumes.
 """
 
 from __future__ import annotations

@@ -3,6 +3,12 @@ trains, estimate_loss, get_lr, the loop with best-validation checkpoint and pati
 test metrics, save.
 
     train(FinetuneConfig(mode="qa", method="lora"), data_dir="prep/", out_dir="adapter/")
+
+A run survives being killed: at every evaluation (and at least every few minutes) it writes a
+checkpoint (trainable weights, optimizer, every RNG state, data position), and the same command
+run again continues from it to the same result. Every file is written whole (temp file, then
+rename), so a kill during a save leaves the previous checkpoint, never a torn one; results.json
+appears last, so its presence means the weights beside it are complete.
 """
 
 from __future__ import annotations
@@ -184,13 +190,75 @@ def epoch_order(data: Sequence[Tokenized], batch: int, seed: int) -> list[int]:
 
 # -- checkpoints ---------------------------------------------------------------------------------
 
+CHECKPOINT_EVERY_S = 300.0  # a checkpoint at least this often, evaluations or not
+
 
 def _atomic_save(obj, path: Path) -> None:
     import torch
 
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("wb") as fh:
+        torch.save(obj, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def rng_states() -> dict:
+    """Every random stream training draws from (dropout, shuffles), to resume exactly."""
+    import numpy as np
+    import torch
+
+    states = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict) -> None:
+    import numpy as np
+    import torch
+
+    torch.set_rng_state(states["torch"])
+    if "python" in states:
+        random.setstate(states["python"])
+    if "numpy" in states:
+        np.random.set_state(states["numpy"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def _load_best(path: Path) -> tuple[int | None, dict | None]:
+    """(step, trainable state) of the best-validation file; (None, state) for files without a step."""
+    import torch
+
+    if not path.is_file():
+        return None, None
+    data = torch.load(path, weights_only=False)
+    if isinstance(data, dict) and set(data) == {"step", "trainable"}:
+        return data["step"], data["trainable"]
+    return None, data
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Keep the log lines of steps up to the checkpoint's (a resumed run writes the later ones again)."""
+    keep = []
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            if json.loads(line)["step"] <= step:
+                keep.append(line + "\n")
+        except (ValueError, KeyError, TypeError):
+            continue  # torn by a kill
+    _atomic_write(path, "".join(keep))
 
 
 Progress = Callable[[int, int, float, float], None]  # step, total, train loss, tokens/s
@@ -254,6 +322,8 @@ def train(
     }
     ckpt_path, best_path = out / CHECKPOINT, out / BEST
     resumed = 0
+    for name in (CHECKPOINT, BEST, RESULTS, MANIFEST, LOG):  # temp files a kill left behind mid-save
+        out.joinpath(f".{name}.tmp").unlink(missing_ok=True)
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, weights_only=False)
         if ckpt["fingerprint"] != cfg.fingerprint():
@@ -262,12 +332,21 @@ def train(
             )
         load_trainable_state(model, ckpt["trainable"])
         opt.load_state_dict(ckpt["optimizer"])
-        torch.set_rng_state(ckpt["torch_rng"])
+        set_rng_states(ckpt.get("rng") or {"torch": ckpt["torch_rng"]})
         state = ckpt["state"]
         resumed = state["step"]
+        # The checkpoint is written before the best-validation file: a kill between the two leaves
+        # the checkpoint's own weights as the best ones.
+        best_step, _ = _load_best(best_path)
+        if state["best_step"] and best_step != state["best_step"] and state["best_step"] == state["step"]:
+            _atomic_save({"step": state["step"], "trainable": ckpt["trainable"]}, best_path)
+        _truncate_log(log_path, state["step"])
     else:
         log_path.write_text("")
-    (out / MANIFEST).write_text(
+        best_path.unlink(missing_ok=True)  # an earlier run's
+    (out / RESULTS).unlink(missing_ok=True)  # this run is not finished: results.json is written last
+    _atomic_write(
+        out / MANIFEST,
         json.dumps(
             {
                 "config": asdict(cfg),
@@ -276,24 +355,28 @@ def train(
                 "total_params": n_total,
             },
             indent=2,
-        )
+        ),
     )
+    last_save = time.monotonic()
 
     def save_checkpoint() -> None:
+        nonlocal last_save
         _atomic_save(
             {
                 "fingerprint": cfg.fingerprint(),
                 "trainable": trainable_state(model),
                 "optimizer": opt.state_dict(),
-                "torch_rng": torch.get_rng_state(),
+                "rng": rng_states(),
                 "state": dict(state),
             },
             ckpt_path,
         )
+        last_save = time.monotonic()
 
     def log(rec: dict) -> None:
         with log_path.open("a") as fh:
             fh.write(json.dumps(rec) + "\n")
+            fh.flush()
 
     model.train()
     stopped_early = False
@@ -340,13 +423,17 @@ def train(
             if state["step"] % cfg.eval_every == 0 or state["step"] == total:
                 val = estimate_loss(model, val_set, cfg.batch_size, tok.pad_token_id, cfg.eval_batches)
                 rec["val_loss"] = round(val, 5)
-                if val < state["best_val"]:
+                improved = val < state["best_val"]
+                if improved:
                     state.update(best_val=val, best_step=state["step"], bad_evals=0)
-                    _atomic_save(trainable_state(model), best_path)
                 else:
                     state["bad_evals"] += 1
                     stopped_early = state["bad_evals"] >= cfg.patience
                     rec["early_stop"] = stopped_early
+                save_checkpoint()  # first: it alone can restore best.pt if a kill comes between the two
+                if improved:
+                    _atomic_save({"step": state["step"], "trainable": trainable_state(model)}, best_path)
+            elif time.monotonic() - last_save > CHECKPOINT_EVERY_S:
                 save_checkpoint()
             log(rec)
             if progress:
@@ -370,8 +457,9 @@ def train(
             state["pos"] = 0
 
     # The best validation checkpoint is what we keep (early stopping's point).
-    if best_path.exists():
-        load_trainable_state(model, torch.load(best_path, weights_only=False))
+    _, best = _load_best(best_path)
+    if best is not None:
+        load_trainable_state(model, best)
     test_loss = (
         estimate_loss(model, test_set, cfg.batch_size, tok.pad_token_id, cfg.eval_batches) if test_set else float("nan")
     )
@@ -398,16 +486,26 @@ def train(
         len(splits["train"]),
         time.process_time() - c_start,
     )
-    (out / RESULTS).write_text(json.dumps(asdict(result), indent=2))
+    _atomic_write(out / RESULTS, json.dumps(asdict(result), indent=2))
     ckpt_path.unlink(missing_ok=True)  # finished: the next run of this command starts afresh
     return result
 
 
 def save_model(model, tok, out: Path, cfg: FinetuneConfig) -> Path:
-    """LoRA -> PEFT adapter folder; top-layers/full -> a whole model folder; both safetensors."""
+    """LoRA -> PEFT adapter folder; top-layers/full -> a whole model folder; both safetensors.
+    Written beside the target, then swapped in: a kill never leaves a half-written weights folder."""
+    import shutil
+
     target = out / weights_dir(cfg.method)
-    model.save_pretrained(str(target), safe_serialization=True)
-    tok.save_pretrained(str(target))
+    tmp, old = target.with_name(target.name + ".tmp"), target.with_name(target.name + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp), safe_serialization=True)
+    tok.save_pretrained(str(tmp))
+    if target.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(target, old)
+    os.replace(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)
     return target
 
 
