@@ -535,6 +535,7 @@ def test_upload_killed_midway_stores_each_document_wholly_or_not_at_all(town_ind
     have = {d.id: d.chunks for d in index.documents()}
     uploaded = {i: n for i, n in have.items() if i.startswith("up/")}
     assert len(uploaded) < len(docs)
+    assert not uploaded  # one commit per upload: a killed request stores none of it
     for doc_id, n in uploaded.items():
         assert n == expected[doc_id], doc_id  # whole, never part of a document
     positions: dict[str, list[int]] = {}

@@ -74,3 +74,25 @@ def test_index_made_before_groups_existed(tmp_path):
     assert {h.chunk.doc_id for h in old.search("zorblax", k=5, filters={"groups": ["y"]})} == {"old"}
     assert {h.chunk.doc_id for h in old.search("zorblax", k=5, filters={"groups": ["x"]})} == {"old", "new"}
     assert pa is not None
+
+
+def test_a_create_killed_before_its_manifest_does_not_block_the_next(tmp_path):
+    index = Index.create(tmp_path / "ix", embedder="hashing")
+    (tmp_path / "ix" / "ragtune-index.json").unlink()  # what a kill between table and manifest leaves
+    index.close()
+    again = Index.create(tmp_path / "ix", embedder="hashing")
+    again.ingest([Document("a", "text")])
+    assert [d.id for d in Index.open(tmp_path / "ix").documents()] == ["a"]
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("not an index")
+    with pytest.raises(Exception, match="refusing"):
+        Index.create(tmp_path / "other", embedder="hashing")
+
+
+def test_equal_bm25_scores_come_back_in_the_same_order(tmp_path):
+    index = Index.create(tmp_path / "ix", embedder="hashing")
+    index.ingest([Document(f"d{i:02d}", "alpha beta gamma") for i in range(30)])
+    first = [h.chunk.id for h in index.search("alpha", k=5, mode="bm25")]
+    assert first == sorted(first) and all(
+        [h.chunk.id for h in index.search("alpha", k=5, mode="bm25")] == first for _ in range(5)
+    )

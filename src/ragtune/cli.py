@@ -460,7 +460,10 @@ def cmd_serve(args) -> int:
         f"ragtune serving {args.index} on http://{args.host}:{args.port} (OpenAPI at /docs; chat page at /)",
         file=sys.stderr,
     )
-    uvicorn.run(create_app(cfg), host=args.host, port=args.port, log_level="warning")
+    # SIGTERM drains requests in flight; a stuck client cannot hold the process past the request time-out.
+    uvicorn.run(
+        create_app(cfg), host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=args.timeout + 5
+    )
     return 0
 
 

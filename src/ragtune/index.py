@@ -185,11 +185,14 @@ class Index:
         strict: bool = False,
         progress: Progress | None = None,
         groups: Sequence[str] | None = None,
+        atomic: bool = False,
     ) -> IngestReport:
         """Add new and changed documents (files, folders or Document objects); with `sync`,
         delete stored documents that are not among them. With `strict`, a file that cannot be
         read aborts the run before anything is written. `groups`: the access groups of every
-        document of this call that does not name its own (a JSONL record's `groups` field)."""
+        document of this call that does not name its own (a JSONL record's `groups` field).
+        `atomic`: every document of the call in one commit (all or nothing; the server's uploads),
+        instead of one commit per batch of 64 (bounded memory for big folders)."""
         from .documents import load_paths
 
         t0 = time.perf_counter()
@@ -213,6 +216,7 @@ class Index:
             sync=sync,
             keep_sources=[s.path for s in skipped],
             progress=progress,
+            batch_docs=max(1, len(docs)) if atomic else 64,
         )
         report.skipped = skipped + report.skipped
         report.seconds = time.perf_counter() - t0

@@ -489,7 +489,9 @@ def drilldown(res: Results) -> str:
 
 def write_report(res: Results, out_dir: str | Path) -> Path:
     path = Path(out_dir) / "report.html"
-    path.write_text(render(res), encoding="utf-8")
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(render(res), encoding="utf-8")
+    tmp.replace(path)  # a run killed while writing leaves the previous report whole
     return path
 
 

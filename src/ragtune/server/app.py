@@ -423,7 +423,7 @@ def create_app(cfg: ServeConfig, generators: dict | None = None) -> FastAPI:
         def write():
             with svc.write_lock:
                 existing = {} if who.reads_all else {d.id: d.groups for d in svc.index.documents()}
-                return svc.index.ingest(with_access(docs, who, existing))
+                return svc.index.ingest(with_access(docs, who, existing), atomic=True)  # all or nothing
 
         report = await asyncio.to_thread(write)
         return {

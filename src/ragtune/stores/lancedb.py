@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -73,6 +74,18 @@ def _retry(what: str, fn, *args):
     raise AssertionError(what)  # unreachable
 
 
+def _half_created(path: Path) -> bool:
+    """Only an empty chunks table (and temp manifests): what a create killed before writing its
+    manifest leaves. Nothing is ever written to the table before the manifest exists."""
+    names = {p.name for p in path.iterdir() if not p.name.startswith(f"{MANIFEST}.")}
+    if names != {f"{TABLE}.lance"}:
+        return False
+    try:
+        return _connect(str(path)).open_table(TABLE).count_rows() == 0
+    except Exception:  # unreadable: not ours to remove
+        return False
+
+
 class LanceBackend:
     """Opens and creates LanceDB indexes: a directory, or a URI LanceDB accepts (s3://...)."""
 
@@ -99,6 +112,8 @@ class LanceBackend:
         url = str(url)
         if _is_local(url):
             path = _local(url)
+            if path.is_dir() and not (path / MANIFEST).exists() and _half_created(path):
+                shutil.rmtree(path / f"{TABLE}.lance", ignore_errors=True)  # a create killed before its manifest
             if path.exists() and any(path.iterdir()):
                 raise IndexNotFoundError(
                     f"{url!r} exists, is not empty and holds no ragtune index; refusing to write there"
@@ -348,9 +363,12 @@ class LanceStore:
         where, meta = self._where(filters)
         if where:
             query = query.where(where, prefilter=True)
-        # Filters on `meta` run after the search, so fetch more to still return k.
-        query = query.limit(k * 10 if meta else k)
+        # Filters on `meta` run after the search, so fetch more to still return k; a few more in
+        # any case so that equal scores at the cut are broken by chunk id, the same on every run.
+        query = query.limit(k * 10 if meta else k + 8)
         rows = query.select(CHUNK_COLUMNS + [score_col]).to_list()
+        sign = 1.0 if score_col == "_distance" else -1.0  # distance ascending, BM25 descending
+        rows.sort(key=lambda r: (sign * round(float(r[score_col]), 6), r["chunk_id"]))
         hits = []
         for r in rows:
             chunk = self._row_to_chunk(r)
