@@ -58,7 +58,7 @@ def test_each_format_loads_its_text(tmp_path):
     assert by_id["e1"].meta == {"lang": "en"} and by_id["e1"].title == "E"
 
 
-def test_bad_files_are_skipped_with_reasons(tmp_path):
+def test_bad_files_are_skipped_with_reasons_and_good_records_land(tmp_path):
     (tmp_path / "good.txt").write_text("Fine.")
     (tmp_path / "empty.txt").write_text("")
     (tmp_path / "junk.txt").write_bytes(bytes(range(256)) * 4)
@@ -67,15 +67,16 @@ def test_bad_files_are_skipped_with_reasons(tmp_path):
     (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\n{not json\n')
     (tmp_path / "image.png").write_bytes(b"\x89PNG\r\n")
     res = load_paths([tmp_path])
-    assert [d.text for d in res.documents] == ["Fine."]
+    assert sorted(d.text for d in res.documents) == ["Fine.", "caf\xe9 au lait", "ok"]
+    latin = next(d for d in res.documents if d.text.startswith("caf"))
+    assert latin.meta == {"encoding": "cp1252"}  # decoded, and it says how
     reasons = {s.path.rsplit("/", 1)[-1]: s.reason for s in res.skipped}
     assert reasons["empty.txt"] == "empty file"
     assert "binary" in reasons["junk.txt"]
-    assert "UTF-8" in reasons["latin1.txt"]
     assert "PDF" in reasons["broken.pdf"]
-    assert (
-        reasons["bad.jsonl"].startswith("2:") or ":2:" in reasons["bad.jsonl"] or "bad.jsonl:2" in reasons["bad.jsonl"]
-    )
+    # The good line of bad.jsonl loaded; the bad one is skipped with its line number.
+    assert reasons["bad.jsonl:2"].startswith("line 2: not valid JSON")
+    assert next(s for s in res.skipped if s.path.endswith(":2")).source == str(tmp_path / "bad.jsonl")
     assert "unsupported file type" in reasons["image.png"]
 
 

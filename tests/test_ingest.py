@@ -51,7 +51,7 @@ def test_without_sync_nothing_is_deleted(tmp_path, corpus_dir, embedder, small_c
 def test_sync_keeps_documents_whose_file_failed_to_load(tmp_path, corpus_dir, embedder, small_chunking):
     index = tmp_path / "index"
     Index.create(index, embedder=embedder, chunking=small_chunking).ingest([corpus_dir])
-    (corpus_dir / "paris.txt").write_bytes(b"\xff\xfe broken \xff")
+    (corpus_dir / "paris.txt").write_bytes(bytes(range(1, 32)) * 8)  # control bytes: binary, no encoding fits
     r = Index.create(index, embedder=embedder, chunking=small_chunking).ingest([corpus_dir], sync=True)
     assert [s.path.rsplit("/", 1)[-1] for s in r.skipped] == ["paris.txt"]
     assert r.deleted == []
@@ -137,3 +137,15 @@ def test_changed_chunking_rechunks_everything(tmp_path, corpus_dir, embedder, sm
     )
     assert r.counts()["updated"] == 3
     assert Index.open(index).manifest.chunking == {"chunk_tokens": 20, "overlap_tokens": 0}
+
+
+def test_sync_keeps_the_stored_records_of_a_jsonl_file_with_a_bad_line(tmp_path, embedder, small_chunking):
+    folder, index = tmp_path / "docs", tmp_path / "index"
+    folder.mkdir()
+    records = folder / "records.jsonl"
+    records.write_text('{"id": "a", "text": "Alpha text."}\n{"id": "b", "text": "Beta text."}\n')
+    Index.create(index, embedder=embedder, chunking=small_chunking).ingest([folder])
+    records.write_text('{"id": "a", "text": "Alpha text."}\n{"id": "b", "text": "Beta \n')  # b's line broke
+    r = Index.open(index).ingest([folder], sync=True)
+    assert [s.path.rsplit("/", 1)[-1] for s in r.skipped] == ["records.jsonl:2"] and r.deleted == []
+    assert set(Index.open(index).store.document_hashes()) == {"a", "b"}  # b's stored version stays

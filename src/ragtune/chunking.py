@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from .config import ChunkConfig
 from .documents import Chunk, Document
@@ -14,29 +14,62 @@ TokenCounter = Callable[[Sequence[str]], list[int]]
 # whitespace and an upper-case letter, digit or opening quote. Common abbreviations stay put.
 _SENT_END = re.compile(r"(?<=[.!?])[\"')\]]?\s+(?=[\"'(\[]?[A-Z0-9])")
 _ABBREV = re.compile(r"\b(?:Mr|Mrs|Ms|Dr|Prof|Sr|Jr|St|vs|etc|e\.g|i\.e|U\.S|No|Fig|Vol|Inc|Ltd|Co|Gen|Col|Lt|Mt)\.$")
+_SPACES = re.compile(r"\s+")  # the characters str.split() splits at
+
+
+def _collapse(text: str, piece: int = 1 << 16) -> str:
+    """Whitespace runs -> one space, stripped; a long text in pieces cut after a whitespace run
+    (re.sub over a whole 30 MB text holds a list of its millions of words)."""
+    if len(text) <= piece:
+        return _SPACES.sub(" ", text).strip()
+    parts, i = [], 0
+    while i < len(text):
+        m = _SPACES.search(text, i + piece)
+        j = m.end() if m else len(text)
+        parts.append(_SPACES.sub(" ", text[i:j]))
+        i = j
+    return "".join(parts).strip()
 
 
 def split_sentences(text: str) -> list[str]:
-    """Split a paragraph into sentences (regex rules; good enough for prose, never loses text)."""
-    text = " ".join(text.split())
-    if not text:
-        return []
+    """Split a paragraph into sentences (regex rules; good enough for prose, never loses text);
+    whitespace inside a sentence becomes one space."""
     out: list[str] = []
     start = 0
     for m in _SENT_END.finditer(text):
-        piece = text[start : m.start()]
-        if _ABBREV.search(text[: m.start()].rstrip("\"')]")) or len(piece.split()) < 2:
+        # The abbreviation test reads a short window before the stop, not the whole prefix:
+        # slicing the prefix made a paragraph of n sentences cost O(n^2).
+        if _ABBREV.search(text[max(start, m.start() - 12) : m.start()]):
             continue
-        out.append(text[start : m.end()].strip())
+        if len(text[start : m.start()].split(None, 2)) < 2:
+            continue
+        out.append(_collapse(text[start : m.end()]))
         start = m.end()
-    tail = text[start:].strip()
+    tail = _collapse(text[start:])
     if tail:
         out.append(tail)
     return out
 
 
+_PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
+
+
+def iter_paragraphs(text: str) -> Iterator[str]:
+    """The paragraphs of a text (split at blank lines), one at a time: a large document is not
+    copied into a list of paragraphs."""
+    start = 0
+    for m in _PARAGRAPH_BREAK.finditer(text):
+        para = text[start : m.start()].strip()
+        if para:
+            yield para
+        start = m.end()
+    para = text[start:].strip()
+    if para:
+        yield para
+
+
 def split_paragraphs(text: str) -> list[str]:
-    return [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()]
+    return list(iter_paragraphs(text))
 
 
 def whitespace_tokens(texts: Sequence[str]) -> list[int]:
@@ -45,10 +78,11 @@ def whitespace_tokens(texts: Sequence[str]) -> list[int]:
 
 
 def _split_long(sentence: str, n_tokens: int, limit: int) -> list[str]:
-    """Cut a sentence longer than the limit into word windows of about `limit` tokens."""
-    words = sentence.split()
-    per = max(1, int(len(words) * limit / max(n_tokens, 1)))
-    return [" ".join(words[i : i + per]) for i in range(0, len(words), per)]
+    """Cut a sentence longer than the limit into word windows of about `limit` tokens. (A regex
+    walks the words: a log file without sentence ends can make one 'sentence' of millions.)"""
+    n_words = sentence.count(" ") + 1  # sentences come with single spaces; for table rows a guess will do
+    per = max(1, int(n_words * limit / max(n_tokens, 1)))
+    return re.findall(rf"\S+(?:\s+\S+){{0,{per - 1}}}", sentence)
 
 
 _HEADING = re.compile(r"^(#{1,6})\s+\S")
@@ -104,7 +138,7 @@ def _units(text: str, title: str = "") -> list[tuple[int, str, str, str]]:
     units: list[tuple[int, str, str, str]] = []
     trail: list[tuple[int, str]] = []  # (level, heading line) of the enclosing headings
     b_i = 0
-    for para in split_paragraphs(text):
+    for para in iter_paragraphs(text):
         for kind, lines in _blocks(para):
             if kind == "heading":
                 level = len(_HEADING.match(lines[0]).group(1))
@@ -152,6 +186,7 @@ def chunk_document(doc: Document, cfg: ChunkConfig, count_tokens: TokenCounter) 
         else:
             parts = _split_long(s, n, limit)
             expanded.extend((b_i, part, c, kind, ctx) for part, c in zip(parts, count_tokens(parts)))
+    del units, sizes  # a large document's pieces live on in `expanded` only
     # A table's header: its first row and the separator line under it.
     table_rows: dict[int, list[int]] = {}
     for i, u in enumerate(expanded):
@@ -225,6 +260,7 @@ def chunk_document(doc: Document, cfg: ChunkConfig, count_tokens: TokenCounter) 
         groups.append(cur)
 
     chunks = []
+    doc_hash = doc.content_hash  # hashes the whole document: once, not once a chunk
     for pos, group in enumerate(groups):
         text_parts: list[str] = []
         for j, (p_i, s, _, kind, _sec) in enumerate(group):
@@ -241,7 +277,7 @@ def chunk_document(doc: Document, cfg: ChunkConfig, count_tokens: TokenCounter) 
                 position=pos,
                 title=doc.title,
                 source=doc.source,
-                content_hash=doc.content_hash,
+                content_hash=doc_hash,
                 meta=doc.meta,
             )
         )

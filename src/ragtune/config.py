@@ -10,6 +10,7 @@ A `ragtune.toml` may override any field, e.g.::
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -30,6 +31,24 @@ def _check(cond: bool, field: str, value: object, why: str) -> None:
         raise ConfigError(f"{field}={value!r}: {why}")
 
 
+def _check_types(cfg) -> None:
+    """Each field holds the kind of value its default is (a TOML file or a caller may pass
+    anything): an integer field an int (not a bool), a float field a number, a string a str."""
+    for f in fields(cfg):
+        value, default = getattr(cfg, f.name), f.default
+        if isinstance(default, bool):
+            ok, want = isinstance(value, bool), "true or false"
+        elif isinstance(default, int):  # numbers.Integral: numpy's integers pass too
+            ok, want = isinstance(value, numbers.Integral) and not isinstance(value, bool), "an integer"
+        elif isinstance(default, float):
+            ok, want = isinstance(value, numbers.Real) and not isinstance(value, bool), "a number"
+        elif isinstance(default, str):
+            ok, want = isinstance(value, str), "a string"
+        else:
+            continue
+        _check(ok, f.name, value, f"must be {want}")
+
+
 @dataclass(frozen=True)
 class ChunkConfig:
     """How documents are cut into chunks (sizes are in embedder tokens)."""
@@ -38,6 +57,7 @@ class ChunkConfig:
     overlap_tokens: int = 40  # trailing sentences repeated at the start of the next chunk
 
     def __post_init__(self) -> None:
+        _check_types(self)
         _check(self.chunk_tokens >= 16, "chunk_tokens", self.chunk_tokens, "must be at least 16")
         _check(
             0 <= self.overlap_tokens < self.chunk_tokens // 2,
@@ -71,6 +91,7 @@ class RagConfig:
     max_question_chars: int = 2000
 
     def __post_init__(self) -> None:
+        _check_types(self)
         _check(self.k >= 1, "k", self.k, "must be at least 1")
         _check(self.mode in RETRIEVAL_MODES, "mode", self.mode, f"must be one of {RETRIEVAL_MODES}")
         _check(self.rrf_k >= 1, "rrf_k", self.rrf_k, "must be at least 1")
@@ -106,11 +127,13 @@ def read_toml(path: str | Path, what: str = "config file") -> dict:
     """Parse a TOML file; a missing file or bad TOML is a ConfigError naming the file."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"{what} {str(p)!r} does not exist")
+        raise ConfigError(f"{what} {str(p)!r} {'is not a file' if p.exists() else 'does not exist'}")
     try:
         return tomllib.loads(p.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{what} {str(p)!r} is not valid TOML: {exc}") from exc
+    except RecursionError as exc:  # tomllib recurses into nested arrays and inline tables
+        raise ConfigError(f"{what} {str(p)!r} is not valid TOML: nested too deeply") from exc
 
 
 def build(cls, values: dict, section: str, base=None):
@@ -136,7 +159,10 @@ def load_settings(path: str | Path | None = None, base: Settings | None = None, 
     base = base or Settings()
     built = {}
     for section, cls in _SECTIONS.items():
-        values = dict(data.pop(section, {}) or {})
+        table = data.pop(section, None) or {}
+        if not isinstance(table, dict):
+            raise ConfigError(f"{section}={table!r}: must be a table ([{section}] with keys under it)")
+        values = dict(table)
         values.update({k: v for k, v in (overrides.get(section) or {}).items() if v is not None})
         built[section] = build(cls, values, section, base=getattr(base, section))
     if data:

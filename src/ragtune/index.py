@@ -214,7 +214,7 @@ class Index:
             self.embedder,
             self.chunking,
             sync=sync,
-            keep_sources=[s.path for s in skipped],
+            keep_sources=[s.source for s in skipped],  # a bad line keeps its file's stored records
             progress=progress,
             batch_docs=max(1, len(docs)) if atomic else 64,
         )

@@ -86,12 +86,20 @@ def corpus_bleu(predictions: Sequence[str], golds: Sequence[Sequence[str]]) -> f
     """Corpus BLEU (sacrebleu, 0-100) with every gold answer as a reference."""
     import sacrebleu
 
+    if len(predictions) != len(golds):
+        raise ValueError(f"corpus_bleu: {len(predictions)} predictions but {len(golds)} gold answer lists")
     if not predictions:
         return 0.0
-    n_refs = max(len(g) for g in golds)
-    # sacrebleu wants one list per reference position; short answers get their first gold repeated.
-    refs = [[(g[i] if i < len(g) else g[0]) for g in golds] for i in range(n_refs)]
-    return float(sacrebleu.corpus_bleu(list(predictions), refs).score)
+    n_refs = max(1, max(len(g) for g in golds))
+    # sacrebleu wants one list per reference position; short answers get their first gold repeated
+    # (a question without gold answers gets an empty reference).
+    refs = [[(g[i] if i < len(g) else g[0] if g else "") for g in golds] for i in range(n_refs)]
+    return _points(sacrebleu.corpus_bleu(list(predictions), refs).score)
+
+
+def _points(score: float) -> float:
+    """A BLEU score held to its documented 0-100 (sacrebleu's float sums can land at 100.00000000000004)."""
+    return min(100.0, max(0.0, float(score)))
 
 
 def sentence_bleu(prediction: str, golds: Sequence[str]) -> float:
@@ -100,7 +108,7 @@ def sentence_bleu(prediction: str, golds: Sequence[str]) -> float:
 
     if not prediction.strip() or not golds:
         return 0.0
-    return float(sacrebleu.sentence_bleu(prediction, list(golds)).score)
+    return _points(sacrebleu.sentence_bleu(prediction, list(golds)).score)
 
 
 # -- the metric table: aggregation, the report's columns and the summary table iterate over it --

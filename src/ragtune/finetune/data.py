@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..documents import load_paths, load_squad, normalise_text
+from ..documents import decode_text, load_paths, load_squad, normalise_text, read_bytes
 from ..errors import ConfigError, DocumentError, RagtuneError
 
 SPLITS = ("train", "validation", "test")
@@ -97,57 +97,77 @@ class DataReport:
 # -- reading ----------------------------------------------------------------------------------
 
 
+def _scalar(rec: dict, key: str) -> str:
+    """A field that must be text: a string or a number (null and missing are ""); else ValueError."""
+    value = rec.get(key)
+    if value is None:
+        return ""
+    if isinstance(value, (dict, list)):
+        raise ValueError(f"{key!r} must be a string, got {'an object' if isinstance(value, dict) else 'a list'}")
+    return value if isinstance(value, str) else str(value)  # a number: 1884 -> "1884"
+
+
 def _answers_of(rec: dict) -> tuple[str, ...]:
     if isinstance(rec.get("answers"), list):
         out = []
-        for a in rec["answers"]:
-            out.append(a.get("text", "") if isinstance(a, dict) else str(a))
+        for i, a in enumerate(rec["answers"]):
+            out.append(_scalar(a, "text") if isinstance(a, dict) else _scalar({f"answers[{i}]": a}, f"answers[{i}]"))
         return tuple(out)
-    if "answer" in rec:
-        return (str(rec["answer"]) if rec["answer"] is not None else "",)
-    if "output" in rec:
-        return (str(rec["output"]) if rec["output"] is not None else "",)
+    if "answers" in rec and rec["answers"] is not None:
+        raise ValueError("'answers' must be a list")
+    for key in ("answer", "output"):
+        if key in rec:
+            return (_scalar(rec, key),)
     return ()
+
+
+def _lines(path: Path) -> list[str]:
+    """The lines of a text file in whatever encoding it is (NUL bytes dropped), split at \n only:
+    a JSON string may hold U+2028, which str.splitlines() would break a line at."""
+    text, _ = decode_text(path, read_bytes(path))
+    return text.split("\n")
 
 
 def read_jsonl(path: Path, skip_bad: bool, bad: StepReport) -> list[Example]:
     """QA lines (`question`, `answer`|`answers`, optional `context`, `id`, `doc_id`) or
     instruction lines (`instruction`, `input`, `output`)."""
     out = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for lineno, line in enumerate(_lines(path), start=1):
         if not line.strip():
             continue
         where = f"{path}:{lineno}"
         try:
-            rec = json.loads(line)
+            try:
+                rec = json.loads(line)
+            except RecursionError:
+                raise ValueError("nested too deeply") from None
             if not isinstance(rec, dict):
                 raise ValueError("a line must be a JSON object")
             if "instruction" in rec:
-                question = str(rec["instruction"]) + (("\n\n" + str(rec["input"])) if rec.get("input") else "")
+                question = _scalar(rec, "instruction") + (("\n\n" + _scalar(rec, "input")) if rec.get("input") else "")
             elif "question" in rec:
-                question = rec["question"]
+                question = _scalar(rec, "question")
             else:
                 raise ValueError("needs 'question' (QA) or 'instruction' (instruction format)")
             answers = _answers_of(rec)
             if not answers:
                 raise ValueError("needs 'answer', 'answers' or 'output'")
-        except (json.JSONDecodeError, ValueError, TypeError) as exc:
+            example = Example(
+                id=_scalar(rec, "id") or f"{path.stem}:{lineno}",
+                kind="qa",
+                question=question,
+                answer=answers[0],
+                answers=answers,
+                context=_scalar(rec, "context"),
+                doc_id=_scalar(rec, "doc_id"),
+                source=where,
+            )
+        except ValueError as exc:  # json.JSONDecodeError too; and a 5000-digit number
             if not skip_bad:
                 raise DocumentError(f"{where}: {exc} (use --skip-bad to skip such lines)") from exc
             bad.catch(f"{where}: {exc}")
             continue
-        out.append(
-            Example(
-                id=str(rec.get("id", f"{path.stem}:{lineno}")),
-                kind="qa",
-                question=str(question or ""),
-                answer=answers[0],
-                answers=answers,
-                context=str(rec.get("context") or ""),
-                doc_id=str(rec.get("doc_id") or ""),
-                source=where,
-            )
-        )
+        out.append(example)
     return out
 
 
@@ -206,9 +226,9 @@ def _read_index(url: str) -> list[Example]:
 
 
 def _norm(s: str) -> str:
-    """NFKC, no zero-width characters, spaces collapsed; paragraph breaks survive."""
-    s = unicodedata.normalize("NFKC", s)
-    s = re.sub(r"[\u200b-\u200f\ufeff]", "", s)
+    """NFKC, no zero-width characters, spaces collapsed; paragraph breaks survive. Idempotent."""
+    # Zero-width characters go before NFKC: removed after it, they could leave a pair NFKC composes.
+    s = unicodedata.normalize("NFKC", re.sub(r"[\u200b-\u200f\ufeff]", "", s))
     paras = (" ".join(p.split()) for p in re.split(r"\n\s*\n", s))
     return "\n\n".join(p for p in paras if p)
 
