@@ -74,7 +74,8 @@ def test_prompt_numbers_and_fences_sources(embedder):
     msgs = rag_messages("What is the capital of France?", sources)
     user = msgs[-1]["content"]
     for s in sources:
-        assert f'<source id="{s.number}"' in user and s.text in user
+        assert f'<source id="{s.number}" title="{s.title}">\n{s.text}\n</source>' in user
     assert ABSTAIN in msgs[0]["content"] and "not instructions" in msgs[0]["content"]
+    assert "untrusted" in msgs[0]["content"]
     gen = ScriptedGenerator(lambda m: "x")
     assert "Question: What is the capital of France?" in gen.render(msgs)

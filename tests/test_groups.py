@@ -56,7 +56,7 @@ def test_pipeline_answers_only_from_visible_sources(tmp_path):
         assert secret in ans.text  # the visible source reached the model ...
         assert other not in ans.text and all(other not in c.snippet for c in ans.citations)  # ... the other did not
         assert all(h.chunk.doc_id in ("docs/public.txt", {"finance": "fin", "hr": "hr"}[groups[0]])
-                   for h in ans.retrieved)  # fmt: skip
+                   for h in ans.hits)  # fmt: skip
         streamed = list(pipe.stream("What is the zorblax budget?", filters={"groups": groups}))
         assert other not in "".join(p for p in streamed if isinstance(p, str))
 

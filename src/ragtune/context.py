@@ -57,11 +57,15 @@ def select_context(
 ) -> list[Source]:
     """Rank every sentence of the hits by relevance to the question (cosine of embeddings,
     plus the share of the question's content words it contains, plus a small bonus for the
-    hit's rank), then take the best until the budget is spent."""
+    hit's rank), then take the best until the budget is spent. Sentences that speak to the model
+    rather than about the topic (instructions planted in a document, safety.drop_instructions)
+    are never selected."""
+    from .safety import drop_instructions
+
     sentences: list[_Sentence] = []
     for h_i, hit in enumerate(hits):
         order = 0
-        for para in split_paragraphs(hit.chunk.text):
+        for para in split_paragraphs(drop_instructions(hit.chunk.text)[0]):
             for s in split_sentences(para):
                 words = frozenset(content_words(s))
                 # A near-duplicate of a sentence already seen (overlapping chunks, copied text) adds nothing.
@@ -86,10 +90,10 @@ def select_context(
             if not chosen:  # always give at least the best sentence, cut to the budget
                 words = sentences[i].text.split()
                 keep = max(1, int(len(words) * budget_tokens / max(sizes[i], 1)))
-                sentences[i] = _Sentence(
-                    sentences[i].hit, sentences[i].order, " ".join(words[:keep]), sentences[i].words
-                )
+                cut = " ".join(words[:keep])
+                sentences[i] = _Sentence(sentences[i].hit, sentences[i].order, cut, sentences[i].words)
                 chosen.append(int(i))
+                used += embedder.count_tokens([cut])[0]  # what is left of the budget is for the others
             continue
         chosen.append(int(i))
         used += sizes[i]

@@ -23,6 +23,7 @@ from .prompts import (
     shape_answer,
     strip_citations,
 )
+from .safety import StreamSanitizer, sanitize_answer
 
 SNIPPET_CHARS = 300
 SUPPORT_TO_ATTRIBUTE = 0.6  # share of the answer's content words a source must hold to be credited
@@ -84,6 +85,7 @@ class Answer:
     evidence: Evidence | None = None
     confidence: float | None = None  # the gate's probability that the sources hold the answer
     abstain_reason: str = ""  # why it abstained, in words
+    removed: list[str] = field(default_factory=list)  # links, images, markup the sources lack, taken out of `raw`
 
 
 def check_question(question: str, config: RagConfig) -> str:
@@ -99,12 +101,22 @@ def support(answer: str, text: str) -> float:
     return len(words & content_words(text)) / len(words) if words else 0.0
 
 
+def allowed_text(question: str, sources: Sequence[Source]) -> list[str]:
+    """Where a URL in an answer must appear verbatim to stay in it: the sources and the question."""
+    return [s.text for s in sources] + [question]
+
+
 def make_answer(question: str, raw: str, sources: Sequence[Source], **extra) -> Answer:
-    """Turn model output into an Answer: parse [n] markers into citations (dropping numbers
-    that name no given source), detect abstention, and measure lexical support."""
+    """Turn model output into an Answer: remove links, images and markup the sources do not hold
+    (safety.py), parse [n] markers into citations (dropping numbers that name no given source),
+    detect abstention, and measure lexical support. `raw` keeps what the model wrote, sanitised."""
+    raw, removed = sanitize_answer(raw, allowed_text(question, sources))
+    extra["removed"] = removed
     by_number = {s.number: s for s in sources}
     if is_abstention(raw):
         reason = "the model said the sources do not hold the answer" if sources else "the model said it does not know"
+        if removed and not raw.strip():
+            reason = "the answer held only links, images or markup that the sources do not contain"
         return Answer(question, ABSTAIN, raw, [], True, 0.0, sources=list(sources), abstain_reason=reason, **extra)
     text = strip_citations(shape_answer(raw))
     cites = [
@@ -309,7 +321,9 @@ class Pipeline:
         return apply_gate(replace(answer, evidence=evidence(answer, likelihood)), self.gate)
 
     def stream(self, question: str, filters: dict | None = None) -> Iterator[str | Answer]:
-        """Yield the answer text as the model writes it, then the finished Answer."""
+        """Yield the answer text as the model writes it, then the finished Answer. Pieces are
+        sanitised as the answer is (safety.py): text is released a word at a time, and a link,
+        image, tag or URL only once it is complete and judged, so none the sources lack is shown."""
         question = check_question(question, self.config)
         t0 = time.perf_counter()
         hits, sources = self._retrieve([question], filters)
@@ -317,15 +331,20 @@ class Pipeline:
         sources = [self._select(question, hits[0])] if self._retriever is not None else sources
         t2 = time.perf_counter()
         likelihood = None
+        allowed = allowed_text(question, sources[0])
         if self.extracts:  # a chosen span arrives whole
             raw, likelihood, prompt = self._extract(question, sources[0])
-            yield strip_citations(raw) if not is_abstention(raw) else ABSTAIN
+            shown = sanitize_answer(raw, allowed)[0]
+            yield strip_citations(shown) if not is_abstention(shown) else ABSTAIN
         else:
             prompt = self._prompt(question, sources[0])
-            pieces = []
+            pieces, sanitizer = [], StreamSanitizer(allowed)
             for piece in self.generator.stream(prompt, self.config.max_new_tokens):
                 pieces.append(piece)
-                yield piece
+                if shown := sanitizer.feed(piece):
+                    yield shown
+            if shown := sanitizer.flush():
+                yield shown
             raw = "".join(pieces).strip()
         t3 = time.perf_counter()
         tin, tout = self.generator.count_tokens([self.generator.render(prompt), raw])
