@@ -63,6 +63,7 @@ def side_ragtune(folder: Path, batch: int, steps: int, variant: str = "keep:fp32
         eval_batches=1,
         activations=variant.split(":")[0],
         precision=variant.split(":")[1],
+        recompute_every=int((variant.split(":") + ["1"])[2]),  # keep|recompute:fp32|bf16[:every n-th layer]
         **LORA,
     )
     out = folder / f"ragtune-out-{variant.replace(':', '-')}"

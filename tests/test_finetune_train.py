@@ -239,3 +239,32 @@ def test_raft_examples_cite_the_gold_source_or_abstain_without_it(tiny, tmp_path
     )
     _, target = raft_prompt(ex2, index, cfg_for(tiny, mode="raft", raft_k=3, raft_p_no_gold=0.0), random.Random(0))
     assert target.startswith("1889 [")
+
+
+@pytest.mark.parametrize("every", [1, 2])
+def test_recomputed_activations_train_to_the_same_losses(tiny, data_dir, tmp_path, every):
+    """Gradient checkpointing changes memory, not the numbers: same validation losses as keeping
+    every activation, and the same configuration fingerprint (a run may resume in either mode)."""
+    keep = train(cfg_for(tiny, max_steps=4, generate_max=0), data_dir, tmp_path / "keep")
+    rc = cfg_for(tiny, max_steps=4, generate_max=0, activations="recompute", recompute_every=every)
+    recompute = train(rc, data_dir, tmp_path / "recompute")
+    assert abs(keep.best_val_loss - recompute.best_val_loss) < 1e-4
+    assert rc.fingerprint() == cfg_for(tiny, max_steps=4, generate_max=0).fingerprint()
+    tok, model, _ = load_base(str(tiny))
+    model = choose_trainable(model, rc)
+    train_mod.prepare_memory(model, rc)
+    layers = model.get_base_model().model.layers
+    flags = [bool(getattr(m, "gradient_checkpointing", False)) for m in layers]
+    assert sum(flags) == -(-len(layers) // every)  # every layer, or every other one
+
+
+def test_precision_and_memory_settings_are_checked():
+    from ragtune.errors import ConfigError
+
+    for bad in ({"activations": "drop"}, {"recompute_every": 0}, {"precision": "fp8"}):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            FinetuneConfig(**bad)
+    assert train_mod.training_precision(FinetuneConfig(precision="bf16"), "cpu") == torch.bfloat16
+    assert train_mod.training_precision(FinetuneConfig(), "cpu") is None
+    if sys.platform.startswith("linux"):
+        assert train_mod.fixed_mmap_threshold()  # glibc took the setting

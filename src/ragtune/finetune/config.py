@@ -55,6 +55,18 @@ class FinetuneConfig:
     weight_decay: float = opt(0.0, "AdamW weight decay")
     grad_clip: float = opt(1.0, "gradient norm clip")
     max_seq_len: int = opt(512, "tokens per example; cut from the left of the prompt, never in the answer")
+    activations: str = opt(
+        "keep",
+        "keep: every layer's activations stay for the backward pass | recompute: gradient checkpointing,"
+        " far less memory, more compute (benchmarks/train_throughput.py)",
+        ("keep", "recompute"),
+    )
+    recompute_every: int = opt(1, "with activations=recompute: recompute every n-th layer only (2: half the layers)")
+    precision: str = opt(
+        "fp32",
+        "fp32 | bf16: bfloat16 autocast (GPUs, CPUs with native bf16) | auto: bf16 where the device has it",
+        ("fp32", "bf16", "auto"),
+    )
     # monitoring
     eval_every: int = opt(25, "steps between validation losses (and checkpoints)")
     patience: int = opt(3, "evaluations without improvement before stopping early")
@@ -92,6 +104,9 @@ class FinetuneConfig:
             (self.raft_k >= 1, "raft_k", ">= 1"),
             (0 <= self.raft_p_no_gold <= 1, "raft_p_no_gold", "in [0, 1]"),
             (self.raft_no_gold_target in ("abstain", "answer"), "raft_no_gold_target", "abstain or answer"),
+            (self.activations in ("keep", "recompute"), "activations", "keep or recompute"),
+            (self.recompute_every >= 1, "recompute_every", ">= 1"),
+            (self.precision in ("fp32", "bf16", "auto"), "precision", "fp32, bf16 or auto"),
         ]
         for ok, name, want in checks:
             if not ok:
@@ -102,4 +117,8 @@ class FinetuneConfig:
         d = asdict(self)
         for k in ("eval_every", "patience", "eval_batches", "generate_max", "max_steps", "epochs"):
             d.pop(k)
+        # How activations are held changes memory, not the numbers; fp32 is what runs before it was a choice.
+        d.pop("activations"), d.pop("recompute_every")
+        if d["precision"] == "fp32":
+            d.pop("precision")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]

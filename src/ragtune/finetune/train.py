@@ -128,18 +128,73 @@ def collate(items: Sequence[Tokenized], pad_id: int):
     return ids, mask, labels
 
 
-def lm_loss(model, ids, mask, labels):
+def lm_loss(model, ids, mask, labels, autocast=None):
     """Summed next-token loss and the number of target tokens. Logits are computed only at
     positions that have a target: with loss on a few answer tokens, this skips most of the
-    49k-vocabulary projection and its memory."""
+    49k-vocabulary projection and its memory. `autocast`: a torch dtype to run the model in
+    (bfloat16), the loss stays float32. Inputs move to the model's device."""
+    import contextlib
+
+    import torch
     import torch.nn.functional as F
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    hidden = base.get_decoder()(input_ids=ids, attention_mask=mask).last_hidden_state
-    targets = labels[:, 1:]
-    keep = targets != IGNORE
-    logits = base.get_output_embeddings()(hidden[:, :-1][keep])
+    device = next(base.parameters()).device
+    ids, mask, labels = ids.to(device), mask.to(device), labels.to(device)
+    cast = torch.autocast(device.type, dtype=autocast) if autocast is not None else contextlib.nullcontext()
+    with cast:
+        hidden = base.get_decoder()(input_ids=ids, attention_mask=mask).last_hidden_state
+        targets = labels[:, 1:]
+        keep = targets != IGNORE
+        logits = base.get_output_embeddings()(hidden[:, :-1][keep])
     return F.cross_entropy(logits.float(), targets[keep], reduction="sum"), int(keep.sum())
+
+
+def training_precision(cfg: FinetuneConfig, device: str):
+    """The autocast dtype for `cfg.precision` on `device` (None = float32 throughout)."""
+    import torch
+
+    from ..devices import auto_dtype
+
+    if cfg.precision == "fp32":
+        return None
+    if cfg.precision == "bf16":
+        return torch.bfloat16
+    return torch.bfloat16 if auto_dtype(device) == "bfloat16" else None
+
+
+def prepare_memory(model, cfg: FinetuneConfig) -> None:
+    """Gradient checkpointing when asked: each decoder block's activations are recomputed in the
+    backward pass instead of kept (non-reentrant, so frozen inputs under LoRA need no tricks).
+    On Linux, freed activations go back to the OS (`fixed_mmap_threshold`)."""
+    fixed_mmap_threshold()
+    if cfg.activations == "recompute":
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        if hasattr(base, "activation_checkpointing_enable"):  # transformers >= 5.x
+            base.activation_checkpointing_enable({"use_reentrant": False}, every_n_layers=cfg.recompute_every)
+        else:
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        base.config.use_cache = False
+
+
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+
+
+def fixed_mmap_threshold(threshold: int = 128 * 1024) -> bool:
+    """Serve allocations of `threshold` bytes and more with mmap, returned to the OS on free.
+    glibc's default raises the threshold each time such a block is freed (up to 32 MB), after which
+    activation-sized tensors come from the heap and their freed space stays in the process: one
+    LoRA step on 8 x 512 tokens with recomputed activations peaked at 6.1 GB of RSS where 1.1 GB
+    was live. Process-wide; a no-op (False) outside glibc."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return bool(ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, threshold))
+    except (OSError, AttributeError):  # musl and others: no libc.so.6 or no mallopt
+        return False
 
 
 def estimate_loss(model, data: Sequence[Tokenized], batch_size: int, pad_id: int, max_batches: int = 0) -> float:
@@ -243,7 +298,7 @@ def _load_best(path: Path) -> tuple[int | None, dict | None]:
 
     if not path.is_file():
         return None, None
-    data = torch.load(path, weights_only=False)
+    data = torch.load(path, weights_only=False, map_location="cpu")
     if isinstance(data, dict) and set(data) == {"step", "trainable"}:
         return data["step"], data["trainable"]
     return None, data
@@ -281,8 +336,13 @@ def train(
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
 
+    from ..devices import resolve_device
+
+    device = resolve_device()
     tok, model, base_path = load_base(cfg.base_model)
-    model = choose_trainable(model, cfg)
+    model = choose_trainable(model, cfg).to(device)
+    prepare_memory(model, cfg)
+    autocast = training_precision(cfg, device)
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     n_total = sum(p.numel() for p in model.parameters())
     log_path = out / LOG
@@ -325,7 +385,7 @@ def train(
     for name in (CHECKPOINT, BEST, RESULTS, MANIFEST, LOG):  # temp files a kill left behind mid-save
         out.joinpath(f".{name}.tmp").unlink(missing_ok=True)
     if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, weights_only=False)
+        ckpt = torch.load(ckpt_path, weights_only=False, map_location="cpu")
         if ckpt["fingerprint"] != cfg.fingerprint():
             raise ConfigError(
                 f"{out} holds a checkpoint of a different configuration; use another --out or delete {ckpt_path}"
@@ -397,7 +457,7 @@ def train(
             n_targets = sum(sum(1 for l in train_set[j].labels[1:] if l != IGNORE) for m in micro for j in m)
             for m in micro:
                 ids, mask, labels = collate([train_set[j] for j in m], tok.pad_token_id)
-                loss, n = lm_loss(model, ids, mask, labels)
+                loss, n = lm_loss(model, ids, mask, labels, autocast)
                 (loss / max(n_targets, 1)).backward()  # mean over all target tokens of the step
                 loss_sum += float(loss.detach())
                 tok_count += int(mask.sum())
