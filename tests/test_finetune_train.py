@@ -268,3 +268,7 @@ def test_precision_and_memory_settings_are_checked():
     assert train_mod.training_precision(FinetuneConfig(), "cpu") is None
     if sys.platform.startswith("linux"):
         assert train_mod.fixed_mmap_threshold()  # glibc took the setting
+
+
+def test_auto_precision_keeps_the_cpu_in_float32():
+    assert train_mod.training_precision(FinetuneConfig(precision="auto"), "cpu") is None

@@ -73,13 +73,18 @@ def cmd_ingest(args) -> int:
     )
     with _progress_bar(console) as bar:
         task = bar.add_task("embedding documents", total=None)
-        report = index.ingest(
-            args.paths,
+        options = dict(
             sync=args.sync,
             strict=args.strict,
             progress=lambda phase, done, total: bar.update(task, completed=done, total=total),
             groups=[g.strip() for g in (args.groups or "").split(",") if g.strip()] or None,
         )
+        if args.ray is not None:
+            from .distributed import ray_ingest
+
+            report = ray_ingest(index, args.paths, address=args.ray, **options)
+        else:
+            report = index.ingest(args.paths, **options)
     if args.json:
         print(_dump({"counts": report.counts(), **asdict(report)}))
     else:
@@ -500,6 +505,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--groups",
         metavar="A,B",
         help="access groups for every document of this call that names none itself (serve --keys filters by them)",
+    )
+    sp.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="chunk and embed on Ray: alone, a local Ray on every core ($RAGTUNE_RAY_CPUS); 'auto' joins the "
+        "running cluster; else a Ray address (ray://HOST:10001). Needs pip install 'ragtune[ray]'",
     )
     sp.set_defaults(func=cmd_ingest)
 

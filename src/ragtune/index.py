@@ -34,6 +34,27 @@ RETRIEVAL_KEYS = ("k", "mode", "rrf_k", "fusion", "dense_weight", "candidates", 
                   "rerank_depth")
 
 
+def load_items(items, strict: bool = False, groups: Sequence[str] | None = None) -> tuple[list[Document], list]:
+    """Files, folders and Document objects as documents to ingest, and the files skipped (with
+    reasons). With `strict`, any skipped file aborts before anything is written; `groups` go to
+    every document that names none itself."""
+    from .documents import load_paths
+
+    docs = [d for d in items if isinstance(d, Document)]
+    paths = [p for p in items if not isinstance(p, Document)]
+    loaded = load_paths(paths) if paths else None
+    skipped = loaded.skipped if loaded else []
+    if strict and skipped:
+        raise DocumentError(
+            f"{skipped[0].path}: {skipped[0].reason} ({len(skipped)} file(s) unreadable; nothing was written)"
+        )
+    if loaded:
+        docs += loaded.documents
+    if groups:
+        docs = [with_groups(d, groups) for d in docs]
+    return docs, skipped
+
+
 class Index:
     """One ragtune index, whatever the backend. Cheap to open: the embedder loads on first use."""
 
@@ -193,21 +214,8 @@ class Index:
         document of this call that does not name its own (a JSONL record's `groups` field).
         `atomic`: every document of the call in one commit (all or nothing; the server's uploads),
         instead of one commit per batch of 64 (bounded memory for big folders)."""
-        from .documents import load_paths
-
         t0 = time.perf_counter()
-        docs = [d for d in items if isinstance(d, Document)]
-        paths = [p for p in items if not isinstance(p, Document)]
-        loaded = load_paths(paths) if paths else None
-        skipped = loaded.skipped if loaded else []
-        if strict and skipped:
-            raise DocumentError(
-                f"{skipped[0].path}: {skipped[0].reason} ({len(skipped)} file(s) unreadable; nothing was written)"
-            )
-        if loaded:
-            docs += loaded.documents
-        if groups:
-            docs = [with_groups(d, groups) for d in docs]
+        docs, skipped = load_items(items, strict, groups)
         report = ingest_documents(
             docs,
             self.store,

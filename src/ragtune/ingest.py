@@ -41,23 +41,12 @@ Progress = Callable[[str, int, int], None]  # (phase, done, total)
 MAX_CHUNKS_PER_DOCUMENT = 100_000  # ~100 MB of text at the default chunk size: the file size limit's worth
 
 
-def ingest_documents(
-    docs: Sequence[Document],
-    store: Store,
-    embedder: Embedder,
-    chunking: ChunkConfig,
-    sync: bool = False,
-    keep_sources: Sequence[str] = (),
-    batch_docs: int = 64,
-    progress: Progress | None = None,
-    max_chunks: int = MAX_CHUNKS_PER_DOCUMENT,
-) -> IngestReport:
-    """Write new and changed documents; with `sync`, delete stored documents not in `docs`
-    (except those from `keep_sources`, files that failed to load this time). A document that
-    would make more than `max_chunks` chunks is skipped with the limit named; its stored
-    version, if any, stays."""
-    t0 = time.perf_counter()
-    c0 = time.process_time()
+def plan_ingest(
+    docs: Sequence[Document], store, chunking: ChunkConfig, sync: bool = False, keep_sources: Sequence[str] = ()
+) -> tuple[IngestReport, list[Document]]:
+    """Compare content hashes with the store before anything is embedded: a report with the added,
+    updated, unchanged (and with `sync` deleted) document ids, and the documents to (re)write.
+    One document id twice is refused. (`ingest_documents` and `ragtune ingest --ray` share it.)"""
     report = IngestReport()
     ids = Counter(d.id for d in docs)
     twice = sorted(i for i, n in ids.items() if n > 1)
@@ -80,6 +69,27 @@ def ingest_documents(
         keep = set(keep_sources)
         sources = {d.id: d.source for d in store.documents()} if keep else {}
         report.deleted = sorted(i for i in stored if i not in seen and sources.get(i) not in keep)
+    return report, todo
+
+
+def ingest_documents(
+    docs: Sequence[Document],
+    store: Store,
+    embedder: Embedder,
+    chunking: ChunkConfig,
+    sync: bool = False,
+    keep_sources: Sequence[str] = (),
+    batch_docs: int = 64,
+    progress: Progress | None = None,
+    max_chunks: int = MAX_CHUNKS_PER_DOCUMENT,
+) -> IngestReport:
+    """Write new and changed documents; with `sync`, delete stored documents not in `docs`
+    (except those from `keep_sources`, files that failed to load this time). A document that
+    would make more than `max_chunks` chunks is skipped with the limit named; its stored
+    version, if any, stays."""
+    t0 = time.perf_counter()
+    c0 = time.process_time()
+    report, todo = plan_ingest(docs, store, chunking, sync, keep_sources)
 
     # One commit per batch of documents: a crash leaves each document wholly old or new.
     for start in range(0, len(todo), batch_docs):
@@ -108,11 +118,17 @@ def ingest_documents(
         report.chunks_written += len(chunks)
         if progress:
             progress("embed", min(start + batch_docs, len(todo)), len(todo))
+    return finish_ingest(store, report, chunking, bool(todo), t0, c0)
+
+
+def finish_ingest(store, report: IngestReport, chunking: ChunkConfig, wrote: bool, t0: float, c0: float):
+    """After the writes: delete what `sync` found gone, refresh the text index, and record in the
+    manifest what building the index cost (the comparison reports it as set-up cost) and how it
+    was chunked. `t0`, `c0`: perf_counter and process_time when the ingest began."""
     store.delete(report.deleted)
-    if todo or report.deleted:
+    if wrote or report.deleted:
         store.refresh_text_index()
     report.seconds = time.perf_counter() - t0
-    # The index remembers what building it cost (the comparison reports it as set-up cost).
     m = store.manifest
     store.save_manifest(
         replace(

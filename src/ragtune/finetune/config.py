@@ -64,7 +64,7 @@ class FinetuneConfig:
     recompute_every: int = opt(1, "with activations=recompute: recompute every n-th layer only (2: half the layers)")
     precision: str = opt(
         "fp32",
-        "fp32 | bf16: bfloat16 autocast (GPUs, CPUs with native bf16) | auto: bf16 where the device has it",
+        "fp32 | bf16: bfloat16 autocast | auto: bf16 on a GPU that has it (on CPUs autocast was >15x slower here)",
         ("fp32", "bf16", "auto"),
     )
     # monitoring

@@ -160,7 +160,9 @@ def training_precision(cfg: FinetuneConfig, device: str):
         return None
     if cfg.precision == "bf16":
         return torch.bfloat16
-    return torch.bfloat16 if auto_dtype(device) == "bfloat16" else None
+    # auto: a GPU with bfloat16. Not the CPU, even with avx512_bf16: one LoRA step on 8 x 512 tokens
+    # took 40 s in float32 and over 10 minutes under bfloat16 autocast on this project's 2-core machine.
+    return torch.bfloat16 if device.startswith("cuda") and auto_dtype(device) == "bfloat16" else None
 
 
 def prepare_memory(model, cfg: FinetuneConfig) -> None:

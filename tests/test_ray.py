@@ -1,0 +1,161 @@
+"""`ragtune ingest --ray`: the same index as a local ingest, incremental, and consistent after a worker fails."""
+
+import os
+import random
+import re
+
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray")
+pytest.importorskip("ray.data")
+
+from ragtune import distributed  # noqa: E402
+from ragtune.cli import EXIT_SKIPPED, main  # noqa: E402
+from ragtune.config import ChunkConfig  # noqa: E402
+from ragtune.distributed import ray_ingest  # noqa: E402
+from ragtune.errors import RagtuneError  # noqa: E402
+from ragtune.index import Index  # noqa: E402
+
+EMBEDDER = "hashing-256"  # built by name in the Ray actors, as the index records it
+CHUNKING = ChunkConfig(chunk_tokens=40, overlap_tokens=8)
+WORDS = "paris rome river bridge tower capital built century museum king queen harbour market".split()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_session():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def write_corpus(folder, n=16, version="one", seed=0):
+    rng = random.Random(seed)
+    folder.mkdir(exist_ok=True)
+    for i in range(n):
+        paragraphs = [
+            " ".join(rng.choice(WORDS) for _ in range(rng.randint(8, 30))).capitalize() + "."
+            for _ in range(rng.randint(1, 5))
+        ]
+        paragraphs.append(f"This is version {version} of document {i}.")
+        (folder / f"doc{i:02d}.txt").write_text("\n\n".join(paragraphs), encoding="utf-8")
+    return folder
+
+
+def contents(index: Index) -> dict:
+    """chunk id -> (chunk, vector) of everything stored."""
+    out = {}
+    for chunks, vectors in index.store.iter_chunks(vectors=True):
+        for c, v in zip(chunks, vectors):
+            out[c.id] = (c, np.asarray(v))
+    return out
+
+
+def assert_same(a: Index, b: Index) -> None:
+    ca, cb = contents(a), contents(b)
+    assert sorted(ca) == sorted(cb)
+    for cid, (chunk, vector) in ca.items():
+        assert cb[cid][0] == chunk  # id, document, text, position, title, source, hash, meta
+        np.testing.assert_allclose(cb[cid][1], vector, atol=1e-5)
+    assert a.store.document_hashes() == b.store.document_hashes()
+
+
+def local_index(path, corpus):
+    index = Index.create(path, embedder=EMBEDDER, chunking=CHUNKING)
+    index.ingest([corpus])
+    return index
+
+
+def test_ray_ingest_equals_local_ingest_and_is_incremental(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus")
+    (corpus / "junk.txt").write_bytes(b"\x00\x01\x02" * 50)
+    local = Index.create(tmp_path / "local", embedder=EMBEDDER, chunking=CHUNKING)
+    expected = local.ingest([corpus])
+    index = Index.create(tmp_path / "ray", embedder=EMBEDDER, chunking=CHUNKING)
+    report = ray_ingest(index, [corpus], batch_docs=3, batch_size=16)  # several commits and embedding calls
+    assert report.counts() == expected.counts() and report.counts()["added"] == 16
+    assert report.chunks_written == expected.chunks_written > 16
+    assert [s.path for s in report.skipped] == [s.path for s in expected.skipped] == [str(corpus / "junk.txt")]
+    assert_same(local, index)
+    assert index.search("version one of document 3", k=1, mode="bm25")[0].chunk.doc_id == "corpus/doc03.txt"
+
+    # Nothing changed: nothing travels, nothing is written.
+    version = index.store.version()
+    again = ray_ingest(index, [corpus])
+    assert again.counts()["unchanged"] == 16 and again.chunks_written == 0
+    assert index.store.version() == version
+
+    # One file edited, one removed (with sync): only those change.
+    (corpus / "doc05.txt").write_text("The harbour market was rebuilt in 1901.", encoding="utf-8")
+    (corpus / "doc07.txt").unlink()
+    expected = local.ingest([corpus], sync=True)
+    report = ray_ingest(index, [corpus], sync=True)
+    assert report.counts() == expected.counts()
+    assert report.updated == ["corpus/doc05.txt"] and report.deleted == ["corpus/doc07.txt"]
+    assert len(report.unchanged) == 14
+    assert_same(local, index)
+
+
+def test_a_failing_worker_leaves_every_document_whole_and_a_rerun_finishes(tmp_path, monkeypatch):
+    corpus = write_corpus(tmp_path / "corpus", version="one")
+    index = local_index(tmp_path / "ix", corpus)
+    before = {c.id: c for c, _ in contents(index).values()}
+    write_corpus(tmp_path / "corpus", version="two")
+    (corpus / "doc12.txt").write_text("The zebra crossed the bridge. " * 3, encoding="utf-8")
+    expected = local_index(tmp_path / "expected", corpus)
+    after = {c.id: c for c, _ in contents(expected).values()}
+
+    base = distributed.EmbedStage
+
+    class Failing(base):  # built in the worker from this pickled class
+        def vectors(self, texts):
+            if any("zebra" in t for t in texts):
+                raise RuntimeError("embedder died on the zebra batch")
+            return super().vectors(texts)
+
+    monkeypatch.setattr(distributed, "EmbedStage", Failing)
+    with pytest.raises(RagtuneError, match="run it again.*zebra batch"):
+        ray_ingest(index, [corpus], batch_docs=2, batch_size=8, workers=1)
+    monkeypatch.undo()
+
+    # Every stored document is wholly the old or wholly the new version; the index opens and searches.
+    stored = {c.id: c for c, _ in contents(index).values()}
+    for doc_id in {c.doc_id for c in stored.values()}:
+        mine = {i: c for i, c in stored.items() if c.doc_id == doc_id}
+        old = {i: c for i, c in before.items() if c.doc_id == doc_id}
+        new = {i: c for i, c in after.items() if c.doc_id == doc_id}
+        assert mine in (old, new), doc_id
+    assert stored["corpus/doc12.txt#0"] == before["corpus/doc12.txt#0"]  # the failed batch was not written
+    reopened = Index.open(tmp_path / "ix")
+    assert reopened.search("bridge", k=3)
+
+    report = ray_ingest(reopened, [corpus], workers=1)
+    assert "corpus/doc12.txt" in report.updated
+    assert report.counts()["updated"] + report.counts()["unchanged"] == 16
+    assert_same(expected, reopened)
+
+
+def test_cli_ray_prints_the_same_summary_as_a_local_run(tmp_path, capsys):
+    corpus = write_corpus(tmp_path / "corpus", n=6)
+    (corpus / "empty.txt").write_text("")
+
+    def ingest(name, *extra):
+        code = main(["ingest", str(corpus), "--index", str(tmp_path / name), "--embedder", EMBEDDER, *extra])
+        out = capsys.readouterr().out
+        return code, re.sub(r" in [\d.]+s", "", out.replace(str(tmp_path / name), "INDEX"))
+
+    local = ingest("local")
+    remote = ingest("ray", "--ray")
+    assert local == remote
+    assert local[0] == EXIT_SKIPPED and "6 added, 0 updated, 0 deleted, 0 unchanged, 1 skipped" in local[1]
+    assert_same(Index.open(tmp_path / "local"), Index.open(tmp_path / "ray"))
+
+
+def test_connect_reads_the_cpu_count_from_the_environment(monkeypatch):
+    monkeypatch.setenv("RAGTUNE_RAY_CPUS", "two")
+    from ragtune.errors import ConfigError
+
+    assert distributed.connect() is False  # an initialised Ray is used as it is
+    with pytest.raises(ConfigError, match="RAGTUNE_RAY_CPUS"):
+        distributed._env_int("RAGTUNE_RAY_CPUS")
+    assert os.environ["RAGTUNE_RAY_CPUS"] == "two"
