@@ -63,7 +63,9 @@ def reader_messages(passage: str, question: str) -> Messages:
     """Chat messages for a span reader (round trip in synth; extracted answers in rag)."""
     return [
         {"role": "system", "content": READER_SYSTEM},
-        {"role": "user", "content": f"<passage>{quote_source(passage)}</passage>\nQuestion: {question}"},
+        # "Passage:" rather than a <passage> fence: the 135M reader picked the wrong span inside one
+        # ("1871" for who built a bridge). quote_source keeps the passage on its one line.
+        {"role": "user", "content": f"Passage: {quote_source(passage)}\nQuestion: {question}"},
     ]
 
 
