@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import re
 import socket
@@ -57,10 +58,14 @@ def hostile(work: Path) -> dict:
         unexplained = [name for name, s in skipped.items() if not s["reason"].strip()]
         from ragtune import Index
 
-        sources = {Path(d.source).name for d in Index.open(work / "hix").documents()} | {
-            Path(d.id).name for d in Index.open(work / "hix").documents()
-        }
-        lost = [name for name, outcome in expected.items() if outcome == "load" and name not in sources]
+        docs = Index.open(work / "hix").documents()
+        landed = {os.path.realpath(d.source) for d in docs}  # files in subfolders by their whole path
+        sources = {Path(d.source).name for d in docs} | {Path(d.id).name for d in docs}
+        lost = [
+            name
+            for name, outcome in expected.items()
+            if outcome == "load" and name not in sources and os.path.realpath(corpus / name) not in landed
+        ]
     return {
         "part": "hostile corpus",
         "inputs": len(expected),
