@@ -213,7 +213,8 @@ def read_inputs(
 def _is_index(url: str) -> bool:
     from ..stores import backend_for
 
-    return (url.startswith(("pg:", "postgresql:", "postgres:")) or Path(url).is_dir()) and backend_for(url).exists(url)
+    remote = url.startswith(("pg:", "postgresql:", "postgres:")) or "://" in url  # a server or an object store
+    return (remote or Path(url).is_dir()) and backend_for(url).exists(url)
 
 
 def _read_index(url: str) -> list[Example]:

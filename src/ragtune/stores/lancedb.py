@@ -332,9 +332,16 @@ class LanceStore:
         return int(self._table.version)
 
     def disk_bytes(self) -> int:
-        if not _is_local(self.url):
+        if _is_local(self.url):
+            return sum(f.stat().st_size for f in _local(self.url).rglob("*") if f.is_file())
+        from pyarrow import fs  # an object store: the sizes of the objects under the index's prefix
+
+        try:
+            filesystem, root = fs.FileSystem.from_uri(self.url)
+            infos = filesystem.get_file_info(fs.FileSelector(root.rstrip("/"), recursive=True))
+        except (OSError, ValueError, pa.ArrowException):
             return 0
-        return sum(f.stat().st_size for f in _local(self.url).rglob("*") if f.is_file())
+        return sum(i.size or 0 for i in infos if i.type == fs.FileType.File)
 
     def _where(self, filters: dict | None) -> tuple[str | None, dict]:
         cols, meta = meta_filters(filters)
