@@ -7,6 +7,7 @@ import pytest
 from ragtune import Index
 from ragtune.documents import Document
 from ragtune.errors import ConfigError
+from ragtune.stores.pgvector import _vec
 
 WORDS = [f"w{i}" for i in range(400)]
 
@@ -52,3 +53,36 @@ def test_ann_settings_are_checked(tmp_path):
         index.set_ann(probes=3)
     with pytest.raises(ConfigError, match="whole numbers"):
         index.set_ann(nprobes=-1)
+
+
+def test_pgvector_hnsw_index_past_the_threshold(tmp_path):
+    """PostgreSQL: pgvector's HNSW index, built once the table passes `min_rows`, used by
+    unfiltered queries (EXPLAIN says so), close to exact; filtered queries stay exact."""
+    url = f"pg:{tmp_path / 'pg'}?index=ann"
+    index = Index.create(url, embedder="hashing-64")
+    assert index.set_ann(min_rows=1500, ef_search=80) is False
+    index.ingest(corpus(1000))
+    assert index.store._hnsw_params() is None  # below the threshold: exact
+    index.ingest(corpus(2000)[1000:])
+    assert index.store._hnsw_params() == (16, 64) and index.manifest.ann["built_rows"] == 2000
+    store = index.store
+    queries = [" ".join(np.random.default_rng(s).choice(WORDS, 6)) for s in range(40)]
+    vecs = index.embedder.embed(queries)
+    overlap = []
+    for v in vecs:
+        approx = {h.chunk.id for h in store.search_dense(v, 10)}
+        exact = store._q(
+            f"SELECT chunk_id FROM {store.chunks_table} ORDER BY embedding <=> %s::vector, chunk_id LIMIT 10",
+            [_vec(v)],
+        )
+        overlap.append(len(approx & {r[0] for r in exact}) / 10)
+    assert np.mean(overlap) >= 0.85, np.mean(overlap)
+    plan = store._q(
+        f"EXPLAIN SELECT chunk_id FROM {store.chunks_table} ORDER BY embedding <=> %s::vector LIMIT 10", [_vec(vecs[0])]
+    )
+    assert any("ann_chunks_hnsw" in r[0] for r in plan), plan
+    hits = store.search_dense(vecs[0], 10, {"groups": []})  # filtered: exact, k visible hits
+    assert len(hits) == 10 and all(int(h.chunk.doc_id[1:]) % 2 == 0 for h in hits)
+    assert index.set_ann(ef_construction=32) is True and store._hnsw_params() == (16, 32)  # rebuilt
+    assert index.set_ann(ef_search=40) is False  # a query setting: nothing to rebuild
+    store.close()

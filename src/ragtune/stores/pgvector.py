@@ -29,6 +29,9 @@ from .base import DocumentInfo, IndexManifest, access_groups, doc_groups, meta_f
 NAME = re.compile(r"[a-z_][a-z0-9_]{0,40}")
 COLS = "chunk_id, doc_id, position, text, title, source, content_hash, meta"
 _SERVERS: dict[str, object] = {}  # pgdata dir -> pgserver handle, kept for the life of the process
+# Dense search is exact below `min_rows` chunks and goes through pgvector's HNSW index above it
+# (built once; pgvector keeps it current on every insert). `ef_search` is the query-time beam.
+ANN = {"min_rows": 100_000, "m": 16, "ef_construction": 64, "ef_search": 100}
 _LOCK = threading.Lock()
 
 
@@ -201,7 +204,8 @@ class PgStore:
 
     def refresh_text_index(self) -> None:
         """The GIN index is always current; this refreshes the document frequencies BM25 reads
-        (stale ones only shift scores: which chunks match is always current) and the statistics."""
+        (stale ones only shift scores: which chunks match is always current) and the statistics,
+        and builds the HNSW index once the table passes `min_rows`."""
         terms = f"{self.name}_terms"
         with self._lock, self._conn.transaction():
             self._conn.execute(f"CREATE TABLE IF NOT EXISTS {terms} (word text PRIMARY KEY, ndoc int NOT NULL)")
@@ -210,6 +214,41 @@ class PgStore:
                 f"INSERT INTO {terms} SELECT word, ndoc FROM ts_stat('SELECT tsv FROM {self.chunks_table}')"
             )
         self._q(f"ANALYZE {self.chunks_table}")
+        self.refresh_vector_index()
+
+    # -- approximate search ------------------------------------------------------------------
+    def ann_settings(self) -> dict:
+        """The approximate-search policy: ragtune's defaults, overridden by the manifest's `ann`."""
+        return {**ANN, **{k: v for k, v in (self.manifest.ann or {}).items() if k in ANN}}
+
+    def _hnsw_params(self) -> tuple[int, int] | None:
+        """(m, ef_construction) of the HNSW index on the embeddings, or None when there is none."""
+        rows = self._q("SELECT indexdef FROM pg_indexes WHERE indexname = %s", (f"{self.name}_chunks_hnsw",))
+        if not rows:
+            return None
+        found = dict(re.findall(r"(m|ef_construction)='?(\d+)'?", rows[0][0]))
+        return int(found.get("m", 16)), int(found.get("ef_construction", 64))
+
+    def refresh_vector_index(self, force: bool = False) -> bool:
+        """Build pgvector's HNSW index (cosine) once the table passes `min_rows` (or `force`), and
+        rebuild it when `m`/`ef_construction` were changed. New rows join it as they are inserted.
+        Returns whether it (re)built."""
+        cfg, rows = self.ann_settings(), self.count_chunks()
+        have = self._hnsw_params()
+        wanted = (int(cfg["m"]), int(cfg["ef_construction"]))
+        if not force and (have == wanted or (have is None and rows < cfg["min_rows"])):
+            return False
+        index = f"{self.name}_chunks_hnsw"
+        with self._lock, self._conn.transaction():
+            self._conn.execute(f"DROP INDEX IF EXISTS {index}")
+            self._conn.execute(
+                f"CREATE INDEX {index} ON {self.chunks_table} USING hnsw (embedding vector_cosine_ops) "
+                f"WITH (m = {wanted[0]}, ef_construction = {wanted[1]})"
+            )
+        from dataclasses import replace
+
+        self.save_manifest(replace(self.manifest, ann={**(self.manifest.ann or {}), "built_rows": rows}))
+        return True
 
     # -- reading ----------------------------------------------------------------------------
     @staticmethod
@@ -228,13 +267,26 @@ class PgStore:
         return (" AND ".join(sql) or "TRUE"), params
 
     def search_dense(self, vector: np.ndarray, k: int, filters: dict | None = None) -> list[Hit]:
+        """Exact below `min_rows`; through the HNSW index above it. A filtered query stays exact:
+        pgvector filters an HNSW scan's `ef_search` candidates after the fact, so a selective filter
+        (an access group) could return fewer than k hits."""
         where, params = self._where(filters)
         v = _vec(np.asarray(vector, dtype=np.float32))
-        rows = self._q(
-            f"SELECT {COLS}, 1 - (embedding <=> %s::vector) FROM {self.chunks_table} WHERE {where} "
-            f"ORDER BY embedding <=> %s::vector, chunk_id LIMIT %s",
-            [v, *params, v, k],
-        )
+        if not (self.manifest.ann or {}).get("built_rows") or where != "TRUE":
+            rows = self._q(
+                f"SELECT {COLS}, 1 - (embedding <=> %s::vector) FROM {self.chunks_table} WHERE {where} "
+                f"ORDER BY embedding <=> %s::vector, chunk_id LIMIT %s",
+                [v, *params, v, k],
+            )
+        else:  # ORDER BY the distance alone is what the index answers; ties broken by id afterwards
+            ef = max(int(self.ann_settings()["ef_search"]), k)
+            with self._lock, self._conn.transaction():
+                self._conn.execute(f"SET LOCAL hnsw.ef_search = {ef}")
+                rows = self._conn.execute(
+                    f"SELECT * FROM (SELECT {COLS}, 1 - (embedding <=> %s::vector) AS sim FROM {self.chunks_table} "
+                    f"ORDER BY embedding <=> %s::vector LIMIT %s) s ORDER BY sim DESC, chunk_id",
+                    [v, v, k],
+                ).fetchall()
         return [Hit(self._chunk(r), float(r[8]), i + 1, "dense") for i, r in enumerate(rows)]
 
     def search_text(self, query: str, k: int, filters: dict | None = None) -> list[Hit]:
