@@ -3,6 +3,7 @@
 import os
 import random
 import re
+import sys
 
 import numpy as np
 import pytest
@@ -159,3 +160,87 @@ def test_connect_reads_the_cpu_count_from_the_environment(monkeypatch):
     with pytest.raises(ConfigError, match="RAGTUNE_RAY_CPUS"):
         distributed._env_int("RAGTUNE_RAY_CPUS")
     assert os.environ["RAGTUNE_RAY_CPUS"] == "two"
+
+
+# -- compare --ray ---------------------------------------------------------------------------------
+
+
+def _capital_from_sources(messages) -> str:
+    """A scripted reader: the capital named in the prompt's sources, cited, or an abstention."""
+    text = messages[-1]["content"]
+    match = re.search(r"(\w+) is the capital of (\w+)", text)
+    return f"{match.group(1)} [1]" if match else "I don't know based on the sources."
+
+
+TIMING = {"retrieve_s", "context_s", "generate_s", "total_s"}
+
+
+def _records(results) -> list[dict]:
+    from dataclasses import asdict
+
+    return sorted(
+        ({k: v for k, v in asdict(r).items() if k not in TIMING} for r in results.records),
+        key=lambda r: (r["strategy"], r["kind"], r["question_id"]),
+    )
+
+
+def test_compare_on_ray_gives_the_local_records(tmp_path, monkeypatch):
+    """Questions x strategies answered by 2 Ray workers: the same records, aggregates and paired
+    tests as the local run; the log is written as batches finish and a rerun reuses it."""
+    import json
+
+    from ray import cloudpickle
+
+    from ragtune.evaluation.compare import ExperimentConfig, run_experiment
+    from ragtune.evaluation.strategies import Strategy
+    from ragtune.testing import ScriptedGenerator
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the scripted models travel to the workers
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    capitals = {"France": "Paris", "Italy": "Rome", "Spain": "Madrid", "Peru": "Lima"}
+    for country, city in list(capitals.items())[:3]:
+        (corpus / f"{city.lower()}.txt").write_text(f"{city} is the capital of {country}. It has a river.")
+    index = Index.create(tmp_path / "ix", embedder=EMBEDDER, chunking=CHUNKING)
+    index.ingest([corpus])
+    qs = [
+        {"id": f"{c}{i}", "question": f"What is the capital of {c}?", "answers": [cap],
+         "doc_id": f"corpus/{cap.lower()}.txt"}  # fmt: skip
+        for i in range(5)
+        for c, cap in list(capitals.items())[:3]
+    ]
+    (tmp_path / "q.jsonl").write_text("\n".join(json.dumps(q) for q in qs))
+    (tmp_path / "u.jsonl").write_text(
+        json.dumps({"id": "u1", "question": "What is the capital of Peru?", "answers": ["Lima"], "doc_id": "peru"})
+    )
+    cfg = ExperimentConfig(
+        index=str(tmp_path / "ix"),
+        questions=str(tmp_path / "q.jsonl"),
+        unanswerable=str(tmp_path / "u.jsonl"),
+        strategies=(Strategy("base", False), Strategy("rag", True)),
+        fresh_edits=0,
+        bootstrap=200,
+    )
+    gens = {"base": ScriptedGenerator(lambda m: "Madrid"), "rag": ScriptedGenerator(_capital_from_sources)}
+    for g in gens.values():
+        g.batch_size = 4  # 4 batches of the 15 answerable questions: more jobs than workers
+    local = run_experiment(cfg, tmp_path / "local", generators=gens)
+    from ragtune.evaluation import compare
+
+    def not_here(*args, **kwargs):
+        raise AssertionError("answered on the driver, not on a Ray worker")
+
+    monkeypatch.setattr(compare, "run_strategy", not_here)
+    said: list[str] = []
+    on_ray = run_experiment(cfg, tmp_path / "ray", generators=gens, ray="local", workers=2, progress=said.append)
+    assert "answering on Ray: 2 workers" in said
+    assert _records(on_ray) == _records(local)
+    assert len(on_ray.records) == 2 * 16
+    for name in ("base", "rag"):
+        a, b = local.aggregates[name], on_ray.aggregates[name]
+        for metric in ("em", "f1", "abstain_unanswerable"):
+            assert a[metric] == b[metric], (name, metric)
+    assert on_ray.aggregates["rag"]["em"]["mean"] == 100.0 and on_ray.aggregates["base"]["em"]["mean"] < 50
+    assert [(p["metric"], p["diff"], p["p_value"]) for p in on_ray.paired] == [
+        (p["metric"], p["diff"], p["p_value"]) for p in local.paired
+    ]

@@ -348,6 +348,18 @@ def cmd_export(args) -> int:
     return 0
 
 
+def ray_options(sp, what: str) -> None:
+    sp.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help=f"{what} on Ray workers, each loading a model once: alone, a local Ray on every core; 'auto' joins "
+        "the running cluster; else a Ray address. Same records as a local run. Needs pip install 'ragtune[ray]'",
+    )
+    sp.add_argument("--workers", type=int, help="with --ray: answering workers (default: one per CPU)")
+
+
 def cmd_compare(args) -> int:
     from .evaluation.compare import load_experiment, load_results, run_experiment, write_results
     from .evaluation.ratings import read_ratings
@@ -362,7 +374,8 @@ def cmd_compare(args) -> int:
             results = prior  # the same experiment: fold the ratings in without answering again
     if results is None:
         console = _console()
-        results = run_experiment(cfg, out, progress=lambda m: console.print(f"[dim]{m}[/dim]"))
+        say = lambda m: console.print(f"[dim]{m}[/dim]")  # noqa: E731
+        results = run_experiment(cfg, out, progress=say, ray=args.ray, workers=args.workers)
     if args.ratings:
         results.ratings = read_ratings(args.ratings)
         write_results(results, out)
@@ -390,7 +403,8 @@ def cmd_evaluate(args) -> int:
 
     budget = args.budget_min or (15.0 if args.quick else 30.0)
     strategies = tuple(args.strategies.split(",")) if args.strategies else STRATEGIES
-    cfg = EvaluateConfig(budget_min=budget, strategies=strategies, questions=args.questions or "", seed=args.seed)
+    cfg = EvaluateConfig(budget_min=budget, strategies=strategies, questions=args.questions or "", seed=args.seed,
+                         ray=args.ray, workers=args.workers)  # fmt: skip
     console = _console()
     results = run_evaluate(args.paths, args.out, cfg, say=lambda m: console.print(m, markup=False, highlight=False))
     if args.json:
@@ -622,6 +636,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", required=True)
     sp.add_argument("--ratings", help="a filled rating sheet (from `ragtune rate-sheet`) to fold into the report")
     sp.add_argument("--json", action="store_true")
+    ray_options(sp, "answer the questions")
     sp.set_defaults(func=cmd_compare)
 
     sp = sub.add_parser(
@@ -635,6 +650,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--questions", help="real labelled questions (QA JSONL or SQuAD JSON) for the test split")
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--json", action="store_true")
+    ray_options(sp, "answer the comparison's questions")
     sp.set_defaults(func=cmd_evaluate)
 
     sp = sub.add_parser("rate-sheet", help="export a blind sheet for human rating (answers, or synthetic questions)")

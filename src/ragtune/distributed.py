@@ -313,3 +313,93 @@ def _write(ray, stages: tuple, todo: list[Document], store, report: IngestReport
             f"Ray ingest wrote {done} of {len(todo)} new or changed documents; the others failed in a worker "
             f"and are as they were (each stored document is wholly old or new; run it again to finish): {why}"
         )
+
+
+# -- `compare --ray` / `evaluate --ray`: questions x strategies on a pool of answering actors --------
+
+
+class Answerer:
+    """A Ray actor that answers batches of an experiment's questions. It opens the experiment's
+    indexes by URL and loads each strategy's generator once (by its name and adapter, exactly as a
+    local run does), so its answers are the local run's answers: the same greedy decoding of the
+    same batches. `generators` (picklable ones, e.g. tests' scripted models) take precedence."""
+
+    def __init__(self, indexes: dict, rag_cfg, generators: dict | None, threads: int):
+        try:
+            import torch
+
+            torch.set_num_threads(max(1, threads))
+        except ImportError:  # pragma: no cover - torch is a dependency
+            pass
+        self.urls, self.rag_cfg = indexes, rag_cfg
+        self.generators = dict(generators or {})
+        self.indexes: dict = {}
+        self.cache: dict = {}
+        self.pipes: dict = {}
+
+    def _pipe(self, strategy, which: str):
+        from .evaluation.strategies import load_generator
+        from .index import Index
+        from .rag import Pipeline
+
+        key = (strategy, which)
+        if key not in self.pipes:
+            gen = self.generators.get(strategy.name) or load_generator(strategy, self.cache)
+            getattr(gen, "model", None)  # loaded outside the meter, as a local run does
+            index = None
+            if strategy.retrieval:
+                if which not in self.indexes:
+                    self.indexes[which] = Index.open(self.urls[which])
+                index = self.indexes[which]
+            self.pipes[key] = Pipeline(index, gen, self.rag_cfg)
+        return self.pipes[key]
+
+    def answer(self, job: tuple) -> tuple:
+        """job = (start, strategy, examples, kind, which index, support threshold) ->
+        (start, records, wall seconds, CPU seconds)."""
+        from .evaluation.costs import Meter
+        from .evaluation.strategies import run_strategy
+
+        start, strategy, examples, kind, which, threshold = job
+        pipe = self._pipe(strategy, which)
+        with Meter() as m:
+            recs = run_strategy(strategy, examples, kind, pipe, threshold)
+        return start, recs, m.result.wall_s, m.result.cpu_s
+
+
+def _url_for_workers(url: str) -> str:
+    """A local index path, absolute (workers do not share the driver's working directory)."""
+    if not url or "://" in url or url.startswith(("pg:", "postgres")):
+        return url
+    return str(Path(url).resolve())
+
+
+class AnswerPool:
+    """`workers` Answerer actors (default: one per CPU of the cluster, or $RAGTUNE_RAY_WORKERS),
+    each with an equal share of the CPUs. `map(jobs)` yields finished jobs as they complete."""
+
+    def __init__(self, address: str | None, indexes: dict, rag_cfg, generators: dict | None = None,
+                 workers: int | None = None):  # fmt: skip
+        ray = _ray()
+        self._started = connect(address)
+        total = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        n = min(workers or _env_int("RAGTUNE_RAY_WORKERS") or total, total)
+        cpus = max(1, total // n)
+        actor = ray.remote(num_cpus=cpus)(Answerer)
+        urls = {k: _url_for_workers(v) for k, v in indexes.items()}
+        self.actors = [actor.remote(urls, rag_cfg, generators, cpus) for _ in range(n)]
+        self.workers = n
+
+    def map(self, jobs: Sequence[tuple]):
+        from ray.util import ActorPool
+
+        pool = ActorPool(self.actors)
+        yield from pool.map_unordered(lambda a, job: a.answer.remote(job), list(jobs))
+
+    def close(self) -> None:
+        ray = _ray()
+        for a in self.actors:
+            ray.kill(a)
+        self.actors = []
+        if self._started:
+            ray.shutdown()

@@ -189,11 +189,16 @@ def run_experiment(
     progress: Progress | None = None,
     phases: dict | None = None,
     generators: dict | None = None,
+    ray: str | None = None,
+    workers: int | None = None,
 ) -> Results:
     """Answer the same questions with every strategy, edit facts and ask again, aggregate, write
     results.json and records.csv. Retrieval strategies read `cfg.index`, which is never changed:
     the freshness test edits a copy. `generators` maps strategy names to ready generators
-    (tests use scripted ones); the others load from the strategy's model and adapter."""
+    (tests use scripted ones); the others load from the strategy's model and adapter.
+    `ray` ("local", "auto" or an address) answers the batches on a pool of Ray actors (`workers`,
+    default one per CPU), each loading a strategy's model once; the records are the same as a
+    local run's (same batches, greedy), written to the same log as batches finish."""
     from ..index import Index
 
     say = progress or (lambda msg: None)
@@ -248,10 +253,18 @@ def run_experiment(
     fresh_key = _index_key(fresh) if fresh is not None else ""
     reused = total = 0
     cache: dict = {}
+    pool = None
+    if ray is not None:
+        from ..distributed import AnswerPool
+
+        urls = {"main": index.url if index is not None else "", "fresh": fresh.url if fresh is not None else ""}
+        pool = AnswerPool(ray, urls, rag_cfg, generators, workers)
+        say(f"answering on Ray: {pool.workers} workers")
     try:
         for s in cfg.strategies:
             gen = (generators or {}).get(s.name) or load_generator(s, cache)
-            getattr(gen, "model", None)  # load outside the meter: per-question cost is answering, not loading
+            if pool is None:
+                getattr(gen, "model", None)  # load outside the meter: per-question cost is answering, not loading
             pipe = Pipeline(index if s.retrieval else None, gen, rag_cfg)
             fresh_pipe = Pipeline(fresh if s.retrieval else None, gen, rag_cfg)
             if pipe.gate is not None:
@@ -259,7 +272,7 @@ def run_experiment(
             key = _digest(asdict(s), getattr(gen, "name", type(gen).__name__), s.training_run(), asdict(rag_cfg),
                           cfg.support_threshold)  # fmt: skip
             asked = _digest(key, _gate(pipe), index_key if s.retrieval else "")
-            run = _Runner(s, log, max(int(getattr(gen, "batch_size", 0) or BATCH), 1), cfg.support_threshold)
+            run = _Runner(s, log, max(int(getattr(gen, "batch_size", 0) or BATCH), 1), cfg.support_threshold, pool)
             say(f"{s.name}: {len(answerable)} answerable questions")
             recs = run(answerable, QuestionKind.ANSWERABLE, pipe, asked)
             if unanswerable:
@@ -274,7 +287,8 @@ def run_experiment(
 
                 edited = _digest(key, _gate(fresh_pipe), fresh_key if s.retrieval else "")
                 recs += run([e.example for e in edits], QuestionKind.EDITED, fresh_pipe, edited,
-                            extra=[(e.doc_id, e.old, e.new, e.kind) for e in edits], after=mark)  # fmt: skip
+                            extra=[(e.doc_id, e.old, e.new, e.kind) for e in edits], after=mark,
+                            which="fresh")  # fmt: skip
             if run.reused:
                 say(f"{s.name}: reused {run.reused} of {len(recs)} records finished by an interrupted run")
             reused, total = reused + run.reused, total + len(recs)
@@ -283,6 +297,8 @@ def run_experiment(
             results.costs[s.name] = _costs(s, run.cost(), len(recs), cfg, results, index)
     finally:
         log.close()
+        if pool is not None:
+            pool.close()
     if reused:
         say(f"reused {reused} of {total} records from {out / PARTIAL}")
 
@@ -362,34 +378,53 @@ class _Runner:
     (a batch is answered again as a whole, so every answer comes from the same batch as in a run
     that was never interrupted), and keeps each record's share of its batch's measured cost."""
 
-    def __init__(self, strategy: Strategy, log: RecordLog, batch: int, support_threshold: float):
+    def __init__(self, strategy: Strategy, log: RecordLog, batch: int, support_threshold: float, pool=None):
         self.strategy, self.log, self.batch, self.threshold = strategy, log, batch, support_threshold
+        self.pool = pool  # an AnswerPool: batches answered on Ray workers
         self.reused = 0
         self.wall_s = self.cpu_s = 0.0
 
     def __call__(self, examples: Sequence[QAExample], kind: str, pipe: Pipeline, key: str, extra: Sequence = (),
-                 after: Callable[[list[EvalRecord], int], None] | None = None) -> list[EvalRecord]:  # fmt: skip
+                 after: Callable[[list[EvalRecord], int], None] | None = None,
+                 which: str = "main") -> list[EvalRecord]:  # fmt: skip
         fps = [
             _digest(key, kind, e.id, e.question, list(e.answers), list(e.doc_ids), extra[i] if extra else None)
             for i, e in enumerate(examples)
         ]
-        out: list[EvalRecord] = []
-        for start in range(0, len(examples), self.batch):
-            part = fps[start : start + self.batch]
-            rows = [self.log.get(fp) for fp in part]
+        starts = range(0, len(examples), self.batch)
+        done: dict[int, list[dict]] = {}
+        todo = []
+        for start in starts:
+            rows = [self.log.get(fp) for fp in fps[start : start + self.batch]]
             if all(rows):
                 self.reused += len(rows)
+                done[start] = rows
             else:
+                todo.append(start)
+
+        def finish(start: int, recs: list[EvalRecord], wall_s: float, cpu_s: float) -> None:
+            if after:
+                after(recs, start)
+            n = max(len(recs), 1)
+            done[start] = [
+                {"fp": fp, "record": asdict(r), "wall_s": wall_s / n, "cpu_s": cpu_s / n}
+                for fp, r in zip(fps[start : start + self.batch], recs)
+            ]
+            self.log.add(done[start])
+
+        if self.pool is not None and todo:
+            jobs = [(start, self.strategy, list(examples[start : start + self.batch]), kind, which, self.threshold)
+                    for start in todo]  # fmt: skip
+            for start, recs, wall_s, cpu_s in self.pool.map(jobs):
+                finish(start, recs, wall_s, cpu_s)
+        else:
+            for start in todo:
                 with Meter() as m:
                     recs = run_strategy(self.strategy, examples[start : start + self.batch], kind, pipe, self.threshold)
-                    if after:
-                        after(recs, start)
-                n = max(len(recs), 1)
-                rows = [
-                    {"fp": fp, "record": asdict(r), "wall_s": m.result.wall_s / n, "cpu_s": m.result.cpu_s / n}
-                    for fp, r in zip(part, recs)
-                ]
-                self.log.add(rows)
+                finish(start, recs, m.result.wall_s, m.result.cpu_s)
+        out: list[EvalRecord] = []
+        for start in starts:
+            rows = done[start]
             out += [EvalRecord(**r["record"]) for r in rows]
             self.wall_s += sum(r["wall_s"] for r in rows)
             self.cpu_s += sum(r["cpu_s"] for r in rows)

@@ -49,6 +49,8 @@ class EvaluateConfig:
     holdout_share: float = 0.1  # documents kept out of the index: their questions are unanswerable
     seed: int = 0
     embedder: str = ""  # for the index; "" = the default embedder
+    ray: str | None = None  # answer the comparison on Ray ("local", "auto" or an address); None = in this process
+    workers: int | None = None  # with `ray`: answering workers (default one per CPU)
 
     def __post_init__(self) -> None:
         if self.budget_min < 2:
@@ -222,7 +224,8 @@ def run_evaluate(paths: Sequence[str | Path], out: str | Path, cfg: EvaluateConf
     n_chunks = index.info().chunks
     # The plan of an earlier run on the same inputs is kept: a plan re-measured after a kill could
     # differ and invalidate every phase that run finished.
-    plan_key = _fingerprint("plan", doc_key, asdict(cfg), real, n_chunks)
+    settings = {k: v for k, v in asdict(cfg).items() if k not in ("ray", "workers")}  # where it runs: same plan
+    plan_key = _fingerprint("plan", doc_key, settings, real, n_chunks)
     plan = _load_plan(out / "plan.json", plan_key)
     if plan is None:
         s_answer = measure_seconds_per_answer(base)
@@ -320,7 +323,10 @@ def run_evaluate(paths: Sequence[str | Path], out: str | Path, cfg: EvaluateConf
         documents=str(paths[0]) if len(paths) == 1 else "", max_questions=plan.test,
         max_unanswerable=plan.unanswerable, fresh_edits=plan.edits, strategies=strategies, seed=cfg.seed,
     )  # fmt: skip
-    results = run_experiment(exp, out, progress=lambda m: say(f"  {m}"), generators={**loaded, **(generators or {})})
+    # On Ray the workers load each strategy's model themselves: the models loaded here stay here.
+    ready = dict(generators or {}) if cfg.ray is not None else {**loaded, **(generators or {})}
+    results = run_experiment(exp, out, progress=lambda m: say(f"  {m}"), generators=ready, ray=cfg.ray,
+                             workers=cfg.workers)  # fmt: skip
     phases["compare"] = time.perf_counter() - t0
     results.phases = dict(phases, total=time.perf_counter() - t_all)
     results.questions = {
