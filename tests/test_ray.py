@@ -244,3 +244,51 @@ def test_compare_on_ray_gives_the_local_records(tmp_path, monkeypatch):
     assert [(p["metric"], p["diff"], p["p_value"]) for p in on_ray.paired] == [
         (p["metric"], p["diff"], p["p_value"]) for p in local.paired
     ]
+
+
+# -- finetune --ray ----------------------------------------------------------------------------------
+
+
+def test_two_worker_finetune_gives_the_local_run(tmp_path):
+    """Data-parallel LoRA on 2 Ray Train workers (gloo): the same artefacts, per-step losses,
+    validation loss and adapter weights as one local process, at the same examples per step."""
+    import json
+
+    import torch
+    from safetensors.torch import load_file
+
+    from ragtune.distributed import ray_finetune
+    from ragtune.finetune.config import FinetuneConfig
+    from ragtune.finetune.data import PrepareConfig, prepare
+    from ragtune.finetune.train import train
+
+    from .tiny_models import build_tiny_llama
+
+    tiny = build_tiny_llama(tmp_path / "llama")
+    rows = [{"id": f"q{i}", "question": f"w{i} w{i + 1} the capital of w{i % 7}", "answer": f"paris w{i % 13}"}
+            for i in range(40)]  # fmt: skip
+    (tmp_path / "qa.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    prepare([tmp_path / "qa.jsonl"], tmp_path / "prep", PrepareConfig(ratios=(0.8, 0.1, 0.1)))
+    cfg = FinetuneConfig(base_model=str(tiny), mode="qa", method="lora", lora_r=4, lora_alpha=8, lora_dropout=0.0,
+                         batch_size=6, lr=1e-2, warmup_steps=0, max_steps=2, eval_every=1, patience=50,
+                         generate_max=2, max_seq_len=64)  # fmt: skip
+    local = train(cfg, tmp_path / "prep", tmp_path / "local")
+    said: list[str] = []
+    on_ray = ray_finetune(cfg, tmp_path / "prep", tmp_path / "ray", workers=2, progress=said.append)
+    assert any("2 workers" in s for s in said)
+    assert json.loads((tmp_path / "ray" / "ragtune-finetune.json").read_text())["workers"] == 2  # really 2 processes
+    artefacts = {p.relative_to(tmp_path / "local").as_posix() for p in (tmp_path / "local").rglob("*") if p.is_file()}
+    on_disk = {p.relative_to(tmp_path / "ray").as_posix() for p in (tmp_path / "ray").rglob("*") if p.is_file()}
+    assert artefacts <= on_disk, sorted(artefacts - on_disk)
+    assert on_ray.steps == local.steps == 2
+    logs = [
+        [json.loads(line) for line in (tmp_path / run / "training_log.jsonl").read_text().splitlines()]
+        for run in ("local", "ray")
+    ]
+    for a, b in zip(*logs):
+        assert abs(a["train_loss"] - b["train_loss"]) < 1e-4 and abs(a["val_loss"] - b["val_loss"]) < 1e-4, (a, b)
+    assert abs(on_ray.best_val_loss - local.best_val_loss) < 1e-4
+    wa = load_file(tmp_path / "local" / "adapter" / "adapter_model.safetensors")
+    wb = load_file(tmp_path / "ray" / "adapter" / "adapter_model.safetensors")
+    assert wa.keys() == wb.keys() and all(torch.allclose(wa[k], wb[k], atol=1e-4) for k in wa)
+    assert any(not torch.allclose(v, torch.zeros_like(v)) for k, v in wb.items() if "lora_B" in k)  # it trained

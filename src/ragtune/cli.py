@@ -308,15 +308,23 @@ def cmd_finetune(args) -> int:
         def progress(step, total, loss, tps):
             bar.update(task, completed=step, total=total, description=f"training  loss {loss:.3f}  {tps:.0f} tok/s")
 
+        if args.sweep and args.ray is not None:
+            raise ConfigError("--sweep runs its trainings one after another in this process; drop --ray or --sweep")
         if args.sweep:
             from .finetune.sweep import parse_grid, sweep
 
             rows, best = sweep(cfg, parse_grid(args.sweep), args.data, args.out, index=args.index, progress=progress)
             print(_dump(rows) if args.json else Path(args.out, "sweep.md").read_text() + f"best: {rows[best]['run']}")
             return 0
-        from .finetune.train import train
+        if args.ray is not None:
+            from .distributed import ray_finetune
 
-        result = train(cfg, args.data, args.out, index=args.index, progress=progress)
+            result = ray_finetune(cfg, args.data, args.out, index=args.index, address=args.ray,
+                                  workers=args.workers or 2, progress=console.print)  # fmt: skip
+        else:
+            from .finetune.train import train
+
+            result = train(cfg, args.data, args.out, index=args.index, progress=progress)
     if args.json:
         print(_dump(result))
     else:
@@ -622,6 +630,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--sweep", nargs="+", metavar="FIELD=V1,V2", help="train every combination, keep the best by validation loss"
     )
     sp.add_argument("--json", action="store_true")
+    sp.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="data-parallel training on Ray Train workers (each takes a share of every step's examples; gradients "
+        "summed): alone, a local Ray; 'auto' joins the running cluster. Same artefacts as a local run",
+    )
+    sp.add_argument("--workers", type=int, help="with --ray: training workers (default 2)")
     sp.set_defaults(func=cmd_finetune)
 
     sp = sub.add_parser("export", help="merge a LoRA adapter into a standalone model folder")

@@ -403,3 +403,63 @@ class AnswerPool:
         self.actors = []
         if self._started:
             ray.shutdown()
+
+
+# -- `finetune --ray --workers N`: data-parallel training with Ray Train ---------------------------
+
+
+def _train_worker(config: dict) -> None:
+    """One Ray Train worker: torch.distributed is set up (gloo on CPUs, nccl on GPUs); `train`
+    shares each step's examples and sums the gradients (finetune.train.DataParallel)."""
+    import torch
+
+    from .finetune.train import train
+
+    torch.set_num_threads(max(1, int(config["threads"])))
+    train(config["cfg"], config["data"], config["out"], index=config["index"])
+
+
+def ray_finetune(cfg, data_dir: str | Path, out_dir: str | Path, index: str | None = None,
+                 address: str | None = None, workers: int = 2, progress: Progress | None = None):  # fmt: skip
+    """Fine-tune on `workers` Ray Train workers (data parallel). Same artefacts as a local run
+    (adapter or model, log, checkpoints, results.json) in `out_dir`, written by the first worker;
+    the same checkpoints resume a killed run (locally or on Ray). Returns the TrainResult."""
+    import json
+
+    from .finetune.train import RESULTS, TrainResult
+
+    if workers < 1:
+        raise ConfigError(f"--workers {workers}: must be at least 1")
+    ray = _ray()
+    try:
+        from ray.train import RunConfig, ScalingConfig
+        from ray.train.torch import TorchTrainer
+    except ImportError as exc:
+        raise ConfigError("finetune --ray needs Ray Train: pip install 'ragtune[ray]' (ray[train])") from exc
+    started = connect(address)
+    say = progress or (lambda msg: None)
+    try:
+        total = ray.cluster_resources()
+        gpus = int(total.get("GPU", 0)) and os.environ.get("RAGTUNE_DEVICE", "auto").lower() != "cpu"
+        cpus = max(1, int(total.get("CPU", 1)) // workers)
+        out = Path(out_dir).resolve()
+        out.mkdir(parents=True, exist_ok=True)
+        config = {"cfg": cfg, "data": str(Path(data_dir).resolve()), "out": str(out),
+                  "index": _url_for_workers(str(index)) if index else None, "threads": cpus}  # fmt: skip
+        say(f"training on Ray: {workers} workers, {cpus} CPUs each{', one GPU each' if gpus else ''}")
+        trainer = TorchTrainer(
+            _train_worker,
+            train_loop_config=config,
+            scaling_config=ScalingConfig(num_workers=workers, use_gpu=bool(gpus), resources_per_worker={"CPU": cpus}),
+            run_config=RunConfig(name="ragtune-finetune", storage_path=str(out / ".ray")),
+        )
+        try:
+            trainer.fit()
+        except Exception as exc:  # Ray wraps a worker's error; say what it was
+            cause = exc.__cause__ or exc
+            raise RagtuneError(f"fine-tuning on Ray failed: {type(cause).__name__}: {cause}") from exc
+        data = json.loads((out / RESULTS).read_text())
+        return TrainResult(**data)
+    finally:
+        if started:
+            ray.shutdown()

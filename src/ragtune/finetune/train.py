@@ -321,6 +321,54 @@ def _truncate_log(path: Path, step: int) -> None:
 Progress = Callable[[int, int, float, float], None]  # step, total, train loss, tokens/s
 
 
+class DataParallel:
+    """Data-parallel training across the processes of a torch.distributed group (Ray Train starts
+    one per worker): every worker takes its share of each optimizer step's examples, and the
+    gradients are summed across workers before the step, so every worker takes the same step a
+    single process would (up to float summation order) and the parameters stay identical. Only
+    the first worker writes files. Without a group: one process, nothing to share."""
+
+    def __init__(self):
+        import torch.distributed as dist
+
+        self.on = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        self.rank = dist.get_rank() if self.on else 0
+        self.world = dist.get_world_size() if self.on else 1
+
+    @property
+    def lead(self) -> bool:
+        return self.rank == 0
+
+    def share(self, items: Sequence) -> Sequence:
+        return items[self.rank :: self.world] if self.on else items
+
+    def sum_grads(self, params: Sequence) -> None:
+        """One all-reduce of every trainable gradient, flattened (a worker with no examples adds zeros)."""
+        if not self.on:
+            return
+        import torch
+        import torch.distributed as dist
+
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        offset = 0
+        for p, g in zip(params, grads):
+            n = g.numel()
+            p.grad = flat[offset : offset + n].view_as(g).clone()
+            offset += n
+
+    def sum(self, *values: float) -> list[float]:
+        if not self.on:
+            return list(values)
+        import torch
+        import torch.distributed as dist
+
+        t = torch.tensor(values, dtype=torch.float64)
+        dist.all_reduce(t)
+        return t.tolist()
+
+
 def train(
     cfg: FinetuneConfig,
     data_dir: str | Path,
@@ -341,6 +389,7 @@ def train(
     from ..devices import resolve_device
 
     device = resolve_device()
+    dp = DataParallel()
     tok, model, base_path = load_base(cfg.base_model)
     model = choose_trainable(model, cfg).to(device)
     prepare_memory(model, cfg)
@@ -385,7 +434,8 @@ def train(
     ckpt_path, best_path = out / CHECKPOINT, out / BEST
     resumed = 0
     for name in (CHECKPOINT, BEST, RESULTS, MANIFEST, LOG):  # temp files a kill left behind mid-save
-        out.joinpath(f".{name}.tmp").unlink(missing_ok=True)
+        if dp.lead:
+            out.joinpath(f".{name}.tmp").unlink(missing_ok=True)
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, weights_only=False, map_location="cpu")
         if ckpt["fingerprint"] != cfg.fingerprint():
@@ -400,29 +450,35 @@ def train(
         # The checkpoint is written before the best-validation file: a kill between the two leaves
         # the checkpoint's own weights as the best ones.
         best_step, _ = _load_best(best_path)
-        if state["best_step"] and best_step != state["best_step"] and state["best_step"] == state["step"]:
+        if dp.lead and state["best_step"] and best_step != state["best_step"] and state["best_step"] == state["step"]:
             _atomic_save({"step": state["step"], "trainable": ckpt["trainable"]}, best_path)
-        _truncate_log(log_path, state["step"])
-    else:
+        if dp.lead:
+            _truncate_log(log_path, state["step"])
+    elif dp.lead:
         log_path.write_text("")
         best_path.unlink(missing_ok=True)  # an earlier run's
-    (out / RESULTS).unlink(missing_ok=True)  # this run is not finished: results.json is written last
-    _atomic_write(
-        out / MANIFEST,
-        json.dumps(
-            {
-                "config": asdict(cfg),
-                "base_model_path": str(base_path),
-                "trainable_params": n_train,
-                "total_params": n_total,
-            },
-            indent=2,
-        ),
-    )
+    if dp.lead:
+        (out / RESULTS).unlink(missing_ok=True)  # this run is not finished: results.json is written last
+        _atomic_write(
+            out / MANIFEST,
+            json.dumps(
+                {
+                    "config": asdict(cfg),
+                    "base_model_path": str(base_path),
+                    "trainable_params": n_train,
+                    "total_params": n_total,
+                    "workers": dp.world,
+                },
+                indent=2,
+            ),
+        )
     last_save = time.monotonic()
+    trainable = [p for p in model.parameters() if p.requires_grad]
 
     def save_checkpoint() -> None:
         nonlocal last_save
+        if not dp.lead:
+            return
         _atomic_save(
             {
                 "fingerprint": cfg.fingerprint(),
@@ -436,6 +492,8 @@ def train(
         last_save = time.monotonic()
 
     def log(rec: dict) -> None:
+        if not dp.lead:
+            return
         with log_path.open("a") as fh:
             fh.write(json.dumps(rec) + "\n")
             fh.flush()
@@ -450,22 +508,23 @@ def train(
             lr = get_lr(state["step"], total, cfg)
             for g in opt.param_groups:
                 g["lr"] = lr
-            loss_sum, tok_count, seen = 0.0, 0, 0
-            micro = [
-                order[state["pos"] + i * cfg.batch_size : state["pos"] + (i + 1) * cfg.batch_size]
-                for i in range(cfg.grad_accum)
-            ]
-            micro = [m for m in micro if m]
-            n_targets = sum(sum(1 for l in train_set[j].labels[1:] if l != IGNORE) for m in micro for j in m)
+            loss_sum, tok_count = 0.0, 0
+            step_items = order[state["pos"] : state["pos"] + cfg.batch_size * cfg.grad_accum]
+            seen = len(step_items)
+            n_targets = sum(sum(1 for l in train_set[j].labels[1:] if l != IGNORE) for j in step_items)
+            mine = dp.share(step_items)  # all of them in one process
+            micro = [mine[i : i + cfg.batch_size] for i in range(0, len(mine), cfg.batch_size)]
             for m in micro:
                 ids, mask, labels = collate([train_set[j] for j in m], tok.pad_token_id)
                 loss, n = lm_loss(model, ids, mask, labels, autocast)
                 (loss / max(n_targets, 1)).backward()  # mean over all target tokens of the step
                 loss_sum += float(loss.detach())
                 tok_count += int(mask.sum())
-                seen += len(m)
+            dp.sum_grads(trainable)
+            loss_sum, tok_count = dp.sum(loss_sum, tok_count)
+            tok_count = int(tok_count)
             if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
+                torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
             opt.step()
             opt.zero_grad(set_to_none=True)
             state["pos"] += seen
@@ -498,7 +557,7 @@ def train(
             elif time.monotonic() - last_save > CHECKPOINT_EVERY_S:
                 save_checkpoint()
             log(rec)
-            if progress:
+            if progress and dp.lead:
                 progress(state["step"], total, train_loss, tok_count / dt)
             if stopped_early:
                 break
@@ -518,6 +577,9 @@ def train(
             state["epoch"] += 1
             state["pos"] = 0
 
+    if not dp.lead:  # the first worker evaluates and writes the artefacts
+        return TrainResult(str(out), state["step"], stopped_early, state["best_step"], state["best_val"],
+                           float("nan"), float("nan"), resumed_from_step=resumed)  # fmt: skip
     # The best validation checkpoint is what we keep (early stopping's point).
     _, best = _load_best(best_path)
     if best is not None:
