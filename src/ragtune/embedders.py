@@ -1,13 +1,24 @@
-"""Embedders: turn texts into unit-length vectors, batch first."""
+"""Embedders: turn texts into unit-length vectors, batch first.
+
+A sentence-transformers model runs on ONNX Runtime by default (`onnx_embedder.py`: exported once,
+then no torch at query time), on sentence-transformers itself where onnxruntime is missing.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
 
+from .errors import ConfigError
 from .models import resolve_embedder
+
+# How a sentence-transformers model runs: benchmarks/onnx_recall.py, benchmarks/ingest_throughput.py
+# and benchmarks/cold_search.py measured the choices; float32 ONNX keeps sentence-transformers' vectors.
+BACKENDS = ("onnx", "onnx-int8", "sentence-transformers")
+DEFAULT_BACKEND = "onnx"
 
 
 class Embedder(Protocol):
@@ -24,9 +35,10 @@ class Embedder(Protocol):
 class SentenceTransformerEmbedder:
     """sentence-transformers model, loaded on first use."""
 
-    def __init__(self, name: str, batch_size: int = 32):
+    def __init__(self, name: str, batch_size: int = 32, device: str = "cpu"):
         self.name = name
         self.batch_size = batch_size
+        self.device = device
         self._model = None
 
     @property
@@ -34,7 +46,9 @@ class SentenceTransformerEmbedder:
         if self._model is None:
             from sentence_transformers import SentenceTransformer
 
-            self._model = SentenceTransformer(str(resolve_embedder(self.name)), device="cpu", local_files_only=True)
+            self._model = SentenceTransformer(
+                str(resolve_embedder(self.name)), device=self.device, local_files_only=True
+            )
         return self._model
 
     @property
@@ -59,3 +73,27 @@ class SentenceTransformerEmbedder:
             return []
         enc = self.model.tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]
         return [len(ids) for ids in enc]
+
+
+def sentence_embedder(name: str, backend: str | None = None, **options):
+    """A sentence-transformers model (registry name or folder) on `backend`: `onnx` (float32, the
+    default), `onnx-int8`, or `sentence-transformers`; None reads $RAGTUNE_EMBEDDER_BACKEND. Without
+    onnxruntime, or for a folder whose modules the ONNX path does not reproduce, the default
+    falls back to sentence-transformers (an explicit `onnx*` backend raises instead)."""
+    chosen = backend or os.environ.get("RAGTUNE_EMBEDDER_BACKEND") or DEFAULT_BACKEND
+    if chosen not in BACKENDS:
+        raise ConfigError(f"embedder backend {chosen!r}: use one of {', '.join(BACKENDS)}")
+    if chosen.startswith("onnx"):
+        from .onnx_embedder import OnnxEmbedder, UnsupportedModel, onnx_runtime_available, read_layout
+
+        explicit = chosen != DEFAULT_BACKEND or backend is not None or "RAGTUNE_EMBEDDER_BACKEND" in os.environ
+        try:
+            if not onnx_runtime_available():
+                raise ConfigError(f"embedder backend {chosen!r} needs onnxruntime: pip install onnxruntime")
+            read_layout(resolve_embedder(name))
+        except (ConfigError, UnsupportedModel):
+            if explicit:
+                raise
+        else:
+            return OnnxEmbedder(name, quantize=chosen == "onnx-int8", fallback=not explicit, **options)
+    return SentenceTransformerEmbedder(name, **{k: v for k, v in options.items() if k in ("batch_size", "device")})

@@ -5,11 +5,14 @@ Nothing here touches the network: models come from installed Python packages or 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import os
 import shutil
 import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,3 +138,130 @@ def gguf_to_safetensors(gguf: Path, label: str) -> Path:
         if not (target / "config.json").exists():
             raise
     return target
+
+
+# -- sentence-transformers folder -> ONNX, once ----------------------------------------------------
+ONNX_EXPORT_VERSION = 1  # bump when the exported graph changes: old cache entries are then ignored
+_WEIGHTS = ("config.json", "model.safetensors", "pytorch_model.bin")
+
+
+def onnx_cache_folder(transformer: Path, label: str) -> Path:
+    """Where the ONNX export of the transformer in `transformer` (a folder with config.json and
+    weights) lives; the key is the folder's identity: its path and its weights' sizes and times."""
+    parts = [str(transformer.resolve()), f"v{ONNX_EXPORT_VERSION}"]
+    for name in _WEIGHTS:
+        f = transformer / name
+        if f.is_file():
+            st = f.stat()
+            parts.append(f"{name}|{st.st_size}|{int(st.st_mtime)}")
+    key = hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
+    return cache_dir() / "models" / f"{label}-onnx-{key}"
+
+
+def export_onnx(transformer: Path, label: str, quantize: bool = False) -> Path:
+    """The transformer's token embeddings as an ONNX file in the model cache, exported once (~15 s
+    with torch; every later call is a few `stat`s and imports nothing). `quantize`: int8 weights
+    (onnxruntime's dynamic quantisation of the float32 export). Each file is written under a
+    temporary name and renamed, so a killed export never leaves a file that looks finished."""
+    folder = onnx_cache_folder(transformer, label)
+    fp32 = folder / "model.onnx"
+    if not fp32.is_file():
+        _write_atomic(fp32, lambda tmp: _export_transformer(transformer, tmp))
+    if not quantize:
+        return fp32
+    int8 = folder / "model-int8.onnx"
+    if not int8.is_file():
+        _write_atomic(int8, lambda tmp: _quantize(fp32, tmp))
+    return int8
+
+
+def _write_atomic(target: Path, write: Callable[[Path], None]) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in target.parent.glob(f".{target.name}.*.tmp"):  # left by a killed export
+        try:
+            if time.time() - stale.stat().st_mtime > 3600:
+                stale.unlink()
+        except OSError:
+            pass
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, target)  # atomic; a concurrent export of the same file writes the same bytes
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _export_transformer(transformer: Path, out: Path) -> None:
+    """torch.onnx.export of the Hugging Face model: inputs as its tokenizer makes them (batch and
+    sequence length dynamic), output `last_hidden_state` (pooling happens outside the graph)."""
+    import inspect
+
+    import torch
+    from transformers import AutoModel
+
+    with _quiet("transformers"):
+        model = AutoModel.from_pretrained(str(transformer), attn_implementation="eager", local_files_only=True)
+    model.eval()
+    names = ["input_ids", "attention_mask"]
+    if "token_type_ids" in inspect.signature(model.forward).parameters:
+        names.append("token_type_ids")
+
+    class TokenEmbeddings(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids, attention_mask, token_type_ids=None):
+            extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+            return self.model(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
+
+    example = tuple(torch.ones(2, 8, dtype=torch.long) for _ in names)
+    options: dict = {"input_names": names, "output_names": ["last_hidden_state"]}
+    if importlib.util.find_spec("onnxscript") is not None:  # torch's default (dynamo) exporter needs it
+        batch, seq = torch.export.Dim("batch", min=1, max=65536), torch.export.Dim("seq", min=1, max=8192)
+        options.update(
+            dynamo=True, external_data=False, verbose=False,
+            dynamic_shapes={n: {0: batch, 1: seq} for n in names},
+        )  # fmt: skip
+    else:  # the TorchScript exporter: deprecated in torch, but needs neither onnx nor onnxscript
+        options.update(
+            dynamo=False, opset_version=17,
+            dynamic_axes={n: {0: "batch", 1: "seq"} for n in [*names, "last_hidden_state"]},
+        )  # fmt: skip
+    import io
+    import warnings
+
+    with (
+        torch.no_grad(),
+        warnings.catch_warnings(),
+        contextlib.redirect_stdout(io.StringIO()),  # the exporter's progress lines
+        _quiet("torch.onnx", "onnxscript"),  # "torchvision is not installed", ...
+    ):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(TokenEmbeddings(), example, str(out), **options)
+
+
+@contextlib.contextmanager
+def _quiet(*loggers: str):
+    """Only errors from these loggers (the root logger for "") while the block runs."""
+    import logging
+
+    saved = [(lg, lg.level) for lg in map(logging.getLogger, loggers)]
+    for lg, level in saved:
+        lg.setLevel(max(level, logging.ERROR))
+    try:
+        yield
+    finally:
+        for lg, level in saved:
+            lg.setLevel(level)
+
+
+def _quantize(fp32: Path, out: Path) -> None:
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with _quiet(""):  # its "consider pre-processing" warning goes to the root logger
+        quantize_dynamic(
+            str(fp32), str(out), weight_type=QuantType.QInt8,
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},  # it cannot infer some MatMul outputs
+        )  # fmt: skip

@@ -1,0 +1,251 @@
+"""Generation backends on the same RAG prompts: decode tokens/s, time to first token (TTFT), and the
+share of greedy answers identical to transformers fp32, with ratios against transformers fp32.
+
+Every installed backend runs on the same ~400-token prompts (a demo question, its paragraph and a
+second paragraph, in ragtune's RAG prompt), greedy, `--new-tokens` new tokens, after two untimed
+warm-up prompts per backend (the first one's TTFT is printed as "cold TTFT"); the backends take
+turns prompt by prompt, so background load on the machine falls on all of them alike. Conversions
+go to a fresh temporary cache and are timed (the GGUF -> safetensors base folder is the one shared
+source, from the user's cache). `--adapter` merges a PEFT adapter into the base first, in every
+backend (the bundled question-generation LoRA is src/ragtune/data/qg-adapter).
+
+    flock /tmp/ragtune-bench.lock .venv/bin/python benchmarks/generation.py [--prompts 40]
+        [--new-tokens 32] [--backends transformers,ct2,ct2-int8,ort-fp32,ort-int8,ort-int4] [--adapter DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "src" / "ragtune" / "data" / "squad_demo.json"
+BASE = "smollm2-135m-instruct"
+WARMUP = 2  # prompts each backend answers before the timed ones
+NOT_RUN = {  # candidates that cannot run from this venv, with why (docs/generation-backends.md)
+    "llama.cpp": "no wheel for this platform; llama-cpp-python builds from source (~8 min)",
+    "openvino": "optimum-intel (the exporter) pins transformers 5.5 and pulls a CUDA torch build",
+}
+
+
+def rag_prompts(tok, n: int, target: int = 400):
+    """`n` RAG prompts of about `target` tokens: question, its paragraph, and the next document's
+    paragraph cut to fit."""
+    from ragtune.context import Source
+    from ragtune.documents import load_squad
+    from ragtune.prompts import rag_messages
+
+    docs, questions = load_squad(DEMO)
+    position = {d.id: i for i, d in enumerate(docs)}
+    prompts = []
+    for q in questions[:n]:
+        other = docs[(position[q.doc_ids[0]] + 3) % len(docs)]
+        words = other.text.split()
+
+        def messages(k: int, q=q, other=other, words=words):
+            return rag_messages(
+                q.question,
+                [
+                    Source(1, "a", q.doc_ids[0], q.title, q.context, 1.0),
+                    Source(2, "b", other.id, other.title, " ".join(words[:k]), 0.5),
+                ],
+            )
+
+        lo, hi = 0, len(words)  # the most words of the second paragraph that keep the prompt <= target
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            size = len(
+                tok.apply_chat_template(messages(mid), tokenize=True, add_generation_prompt=True, return_dict=False)
+            )
+            lo, hi = (mid, hi) if size <= target else (lo, mid - 1)
+        prompts.append(messages(lo))
+    return prompts
+
+
+# -- runners: each loads (converting if need be) and yields a prompt's new token ids as decoded ---
+
+
+class Transformers:
+    def __init__(self, base: str, adapter: str | None):
+        from ragtune.generators import TransformersGenerator
+
+        self.gen = TransformersGenerator(base, adapter=adapter)
+        self.gen.model  # noqa: B018 (load now, not inside the first timing)
+
+    def tokens(self, messages, max_new: int) -> Iterator[int]:
+        import threading
+
+        import torch
+        from transformers.generation.streamers import BaseStreamer
+
+        model, tok, out = self.gen.model, self.gen.tokenizer, []
+        ready = threading.Semaphore(0)
+
+        class Collect(BaseStreamer):
+            first = True
+
+            def put(self, value):
+                if self.first:  # the prompt
+                    self.first = False
+                    return
+                out.extend(int(t) for t in value.reshape(-1))
+                ready.release()
+
+            def end(self):
+                out.append(None)
+                ready.release()
+
+        ids = tok([self.gen.render(messages)], return_tensors="pt", add_special_tokens=False)["input_ids"]
+
+        def work():
+            with torch.inference_mode():
+                model.generate(
+                    ids,
+                    max_new_tokens=max_new,
+                    do_sample=False,
+                    pad_token_id=tok.pad_token_id,
+                    eos_token_id=tok.eos_token_id,
+                    streamer=Collect(),
+                )
+
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+        i = 0
+        while True:
+            ready.acquire()
+            while i < len(out):
+                if out[i] is None or out[i] == tok.eos_token_id:
+                    thread.join()
+                    return
+                yield out[i]
+                i += 1
+
+
+class CT2:
+    def __init__(self, base: str, adapter: str | None, quantisation: str = "float32"):
+        from ragtune.fast_generators import CT2Generator
+
+        self.gen = CT2Generator(base, adapter=adapter, quantisation=quantisation)
+        self.gen.generator  # noqa: B018
+
+    def tokens(self, messages, max_new: int) -> Iterator[int]:
+        return self.gen.token_ids(messages, max_new)
+
+
+class OrtGenai:
+    def __init__(self, base: str, adapter: str | None, precision: str):
+        from ragtune.fast_generators import OrtGenaiGenerator
+
+        self.gen = OrtGenaiGenerator(base, adapter=adapter, precision=precision)
+        self.gen.model  # noqa: B018
+
+    def tokens(self, messages, max_new: int) -> Iterator[int]:
+        return self.gen.token_ids(messages, max_new)
+
+
+BACKENDS = {
+    "transformers": ("transformers", lambda b, a: Transformers(b, a)),
+    "ct2": ("ctranslate2", lambda b, a: CT2(b, a)),
+    "ct2-int8": ("ctranslate2", lambda b, a: CT2(b, a, "int8")),
+    "ort-fp32": ("onnxruntime_genai", lambda b, a: OrtGenai(b, a, "fp32")),
+    "ort-int8": ("onnxruntime_genai", lambda b, a: OrtGenai(b, a, "int8")),
+    "ort-int4": ("onnxruntime_genai", lambda b, a: OrtGenai(b, a, "int4")),
+}
+
+
+def timed(runner, messages, max_new: int) -> tuple[list[int], float, float | None]:
+    """(token ids, TTFT s, decode tokens/s after the first token or None if only one)."""
+    t0 = time.perf_counter()
+    stamps, ids = [], []
+    for token in runner.tokens(messages, max_new):
+        stamps.append(time.perf_counter() - t0)
+        ids.append(token)
+    if not stamps:
+        return ids, time.perf_counter() - t0, None
+    rate = (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 and stamps[-1] > stamps[0] else None
+    return ids, stamps[0], rate
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--prompts", type=int, default=40)
+    ap.add_argument("--new-tokens", type=int, default=32)
+    ap.add_argument("--backends", default=",".join(BACKENDS))
+    ap.add_argument("--adapter", default=None, help="a PEFT adapter / run folder, merged into the base everywhere")
+    args = ap.parse_args()
+
+    from ragtune.models import resolve_generator
+
+    base = str(resolve_generator(BASE))  # the shared source folder, in the user's cache
+    wanted = [b.strip() for b in args.backends.split(",") if b.strip()]
+    if "transformers" not in wanted:
+        wanted.insert(0, "transformers")
+    for name, why in NOT_RUN.items():
+        print(f"{name:14s} not run: {why}")
+    runners, convert_s = {}, {}
+    with tempfile.TemporaryDirectory(prefix="ragtune-genbench-") as tmp:
+        os.environ["RAGTUNE_CACHE"] = tmp  # every conversion from scratch, timed
+        for name in wanted:
+            package, make = BACKENDS[name]
+            if importlib.util.find_spec(package) is None:
+                print(f"{name:14s} not installed ({package})")
+                continue
+            t0 = time.perf_counter()
+            runners[name] = make(base, args.adapter)
+            convert_s[name] = time.perf_counter() - t0
+            print(f"{name:14s} converted + loaded in {convert_s[name]:.1f}s", flush=True)
+        tok = runners["transformers"].gen.tokenizer
+        prompts = rag_prompts(tok, args.prompts + WARMUP)
+        warmup, prompts = prompts[:WARMUP], prompts[WARMUP:]
+        cold = {}
+        for name, runner in runners.items():  # first calls are slower (allocators, kernel choice): not timed
+            cold[name] = timed(runner, warmup[0], args.new_tokens)[1]
+            for messages in warmup[1:]:
+                timed(runner, messages, args.new_tokens)
+        sizes = [
+            len(tok.apply_chat_template(p, tokenize=True, add_generation_prompt=True, return_dict=False))
+            for p in prompts
+        ]
+        print(
+            f"{len(prompts)} prompts, median {statistics.median(sizes):.0f} tokens; {args.new_tokens} new, greedy"
+            + (f"; adapter {args.adapter}" if args.adapter else ""),
+            flush=True,
+        )
+        stats = {n: {"ttft": [], "rate": [], "text": []} for n in runners}
+        for i, messages in enumerate(prompts):
+            for name, runner in runners.items():
+                ids, ttft, rate = timed(runner, messages, args.new_tokens)
+                stats[name]["ttft"].append(ttft)
+                if rate is not None:
+                    stats[name]["rate"].append(rate)
+                stats[name]["text"].append(tok.decode(ids, skip_special_tokens=True).strip())
+            if (i + 1) % 10 == 0:
+                print(f"  {i + 1}/{len(prompts)} prompts", flush=True)
+
+    ref = stats["transformers"]
+    ref_rate, ref_ttft = statistics.median(ref["rate"]), statistics.median(ref["ttft"])
+    print(
+        f"\n{'backend':14s} {'convert s':>9s} {'decode tok/s':>12s} {'x tf':>6s} {'TTFT ms':>8s} {'x tf':>6s} "
+        f"{'cold TTFT':>9s} {'same answer':>11s}"
+    )
+    for name, s in stats.items():
+        rate, ttft = statistics.median(s["rate"]), statistics.median(s["ttft"])
+        same = sum(a == b for a, b in zip(s["text"], ref["text"])) / len(prompts)
+        print(
+            f"{name:14s} {convert_s[name]:9.1f} {rate:12.1f} {rate / ref_rate:6.2f} {ttft * 1000:8.0f} "
+            f"{ref_ttft / ttft:6.2f} {cold[name] * 1000:9.0f} {same:11.0%}"
+        )
+    for name, s in stats.items():
+        diff = next((i for i, (a, b) in enumerate(zip(s["text"], ref["text"])) if a != b), None)
+        if diff is not None:
+            print(f"first difference, {name}: {s['text'][diff]!r} vs transformers {ref['text'][diff]!r}")
+
+
+if __name__ == "__main__":
+    main()
