@@ -482,6 +482,8 @@ def cmd_serve(args) -> int:
         request_timeout_s=args.timeout,
         keys_file=args.keys or "",
         cors_origins=tuple(args.cors or ()),
+        batch_window_ms=args.batch_window_ms,
+        max_batch=args.max_batch,
     )
     print(
         f"ragtune serving {args.index} on http://{args.host}:{args.port} (OpenAPI at /docs; chat page at /)",
@@ -693,6 +695,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--port", type=int, default=8000)
     sp.add_argument("--max-queue", type=int, default=8, help="requests that may wait for the model before 503")
     sp.add_argument("--timeout", type=float, default=120.0, help="seconds before a request gives up (504)")
+    sp.add_argument(
+        "--batch-window-ms", type=float, default=5.0, help="an idle model waits this long to batch concurrent questions"
+    )
+    sp.add_argument(
+        "--max-batch", type=int, default=16, help="most questions answered in one model call; 1 = no batching"
+    )
     sp.add_argument(
         "--keys",
         metavar="KEYS.toml",

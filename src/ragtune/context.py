@@ -60,6 +60,34 @@ def select_context(
     hit's rank), then take the best until the budget is spent. Sentences that speak to the model
     rather than about the topic (instructions planted in a document, safety.drop_instructions)
     are never selected."""
+    return select_context_batch([question], [hits], embedder, budget_tokens, dedupe_threshold)[0]
+
+
+def select_context_batch(
+    questions: Sequence[str],
+    hits: Sequence[Sequence[Hit]],
+    embedder: Embedder,
+    budget_tokens: int = 320,
+    dedupe_threshold: float = 0.8,
+) -> list[list[Source]]:
+    """`select_context` for many questions: their sentences are embedded and counted in one
+    call each, which is where the time goes."""
+    split = [_sentences(h, dedupe_threshold) for h in hits]
+    texts = [t for q, sents in zip(questions, split) if sents for t in (q, *(s.text for s in sents))]
+    vecs = embedder.embed(texts) if texts else None
+    sizes = embedder.count_tokens([s.text for sents in split for s in sents])
+    out, row, at = [], 0, 0
+    for q, h, sents in zip(questions, hits, split):
+        if not sents:
+            out.append([])
+            continue
+        n = len(sents)
+        out.append(_choose(q, h, sents, vecs[row : row + n + 1], sizes[at : at + n], embedder, budget_tokens))
+        row, at = row + n + 1, at + n
+    return out
+
+
+def _sentences(hits: Sequence[Hit], dedupe_threshold: float) -> list[_Sentence]:
     from .safety import drop_instructions
 
     sentences: list[_Sentence] = []
@@ -73,15 +101,24 @@ def select_context(
                     continue
                 sentences.append(_Sentence(h_i, order, s, words))
                 order += 1
-    if not sentences:
-        return []
-    vecs = embedder.embed([question] + [s.text for s in sentences])
+    return sentences
+
+
+def _choose(
+    question: str,
+    hits: Sequence[Hit],
+    sentences: list[_Sentence],
+    vecs: np.ndarray,
+    sizes: list[int],
+    embedder: Embedder,
+    budget_tokens: int,
+) -> list[Source]:
+    """The best sentences within the budget, grouped by hit; `vecs` = question then sentences."""
     cos = vecs[1:] @ vecs[0]
     q_words = content_words(question)
     overlap = np.array([len(q_words & s.words) / max(len(q_words), 1) for s in sentences])
     rank_bonus = np.array([0.05 / (1 + s.hit) for s in sentences])
     scores = cos + 0.3 * overlap + rank_bonus
-    sizes = embedder.count_tokens([s.text for s in sentences])
 
     chosen: list[int] = []
     used = 0

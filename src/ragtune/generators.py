@@ -154,38 +154,93 @@ class TransformersGenerator:
         """Log-likelihood of each continuation as the whole reply to `prompt` (its tokens and the
         end of the turn, so a span cut short scores low). The prompt is read once; its cache is
         shared by the continuations, which go through the model as one batch."""
+        return self.score_batch([prompt], [continuations])[0]
+
+    def score_batch(
+        self, prompts: Sequence[Messages], continuations: Sequence[Sequence[str]], max_rows: int = 64
+    ) -> list[list[float]]:
+        """`score` for many prompts at once: the prompts go through the model as one left-padded
+        batch (position ids count real tokens only, so each row reads as it would alone), then
+        every prompt's continuations as one batch over the shared cache. Prompts are taken in
+        groups of at most `max_rows` continuations (memory stays flat), shortest first (less padding)."""
         import torch
 
-        if not continuations:
-            return []
+        if len(prompts) != len(continuations):
+            raise ValueError(f"score_batch: {len(prompts)} prompts but {len(continuations)} continuation lists")
+        out: list[list[float]] = [[] for _ in prompts]
+        todo = [i for i, c in enumerate(continuations) if c]
+        if not todo:
+            return out
         model, tok = self.model, self.tokenizer
         end = tok.eos_token_id
-        ids = [tok(c, add_special_tokens=False)["input_ids"] + [end] for c in continuations]
+        prompt_ids = dict(
+            zip(todo, tok([self.render(prompts[i]) for i in todo], add_special_tokens=False)["input_ids"])
+        )
+        cont_ids = {i: [tok(c, add_special_tokens=False)["input_ids"] + [end] for c in continuations[i]] for i in todo}
+        groups: list[list[int]] = []
+        rows = 0
+        for i in sorted(todo, key=lambda i: len(prompt_ids[i])):
+            if groups and rows + len(cont_ids[i]) <= max_rows:
+                groups[-1].append(i)
+                rows += len(cont_ids[i])
+            else:
+                groups.append([i])
+                rows = len(cont_ids[i])
         was_training = model.training
         model.eval()
-        with self._lock, torch.inference_mode():
-            p = tok([self.render(prompt)], return_tensors="pt", add_special_tokens=False)["input_ids"].to(model.device)
-            out = model(p, use_cache=True, logits_to_keep=1)
-            first = torch.log_softmax(out.logits[0, -1].float(), -1).cpu()
-            named = "cache" in out  # transformers >= 5.2 names it `cache`, earlier `past_key_values`
-            cache = out["cache"] if named else out.past_key_values
-            cache.batch_repeat_interleave(len(ids))
-            width = max(map(len, ids))
-            x = torch.full((len(ids), width), tok.pad_token_id)
-            mask = torch.zeros(len(ids), p.shape[1] + width, dtype=torch.long)
-            mask[:, : p.shape[1]] = 1
-            for i, seq in enumerate(ids):
-                x[i, : len(seq)] = torch.tensor(seq)
-                mask[i, p.shape[1] : p.shape[1] + len(seq)] = 1
-            x, mask = x.to(model.device), mask.to(model.device)
-            logp = torch.log_softmax(
-                model(x, attention_mask=mask, **{"cache" if named else "past_key_values": cache}).logits.float(), -1
-            ).cpu()
-        model.train(was_training)
-        scores = []
-        for i, seq in enumerate(ids):
-            rest = logp[i, torch.arange(len(seq) - 1), torch.tensor(seq[1:])].sum().item() if len(seq) > 1 else 0.0
-            scores.append(first[seq[0]].item() + rest)
+        try:
+            with self._lock, torch.inference_mode():
+                for group in groups:
+                    scores = self._score_group([prompt_ids[i] for i in group], [cont_ids[i] for i in group])
+                    for i, s in zip(group, scores):
+                        out[i] = s
+        finally:
+            model.train(was_training)
+        return out
+
+    def _score_group(self, prompts: list[list[int]], continuations: list[list[list[int]]]) -> list[list[float]]:
+        """Token ids in, log-likelihoods out (see `score_batch`); the caller holds the lock."""
+        import torch
+
+        model, pad, device = self.model, self.tokenizer.pad_token_id, self.model.device
+        width = max(map(len, prompts))
+        x = torch.full((len(prompts), width), pad, dtype=torch.long)
+        mask = torch.zeros(len(prompts), width, dtype=torch.long)
+        for b, ids in enumerate(prompts):  # left padding: every prompt ends at the right edge
+            x[b, width - len(ids) :] = torch.tensor(ids)
+            mask[b, width - len(ids) :] = 1
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = model(
+            x.to(device), attention_mask=mask.to(device), position_ids=pos.to(device), use_cache=True, logits_to_keep=1
+        )
+        first = torch.log_softmax(out.logits[:, -1].float(), -1).cpu()
+        named = "cache" in out  # transformers >= 5.2 names it `cache`, earlier `past_key_values`
+        cache = out["cache"] if named else out.past_key_values
+        rows = [(b, seq) for b, seqs in enumerate(continuations) for seq in seqs]
+        owner = torch.tensor([b for b, _ in rows])
+        cache.reorder_cache(owner.to(device))  # one copy of its prompt's cache per continuation
+        cwidth = max(len(seq) for _, seq in rows)
+        cx = torch.full((len(rows), cwidth), pad, dtype=torch.long)
+        cmask = torch.zeros(len(rows), width + cwidth, dtype=torch.long)
+        cmask[:, :width] = mask[owner]
+        for r, (_, seq) in enumerate(rows):  # right padding: the continuations start where their prompt ends
+            cx[r, : len(seq)] = torch.tensor(seq)
+            cmask[r, width : width + len(seq)] = 1
+        cpos = torch.tensor([len(prompts[b]) for b, _ in rows])[:, None] + torch.arange(cwidth)
+        logits = model(
+            cx.to(device),
+            attention_mask=cmask.to(device),
+            position_ids=cpos.to(device),
+            **{"cache" if named else "past_key_values": cache},
+        ).logits.float()
+        # log-softmax only where it is read: the logit of the next token minus the log-normaliser
+        targets = cx[:, 1:].to(device)
+        picked = logits[:, :-1].gather(-1, targets[..., None])[..., 0] - torch.logsumexp(logits[:, :-1], -1)
+        picked = picked.cpu()
+        scores: list[list[float]] = [[] for _ in prompts]
+        for r, (b, seq) in enumerate(rows):
+            rest = picked[r, : len(seq) - 1].sum().item() if len(seq) > 1 else 0.0
+            scores[b].append(first[b, seq[0]].item() + rest)
         return scores
 
     def stream(self, prompt: Messages, max_new_tokens: int = 48) -> Iterator[str]:

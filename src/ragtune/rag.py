@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 
 from .config import RagConfig
-from .context import Source, content_words, select_context
+from .context import Source, content_words, select_context_batch
 from .documents import Hit
 from .errors import InputError
 from .generators import Generator
@@ -165,15 +165,26 @@ def best_sentence(question: str, candidates: Sequence[SpanCandidate], embedder) 
     """The sentence most relevant to the question among those with candidates (cosine of the
     embeddings plus the share of the question's content words it holds, as context selection
     ranks them) and its relevance."""
-    sentences = list(dict.fromkeys(c.sentence for c in candidates))
-    vecs = embedder.embed([question, *sentences])
-    q_words = content_words(question)
-    rel = [
-        float(vecs[i + 1] @ vecs[0]) + 0.3 * len(q_words & content_words(s)) / max(len(q_words), 1)
-        for i, s in enumerate(sentences)
-    ]
-    i = max(range(len(sentences)), key=rel.__getitem__)
-    return sentences[i], rel[i]
+    return best_sentences([question], [candidates], embedder)[0]
+
+
+def best_sentences(
+    questions: Sequence[str], candidates: Sequence[Sequence[SpanCandidate]], embedder
+) -> list[tuple[str, float]]:
+    """`best_sentence` for many questions, embedded in one call (each needs candidates)."""
+    groups = [list(dict.fromkeys(c.sentence for c in cands)) for cands in candidates]
+    vecs = embedder.embed([t for q, sentences in zip(questions, groups) for t in (q, *sentences)])
+    out, row = [], 0
+    for question, sentences in zip(questions, groups):
+        q_words = content_words(question)
+        rel = [
+            float(vecs[row + i + 1] @ vecs[row]) + 0.3 * len(q_words & content_words(s)) / max(len(q_words), 1)
+            for i, s in enumerate(sentences)
+        ]
+        i = max(range(len(sentences)), key=rel.__getitem__)
+        out.append((sentences[i], rel[i]))
+        row += len(sentences) + 1
+    return out
 
 
 def evidence(answer: Answer, likelihood: tuple[float, float] = (0.0, 0.0)) -> Evidence:
@@ -246,30 +257,37 @@ class Pipeline:
         return self.answer_batch([question], filters)[0]
 
     def answer_batch(
-        self, questions: Sequence[str], filters: dict | None = None, exclude_docs: Sequence[set[str]] | None = None
+        self,
+        questions: Sequence[str],
+        filters: dict | Sequence[dict | None] | None = None,
+        exclude_docs: Sequence[set[str]] | None = None,
     ) -> list[Answer]:
-        """Answer many questions; retrieval and generation run batched. Stage times are per
-        question (batch time / n). `exclude_docs` keeps given documents out of each question's
-        retrieval (the gate's calibration uses it to make unanswerable questions)."""
+        """Answer many questions; retrieval, context selection and the model run batched. Stage
+        times are per question (batch time / n). `filters` is one dict for every question or a
+        list with one per question (each question is retrieved with its own filters only: the
+        server batches callers with different access this way). `exclude_docs` keeps given
+        documents out of each question's retrieval (the gate's calibration uses it to make
+        unanswerable questions)."""
         config = self.config
         questions = [check_question(q, config) for q in questions]
         if not questions:
             return []
         n = len(questions)
+        per_question = _per_question(filters, n)
         t0 = time.perf_counter()
-        hits, contexts = self._retrieve(questions, filters, exclude_docs)
+        hits, contexts = self._retrieve(questions, per_question, exclude_docs)
         t1 = time.perf_counter()
         t2 = t1
         if self._retriever is not None:
-            contexts = [self._select(q, h) for q, h in zip(questions, hits)]
+            contexts = self._select(questions, hits)
             t2 = time.perf_counter()
         if self.extracts:
-            picked = [self._extract(q, c) for q, c in zip(questions, contexts)]
+            picked = self._extract_batch(questions, contexts)
             raws, likelihood, prompts = (list(x) for x in zip(*picked))
         else:
             prompts = [self._prompt(q, c) for q, c in zip(questions, contexts)]
             raws = self.generator.generate(prompts, config.max_new_tokens)
-            likelihood = [self._likelihood(p, r, c) for p, r, c in zip(prompts, raws, contexts)]
+            likelihood = self._likelihoods(prompts, raws, contexts)
         t3 = time.perf_counter()
         timings = Timings((t1 - t0) / n, (t2 - t1) / n, (t3 - t2) / n, (t3 - t0) / n)
         tokens_in = self.generator.count_tokens([self.generator.render(p) for p in prompts])
@@ -293,26 +311,64 @@ class Pipeline:
         likely of its candidate spans is the answer, cited to its source. Returns (raw reply,
         (mean log-prob per token, lead over the runner-up), the prompt the model read). Reading one
         sentence rather than every source doubled F1 on 100 SQuAD dev questions (25.4 vs 11.8)."""
-        candidates = answer_spans(question, sources, self.config.spans_per_sentence)
-        if not candidates:
-            return ABSTAIN, (0.0, 0.0), rag_messages(question, sources)
-        sentence, _ = best_sentence(question, candidates, self._retriever.embedder)
-        pool = [c for c in candidates if c.sentence == sentence or c.text in ("yes", "no")]
-        prompt = reader_messages(sentence, question)
-        scores = self.generator.score(prompt, [c.text for c in pool])
-        order = sorted(range(len(pool)), key=lambda i: -scores[i])
-        best = pool[order[0]]
-        lead = scores[order[0]] - scores[order[1]] if len(order) > 1 else 0.0
-        n_tokens = max(self.generator.count_tokens([best.text])[0], 1)
-        number = next((s.number for s in sources if sentence in s.text), best.source)
-        return f"{best.text} [{number}]", (scores[order[0]] / n_tokens, lead), prompt
+        return self._extract_batch([question], [sources])[0]
+
+    def _extract_batch(
+        self, questions: Sequence[str], contexts: Sequence[list[Source]]
+    ) -> list[tuple[str, tuple[float, float], Messages]]:
+        """`_extract` for many questions: one embedding call picks every question's sentence, and
+        the model scores every question's spans in one batched call (`score_batch` when the
+        generator has it)."""
+        out: list = [None] * len(questions)
+        candidates = [answer_spans(q, s, self.config.spans_per_sentence) for q, s in zip(questions, contexts)]
+        todo = [i for i, c in enumerate(candidates) if c]
+        for i in set(range(len(questions))) - set(todo):
+            out[i] = (ABSTAIN, (0.0, 0.0), rag_messages(questions[i], contexts[i]))
+        if not todo:
+            return out
+        chosen = best_sentences([questions[i] for i in todo], [candidates[i] for i in todo], self._retriever.embedder)
+        pools = [
+            [c for c in candidates[i] if c.sentence == sentence or c.text in ("yes", "no")]
+            for i, (sentence, _) in zip(todo, chosen)
+        ]
+        prompts = [reader_messages(sentence, questions[i]) for i, (sentence, _) in zip(todo, chosen)]
+        scores = self._score(prompts, [[c.text for c in pool] for pool in pools])
+        orders = [sorted(range(len(pool)), key=lambda j: -sc[j]) for pool, sc in zip(pools, scores)]
+        n_tokens = self.generator.count_tokens([pool[order[0]].text for pool, order in zip(pools, orders)])
+        for i, (sentence, _), pool, sc, order, prompt, nt in zip(
+            todo, chosen, pools, scores, orders, prompts, n_tokens
+        ):
+            best = pool[order[0]]
+            lead = sc[order[0]] - sc[order[1]] if len(order) > 1 else 0.0
+            number = next((s.number for s in contexts[i] if sentence in s.text), best.source)
+            out[i] = (f"{best.text} [{number}]", (sc[order[0]] / max(nt, 1), lead), prompt)
+        return out
+
+    def _score(self, prompts: Sequence[Messages], continuations: Sequence[Sequence[str]]) -> list[list[float]]:
+        """The generator's `score_batch`, or its `score` per prompt where it has no batch call."""
+        batch = getattr(self.generator, "score_batch", None)
+        if batch is not None:
+            return batch(prompts, continuations)
+        return [self.generator.score(p, c) for p, c in zip(prompts, continuations)]
 
     def _likelihood(self, prompt: Messages, raw: str, sources: list[Source]) -> tuple[float, float]:
         """Mean log-prob per token of a written answer, when a gate will read it."""
-        if not self.score_answers or not sources or not hasattr(self.generator, "score") or is_abstention(raw):
-            return 0.0, 0.0
-        score = self.generator.score(prompt, [raw])[0]
-        return score / max(self.generator.count_tokens([raw])[0], 1), 0.0
+        return self._likelihoods([prompt], [raw], [sources])[0]
+
+    def _likelihoods(
+        self, prompts: Sequence[Messages], raws: Sequence[str], contexts: Sequence[list[Source]]
+    ) -> list[tuple[float, float]]:
+        out = [(0.0, 0.0)] * len(raws)
+        if not self.score_answers or not hasattr(self.generator, "score"):
+            return out
+        todo = [i for i, (raw, c) in enumerate(zip(raws, contexts)) if c and not is_abstention(raw)]
+        if not todo:
+            return out
+        scores = self._score([prompts[i] for i in todo], [[raws[i]] for i in todo])
+        sizes = self.generator.count_tokens([raws[i] for i in todo])
+        for i, score, size in zip(todo, scores, sizes):
+            out[i] = (score[0] / max(size, 1), 0.0)
+        return out
 
     def _finish(self, answer: Answer, likelihood: tuple[float, float]) -> Answer:
         """Attach the evidence and let the gate decide whether the sources hold the answer."""
@@ -326,9 +382,9 @@ class Pipeline:
         image, tag or URL only once it is complete and judged, so none the sources lack is shown."""
         question = check_question(question, self.config)
         t0 = time.perf_counter()
-        hits, sources = self._retrieve([question], filters)
+        hits, sources = self._retrieve([question], _per_question(filters, 1))
         t1 = time.perf_counter()
-        sources = [self._select(question, hits[0])] if self._retriever is not None else sources
+        sources = self._select([question], hits) if self._retriever is not None else sources
         t2 = time.perf_counter()
         likelihood = None
         allowed = allowed_text(question, sources[0])
@@ -361,16 +417,43 @@ class Pipeline:
 
     # -- stages ------------------------------------------------------------------------------
     def _retrieve(
-        self, questions: list[str], filters: dict | None, exclude: Sequence[set[str]] | None = None
+        self, questions: list[str], filters: list[dict | None], exclude: Sequence[set[str]] | None = None
     ) -> tuple[list[list[Hit]], list[list[Source]]]:
+        """Hits per question, each with its own filters: questions that share filters are searched
+        in one batch (their embeddings in one call)."""
         if self._retriever is None:
             return [[] for _ in questions], [[] for _ in questions]
         c = self.config
-        return self._retriever.search_batch(questions, k=c.k, mode=c.mode, filters=filters, exclude=exclude), []
+        groups: list[tuple[dict | None, list[int]]] = []
+        for i, f in enumerate(filters):
+            group = next((g for g in groups if g[0] == f), None)
+            if group is None:
+                groups.append((f, [i]))
+            else:
+                group[1].append(i)
+        hits: list[list[Hit]] = [[] for _ in questions]
+        for f, idx in groups:
+            skip = [exclude[i] for i in idx] if exclude else None
+            found = self._retriever.search_batch(
+                [questions[i] for i in idx], k=c.k, mode=c.mode, filters=f, exclude=skip
+            )
+            for i, h in zip(idx, found):
+                hits[i] = h
+        return hits, []
 
-    def _select(self, question: str, hits: list[Hit]) -> list[Source]:
+    def _select(self, questions: Sequence[str], hits: Sequence[list[Hit]]) -> list[list[Source]]:
         c = self.config
-        return select_context(question, hits, self._retriever.embedder, c.context_tokens, c.dedupe_threshold)
+        return select_context_batch(questions, hits, self._retriever.embedder, c.context_tokens, c.dedupe_threshold)
 
     def _prompt(self, question: str, sources: list[Source]) -> Messages:
         return rag_messages(question, sources) if self._retriever is not None else closed_book_messages(question)
+
+
+def _per_question(filters: Mapping | Sequence[Mapping | None] | None, n: int) -> list[dict | None]:
+    """One filters dict (or None) per question, from one for all or a list of them."""
+    if filters is None or isinstance(filters, Mapping):
+        return [filters] * n
+    filters = list(filters)
+    if len(filters) != n:
+        raise InputError(f"filters: {len(filters)} given for {n} questions; give one dict, or one per question")
+    return filters

@@ -42,6 +42,7 @@ from .auth import (
     visible_only,
     with_access,
 )
+from .batching import Batcher
 from .models import AskRequest, AskResponse, CitationOut, DocumentsIn
 from .openai import chat_completion, chat_stream, question_from_messages
 
@@ -82,15 +83,21 @@ class ServeConfig:
     request_timeout_s: float = 120.0
     max_queue: int = 8  # requests allowed to wait for a model; beyond that: 503 at once
     k: int = 0  # chunks retrieved per question; 0 = the index's setting
+    # Questions that arrive together with the same settings are answered in one batched model call:
+    # an idle model waits this long for company; a busy one batches whatever arrived meanwhile.
+    batch_window_ms: float = 5.0
+    max_batch: int = 16  # the most questions answered in one call; 1 = no batching
 
     def __post_init__(self):
         object.__setattr__(self, "cors_origins", tuple(self.cors_origins))
-        for name in ("max_upload_bytes", "max_body_bytes", "max_question_chars", "max_queue"):
+        for name in ("max_upload_bytes", "max_body_bytes", "max_question_chars", "max_queue", "max_batch"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"ServeConfig.{name}={value!r}: must be a positive integer")
         if not self.request_timeout_s > 0:
             raise ConfigError(f"ServeConfig.request_timeout_s={self.request_timeout_s!r}: must be positive")
+        if isinstance(self.batch_window_ms, bool) or not 0 <= self.batch_window_ms <= 10_000:
+            raise ConfigError(f"ServeConfig.batch_window_ms={self.batch_window_ms!r}: must be 0 to 10000 (ms)")
         if self.k < 0:
             raise ConfigError(f"ServeConfig.k={self.k!r}: must be 0 (the index's setting) or more")
         for origin in self.cors_origins:
@@ -140,6 +147,51 @@ class Service:
                 ft = make_generator(cfg.generator or None, adapter=cfg.adapter)
                 generators.update({"ft": ft, "rag+ft": ft})
         self.generators = generators
+        # One batching worker per model: strategies that share a model share its batches' queue.
+        window = cfg.batch_window_ms / 1000
+        self.batchers = {id(g): Batcher(self.answer_batch, window, cfg.max_batch) for g in generators.values()}
+
+    async def answer_batched(self, name: str, pipe: Pipeline, question: str, filters: dict | None) -> Answer:
+        """The answer to one question, computed in a batch with the others that wait for the same
+        model with the same settings (batching.py)."""
+        question = pipe.check(question)  # a bad question fails alone, before it joins a batch
+        key = (name, pipe.config)
+        return await self.batchers[id(pipe.generator)].submit(key, pipe, question, filters)
+
+    def answer_batch(self, pipe: Pipeline, questions: list[str], filters: list[dict | None]) -> list[Answer]:
+        """Answers for `questions`, each retrieved with its own `filters` (its caller's access)."""
+        found = self.nothing_found_batch(pipe, questions, filters)
+        todo = [i for i, f in enumerate(found) if f is None]
+        answers = pipe.answer_batch([questions[i] for i in todo], [filters[i] for i in todo]) if todo else []
+        for i, ans in zip(todo, answers):
+            found[i] = ans
+        return found
+
+    def nothing_found_batch(self, pipe: Pipeline, questions: list[str], filters: list[dict | None]) -> list:
+        """`nothing_found` for many questions: one probe search per distinct filters."""
+        questions = [pipe.check(q) for q in questions]
+        if pipe.index is None:
+            return [None] * len(questions)
+        probe = replace(pipe.config, reranker="", candidates=1)
+        out: list[Answer | None] = [None] * len(questions)
+        done: set[int] = set()
+        for i, f in enumerate(filters):
+            if i in done:
+                continue
+            same = [j for j in range(i, len(filters)) if filters[j] == f]
+            done.update(same)
+            hits = self.index.search([questions[j] for j in same], k=1, filters=f, config=probe)
+            for j, h in zip(same, hits):
+                out[j] = None if h else _nothing(questions[j])
+        return out
+
+    def collect(self, pipe: Pipeline, question: str, filters: dict | None) -> Answer:
+        """The streamed answer, whole (chat without `stream`)."""
+        found = self.nothing_found(pipe, question, filters)
+        if found is not None:
+            return found
+        *_, final = pipe.stream(question, filters)
+        return final
 
     @staticmethod
     def tuned(name: str) -> bool:
@@ -180,19 +232,12 @@ class Service:
         probe = replace(pipe.config, reranker="", candidates=1)
         if self.index.search(question, k=1, filters=filters, config=probe):
             return None
-        why = "retrieval found no document that matches the question and the filters and that this key may read"
-        return Answer(question=question, text=NO_RESULTS, raw=NO_RESULTS, abstained=True, abstain_reason=why)
+        return _nothing(question)
 
-    def answer(self, pipe: Pipeline, question: str, filters: dict | None) -> Answer:
-        return self.nothing_found(pipe, question, filters) or pipe.answer(question, filters)
 
-    def collect(self, pipe: Pipeline, question: str, filters: dict | None) -> Answer:
-        """The streamed answer, whole (chat without `stream`)."""
-        found = self.nothing_found(pipe, question, filters)
-        if found is not None:
-            return found
-        *_, final = pipe.stream(question, filters)
-        return final
+def _nothing(question: str) -> Answer:
+    why = "retrieval found no document that matches the question and the filters and that this key may read"
+    return Answer(question=question, text=NO_RESULTS, raw=NO_RESULTS, abstained=True, abstain_reason=why)
 
 
 def answer_to_response(ans: Answer, strategy: str) -> AskResponse:
@@ -302,6 +347,19 @@ def create_app(cfg: ServeConfig, generators: dict | None = None) -> FastAPI:
         except InputError as exc:
             raise unprocessable(loc, str(exc)) from None
 
+    async def answer_batched(name: str, pipe: Pipeline, question: str, filters: dict | None, loc: str = "question"):
+        """`run_model` for a question answered in a batch (server/batching.py): the same admission
+        gate and time limit; a question that times out before its batch starts is withdrawn."""
+        try:
+            with svc.gate:
+                return await asyncio.wait_for(svc.answer_batched(name, pipe, question, filters), cfg.request_timeout_s)
+        except Busy:
+            raise busy() from None
+        except TimeoutError:
+            raise too_slow() from None
+        except InputError as exc:
+            raise unprocessable(loc, str(exc)) from None
+
     @app.get("/healthz", summary="liveness")
     def healthz():
         return {"status": "ok"}
@@ -313,7 +371,7 @@ def create_app(cfg: ServeConfig, generators: dict | None = None) -> FastAPI:
     @app.post("/v1/ask", response_model=AskResponse, summary="answer a question with cited sources")
     async def ask(req: AskRequest, who: Principal = Depends(current_principal)):
         pipe = svc.pipeline(req.strategy, who, k=req.k, mode=req.mode)
-        ans = await run_model(svc.answer, pipe, req.question, who.scope(req.filters))
+        ans = await answer_batched(req.strategy, pipe, req.question, who.scope(req.filters))
         return answer_to_response(visible_only(ans, who), req.strategy)
 
     @app.get("/v1/models", summary="the strategies this key may use, as OpenAI models")
@@ -331,6 +389,7 @@ def create_app(cfg: ServeConfig, generators: dict | None = None) -> FastAPI:
         pipe = svc.pipeline(model, who, max_tokens=min(max_tokens, MAX_TOKENS) if max_tokens else None)
         filters = who.scope(None)
         if not stream:
+            # Per request, as the stream is: an OpenAI client's concurrency stays visible to the model.
             ans = await run_model(svc.collect, pipe, question, filters, loc="messages")
             return chat_completion(visible_only(ans, who), model)
         try:

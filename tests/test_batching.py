@@ -1,0 +1,280 @@
+"""Batched answering: `score_batch` equals `score`, `answer_batch` with per-question filters equals
+single answers, and the server's batches keep every key to its own documents."""
+
+import asyncio
+import re
+import threading
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from ragtune import Pipeline, RagConfig
+from ragtune.documents import Document
+from ragtune.index import Index
+from ragtune.server.app import ServeConfig, create_app
+from ragtune.server.batching import Batcher
+from ragtune.testing import ScriptedGenerator
+
+from .test_access import DOCS, KEYS_TOML, MARKERS, QUESTION, TOKENS, VISIBLE, echo
+from .tiny_models import build_tiny_llama
+
+# -- the model: many prompts in one padded pass -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_generator(tmp_path_factory):
+    from ragtune.generators import TransformersGenerator
+
+    path = build_tiny_llama(tmp_path_factory.mktemp("tiny") / "llama")
+    return TransformersGenerator(str(path), device="cpu")
+
+
+def _messages(text):
+    return [{"role": "system", "content": "answer"}, {"role": "user", "content": text}]
+
+
+def test_score_batch_equals_score_per_prompt(tiny_generator):
+    gen = tiny_generator
+    # prompts of different lengths (left padding) and continuations of different lengths (right padding)
+    prompts = [
+        _messages("the capital of france is paris"),
+        _messages("w1 w2 w3 w4 w5 w6 w7 w8 w9 w10 w11 w12 w13 w14 w15 w16 w17 w18 question"),
+        _messages("rome"),
+        _messages("nothing to score"),
+    ]
+    conts = [["paris", "rome italy", "the capital of france"], ["w3 w4", "w18"], ["rome"], []]
+    batch = gen.score_batch(prompts, conts)
+    single = [gen.score(p, c) for p, c in zip(prompts, conts)]
+    assert [len(b) for b in batch] == [3, 2, 1, 0]
+    for b, s in zip(batch, single):
+        assert b == pytest.approx(s, abs=1e-4)
+    # groups smaller than the batch (memory bound) give the same scores
+    assert [pytest.approx(s, abs=1e-4) for s in single] == gen.score_batch(prompts, conts, max_rows=2)
+    assert len({round(x, 4) for b in batch for x in b}) >= 5  # not trivially equal
+    with pytest.raises(ValueError, match="2 prompts but 1"):
+        gen.score_batch(prompts[:2], conts[:1])
+
+
+def test_score_equals_a_plain_forward_pass(tiny_generator):
+    import torch
+
+    gen = tiny_generator
+    prompt, spans = _messages("w5 w6 paris w7"), ["paris", "w6 w7 w8"]
+    tok, model = gen.tokenizer, gen.model
+    p = tok(gen.render(prompt), add_special_tokens=False)["input_ids"]
+    for span, got in zip(spans, gen.score_batch([_messages("w1"), prompt], [["w2"], spans])[1]):
+        c = tok(span, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        with torch.inference_mode():
+            logp = torch.log_softmax(model(torch.tensor([p + c])).logits[0].float(), -1)
+        assert got == pytest.approx(sum(logp[len(p) - 1 + j, t].item() for j, t in enumerate(c)), abs=1e-4)
+
+
+# -- the pipeline: one call, per-question filters ------------------------------------------------
+
+
+@pytest.fixture
+def ix(tmp_path):
+    index = Index.create(tmp_path / "ix", embedder="hashing")
+    index.ingest([Document(d, text, d.title(), meta={"groups": g} if g else {}) for d, (text, g) in DOCS.items()])
+    return tmp_path / "ix"
+
+
+class SpanScorer(ScriptedGenerator):
+    """Scores spans by a fixed preference (markers first); records each batched call."""
+
+    def __init__(self):
+        super().__init__(lambda m: "unused")
+        self.calls: list[int] = []
+
+    def score_batch(self, prompts, continuations):
+        self.calls.append(len(prompts))
+        return [[(5.0 if c.isupper() else 0.0) - 0.01 * len(c) for c in cs] for cs in continuations]
+
+    def score(self, prompt, continuations):
+        return self.score_batch([prompt], [continuations])[0]
+
+
+@pytest.mark.parametrize("mode", ["generate", "extract"])
+def test_answer_batch_with_filters_per_question_equals_single_answers(ix, mode):
+    gen = ScriptedGenerator(echo) if mode == "generate" else SpanScorer()
+    pipe = Pipeline(Index.open(ix), gen, RagConfig(embedder="hashing", k=7, answer_mode=mode), gate=False)
+    cases = [
+        ({"groups": ["finance"]}, VISIBLE["alice"]),
+        ({"groups": ["hr"]}, VISIBLE["bob"]),
+        (None, set(DOCS)),
+        ({"groups": []}, VISIBLE["carol"]),
+        ({"groups": ["finance"]}, VISIBLE["alice"]),
+    ]
+    filters = [f for f, _ in cases]
+    questions = [QUESTION, QUESTION, QUESTION, QUESTION, "zorblax bonuses reserves"]
+    batch = pipe.answer_batch(questions, filters)
+    single = [pipe.answer(q, f) for q, f in zip(questions, filters)]
+    assert [a.text for a in batch] == [a.text for a in single]
+    assert [[h.chunk.id for h in a.hits] for a in batch] == [[h.chunk.id for h in a.hits] for a in single]
+    assert [a.citations for a in batch] == [a.citations for a in single]
+    for (_, allowed), a in zip(cases, batch):
+        assert a.hits and {h.chunk.doc_id for h in a.hits} <= allowed
+        assert set(re.findall(r"[A-Z]{6,}", a.raw)) <= {MARKERS[d] for d in allowed}
+    assert {h.chunk.doc_id for h in batch[2].hits} - VISIBLE["alice"]  # the unfiltered one sees more
+    if mode == "extract":
+        assert gen.calls[0] == len(questions)  # every question's spans in one model call
+    with pytest.raises(Exception, match="2 given for 5 questions"):
+        pipe.answer_batch(questions, filters[:2])
+
+
+# -- the server: two keys, one batch -------------------------------------------------------------
+
+
+class Recording(ScriptedGenerator):
+    """Echoes markers; records the prompts of each generate call; takes a moment (requests gather)."""
+
+    def __init__(self):
+        super().__init__(echo)
+        self.calls: list[list] = []
+
+    def generate(self, prompts, max_new_tokens=48):
+        self.calls.append(list(prompts))
+        time.sleep(0.05)
+        return super().generate(prompts, max_new_tokens)
+
+
+def test_two_keys_in_one_batch_each_see_only_their_groups(ix, tmp_path):
+    keys = tmp_path / "keys.toml"
+    keys.write_text(KEYS_TOML)
+    gen = Recording()
+    cfg = ServeConfig(index=str(ix), keys_file=str(keys), batch_window_ms=1500, max_batch=8)
+    app = create_app(cfg, generators={"rag": gen, "base": gen})
+    client = TestClient(app)
+    results = {}
+
+    def ask(name):
+        r = client.post("/v1/ask", json={"question": QUESTION, "k": 7},
+                        headers={"Authorization": f"Bearer {TOKENS[name]}"})  # fmt: skip
+        results[name] = r
+
+    threads = [threading.Thread(target=ask, args=(n,)) for n in ("alice", "bob", "carol")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    batcher = next(iter(app.state.service.batchers.values()))
+    assert (batcher.batches, batcher.answered) == (1, 3)  # the three questions were answered together
+    assert len(gen.calls) == 1 and len(gen.calls[0]) == 3
+    for name, r in results.items():
+        assert r.status_code == 200, r.text
+        body = r.json()
+        visible = VISIBLE[name]
+        assert {h["document_id"] for h in body["retrieved"]} <= visible
+        assert {c["document_id"] for c in body["citations"]} <= visible
+        shown = set(re.findall(r"[A-Z]{6,}", body["answer"]))
+        assert shown and shown <= {MARKERS[d] for d in visible}, (name, shown)
+    # every prompt of the batch holds only the markers of its own key's documents
+    prompts = [p[-1]["content"] for p in gen.calls[0]]
+    for name in ("alice", "bob", "carol"):
+        mine = [p for p in prompts if set(re.findall(r"\b[A-Z]{6,}\b", p)) <= {MARKERS[d] for d in VISIBLE[name]}]
+        assert mine, name
+    leaked = {m for p in prompts for m in re.findall(r"\b[A-Z]{6,}\b", p)}
+    assert {MARKERS["hr1"], MARKERS["fin1"]} <= leaked  # the batch really mixed finance and hr readers
+
+
+def test_settings_split_batches(ix, tmp_path):
+    gen = Recording()
+    app = create_app(ServeConfig(index=str(ix), batch_window_ms=1000), generators={"rag": gen, "base": gen})
+    client = TestClient(app)
+    codes = []
+
+    def call(i):  # the same question; the third with another k: another batch
+        codes.append(client.post("/v1/ask", json={"question": QUESTION, "k": 2 if i == 2 else 5}).status_code)
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert codes == [200, 200, 200]
+    assert sorted(len(c) for c in gen.calls) == [1, 2]
+
+
+# -- the batcher itself --------------------------------------------------------------------------
+
+
+def test_batcher_limits_batches_withdraws_timed_out_questions_and_isolates_failures():
+    seen: list[list[str]] = []
+
+    def answer(pipe, questions, filters):
+        seen.append(list(questions))
+        time.sleep(0.1)
+        if "bad" in questions:
+            raise ValueError("bad question")
+        return [f"{q}:{f}" for q, f in zip(questions, filters)]
+
+    batcher = Batcher(answer, window_s=0.05, max_batch=3)
+
+    async def main():
+        jobs = [batcher.submit("k", None, f"q{i}", i) for i in range(5)]
+        got = await asyncio.gather(*jobs)
+        assert got == [f"q{i}:{i}" for i in range(5)]
+        assert [len(b) for b in seen] == [3, 2]
+        seen.clear()
+        # a question whose wait is cancelled before its batch starts is never answered
+        first = asyncio.ensure_future(batcher.submit("k", None, "slow", 0))
+        await asyncio.sleep(0.07)  # the first batch has started
+        late = asyncio.ensure_future(batcher.submit("k", None, "late", 0))
+        await asyncio.sleep(0.01)
+        late.cancel()
+        assert await first == "slow:0"
+        await asyncio.sleep(0.2)
+        assert seen == [["slow"]]
+        seen.clear()
+        # one failing question fails alone; different keys never share a batch
+        results = await asyncio.gather(
+            batcher.submit("k", None, "ok", 1),
+            batcher.submit("k", None, "bad", 2),
+            batcher.submit("other", None, "x", 3),
+            return_exceptions=True,
+        )
+        assert results[0] == "ok:1" and isinstance(results[1], ValueError) and results[2] == "x:3"
+        assert ["x"] in seen and ["ok", "bad"] in seen
+
+    asyncio.run(main())
+    time.sleep(0.05)
+    assert batcher._worker is None  # the worker ends when the queue runs dry
+
+
+def test_serve_config_checks_batching_fields(tmp_path):
+    from ragtune.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="max_batch"):
+        ServeConfig(index="x", max_batch=0)
+    with pytest.raises(ConfigError, match="batch_window_ms"):
+        ServeConfig(index="x", batch_window_ms=-1)
+
+
+# -- the real models -----------------------------------------------------------------------------
+
+
+@pytest.mark.e2e
+def test_batched_answers_equal_single_answers_on_the_real_models(tmp_path):
+    from ragtune import make_generator
+    from ragtune.demo import demo_data_path
+    from ragtune.documents import load_squad
+    from ragtune.prompts import reader_messages
+
+    docs, examples = load_squad(demo_data_path())
+    docs = [d for d in docs if d.id.startswith("Normans/")][:12]
+    index = Index.create(tmp_path / "ix")
+    index.ingest(docs)
+    asked = [e.question for e in examples if e.doc_ids[0] in {d.id for d in docs}][:4]
+    gen = make_generator()
+    pipe = Pipeline(index, gen, RagConfig(k=3))
+    assert pipe.extracts
+    batch = pipe.answer_batch(asked)
+    single = [pipe.answer(q) for q in asked]
+    assert [a.raw for a in batch] == [a.raw for a in single]
+    assert [a.evidence.logprob for a in batch] == pytest.approx([a.evidence.logprob for a in single], abs=1e-4)
+    prompts = [reader_messages(" ".join(s.text for s in a.sources) or "nothing", a.question) for a in single]
+    spans = [["Rollo", "the Normans", "France"], ["Normandy"], ["10th and 11th centuries", "Denmark"], ["a"]]
+    got = gen.score_batch(prompts, spans)
+    for p, s, g in zip(prompts, spans, got):
+        assert g == pytest.approx(gen.score(p, s), abs=1e-4)
