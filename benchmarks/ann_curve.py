@@ -112,9 +112,10 @@ def main() -> None:
 
             for kind, config, settings in (
                 ("IVF_HNSW_SQ", HnswSq(distance_type="cosine", num_partitions=partitions),
-                 [{"nprobes": p, "ef": ef} for p, ef in ((4, 64), (8, 64), (16, 100), (32, 150))]),
+                 [{"nprobes": p, "ef": ef} for p, ef in ((4, 64), (8, 64), (16, 100), (32, 150), (64, 200),
+                                                          (96, 300))]),
                 ("IVF_PQ", IvfPq(distance_type="cosine", num_partitions=partitions, num_sub_vectors=48),
-                 [{"nprobes": p, "refine_factor": r} for p, r in ((8, 5), (16, 10), (32, 10), (64, 20))]),
+                 [{"nprobes": p, "refine_factor": r} for p, r in ((8, 5), (16, 10), (32, 10), (64, 20), (128, 40))]),
             ):  # fmt: skip
                 t0 = time.perf_counter()
                 t.create_index("vector", config=config, replace=True)
