@@ -89,6 +89,14 @@ def read_layout(folder: Path) -> Layout:
     return Layout(transformer, int(max_len), bool(st.get("do_lower_case")), modes, int(hidden) * len(modes))
 
 
+def _available_providers() -> list[str]:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return []
+    return list(ort.get_available_providers())
+
+
 def providers(device: str | None) -> list:
     """ONNX Runtime providers for `device` (None: $RAGTUNE_DEVICE, else the CPU): CUDA when asked
     for (`cuda`, `cuda:N`, `auto`) and this onnxruntime has it (the onnxruntime-gpu wheel), else CPU."""
@@ -110,11 +118,19 @@ class OnnxEmbedder:
     `device`: cpu (default) or cuda, as `providers` reads it."""
 
     def __init__(
-        self, name: str, batch_size: int = 32, quantize: bool = False, device: str | None = None, fallback: bool = True
+        self,
+        name: str,
+        batch_size: int | None = None,
+        quantize: bool = False,
+        device: str | None = None,
+        fallback: bool = True,
     ):
         self.name = name
         self.fallback = fallback  # sentence-transformers if the export fails (no torch, an unexportable model)
-        self.batch_size = batch_size
+        # Texts per ONNX call: 8 on a CPU (200 SQuAD paragraphs: 2.36 s at 8 vs 2.87 s at 32 on 2 cores;
+        # less padding, cache-sized activations), 64 on a GPU.
+        wants_gpu = (device or os.environ.get("RAGTUNE_DEVICE", "")).lower().startswith(("cuda", "auto"))
+        self.batch_size = batch_size or (64 if wants_gpu and "CUDAExecutionProvider" in _available_providers() else 8)
         self.quantize = quantize
         self.device = device
         self._layout: Layout | None = None
