@@ -156,6 +156,10 @@ def test_small_compare_with_scripted_generators(tmp_path, corpus_dir, embedder, 
     p = next(p for p in res.paired if p["metric"] == "f1")
     assert (p["a"], p["b"]) == ("base", "rag") and p["diff"] == -100.0 and p["p_value"] < 0.05
     assert len(res.records) == 2 * 17
+    # What ran each model is recorded (index-info shows the embedder's too).
+    assert res.runtime["rag"] == {"name": "scripted", "backend": "ScriptedGenerator", "device": "cpu"}
+    assert res.runtime["embedder"]["backend"] == "HashingEmbedder"
+    assert Index.open(tmp_path / "ix", embedder=embedder).info().embedder_runtime["backend"] == "HashingEmbedder"
     # Files: results.json round-trips, records.csv has a row per question and strategy.
     again = load_results(tmp_path / "out")
     assert again.aggregates == json.loads(json.dumps(res.aggregates))

@@ -50,3 +50,13 @@ def auto_dtype(device: str) -> str:
     if device == "cpu" and cpu_has_native_bf16():
         return "bfloat16"
     return "float32"
+
+
+def describe(model) -> dict:
+    """What runs a model and where: {"name", "backend", "device"} (for results.json and index-info)."""
+    if model is None:
+        return {}
+    backend = getattr(model, "backend", None) or type(model).__name__
+    device = getattr(model, "device", None)
+    return {"name": getattr(model, "name", type(model).__name__), "backend": str(backend),
+            "device": str(device) if device is not None else "cpu"}  # fmt: skip

@@ -35,6 +35,8 @@ class Embedder(Protocol):
 class SentenceTransformerEmbedder:
     """sentence-transformers model, loaded on first use."""
 
+    backend = "sentence-transformers"
+
     def __init__(self, name: str, batch_size: int = 32, device: str = "cpu"):
         self.name = name
         self.batch_size = batch_size

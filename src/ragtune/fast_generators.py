@@ -127,6 +127,9 @@ class CT2Generator:
 
     `quantisation="float32"` (default) keeps transformers' greedy answers; `threads=0` uses every core."""
 
+    backend = "ctranslate2"
+    device = "cpu"
+
     def __init__(
         self,
         model: str,
@@ -284,6 +287,9 @@ class OrtGenaiGenerator:
     """A causal LM through onnxruntime-genai on the CPU (fp32: transformers' greedy answers, ~2.4x
     its tokens/s here; int8 ~4.7x, int4 ~6.9x, with different answers), and span scoring from the
     logits of appended tokens."""
+
+    backend = "onnxruntime-genai"
+    device = "cpu"
 
     def __init__(self, model: str, adapter: str | Path | None = None, precision: str = "fp32"):
         if precision not in ORT_PRECISIONS:

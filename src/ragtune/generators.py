@@ -54,6 +54,8 @@ class TransformersGenerator:
     GPU, else MPS, else the CPU). float32 by default on a CPU, bfloat16 on a GPU that has it;
     `dtype="auto"` also uses bfloat16 where the CPU has it natively (faster, outputs may differ slightly)."""
 
+    backend = "transformers"
+
     def __init__(
         self,
         model: str,

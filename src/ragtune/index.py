@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import overload
 
 from .config import ChunkConfig, RagConfig
+from .devices import describe
 from .documents import Chunk, Document, Hit
-from .errors import DocumentError, IndexMismatchError, IndexNotFoundError, InputError
+from .errors import DocumentError, IndexMismatchError, IndexNotFoundError, InputError, RagtuneError
 from .ingest import IngestReport, Progress, ingest_documents
 from .stores import DocumentInfo, IndexInfo, IndexManifest, Store, backend_for
 from .stores.base import FORMAT, GROUPS, doc_groups
@@ -183,7 +184,14 @@ class Index:
             version=self.store.version(),
             disk_bytes=self.store.disk_bytes(),
             retrieval=dict(m.retrieval),
+            embedder_runtime=describe(self._embedder_or_none()),
         )
+
+    def _embedder_or_none(self):
+        try:
+            return self.embedder
+        except RagtuneError:  # the index's embedder is not installed here: info still works
+            return None
 
     def documents(self, groups: Sequence[str] | None = None) -> list[DocumentInfo]:
         """Every document, sorted by id; with `groups`, only those a reader of these groups may see

@@ -140,6 +140,12 @@ class OnnxEmbedder:
         self._st = None  # sentence-transformers, when the export failed
 
     @property
+    def backend(self) -> str:
+        if self._st is not None:
+            return "sentence-transformers (ONNX export failed)"
+        return "onnxruntime-int8" if self.quantize else "onnxruntime"
+
+    @property
     def layout(self) -> Layout:
         if self._layout is None:
             self._layout = read_layout(resolve_embedder(self.name))

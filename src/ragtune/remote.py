@@ -115,6 +115,9 @@ class OpenAIGenerator:
     the server applies. No `score`: the remote model's log-probabilities are not read, so
     spans are not extracted and no likelihood reaches the answerability gate."""
 
+    backend = "openai-compatible"
+    device = "remote"
+
     def __init__(
         self,
         base_url: str,

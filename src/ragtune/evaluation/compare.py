@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from ..config import RagConfig, build, read_toml
+from ..devices import describe
 from ..documents import QAExample, load_paths, load_squad
 from ..errors import ConfigError
 from ..rag import Pipeline
@@ -137,6 +138,7 @@ class Results:
     notes: list[str] = field(default_factory=list)
     questions: dict = field(default_factory=dict)  # where the questions came from (synthetic: the synth report)
     tuning: dict = field(default_factory=dict)  # evaluate: tuned retrieval settings and each strategy's gate
+    runtime: dict = field(default_factory=dict)  # what ran each model and where: embedder, each strategy's generator
 
 
 def _mean(xs: Sequence[float]) -> float | None:
@@ -248,6 +250,8 @@ def run_experiment(
 
     # Finished records of an interrupted run into this folder are reused when their fingerprint
     # (strategy, generator, adapter run, retrieval settings, gate, index contents, question) matches.
+    if index is not None:
+        results.runtime["embedder"] = describe(index.embedder)
     log = RecordLog(out / PARTIAL)
     index_key = _index_key(index) if index is not None else ""
     fresh_key = _index_key(fresh) if fresh is not None else ""
@@ -266,6 +270,7 @@ def run_experiment(
             if pool is None:
                 getattr(gen, "model", None)  # load outside the meter: per-question cost is answering, not loading
             pipe = Pipeline(index if s.retrieval else None, gen, rag_cfg)
+            results.runtime[s.name] = {**describe(gen), **({"ray_workers": pool.workers} if pool else {})}
             fresh_pipe = Pipeline(fresh if s.retrieval else None, gen, rag_cfg)
             if pipe.gate is not None:
                 results.tuning.setdefault("gates", {})[s.name] = pipe.gate.to_dict()

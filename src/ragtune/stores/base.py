@@ -57,6 +57,7 @@ class IndexInfo:
     version: int  # grows with each write
     disk_bytes: int
     retrieval: dict = field(default_factory=dict)
+    embedder_runtime: dict = field(default_factory=dict)  # what runs the embedder here and where (index-info)
 
 
 def meta_filters(filters: dict | None) -> tuple[dict, dict]:
