@@ -552,7 +552,7 @@ def train(
                     stopped_early = state["bad_evals"] >= cfg.patience
                     rec["early_stop"] = stopped_early
                 save_checkpoint()  # first: it alone can restore best.pt if a kill comes between the two
-                if improved:
+                if improved and dp.lead:  # one writer: two would race on the temporary file
                     _atomic_save({"step": state["step"], "trainable": trainable_state(model)}, best_path)
             elif time.monotonic() - last_save > CHECKPOINT_EVERY_S:
                 save_checkpoint()
