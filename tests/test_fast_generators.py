@@ -135,7 +135,7 @@ def test_backend_is_picked_by_name_or_option(tiny_llama):
     assert {"smollm2-135m-instruct@ct2", "smollm2-135m-instruct@ort"} <= set(registry(reload=True).names("generator"))
     by_name = make_generator(f"{tiny_llama}@ct2")
     by_option = make_generator(str(tiny_llama), backend="ct2", quantisation="int8")
-    assert isinstance(by_name, CT2Generator) and by_name._generator is None  # nothing converted until used
+    assert isinstance(by_name, CT2Generator) and by_name._model is None  # nothing converted until used
     assert isinstance(by_option, CT2Generator) and by_option.quantisation == "int8"
     assert isinstance(make_generator(str(tiny_llama), backend="transformers"), TransformersGenerator)
     with pytest.raises(ConfigError, match="backend='vllm'"):

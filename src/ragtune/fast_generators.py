@@ -27,8 +27,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from .errors import ConfigError, ModelNotFoundError
-from .generators import _run_name
-from .models import cache_dir, resolve_generator
+from .generators import ChatModel, _run_name, model_sources
+from .models import cache_dir
 from .prompts import Messages
 
 # float32: greedy answers as transformers fp32 (same weights, same arithmetic up to rounding);
@@ -64,19 +64,33 @@ def adapter_hash(adapter: Path) -> str:
     return h.hexdigest()
 
 
-def _sources(model: str, adapter: str | Path | None) -> tuple[Path, Path | None]:
-    """(model folder, PEFT adapter folder or None), resolved as `TransformersGenerator` does: a
-    fine-tuned whole model (top-layers / full) replaces the base; a PEFT adapter is merged into it."""
-    weights = None
-    if adapter is not None:
-        from .finetune.run import RunFolder
-
-        weights = RunFolder.open(adapter).weights
-        if (weights / "config.json").exists():
-            return weights, None
-        if not (weights / "adapter_config.json").exists():
-            raise ModelNotFoundError(f"{str(weights)!r} holds no adapter (adapter_config.json) or model (config.json)")
-    return resolve_generator(model), weights
+def _cached_build(kind: str, model: str, adapter, variant: str, version: str, marker: str, build) -> tuple[Path, Path]:
+    """(the folder holding the tokenizer, `cache_dir()/kind/...`: `build(source folder, out folder)`
+    run once for `model` + `adapter` at `variant`, keyed by the source folder, the adapter's content
+    hash, the variant and the backend's `version`). A PEFT adapter is merged into the float32 base
+    first. Built in a temporary folder and renamed into place (atomic); `marker` names the file
+    that says a build is complete."""
+    source, peft = model_sources(model, adapter)
+    parts = [_folder_key(source), adapter_hash(peft) if peft else "", variant, version]
+    key = hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+    target = cache_dir() / kind / f"{source.name}-{variant}-{key}"
+    if (target / marker).exists():
+        return source, target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
+    try:
+        src = source
+        if peft is not None:
+            src = tmp / "merged"
+            _merge(source, peft, src)
+        build(src, tmp / "out")
+        os.replace(tmp / "out", target)  # atomic: a half-written cache is never seen
+    except OSError:
+        if not (target / marker).exists():  # another process won the race: use its copy
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return source, target
 
 
 def converted(model: str, adapter: str | Path | None = None, quantisation: str = "float32") -> tuple[Path, Path]:
@@ -86,29 +100,11 @@ def converted(model: str, adapter: str | Path | None = None, quantisation: str =
         raise ConfigError(f"quantisation={quantisation!r}: use one of {', '.join(QUANTISATIONS)}")
     import ctranslate2
 
-    source, peft = _sources(model, adapter)
-    parts = [_folder_key(source), adapter_hash(peft) if peft else "", quantisation, ctranslate2.__version__]
-    key = hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
-    target = cache_dir() / "ct2" / f"{source.name}-{quantisation}-{key}"
-    if (target / "model.bin").exists():
-        return source, target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
-    try:
-        src = source
-        if peft is not None:
-            src = tmp / "merged"
-            _merge(source, peft, src)
-        ctranslate2.converters.TransformersConverter(str(src), low_cpu_mem_usage=True).convert(
-            str(tmp / "ct2"), quantization=quantisation, force=True
-        )
-        os.replace(tmp / "ct2", target)  # atomic: a half-written cache is never seen
-    except OSError:
-        if not (target / "model.bin").exists():  # another process won the race: use its copy
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return source, target
+    def build(src: Path, out: Path) -> None:
+        converter = ctranslate2.converters.TransformersConverter(str(src), low_cpu_mem_usage=True)
+        converter.convert(str(out), quantization=quantisation, force=True)
+
+    return _cached_build("ct2", model, adapter, quantisation, ctranslate2.__version__, "model.bin", build)
 
 
 def _merge(base: Path, adapter: Path, out: Path) -> None:
@@ -122,8 +118,32 @@ def _merge(base: Path, adapter: Path, out: Path) -> None:
     AutoTokenizer.from_pretrained(str(base)).save_pretrained(out)
 
 
-class CT2Generator:
+class _TokenStream(ChatModel):
+    """A generator that decodes one token at a time (`token_ids`): completions and streams from it."""
+
+    def token_ids(self, prompt: Messages, max_new_tokens: int = 48) -> Iterator[int]:
+        raise NotImplementedError
+
+    def generate(self, prompts: Sequence[Messages], max_new_tokens: int = 48) -> list[str]:
+        tok = self.tokenizer
+        return [tok.decode(list(self.token_ids(p, max_new_tokens)), skip_special_tokens=True).strip() for p in prompts]
+
+    def stream(self, prompt: Messages, max_new_tokens: int = 48) -> Iterator[str]:
+        """The completion of one prompt piece by piece (whole characters only: a piece is emitted
+        once the text decoded so far no longer ends in a partial UTF-8 sequence)."""
+        tok, ids, sent = self.tokenizer, [], ""
+        for token_id in self.token_ids(prompt, max_new_tokens):
+            ids.append(token_id)
+            text = tok.decode(ids, skip_special_tokens=True)
+            if len(text) > len(sent) and not text.endswith("\ufffd"):
+                yield text[len(sent) :]
+                sent = text
+
+
+class CT2Generator(_TokenStream):
     """A causal LM through CTranslate2 on the CPU, optionally with a fine-tuned adapter merged in.
+    It generates one prompt at a time: CTranslate2 batches of unequal prompt lengths decode the tail
+    of the longer ones token by token, slower than one by one on a CPU.
 
     `quantisation="float32"` (default) keeps transformers' greedy answers; `threads=0` uses every core."""
 
@@ -149,8 +169,6 @@ class CT2Generator:
         self.quantisation = quantisation
         self.threads = threads
         self.batch_size = batch_size
-        self._generator = None
-        self._tokenizer = None
         self._lock = threading.Lock()
 
     def _load(self) -> None:
@@ -161,29 +179,10 @@ class CT2Generator:
         tok = AutoTokenizer.from_pretrained(str(source))
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
-        self._generator = ctranslate2.Generator(str(folder), device="cpu", intra_threads=self.threads)
+        self._model = ctranslate2.Generator(str(folder), device="cpu", intra_threads=self.threads)
         self._tokenizer = tok
 
-    @property
-    def tokenizer(self):
-        if self._tokenizer is None:
-            self._load()
-        return self._tokenizer
-
-    @property
-    def generator(self):
-        """The `ctranslate2.Generator` (loaded, and converted if need be, on first use)."""
-        if self._generator is None:
-            self._load()
-        return self._generator
-
-    model = generator  # callers warm a generator up with `gen.model` before timing it
-
-    def render(self, prompt: Messages) -> str:
-        return self.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-
-    def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        return [len(ids) for ids in self.tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]]
+    generator = ChatModel.model  # the `ctranslate2.Generator` (converted if need be, loaded on first use)
 
     def _tokens(self, text: str) -> list[str]:
         tok = self.tokenizer
@@ -199,23 +198,6 @@ class CT2Generator:
                 if step.token == end:
                     break
                 yield step.token_id
-
-    def generate(self, prompts: Sequence[Messages], max_new_tokens: int = 48) -> list[str]:
-        """Greedy completions. One prompt at a time: CTranslate2 batches of unequal prompt lengths
-        decode the tail of the longer ones token by token, slower than one by one on a CPU."""
-        tok = self.tokenizer
-        return [tok.decode(list(self.token_ids(p, max_new_tokens)), skip_special_tokens=True).strip() for p in prompts]
-
-    def stream(self, prompt: Messages, max_new_tokens: int = 48) -> Iterator[str]:
-        """The completion of one prompt piece by piece (whole characters only: a piece is emitted
-        once the text decoded so far no longer ends in a partial UTF-8 sequence)."""
-        tok, ids, sent = self.tokenizer, [], ""
-        for token_id in self.token_ids(prompt, max_new_tokens):
-            ids.append(token_id)
-            text = tok.decode(ids, skip_special_tokens=True)
-            if len(text) > len(sent) and not text.endswith("\ufffd"):
-                yield text[len(sent) :]
-                sent = text
 
     def score(self, prompt: Messages, continuations: Sequence[str]) -> list[float]:
         """Log-likelihood of each continuation as the whole reply to `prompt` (its tokens and the end
@@ -256,34 +238,17 @@ def ort_converted(model: str, adapter: str | Path | None = None, precision: str 
 
     import onnxruntime_genai
 
-    source, peft = _sources(model, adapter)
-    parts = [_folder_key(source), adapter_hash(peft) if peft else "", precision, onnxruntime_genai.__version__]
-    key = hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
-    target = cache_dir() / "ort" / f"{source.name}-{precision}-{key}"
-    if (target / "genai_config.json").exists():
-        return source, target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
-    try:
-        src = source
-        if peft is not None:
-            src = tmp / "merged"
-            _merge(source, peft, src)
-        cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(src), "-o", str(tmp / "ort")]
-        cmd += ["-p", precision, "-e", "cpu", "-c", str(tmp / "hf")]
+    def build(src: Path, out: Path) -> None:
+        cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(src), "-o", str(out)]
+        cmd += ["-p", precision, "-e", "cpu", "-c", str(out.parent / "hf")]
         done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
         if done.returncode != 0:
             raise ConfigError(f"onnxruntime-genai could not build {src}: {done.stderr.strip()[-500:]}")
-        os.replace(tmp / "ort", target)
-    except OSError:
-        if not (target / "genai_config.json").exists():
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return source, target
+
+    return _cached_build("ort", model, adapter, precision, onnxruntime_genai.__version__, "genai_config.json", build)
 
 
-class OrtGenaiGenerator:
+class OrtGenaiGenerator(_TokenStream):
     """A causal LM through onnxruntime-genai on the CPU (fp32: transformers' greedy answers, ~2.4x
     its tokens/s here; int8 ~4.7x, int4 ~6.9x, with different answers), and span scoring from the
     logits of appended tokens."""
@@ -299,8 +264,6 @@ class OrtGenaiGenerator:
         base = f"{model}@ort" if precision == "fp32" else f"{model}@ort-{precision}"
         self.name = base if adapter is None else f"{base}+{_run_name(Path(adapter))}"
         self.model_name, self.adapter, self.precision = model, adapter, precision
-        self._model = None
-        self._tokenizer = None
         self._lock = threading.Lock()
 
     def _load(self) -> None:
@@ -309,26 +272,7 @@ class OrtGenaiGenerator:
 
         source, folder = ort_converted(self.model_name, self.adapter, self.precision)
         self._tokenizer = AutoTokenizer.from_pretrained(str(source))
-        self._model = og.Model(str(folder))
-
-    @property
-    def tokenizer(self):
-        if self._tokenizer is None:
-            self._load()
-        return self._tokenizer
-
-    @property
-    def model(self):
-        """The `onnxruntime_genai.Model` (built if need be, and loaded, on first use)."""
-        if self._model is None:
-            self._load()
-        return self._model
-
-    def render(self, prompt: Messages) -> str:
-        return self.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-
-    def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        return [len(ids) for ids in self.tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]]
+        self._model = og.Model(str(folder))  # `model`: the onnxruntime_genai.Model
 
     def token_ids(self, prompt: Messages, max_new_tokens: int = 48) -> Iterator[int]:
         """The greedy completion's token ids, one by one as they are decoded (the end token left out)."""
@@ -347,10 +291,6 @@ class OrtGenaiGenerator:
                 if token == tok.eos_token_id:
                     break
                 yield token
-
-    def generate(self, prompts: Sequence[Messages], max_new_tokens: int = 48) -> list[str]:
-        tok = self.tokenizer
-        return [tok.decode(list(self.token_ids(p, max_new_tokens)), skip_special_tokens=True).strip() for p in prompts]
 
     def score(self, prompt: Messages, continuations: Sequence[str]) -> list[float]:
         """Log-likelihood of each continuation as the whole reply to `prompt` (its tokens and the end
@@ -385,12 +325,3 @@ class OrtGenaiGenerator:
                     total += rest[np.arange(len(row) - 1), row[1:]].sum()
                 scores.append(float(total))
         return scores
-
-    def stream(self, prompt: Messages, max_new_tokens: int = 48) -> Iterator[str]:
-        tok, ids, sent = self.tokenizer, [], ""
-        for token_id in self.token_ids(prompt, max_new_tokens):
-            ids.append(token_id)
-            text = tok.decode(ids, skip_special_tokens=True)
-            if len(text) > len(sent) and not text.endswith("\ufffd"):
-                yield text[len(sent) :]
-                sent = text

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Protocol
 
 from .devices import auto_dtype, cpu_has_native_bf16, resolve_device  # noqa: F401 (cpu_has_native_bf16: re-exported)
-from .errors import ConfigError
+from .errors import ConfigError, ModelNotFoundError
 from .models import resolve_generator
 from .prompts import Messages
 
@@ -49,7 +49,51 @@ def _run_name(adapter: Path) -> str:
     return adapter.parent.name if adapter.name in ("adapter", "model") and adapter.parent.name else adapter.name
 
 
-class TransformersGenerator:
+def model_sources(model: str, adapter: str | Path | None) -> tuple[Path, Path | None]:
+    """(the model folder to load, the PEFT adapter folder to merge into it or None) for a base
+    model and a fine-tuning run: a fine-tuned whole model (top-layers / full) replaces the base."""
+    if adapter is None:
+        return resolve_generator(model), None
+    from .finetune.run import RunFolder
+
+    weights = RunFolder.open(adapter).weights
+    if (weights / "config.json").exists():
+        return weights, None
+    if not (weights / "adapter_config.json").exists():
+        raise ModelNotFoundError(f"{str(weights)!r} holds no adapter (adapter_config.json) or model (config.json)")
+    return resolve_generator(model), weights
+
+
+class ChatModel:
+    """What every local chat model shares: a tokenizer and a model loaded together on first use
+    (`_load` sets `_tokenizer` and `_model`), the chat template and token counts."""
+
+    _tokenizer = None
+    _model = None
+
+    def _load(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            self._load()
+        return self._tokenizer
+
+    @property
+    def model(self):
+        if self._model is None:
+            self._load()
+        return self._model
+
+    def render(self, prompt: Messages) -> str:
+        return self.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return [len(ids) for ids in self.tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]]
+
+
+class TransformersGenerator(ChatModel):
     """A causal LM through transformers, optionally with a PEFT adapter, on `device` (auto: a CUDA
     GPU, else MPS, else the CPU). float32 by default on a CPU, bfloat16 on a GPU that has it;
     `dtype="auto"` also uses bfloat16 where the CPU has it natively (faster, outputs may differ slightly)."""
@@ -86,22 +130,12 @@ class TransformersGenerator:
     def _load(self) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        adapter = Path(self.adapter) if self.adapter is not None else None
-        if adapter is not None:
-            from .finetune.run import RunFolder
-
-            adapter = RunFolder.open(adapter).weights
-        # A fine-tuned whole model (top-layers / full) replaces the base; a PEFT adapter wraps it.
-        path = (
-            adapter
-            if adapter is not None and (adapter / "config.json").exists()
-            else resolve_generator(self.model_name)
-        )
+        path, adapter = model_sources(self.model_name, self.adapter)
         tok = AutoTokenizer.from_pretrained(str(path))
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
         model = AutoModelForCausalLM.from_pretrained(str(path))
-        if adapter is not None and (adapter / "adapter_config.json").exists():
+        if adapter is not None:
             from peft import PeftModel
 
             # Folded into the weights: the same outputs, ~12% faster on a CPU (no separate LoRA matmuls).
@@ -109,24 +143,6 @@ class TransformersGenerator:
         model = model.to(device=self.device, dtype=torch_dtype(self.dtype, self.device))
         model.eval()
         self._tokenizer, self._model = tok, model
-
-    @property
-    def tokenizer(self):
-        if self._tokenizer is None:
-            self._load()
-        return self._tokenizer
-
-    @property
-    def model(self):
-        if self._model is None:
-            self._load()
-        return self._model
-
-    def render(self, prompt: Messages) -> str:
-        return self.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-
-    def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        return [len(ids) for ids in self.tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]]
 
     def generate(self, prompts: Sequence[Messages], max_new_tokens: int = 48) -> list[str]:
         import torch
