@@ -376,19 +376,18 @@ def _url_for_workers(url: str) -> str:
 
 class AnswerPool:
     """`workers` Answerer actors (default: one per CPU of the cluster, or $RAGTUNE_RAY_WORKERS),
-    each with an equal share of the CPUs. `map(jobs)` yields finished jobs as they complete."""
+    each with an equal share of the CPUs (one GPU each on a GPU cluster). `map(jobs)` yields
+    finished jobs as they complete."""
 
     def __init__(self, address: str | None, indexes: dict, rag_cfg, generators: dict | None = None,
                  workers: int | None = None):  # fmt: skip
         ray = _ray()
         self._started = connect(address)
-        total = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        n = min(workers or _env_int("RAGTUNE_RAY_WORKERS") or total, total)
-        cpus = max(1, total // n)
-        actor = ray.remote(num_cpus=cpus)(Answerer)
+        res = _resources(ray, workers, None)  # the same shares as the embedding actors of ray_ingest
+        actor = ray.remote(num_cpus=res["cpus"], num_gpus=res["gpus"] or None)(Answerer)
         urls = {k: _url_for_workers(v) for k, v in indexes.items()}
-        self.actors = [actor.remote(urls, rag_cfg, generators, cpus) for _ in range(n)]
-        self.workers = n
+        self.actors = [actor.remote(urls, rag_cfg, generators, res["cpus"]) for _ in range(res["workers"])]
+        self.workers = res["workers"]
 
     def map(self, jobs: Sequence[tuple]):
         from ray.util import ActorPool
@@ -439,9 +438,8 @@ def ray_finetune(cfg, data_dir: str | Path, out_dir: str | Path, index: str | No
     started = connect(address)
     say = progress or (lambda msg: None)
     try:
-        total = ray.cluster_resources()
-        gpus = int(total.get("GPU", 0)) and os.environ.get("RAGTUNE_DEVICE", "auto").lower() != "cpu"
-        cpus = max(1, int(total.get("CPU", 1)) // workers)
+        res = _resources(ray, workers, None)
+        workers, cpus, gpus = res["workers"], res["cpus"], res["gpus"]
         out = Path(out_dir).resolve()
         out.mkdir(parents=True, exist_ok=True)
         config = {"cfg": cfg, "data": str(Path(data_dir).resolve()), "out": str(out),

@@ -335,11 +335,11 @@ def create_app(cfg: ServeConfig, generators: dict | None = None) -> FastAPI:
             504, detail=f"the answer took longer than the limit of {cfg.request_timeout_s:g}s (request_timeout_s)"
         )
 
-    async def run_model(fn, *args, loc: str = "question"):
-        """Run blocking model work in a thread, behind the admission gate and the time limit."""
+    async def guarded(work, loc: str = "question"):
+        """Await `work()` behind the admission gate and the time limit (503, 504, 422 on bad input)."""
         try:
             with svc.gate:
-                return await asyncio.wait_for(asyncio.to_thread(fn, *args), timeout=cfg.request_timeout_s)
+                return await asyncio.wait_for(work(), timeout=cfg.request_timeout_s)
         except Busy:
             raise busy() from None
         except TimeoutError:
@@ -347,18 +347,14 @@ def create_app(cfg: ServeConfig, generators: dict | None = None) -> FastAPI:
         except InputError as exc:
             raise unprocessable(loc, str(exc)) from None
 
+    async def run_model(fn, *args, loc: str = "question"):
+        """Run blocking model work in a thread, guarded."""
+        return await guarded(lambda: asyncio.to_thread(fn, *args), loc)
+
     async def answer_batched(name: str, pipe: Pipeline, question: str, filters: dict | None, loc: str = "question"):
-        """`run_model` for a question answered in a batch (server/batching.py): the same admission
-        gate and time limit; a question that times out before its batch starts is withdrawn."""
-        try:
-            with svc.gate:
-                return await asyncio.wait_for(svc.answer_batched(name, pipe, question, filters), cfg.request_timeout_s)
-        except Busy:
-            raise busy() from None
-        except TimeoutError:
-            raise too_slow() from None
-        except InputError as exc:
-            raise unprocessable(loc, str(exc)) from None
+        """A question answered in a batch (server/batching.py), guarded; a question that times out
+        before its batch starts is withdrawn."""
+        return await guarded(lambda: svc.answer_batched(name, pipe, question, filters), loc)
 
     @app.get("/healthz", summary="liveness")
     def healthz():
