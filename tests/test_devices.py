@@ -43,7 +43,8 @@ def test_cuda_generates_and_scores_like_the_cpu(tmp_path):
     gpu = TransformersGenerator(str(path), device="cuda", dtype="float32")
     assert gpu.model.device.type == "cuda"
     assert gpu.generate([prompt], 8) == cpu.generate([prompt], 8)
-    assert gpu.score(prompt, ["paris", "rome"]) == pytest.approx(cpu.score(prompt, ["paris", "rome"]), abs=1e-3)
+    # float32 sums in another order: an H200 gave -10.65624 where the CPU gave -10.65507 (rel 1.1e-4)
+    assert gpu.score(prompt, ["paris", "rome"]) == pytest.approx(cpu.score(prompt, ["paris", "rome"]), rel=1e-3)
     assert "".join(gpu.stream(prompt, 8)).strip() == cpu.generate([prompt], 8)[0]
     assert TransformersGenerator(str(path), device="cuda").dtype == "auto"  # bf16 (or fp16) on the GPU
 

@@ -10,12 +10,15 @@ CHAT_TEMPLATE = (
 )
 
 
-def build_tiny_llama(path: Path, seed: int = 0) -> Path:
+def build_tiny_llama(path: Path, seed: int = 0, n_words: int = 200, device: str = "cpu", **shape) -> Path:
+    """A Llama with a word-level tokenizer (w0 .. w{n_words-1} and a few English words, one token
+    each). `shape` overrides the config (hidden_size, num_hidden_layers, vocab_size ...): the GPU
+    benchmark builds the bundled model's shape, and one ten times larger, with random weights."""
     import torch
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    words = ["<unk>", "<|im_start|>", "<|im_end|>", "<pad>"] + [f"w{i}" for i in range(200)]
+    words = ["<unk>", "<|im_start|>", "<|im_end|>", "<pad>"] + [f"w{i}" for i in range(n_words)]
     words += (
         "the of is a capital paris france rome italy question answer source id sources system user assistant".split()
     )
@@ -27,7 +30,7 @@ def build_tiny_llama(path: Path, seed: int = 0) -> Path:
     )
     fast.chat_template = CHAT_TEMPLATE
     torch.manual_seed(seed)
-    cfg = LlamaConfig(
+    settings = dict(
         vocab_size=len(vocab),
         hidden_size=32,
         intermediate_size=64,
@@ -40,7 +43,9 @@ def build_tiny_llama(path: Path, seed: int = 0) -> Path:
         bos_token_id=vocab["<|im_start|>"],
         tie_word_embeddings=True,
     )
-    model = LlamaForCausalLM(cfg)
+    cfg = LlamaConfig(**{**settings, **shape})
+    with torch.device(device):
+        model = LlamaForCausalLM(cfg)
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path)
     fast.save_pretrained(path)

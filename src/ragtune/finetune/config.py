@@ -67,6 +67,12 @@ class FinetuneConfig:
         "fp32 | bf16: bfloat16 autocast | auto: bf16 on a GPU that has it (on CPUs autocast was >15x slower here)",
         ("fp32", "bf16", "auto"),
     )
+    quantize: str = opt(
+        "none",
+        "none | 4bit: QLoRA, the frozen base held in 4-bit NF4 (bitsandbytes, CUDA only) under LoRA adapters"
+        " computed in bf16: for models too large to train in bf16 (benchmarks/gpu_train.py)",
+        ("none", "4bit"),
+    )
     # monitoring
     eval_every: int = opt(25, "steps between validation losses (and checkpoints)")
     patience: int = opt(3, "evaluations without improvement before stopping early")
@@ -107,6 +113,8 @@ class FinetuneConfig:
             (self.activations in ("keep", "recompute"), "activations", "keep or recompute"),
             (self.recompute_every >= 1, "recompute_every", ">= 1"),
             (self.precision in ("fp32", "bf16", "auto"), "precision", "fp32, bf16 or auto"),
+            (self.quantize in ("none", "4bit"), "quantize", "none or 4bit"),
+            (self.quantize == "none" or self.method == "lora", "quantize", "none unless method='lora' (QLoRA)"),
         ]
         for ok, name, want in checks:
             if not ok:
@@ -121,4 +129,6 @@ class FinetuneConfig:
         d.pop("activations"), d.pop("recompute_every")
         if d["precision"] == "fp32":
             d.pop("precision")
+        if d["quantize"] == "none":  # as before it was a choice
+            d.pop("quantize")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]

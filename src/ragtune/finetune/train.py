@@ -51,16 +51,51 @@ class TrainResult:
 # -- model ---------------------------------------------------------------------------------------
 
 
-def load_base(name: str):
+def load_base(name: str, quantize: str = "none", device: str = "cpu", dtype=None):
+    """Tokenizer, model and folder of the base model: in `dtype` (float32 by default; moved to
+    `device` by the caller), or with `quantize='4bit'` already on the GPU in 4-bit NF4 (QLoRA)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ..models import resolve_generator
 
+    if quantize == "4bit":
+        bnb = _bitsandbytes(device)  # checked before the model is read
     path = resolve_generator(name)
     tok = AutoTokenizer.from_pretrained(str(path))
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    return tok, AutoModelForCausalLM.from_pretrained(str(path)), path
+    if quantize == "4bit":
+        return tok, _load_4bit(path, device, bnb), path
+    return tok, AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype or "float32"), path
+
+
+def _bitsandbytes(device: str):
+    if not device.startswith("cuda"):
+        raise ConfigError(f"quantize='4bit' (QLoRA) needs a CUDA GPU; this run's device is {device!r}")
+    try:
+        import bitsandbytes
+    except ImportError as exc:
+        raise ConfigError("quantize='4bit' needs bitsandbytes: pip install 'ragtune[qlora]'") from exc
+    return bitsandbytes
+
+
+def _load_4bit(path, device: str, bnb):
+    """QLoRA's base (Dettmers et al. 2023): linear weights in 4-bit NormalFloat with double
+    quantisation, computed in bf16 (fp16 on GPUs without it); norms, embeddings and the output
+    layer stay in float32 (peft's prepare_model_for_kbit_training)."""
+    import torch
+    from peft import prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    from ..devices import auto_dtype
+
+    compute = getattr(torch, auto_dtype(device))
+    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                               bnb_4bit_compute_dtype=compute)  # fmt: skip
+    model = AutoModelForCausalLM.from_pretrained(str(path), quantization_config=quant, device_map={"": device},
+                                                 dtype=compute)  # fmt: skip
+    # Activations are recomputed (or not) by prepare_memory, non-reentrant: no input gradients needed.
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
 
 
 def decoder_layers(model):
@@ -364,7 +399,8 @@ class DataParallel:
         import torch
         import torch.distributed as dist
 
-        t = torch.tensor(values, dtype=torch.float64)
+        on = "cuda" if dist.get_backend() == "nccl" else "cpu"  # nccl reduces GPU tensors only
+        t = torch.tensor(values, dtype=torch.float64, device=on)
         dist.all_reduce(t)
         return t.tolist()
 
@@ -390,10 +426,15 @@ def train(
 
     device = resolve_device()
     dp = DataParallel()
-    tok, model, base_path = load_base(cfg.base_model)
-    model = choose_trainable(model, cfg).to(device)
-    prepare_memory(model, cfg)
     autocast = training_precision(cfg, device)
+    # LoRA under autocast on a GPU: every matmul reads its weights in bf16 anyway, so the frozen
+    # base is held in bf16 (half the memory); the LoRA weights stay float32 (peft upcasts adapters).
+    half_base = cfg.method == "lora" and autocast is not None and device.startswith("cuda")
+    tok, model, base_path = load_base(cfg.base_model, cfg.quantize, device, autocast if half_base else None)
+    model = choose_trainable(model, cfg)
+    if cfg.quantize == "none":
+        model = model.to(device)
+    prepare_memory(model, cfg)
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     n_total = sum(p.numel() for p in model.parameters())
     log_path = out / LOG
