@@ -132,3 +132,38 @@ def test_qlora_trains_a_4bit_base_and_its_adapter_serves_on_the_full_model(tiny,
     on_cpu = TransformersGenerator(str(tiny), adapter=str(tmp_path / "q" / "adapter"), device="cpu")
     on_gpu = TransformersGenerator(str(tiny), adapter=str(tmp_path / "q" / "adapter"), device="cuda", dtype="float32")
     assert on_cpu.generate([prompt], 4) == on_gpu.generate([prompt], 4)
+
+
+# -- the embedder --------------------------------------------------------------------------------
+
+
+def test_device_cuda_puts_the_embedder_on_the_gpu_not_on_the_cpu(tmp_path, monkeypatch):
+    """`--device cuda` with a CPU-only onnxruntime: sentence-transformers on the GPU (an error
+    naming the missing GPU on a machine without one), never a silent CPU run."""
+    from ragtune.embedders import SentenceTransformerEmbedder, sentence_embedder
+    from ragtune.onnx_embedder import OnnxEmbedder
+
+    from .tiny_models import build_tiny_sentence_bert
+
+    folder = str(build_tiny_sentence_bert(tmp_path / "st"))
+    monkeypatch.setenv("RAGTUNE_DEVICE", "cpu")
+    assert isinstance(sentence_embedder(folder), OnnxEmbedder)
+    assert SentenceTransformerEmbedder(folder).device == "cpu"
+    monkeypatch.setenv("RAGTUNE_DEVICE", "cuda")
+    if not CUDA:
+        with pytest.raises(ConfigError, match="no CUDA GPU"):
+            sentence_embedder(folder)
+        return
+    import onnxruntime as ort
+
+    emb = sentence_embedder(folder)
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        assert isinstance(emb, OnnxEmbedder)
+    else:
+        assert isinstance(emb, SentenceTransformerEmbedder) and emb.device == "cuda"
+    texts = ["w1 w2 the capital of france", "paris is the capital", "w7"]
+    on_gpu = emb.embed(texts)
+    monkeypatch.setenv("RAGTUNE_DEVICE", "cpu")
+    on_cpu = sentence_embedder(folder).embed(texts)
+    assert on_gpu.shape == on_cpu.shape == (3, 32)
+    assert abs(on_gpu - on_cpu).max() < 1e-4

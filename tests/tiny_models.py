@@ -50,3 +50,32 @@ def build_tiny_llama(path: Path, seed: int = 0, n_words: int = 200, device: str 
     model.save_pretrained(path)
     fast.save_pretrained(path)
     return path
+
+
+def build_tiny_sentence_bert(path: Path, seed: int = 0) -> Path:
+    """A 2-layer BERT sentence-transformers folder (mean pooling) with its own word-piece
+    vocabulary: needs no bundled model, so it runs on a machine that has only torch."""
+    import json
+
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    path.mkdir(parents=True, exist_ok=True)
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(200)]
+    words += "the of is a capital paris france rome italy question answer".split()
+    (path / "vocab.txt").write_text("\n".join(words) + "\n")
+    BertTokenizerFast(vocab_file=str(path / "vocab.txt")).save_pretrained(path)
+    torch.manual_seed(seed)
+    cfg = BertConfig(vocab_size=len(words), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                     intermediate_size=64, max_position_embeddings=128)  # fmt: skip
+    BertModel(cfg).save_pretrained(path)
+    (path / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 64, "do_lower_case": False}))
+    (path / "1_Pooling").mkdir(exist_ok=True)
+    (path / "1_Pooling" / "config.json").write_text(
+        json.dumps({"word_embedding_dimension": 32, "pooling_mode_mean_tokens": True})
+    )
+    (path / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    ]))  # fmt: skip
+    return path

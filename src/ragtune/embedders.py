@@ -37,10 +37,12 @@ class SentenceTransformerEmbedder:
 
     backend = "sentence-transformers"
 
-    def __init__(self, name: str, batch_size: int = 32, device: str = "cpu"):
+    def __init__(self, name: str, batch_size: int = 32, device: str | None = None):
+        from .devices import resolve_device
+
         self.name = name
         self.batch_size = batch_size
-        self.device = device
+        self.device = resolve_device(device)  # None: `ragtune --device` ($RAGTUNE_DEVICE), else auto
         self._model = None
 
     @property
@@ -89,6 +91,12 @@ def sentence_embedder(name: str, backend: str | None = None, **options):
         from .onnx_embedder import OnnxEmbedder, UnsupportedModel, onnx_runtime_available, read_layout
 
         explicit = chosen != DEFAULT_BACKEND or backend is not None or "RAGTUNE_EMBEDDER_BACKEND" in os.environ
+        device = str(options.get("device") or os.environ.get("RAGTUNE_DEVICE") or "").lower()
+        if not explicit and device.startswith("cuda") and not _onnx_has_cuda():
+            # `--device cuda` with a CPU-only onnxruntime: the GPU through sentence-transformers,
+            # not the CPU through ONNX. (`auto` stays on ONNX: finding out whether torch sees a GPU
+            # costs a torch import, which is what the ONNX path saves a search.)
+            return _st(name, options)
         try:
             if not onnx_runtime_available():
                 raise ConfigError(f"embedder backend {chosen!r} needs onnxruntime: pip install onnxruntime")
@@ -98,4 +106,14 @@ def sentence_embedder(name: str, backend: str | None = None, **options):
                 raise
         else:
             return OnnxEmbedder(name, quantize=chosen == "onnx-int8", fallback=not explicit, **options)
+    return _st(name, options)
+
+
+def _st(name: str, options: dict) -> SentenceTransformerEmbedder:
     return SentenceTransformerEmbedder(name, **{k: v for k, v in options.items() if k in ("batch_size", "device")})
+
+
+def _onnx_has_cuda() -> bool:
+    from .onnx_embedder import _available_providers
+
+    return "CUDAExecutionProvider" in _available_providers()
