@@ -211,6 +211,12 @@ def prepare_memory(model, cfg: FinetuneConfig) -> None:
             base.activation_checkpointing_enable({"use_reentrant": False}, every_n_layers=cfg.recompute_every)
         else:
             base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if cfg.recompute_every > 1:
+            # Under transformers 5.17 (a GPU machine's) every block recomputed whatever was asked:
+            # each block's flag is set here, the same way on every version (5.25 keeps i % n == 0).
+            for i, layer in enumerate(decoder_layers(model)):
+                if hasattr(layer, "gradient_checkpointing"):
+                    layer.gradient_checkpointing = i % cfg.recompute_every == 0
         base.config.use_cache = False
 
 
