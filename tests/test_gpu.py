@@ -167,3 +167,27 @@ def test_device_cuda_puts_the_embedder_on_the_gpu_not_on_the_cpu(tmp_path, monke
     on_cpu = sentence_embedder(folder).embed(texts)
     assert on_gpu.shape == on_cpu.shape == (3, 32)
     assert abs(on_gpu - on_cpu).max() < 1e-4
+
+
+# -- generation ----------------------------------------------------------------------------------
+
+
+@needs_cuda
+def test_batched_generation_on_cuda_gives_each_prompt_its_own_answer(tmp_path):
+    """Prompts of different lengths in one batch (left padding on the GPU) answer as each alone
+    on the CPU; in bf16 (the GPU default) they still answer, one answer per prompt."""
+    from ragtune.generators import TransformersGenerator
+
+    path = build_tiny_llama(tmp_path / "tiny")
+    prompts = [[{"role": "user", "content": text}] for text in
+               ("the capital of france is", "w1", "w3 w4 w5 w6 w7 w8 w9 the capital of italy is rome or")]  # fmt: skip
+    cpu = TransformersGenerator(str(path), device="cpu")
+    gpu = TransformersGenerator(str(path), device="cuda", dtype="float32")
+    assert gpu.generate(prompts, 6) == [cpu.generate([p], 6)[0] for p in prompts]
+    spans = [["paris", "rome"], ["w2"], ["rome", "italy", "w9 w1"]]
+    batched = gpu.score_batch(prompts, spans)
+    for got, p, c in zip(batched, prompts, spans):
+        assert got == pytest.approx(cpu.score(p, c), rel=1e-3)
+    half = TransformersGenerator(str(path), device="cuda")
+    answers = half.generate(prompts, 6)
+    assert len(answers) == 3 and all(isinstance(a, str) for a in answers)
