@@ -249,18 +249,12 @@ def test_compare_on_ray_gives_the_local_records(tmp_path, monkeypatch):
 # -- finetune --ray ----------------------------------------------------------------------------------
 
 
-def test_two_worker_finetune_gives_the_local_run(tmp_path):
-    """Data-parallel LoRA on 2 Ray Train workers (gloo): the same artefacts, per-step losses,
-    validation loss and adapter weights as one local process, at the same examples per step."""
+def _tiny_qa(tmp_path, **overrides):
+    """A 2-layer Llama, 40 prepared QA pairs and a small LoRA configuration (folder, config)."""
     import json
 
-    import torch
-    from safetensors.torch import load_file
-
-    from ragtune.distributed import ray_finetune
     from ragtune.finetune.config import FinetuneConfig
     from ragtune.finetune.data import PrepareConfig, prepare
-    from ragtune.finetune.train import train
 
     from .tiny_models import build_tiny_llama
 
@@ -269,26 +263,94 @@ def test_two_worker_finetune_gives_the_local_run(tmp_path):
             for i in range(40)]  # fmt: skip
     (tmp_path / "qa.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     prepare([tmp_path / "qa.jsonl"], tmp_path / "prep", PrepareConfig(ratios=(0.8, 0.1, 0.1)))
-    cfg = FinetuneConfig(base_model=str(tiny), mode="qa", method="lora", lora_r=4, lora_alpha=8, lora_dropout=0.0,
-                         batch_size=6, lr=1e-2, warmup_steps=0, max_steps=2, eval_every=1, patience=50,
-                         generate_max=2, max_seq_len=64)  # fmt: skip
-    local = train(cfg, tmp_path / "prep", tmp_path / "local")
+    settings = dict(base_model=str(tiny), mode="qa", method="lora", lora_r=4, lora_alpha=8, lora_dropout=0.0,
+                    batch_size=6, lr=1e-2, warmup_steps=0, max_steps=2, eval_every=1, patience=50, generate_max=2,
+                    max_seq_len=64)  # fmt: skip
+    return tmp_path / "prep", FinetuneConfig(**{**settings, **overrides})
+
+
+def _log(out) -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in (out / "training_log.jsonl").read_text().splitlines()]
+
+
+def _assert_same_run(local, on_ray, local_out, ray_out) -> None:
+    """Per-step losses, best validation loss and adapter weights equal (within 1e-4)."""
+    import torch
+    from safetensors.torch import load_file
+
+    assert on_ray.steps == local.steps
+    a, b = _log(local_out), _log(ray_out)
+    assert [r["step"] for r in a] == [r["step"] for r in b] == list(range(1, local.steps + 1))
+    for x, y in zip(a, b):
+        assert abs(x["train_loss"] - y["train_loss"]) < 1e-4, (x, y)
+        assert abs(x.get("val_loss", 0) - y.get("val_loss", 0)) < 1e-4, (x, y)
+    assert abs(on_ray.best_val_loss - local.best_val_loss) < 1e-4
+    assert on_ray.best_step == local.best_step
+    wa = load_file(local_out / "adapter" / "adapter_model.safetensors")
+    wb = load_file(ray_out / "adapter" / "adapter_model.safetensors")
+    assert wa.keys() == wb.keys() and all(torch.allclose(wa[k], wb[k], atol=1e-4) for k in wa)
+    assert any(not torch.allclose(v, torch.zeros_like(v)) for k, v in wb.items() if "lora_B" in k)  # it trained
+
+
+def test_two_worker_finetune_gives_the_local_run(tmp_path):
+    """Data-parallel LoRA on 2 Ray Train workers (gloo): the same artefacts, per-step losses,
+    validation loss and adapter weights as one local process, at the same examples per step."""
+    import json
+
+    from ragtune.distributed import ray_finetune
+    from ragtune.finetune.train import train
+
+    prep, cfg = _tiny_qa(tmp_path)
+    local = train(cfg, prep, tmp_path / "local")
     said: list[str] = []
-    on_ray = ray_finetune(cfg, tmp_path / "prep", tmp_path / "ray", workers=2, progress=said.append)
+    on_ray = ray_finetune(cfg, prep, tmp_path / "ray", workers=2, progress=said.append)
     assert any("2 workers" in s for s in said)
     assert json.loads((tmp_path / "ray" / "ragtune-finetune.json").read_text())["workers"] == 2  # really 2 processes
     artefacts = {p.relative_to(tmp_path / "local").as_posix() for p in (tmp_path / "local").rglob("*") if p.is_file()}
     on_disk = {p.relative_to(tmp_path / "ray").as_posix() for p in (tmp_path / "ray").rglob("*") if p.is_file()}
     assert artefacts <= on_disk, sorted(artefacts - on_disk)
-    assert on_ray.steps == local.steps == 2
-    logs = [
-        [json.loads(line) for line in (tmp_path / run / "training_log.jsonl").read_text().splitlines()]
-        for run in ("local", "ray")
-    ]
-    for a, b in zip(*logs):
-        assert abs(a["train_loss"] - b["train_loss"]) < 1e-4 and abs(a["val_loss"] - b["val_loss"]) < 1e-4, (a, b)
-    assert abs(on_ray.best_val_loss - local.best_val_loss) < 1e-4
-    wa = load_file(tmp_path / "local" / "adapter" / "adapter_model.safetensors")
-    wb = load_file(tmp_path / "ray" / "adapter" / "adapter_model.safetensors")
-    assert wa.keys() == wb.keys() and all(torch.allclose(wa[k], wb[k], atol=1e-4) for k in wa)
-    assert any(not torch.allclose(v, torch.zeros_like(v)) for k, v in wb.items() if "lora_B" in k)  # it trained
+    assert on_ray.steps == local.steps == 2 and on_ray.resumed_from_step == 0
+    _assert_same_run(local, on_ray, tmp_path / "local", tmp_path / "ray")
+
+
+def test_a_killed_worker_is_restarted_and_the_run_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+    """The first worker's process dies outright after step 3 (last checkpoint: step 2): Ray Train
+    restarts both workers, which resume from step 2 and finish with the uninterrupted run's losses
+    and weights; steps 3-4 appear once in the log."""
+    from ragtune.distributed import KILL_AT_STEP, ray_finetune
+    from ragtune.finetune.train import train
+
+    prep, cfg = _tiny_qa(tmp_path, max_steps=4, eval_every=2)
+    local = train(cfg, prep, tmp_path / "local")
+    assert local.resumed_from_step == 0
+    monkeypatch.setenv(KILL_AT_STEP, "3")
+    said: list[str] = []
+    on_ray = ray_finetune(cfg, prep, tmp_path / "ray", workers=2, max_failures=1, progress=said.append)
+    assert (tmp_path / "ray" / ".ray" / "killed-at-step-3").is_file()  # the worker really died
+    assert any("up to 1 restart(s) from the last checkpoint" in s for s in said)
+    assert on_ray.resumed_from_step == 2
+    assert not (tmp_path / "ray" / "checkpoint.pt").exists()  # finished: the next run starts afresh
+    _assert_same_run(local, on_ray, tmp_path / "local", tmp_path / "ray")
+
+
+def test_a_ray_run_stopped_past_its_restarts_resumes_when_run_again(tmp_path, monkeypatch):
+    """With no restarts allowed the killed run fails and leaves its checkpoint; the same call run
+    again resumes from it to the uninterrupted run's result."""
+    import torch
+
+    from ragtune.distributed import KILL_AT_STEP, ray_finetune
+    from ragtune.finetune.train import train
+
+    prep, cfg = _tiny_qa(tmp_path, max_steps=4, eval_every=2)
+    local = train(cfg, prep, tmp_path / "local")
+    monkeypatch.setenv(KILL_AT_STEP, "3")
+    with pytest.raises(RagtuneError, match=r"failed \(run it again to resume from .*checkpoint.pt\)"):
+        ray_finetune(cfg, prep, tmp_path / "ray", workers=2, max_failures=0)
+    assert (tmp_path / "ray" / ".ray" / "killed-at-step-3").is_file()
+    assert not (tmp_path / "ray" / "results.json").exists()
+    assert torch.load(tmp_path / "ray" / "checkpoint.pt", weights_only=False)["state"]["step"] == 2
+    on_ray = ray_finetune(cfg, prep, tmp_path / "ray", workers=2, max_failures=0)  # the hook fires only once
+    assert on_ray.resumed_from_step == 2
+    _assert_same_run(local, on_ray, tmp_path / "local", tmp_path / "ray")

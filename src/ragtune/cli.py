@@ -320,7 +320,8 @@ def cmd_finetune(args) -> int:
             from .distributed import ray_finetune
 
             result = ray_finetune(cfg, args.data, args.out, index=args.index, address=args.ray,
-                                  workers=args.workers or 2, progress=console.print)  # fmt: skip
+                                  workers=args.workers or 2, max_failures=args.max_failures,
+                                  progress=console.print)  # fmt: skip
         else:
             from .finetune.train import train
 
@@ -641,6 +642,12 @@ def build_parser() -> argparse.ArgumentParser:
         "summed): alone, a local Ray; 'auto' joins the running cluster. Same artefacts as a local run",
     )
     sp.add_argument("--workers", type=int, help="with --ray: training workers (default 2)")
+    sp.add_argument(
+        "--max-failures",
+        type=int,
+        default=2,
+        help="with --ray: times a dead worker restarts the group from the last checkpoint (-1: no limit)",
+    )
     sp.set_defaults(func=cmd_finetune)
 
     sp = sub.add_parser("export", help="merge a LoRA adapter into a standalone model folder")

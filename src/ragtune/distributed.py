@@ -407,31 +407,61 @@ class AnswerPool:
 # -- `finetune --ray --workers N`: data-parallel training with Ray Train ---------------------------
 
 
+KILL_AT_STEP = "RAGTUNE_TEST_RAY_KILL_AT_STEP"  # testing hook, see _kill_once
+
+
+def _kill_once(step: int, marker: Path):
+    """Testing hook ($RAGTUNE_TEST_RAY_KILL_AT_STEP=N): a progress callback that kills the first
+    worker's process outright (no exception, no clean-up) after step N, once per out folder (the
+    marker file remembers it), so tests can see Ray restart the workers and the run resume."""
+
+    def progress(done: int, total: int, loss: float, tokens_per_s: float) -> None:
+        if done == step and not marker.exists():
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
+            os._exit(17)
+
+    return progress
+
+
 def _train_worker(config: dict) -> None:
     """One Ray Train worker: torch.distributed is set up (gloo on CPUs, nccl on GPUs); `train`
-    shares each step's examples and sums the gradients (finetune.train.DataParallel)."""
+    shares each step's examples and sums the gradients (finetune.train.DataParallel). After a
+    worker died, Ray runs this again on a new group and `train` resumes from the checkpoint that
+    the first worker left in the shared out folder."""
     import torch
 
     from .finetune.train import train
 
     torch.set_num_threads(max(1, int(config["threads"])))
-    train(config["cfg"], config["data"], config["out"], index=config["index"])
+    kill = config.get("kill_at_step")
+    progress = _kill_once(kill, Path(config["out"], ".ray", f"killed-at-step-{kill}")) if kill else None
+    train(config["cfg"], config["data"], config["out"], index=config["index"], progress=progress)
 
 
 def ray_finetune(cfg, data_dir: str | Path, out_dir: str | Path, index: str | None = None,
-                 address: str | None = None, workers: int = 2, progress: Progress | None = None):  # fmt: skip
+                 address: str | None = None, workers: int = 2, progress: Progress | None = None,
+                 max_failures: int = 2):  # fmt: skip
     """Fine-tune on `workers` Ray Train workers (data parallel). Same artefacts as a local run
-    (adapter or model, log, checkpoints, results.json) in `out_dir`, written by the first worker;
-    the same checkpoints resume a killed run (locally or on Ray). Returns the TrainResult."""
+    (adapter or model, log, checkpoints, results.json) in `out_dir`, written by the first worker.
+
+    Fault tolerance: the checkpoint files in `out_dir` are the run's state (Ray keeps none of its
+    own). When a worker dies, Ray Train restarts the whole group, up to `max_failures` times (-1:
+    without limit), and the new workers resume from the last checkpoint; past that, or when the
+    driver itself is stopped, the same call run again resumes from it too (so does a local `train`).
+    `out_dir` must therefore be one folder every worker sees: on a multi-node cluster, shared
+    storage. Returns the TrainResult (its `resumed_from_step` is the last resume's step)."""
     import json
 
-    from .finetune.train import RESULTS, TrainResult
+    from .finetune.train import CHECKPOINT, RESULTS, TrainResult
 
     if workers < 1:
         raise ConfigError(f"--workers {workers}: must be at least 1")
+    if max_failures < -1:
+        raise ConfigError(f"max_failures={max_failures}: must be -1 (no limit), 0 (no restarts) or more")
     ray = _ray()
     try:
-        from ray.train import RunConfig, ScalingConfig
+        from ray.train import FailureConfig, RunConfig, ScalingConfig
         from ray.train.torch import TorchTrainer
     except ImportError as exc:
         raise ConfigError("finetune --ray needs Ray Train: pip install 'ragtune[ray]' (ray[train])") from exc
@@ -443,19 +473,27 @@ def ray_finetune(cfg, data_dir: str | Path, out_dir: str | Path, index: str | No
         out = Path(out_dir).resolve()
         out.mkdir(parents=True, exist_ok=True)
         config = {"cfg": cfg, "data": str(Path(data_dir).resolve()), "out": str(out),
-                  "index": _url_for_workers(str(index)) if index else None, "threads": cpus}  # fmt: skip
-        say(f"training on Ray: {workers} workers, {cpus} CPUs each{', one GPU each' if gpus else ''}")
+                  "index": _url_for_workers(str(index)) if index else None, "threads": cpus,
+                  "kill_at_step": _env_int(KILL_AT_STEP)}  # fmt: skip
+        restarts = {0: "no restarts", -1: "restarts"}.get(max_failures, f"up to {max_failures} restart(s)")
+        say(f"training on Ray: {workers} workers, {cpus} CPUs each{', one GPU each' if gpus else ''}; "
+            f"{restarts} from the last checkpoint if a worker dies")  # fmt: skip
         trainer = TorchTrainer(
             _train_worker,
             train_loop_config=config,
             scaling_config=ScalingConfig(num_workers=workers, use_gpu=bool(gpus), resources_per_worker={"CPU": cpus}),
-            run_config=RunConfig(name="ragtune-finetune", storage_path=str(out / ".ray")),
+            run_config=RunConfig(
+                name="ragtune-finetune",
+                storage_path=str(out / ".ray"),
+                failure_config=FailureConfig(max_failures=max_failures),
+            ),
         )
         try:
             trainer.fit()
         except Exception as exc:  # Ray wraps a worker's error; say what it was
             cause = exc.__cause__ or exc
-            raise RagtuneError(f"fine-tuning on Ray failed: {type(cause).__name__}: {cause}") from exc
+            again = f" (run it again to resume from {out / CHECKPOINT})" if (out / CHECKPOINT).is_file() else ""
+            raise RagtuneError(f"fine-tuning on Ray failed{again}: {type(cause).__name__}: {cause}") from exc
         data = json.loads((out / RESULTS).read_text())
         return TrainResult(**data)
     finally:
