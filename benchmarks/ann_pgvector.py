@@ -5,17 +5,19 @@ of SQuAD dev paragraphs, topped up with vectors drawn from a Gaussian fitted to 
 real SQuAD questions. Everything goes through the pgvector store on an embedded PostgreSQL
 (`pg:DIR`, as `ragtune ingest --index pg:DIR` makes it): `upsert` loads the chunks,
 `Index.set_ann(min_rows=n)` builds the HNSW index with ragtune's defaults (m=16,
-ef_construction=64, the server's own maintenance_work_mem), `set_ann(ef_search=...)` sets the
-query beam, and `search_dense` answers (the full chunk rows, as a user gets them). Truth: exact
-cosine top 10 in numpy. Prints, per size, exact search's latency (ragtune's path below
-`min_rows`), the build time and index size, and recall@10 and p50/p95 latency per ef_search;
+ef_construction=64, the maintenance_work_mem ragtune sizes for the graph), `set_ann(ef_search=...)`
+sets the query beam, and `search_dense` answers (the full chunk rows, as a user gets them). Truth:
+exact cosine top 10 in numpy. Prints, per size, exact search's latency (ragtune's path below
+`min_rows`), the build time, the memory it was given against its estimate and the index's size on
+disk, whether pgvector spilled the graph to disk, and recall@10 and p50/p95 latency per ef_search;
 writes docs/ann/pgvector_curve.json (and a PNG plot when matplotlib is installed).
 
     python benchmarks/ann_pgvector.py [--sizes 10000,100000] [--queries 200] [--out docs/ann]
                                       [--work /tmp/ragtune-bench/pgann]
 
-`--big-build-mem 1GB` also rebuilds the index of the largest size with that maintenance_work_mem
-(the embedded server's default is 64MB; past it pgvector builds the graph on disk, slowly).
+`--unsized` also rebuilds the index of the largest size the way ragtune did before it sized the
+build: with the server's own maintenance_work_mem (the embedded server's 64MB; past it pgvector
+finishes the graph on disk, slowly).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ann_curve import real_vectors, recall, synthetic  # noqa: E402
 
 K = 10
-EF_SEARCH = (10, 20, 40, 100, 200, 400)  # 100 is ragtune's default
+EF_SEARCH = (10, 20, 40, 100, 200, 400)  # 200 is ragtune's default
 BATCH = 5000  # chunks per upsert (one transaction, one COPY)
 
 
@@ -86,9 +88,26 @@ def index_mb(store) -> float:
     return rows[0][0] / 2**20
 
 
-def measure(n: int, vectors: np.ndarray, queries: np.ndarray, pgdata: Path, big_mem: str | None) -> list[dict]:
+def build(index, store, notices: list[str], **ann) -> dict:
+    """(Re)build the HNSW index through set_ann; what it took and was given."""
+    from ragtune.stores.pgvector import ANN, hnsw_graph_bytes
+
+    notices.clear()
+    t0 = time.perf_counter()
+    built = index.set_ann(**ann) if ann else store.refresh_vector_index(force=True)
+    assert built
+    mem = store.last_build_settings.get("maintenance_work_mem") or store._q("SHOW maintenance_work_mem")[0][0]
+    return {"build_s": time.perf_counter() - t0, "index_mb": index_mb(store), "maintenance_work_mem": mem,
+            "estimate_mb": hnsw_graph_bytes(store.count_chunks(), store.manifest.dim, ANN["m"]) / 2**20,
+            "parallel_workers": store.last_build_settings.get(
+                "max_parallel_maintenance_workers", int(store._q("SHOW max_parallel_maintenance_workers")[0][0])),
+            "spilled": any("maintenance_work_mem" in m for m in notices)}  # fmt: skip
+
+
+def measure(n: int, vectors: np.ndarray, queries: np.ndarray, pgdata: Path, unsized: bool) -> list[dict]:
     from ragtune.index import Index
     from ragtune.stores import IndexManifest, backend_for
+    from ragtune.stores.pgvector import ANN
 
     url = f"pg:{pgdata}?index=ann{n}"
     manifest = IndexManifest(format=1, embedder="all-minilm-l6-v2", dim=vectors.shape[1], chunking={},
@@ -108,35 +127,31 @@ def measure(n: int, vectors: np.ndarray, queries: np.ndarray, pgdata: Path, big_
     rows.append(row(n, "exact", {}, truth, got, lat))
 
     index = Index(store)
-    t0 = time.perf_counter()
-    built = index.set_ann(min_rows=n)  # past min_rows: builds the HNSW index with the default m, ef_construction
-    build = time.perf_counter() - t0
-    assert built and store.manifest.ann.get("built_rows") == n
-    spilled = any("maintenance_work_mem" in m for m in notices)
-    mem = store._q("SELECT current_setting('maintenance_work_mem')")[0][0]
-    size = index_mb(store)
-    print(f"n={n}: HNSW built in {build:.1f}s ({size:.0f} MB, maintenance_work_mem {mem}"
-          f"{', graph spilled to disk' if spilled else ''})", flush=True)  # fmt: skip
+    b = build(index, store, notices, min_rows=n)  # past min_rows: HNSW with the default m, ef_construction
+    assert store.manifest.ann.get("built_rows") == n
+    print(f"n={n}: HNSW built in {b['build_s']:.1f}s ({b['index_mb']:.0f} MB on disk; maintenance_work_mem "
+          f"{b['maintenance_work_mem']}, estimate {b['estimate_mb']:.0f} MB; {b['parallel_workers']} parallel "
+          f"workers{'; graph spilled to disk' if b['spilled'] else ''})", flush=True)  # fmt: skip
     for ef in EF_SEARCH:
         index.set_ann(ef_search=ef, build=False)
         run_queries(store, ids, queries[:5])
         got, lat = run_queries(store, ids, queries)
-        rows.append(row(n, "HNSW", {"ef_search": ef}, truth, got, lat, build, index_mb=size,
-                        maintenance_work_mem=mem, spilled=spilled))  # fmt: skip
+        rows.append(row(n, "HNSW", {"ef_search": ef}, truth, got, lat, **b))
 
-    if big_mem:  # the same build with more memory for the graph (a server setting ragtune leaves alone)
-        notices.clear()
-        store._q(f"SET maintenance_work_mem = '{big_mem}'")
-        t0 = time.perf_counter()
-        store.refresh_vector_index(force=True)
-        build = time.perf_counter() - t0
-        spilled = any("maintenance_work_mem" in m for m in notices)
-        print(f"n={n}: HNSW rebuilt with maintenance_work_mem {big_mem} in {build:.1f}s"
-              f"{' (graph spilled to disk)' if spilled else ''}", flush=True)  # fmt: skip
-        index.set_ann(ef_search=100, build=False)
+    if unsized:  # the same build the way it was before ragtune sized it: the server's own setting
+        import ragtune.stores.pgvector as pg
+
+        cap, pg.build_memory_cap = pg.build_memory_cap, lambda: 0
+        try:
+            b = build(index, store, notices)
+        finally:
+            pg.build_memory_cap = cap
+        print(f"n={n}: HNSW rebuilt with the server's maintenance_work_mem {b['maintenance_work_mem']} in "
+              f"{b['build_s']:.1f}s{' (graph spilled to disk)' if b['spilled'] else ''}", flush=True)  # fmt: skip
+        ef = ANN["ef_search"]
+        index.set_ann(ef_search=ef, build=False)
         got, lat = run_queries(store, ids, queries)
-        rows.append(row(n, "HNSW", {"ef_search": 100}, truth, got, lat, build, index_mb=index_mb(store),
-                        maintenance_work_mem=big_mem, spilled=spilled))  # fmt: skip
+        rows.append(row(n, "HNSW", {"ef_search": ef}, truth, got, lat, unsized=True, **b))
     store._q(f"DROP TABLE {store.chunks_table}")  # the disk back before the next size
     store.close()
     return rows
@@ -151,16 +166,19 @@ def plot(rows: list[dict], out: Path) -> None:
     except ImportError:
         print("(matplotlib not installed: no plot)")
         return
+    from ragtune.stores.pgvector import ANN
+
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for i, n in enumerate(sorted({r["n"] for r in rows})):
         exact = [r for r in rows if r["n"] == n and r["index"] == "exact"]
         hnsw = [r for r in rows if r["n"] == n and r["index"] == "HNSW"]
-        pts = [r for r in hnsw if r["maintenance_work_mem"] == hnsw[0]["maintenance_work_mem"]]
+        pts = [r for r in hnsw if not r.get("unsized")]
         ax.plot([r["p50_ms"] for r in exact], [r["recall10"] for r in exact], "s", color=f"C{i}", label=f"exact {n:,}")
         ax.plot([r["p50_ms"] for r in pts], [r["recall10"] for r in pts], "o-", color=f"C{i}",
                 label=f"HNSW {n:,}, ef_search 10-400 (built in {pts[0]['build_s']:.0f} s)")  # fmt: skip
         for r in pts:
-            ax.annotate(json.loads(r["params"])["ef_search"], (r["p50_ms"], r["recall10"]), fontsize=6,
+            ef = json.loads(r["params"])["ef_search"]
+            ax.annotate(f"{ef} (default)" if ef == ANN["ef_search"] else ef, (r["p50_ms"], r["recall10"]), fontsize=6,
                         textcoords="offset points", xytext=(3, -8))  # fmt: skip
     ax.set_xscale("log")
     ax.set_xlabel("query latency p50 (ms, log): search_dense through the pgvector store")
@@ -178,8 +196,8 @@ def main() -> None:
     ap.add_argument("--sizes", default="10000,100000")
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--paragraphs", type=int, default=2067)
-    ap.add_argument("--big-build-mem", default="1GB", help="also rebuild the largest size's index with this much "
-                    "maintenance_work_mem ('' to skip)")  # fmt: skip
+    ap.add_argument("--unsized", action="store_true", help="also rebuild the largest size's index with the "
+                    "server's own maintenance_work_mem (ragtune's behaviour before it sized the build)")  # fmt: skip
     ap.add_argument("--out", default="docs/ann")
     ap.add_argument("--work", default="/tmp/ragtune-bench/pgann", help="the embedded server's data (emptied first)")
     ap.add_argument("--replot", action="store_true", help="only redraw the plot from OUT/pgvector_curve.json")
@@ -195,7 +213,7 @@ def main() -> None:
     work = Path(args.work)
     shutil.rmtree(work, ignore_errors=True)  # the server stops when its last process exits: nothing holds it
     for n in sizes:
-        rows += measure(n, pool, queries, work / "pgdata", args.big_build_mem if n == max(sizes) else None)
+        rows += measure(n, pool, queries, work / "pgdata", args.unsized and n == max(sizes))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "pgvector_curve.json").write_text(json.dumps(rows, indent=1))
@@ -204,6 +222,7 @@ def main() -> None:
         print(f"{r['n']:>8} {r['index']:<6} {r['params']:<20} {r.get('maintenance_work_mem', ''):>6} "
               f"{r['recall10']:>6.3f} {r['p50_ms']:>8.1f} {r['p95_ms']:>8.1f} {r['build_s']:>8.1f}")  # fmt: skip
     plot(rows, out)
+
 
 if __name__ == "__main__":
     main()

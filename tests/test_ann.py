@@ -86,3 +86,54 @@ def test_pgvector_hnsw_index_past_the_threshold(tmp_path):
     assert index.set_ann(ef_construction=32) is True and store._hnsw_params() == (16, 32)  # rebuilt
     assert index.set_ann(ef_search=40) is False  # a query setting: nothing to rebuild
     store.close()
+
+
+def test_pgvector_build_sizes_its_own_memory_and_leaves_the_server_alone(tmp_path, monkeypatch):
+    """The HNSW build gets enough maintenance_work_mem for the graph (no spill to disk, which pgvector
+    announces in a NOTICE) for its own transaction only; a larger setting of the user's is kept."""
+    from ragtune.stores import pgvector
+
+    index = Index.create(f"pg:{tmp_path / 'pg'}?index=mem", embedder="hashing-64")
+    assert index.store.ann_settings()["ef_search"] == 200  # the default, implied (nothing recorded)
+    index.ingest(corpus(3000))
+    store = index.store
+    notices: list[str] = []
+    store._conn.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
+    store._q("SET maintenance_work_mem = '1MB'")  # a small session setting: this graph (~3MB) would spill
+    assert index.set_ann(min_rows=1000) is True and store._hnsw_params() == (16, 64)
+    assert not [n for n in notices if "maintenance_work_mem" in n], notices
+    assert int(store.last_build_settings["maintenance_work_mem"].removesuffix("MB")) >= 3
+    assert store._q("SHOW maintenance_work_mem") == [("1MB",)]  # only the build's transaction had more
+    store._q("SET maintenance_work_mem = '2GB'")  # the user's own, larger: kept
+    assert "maintenance_work_mem" not in store.build_settings(10**6, 16)
+    store._q("RESET maintenance_work_mem")
+    monkeypatch.setattr(pgvector, "build_memory_cap", lambda: 2**40)
+    assert store.build_settings(10**5, 16)["maintenance_work_mem"] == "116MB"  # 10^5 64-d vectors: ~1 KB each
+    monkeypatch.setattr(pgvector, "build_memory_cap", lambda: 32 * 2**20)
+    assert "maintenance_work_mem" not in store.build_settings(10**6, 16)  # capped: never below the server's
+    # An index that recorded its own ef_search keeps it; one that did not follows the default.
+    index.set_ann(ef_search=100)
+    assert Index.open(f"pg:{tmp_path / 'pg'}?index=mem").store.ann_settings()["ef_search"] == 100
+    store.close()
+
+
+def test_pgvector_build_falls_back_to_serial_when_shared_memory_is_refused(tmp_path):
+    """A parallel build needs its graph in /dev/shm (64MB in a default Docker container); when
+    PostgreSQL cannot make the segment, the build is retried serially in the same transaction."""
+    import psycopg
+
+    index = Index.create(f"pg:{tmp_path / 'pg'}?index=shm", embedder="hashing-64")
+    index.ingest(corpus(300))
+    store, real = index.store, index.store._conn.execute
+    refused = []
+
+    def execute(sql, *args, **kw):
+        if "USING hnsw" in sql and not refused:
+            refused.append(sql)
+            raise psycopg.errors.DiskFull('could not resize shared memory segment "/PostgreSQL.1" to 9 bytes')
+        return real(sql, *args, **kw)
+
+    store._conn.execute = execute
+    assert index.set_ann(min_rows=100) is True and refused and store._hnsw_params() == (16, 64)
+    assert store.last_build_settings["max_parallel_maintenance_workers"] == 0
+    store.close()

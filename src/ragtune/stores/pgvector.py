@@ -12,6 +12,7 @@ each document wholly old or wholly new. Text search is PostgreSQL's own full tex
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 import warnings
@@ -30,8 +31,16 @@ NAME = re.compile(r"[a-z_][a-z0-9_]{0,40}")
 COLS = "chunk_id, doc_id, position, text, title, source, content_hash, meta"
 _SERVERS: dict[str, object] = {}  # pgdata dir -> pgserver handle, kept for the life of the process
 # Dense search is exact below `min_rows` chunks and goes through pgvector's HNSW index above it
-# (built once; pgvector keeps it current on every insert). `ef_search` is the query-time beam.
-ANN = {"min_rows": 100_000, "m": 16, "ef_construction": 64, "ef_search": 100}
+# (built once; pgvector keeps it current on every insert). `ef_search` is the query-time beam: 200
+# is the smallest that keeps recall@10 >= 0.95 at 10^5 MiniLM vectors (0.96, 6.6 ms p50; 100 gave
+# 0.94), docs/ann/pgvector.md. Defaults are implied, not recorded: an index that never set
+# ef_search follows this one; one that set it keeps its own.
+ANN = {"min_rows": 100_000, "m": 16, "ef_construction": 64, "ef_search": 200}
+# Bytes pgvector 0.6's in-memory HNSW graph takes per row: the vector (4 per dimension), the layer-0
+# list of 2m neighbours (16 each) and the element (~200), as its "no longer fits into
+# maintenance_work_mem after N tuples" notice counts them (dim 64-768, m 8-32: 1-4 % above the count).
+GRAPH_BYTES_PER_DIM, GRAPH_BYTES_PER_M, GRAPH_BYTES_PER_ROW = 4, 32, 256
+BUILD_MEMORY_SHARE = 4  # the build takes at most 1/4 of this machine's memory (and half of what is free)
 _LOCK = threading.Lock()
 
 
@@ -103,6 +112,33 @@ def _vec(v: np.ndarray) -> str:
     return "[" + ",".join(repr(float(x)) for x in v) + "]"
 
 
+def hnsw_graph_bytes(rows: int, dim: int, m: int) -> int:
+    """About what pgvector needs in `maintenance_work_mem` to build an HNSW graph of `rows` vectors
+    in memory: the calibrated bytes per row, 10 % to spare, and 8MB for what a parallel build
+    keeps out of its shared segment."""
+    per_row = GRAPH_BYTES_PER_DIM * dim + GRAPH_BYTES_PER_M * m + GRAPH_BYTES_PER_ROW
+    return int(rows * per_row * 1.1) + 8 * 2**20
+
+
+def build_memory_cap() -> int:
+    """The most memory an index build may take: a quarter of this machine's (or its container's)
+    memory, and no more than half of what is free now."""
+    try:
+        import psutil  # pgserver's own dependency
+
+        vm = psutil.virtual_memory()
+        total, free = vm.total, vm.available
+    except ImportError:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        free = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    try:  # a container's limit (cgroup v2), which psutil does not see
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        total = min(total, int(limit)) if limit.isdigit() else total
+    except OSError:
+        pass
+    return min(total // BUILD_MEMORY_SHARE, free // 2)
+
+
 class PgBackend:
     name = "pgvector"
 
@@ -162,6 +198,7 @@ class PgStore:
         self._conn = conn
         self._lock = threading.Lock()  # one connection, shared by the server's threads
         self.chunks_table, self.manifest_table = f"{name}_chunks", f"{name}_manifest"
+        self.last_build_settings: dict[str, str | int] = {}  # what the last HNSW build was given
 
     def _q(self, sql: str, params=()) -> list[tuple]:
         with self._lock:
@@ -239,16 +276,55 @@ class PgStore:
         if not force and (have == wanted or (have is None and rows < cfg["min_rows"])):
             return False
         index = f"{self.name}_chunks_hnsw"
+        settings = self.build_settings(rows, wanted[0])
+        create = (f"CREATE INDEX {index} ON {self.chunks_table} USING hnsw (embedding vector_cosine_ops) "
+                  f"WITH (m = {wanted[0]}, ef_construction = {wanted[1]})")  # fmt: skip
+        psycopg = _need("psycopg")
         with self._lock, self._conn.transaction():
             self._conn.execute(f"DROP INDEX IF EXISTS {index}")
-            self._conn.execute(
-                f"CREATE INDEX {index} ON {self.chunks_table} USING hnsw (embedding vector_cosine_ops) "
-                f"WITH (m = {wanted[0]}, ef_construction = {wanted[1]})"
-            )
+            for name, value in settings.items():  # SET LOCAL: this transaction only, no superuser needed
+                self._conn.execute(f"SET LOCAL {name} = '{value}'")
+            try:
+                with self._conn.transaction():  # a savepoint, so a refused parallel build can be retried
+                    self._conn.execute(create)
+            except (psycopg.errors.DiskFull, psycopg.errors.OutOfMemory):
+                # A parallel build puts the whole graph in one dynamic shared memory segment; where
+                # /dev/shm is small (a Docker default is 64MB) PostgreSQL cannot make it. A serial
+                # build keeps the graph in the backend's own memory.
+                settings["max_parallel_maintenance_workers"] = 0
+                self._conn.execute("SET LOCAL max_parallel_maintenance_workers = 0")
+                self._conn.execute(create)
+        self.last_build_settings = settings
         from dataclasses import replace
 
         self.save_manifest(replace(self.manifest, ann={**(self.manifest.ann or {}), "built_rows": rows}))
         return True
+
+    def build_settings(self, rows: int, m: int) -> dict[str, str | int]:
+        """The session settings an HNSW build of `rows` rows gets (as SET LOCAL in its transaction).
+
+        `maintenance_work_mem`: enough for pgvector to keep the whole graph in memory (past it, it
+        finishes on disk: 4x slower at 10^5 rows), capped by this machine's memory, and never below
+        what the server or session already has. `max_parallel_maintenance_workers`: on the embedded
+        server, one per core beyond the first (pgvector's parallel build), never fewer than set.
+        On your own server ragtune assumes it has at least this machine's memory; a larger
+        `maintenance_work_mem` of your own (server, role or session) is kept."""
+        cur = dict(self._q(
+            "SELECT name, setting::bigint * CASE unit WHEN 'kB' THEN 1024 WHEN 'MB' THEN 1048576 ELSE 1 END "
+            "FROM pg_settings WHERE name IN ('maintenance_work_mem', 'max_parallel_maintenance_workers', "
+            "'max_parallel_workers')"
+        ))  # fmt: skip
+        out: dict[str, str | int] = {}
+        need = hnsw_graph_bytes(rows, self.manifest.dim, m)
+        mem = min(need, build_memory_cap())
+        if mem > cur["maintenance_work_mem"]:
+            out["maintenance_work_mem"] = f"{-(-mem // 2**20)}MB"
+        if self.url.startswith("pg:"):
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+            workers = min(cores - 1, int(cur["max_parallel_workers"]), 7)
+            if workers > cur["max_parallel_maintenance_workers"]:
+                out["max_parallel_maintenance_workers"] = workers
+        return out
 
     # -- reading ----------------------------------------------------------------------------
     @staticmethod
