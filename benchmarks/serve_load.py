@@ -6,15 +6,17 @@ Prints throughput, p50/p95 latency and errors per level, and the ratio of throug
 clients to the 1-client baseline measured in this run. Targets: with 16 clients, throughput at
 least 3x that of 1 client (concurrent questions are answered in batches) and no errors; past the
 queue limit, 503s that come back fast rather than time-outs. `--max-batch 1` measures the server
-without batching.
+without batching. `--rounds N` runs the 1/4/16 levels N times, interleaved (the CPU may be shared),
+and compares medians. The mean batch (questions per model call) comes from the server's /metrics.
 
-    python benchmarks/serve_load.py [--seconds 20] [--queue 16] [--batch-window-ms 5] [--max-batch 16]
+    python benchmarks/serve_load.py [--seconds 20] [--rounds 1] [--queue 16] [--batch-window-ms 5] [--max-batch 16]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import socket
 import statistics
 import subprocess
@@ -41,9 +43,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def batch_counts(url: str) -> tuple[float, float]:
+    """(batches, questions in them) so far, from the server's /metrics (NaN from a server without them)."""
+    import httpx
+
+    text = httpx.get(url + "/metrics").text
+    found = [re.search(rf"^{name} (\S+)$", text, re.M) for name in ("ragtune_batches", "ragtune_batched_questions")]
+    return tuple(float(m.group(1)) if m else float("nan") for m in found)
+
+
 def load(url: str, clients: int, seconds: float, questions: list[str]) -> dict:
     import httpx
 
+    batches0, answered0 = batch_counts(url)
     lat, codes, lock = [], {}, threading.Lock()
     stop = time.perf_counter() + seconds
 
@@ -73,8 +85,10 @@ def load(url: str, clients: int, seconds: float, questions: list[str]) -> dict:
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
+    batches1, answered1 = batch_counts(url)
     lat.sort()
     return {
+        "mean_batch": (answered1 - answered0) / max(batches1 - batches0, 1),
         "clients": clients,
         "ok": codes.get(200, 0),
         "codes": codes,
@@ -87,6 +101,7 @@ def load(url: str, clients: int, seconds: float, questions: list[str]) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=20)
+    ap.add_argument("--rounds", type=int, default=1, help="repeat the 1/4/16 levels; medians are compared")
     ap.add_argument("--queue", type=int, default=16)
     ap.add_argument("--batch-window-ms", type=float, default=5.0, help="ServeConfig.batch_window_ms")
     ap.add_argument("--max-batch", type=int, default=16, help="ServeConfig.max_batch; 1 = no batching")
@@ -128,14 +143,29 @@ def main() -> int:
         httpx.post(url + "/v1/ask", json={"question": questions[0]}, timeout=300)  # warm: loads the models
         rows = []
         print(f"batch window {args.batch_window_ms:g} ms, max batch {args.max_batch}, queue {args.queue}", flush=True)
-        for clients in (1, 4, 16) if args.no_overload else (1, 4, 16, args.queue * 2 + 8):
-            r = load(url, clients, args.seconds, questions)
+        runs: dict[int, list[dict]] = {1: [], 4: [], 16: []}
+        for _ in range(args.rounds):
+            for clients in runs:
+                r = load(url, clients, args.seconds, questions)
+                runs[clients].append(r)
+                print(
+                    f"{clients:>3} clients: {r['throughput']:.2f} answers/s, p50 {r['p50']:.2f}s, p95 {r['p95']:.2f}s"
+                    f", mean batch {r['mean_batch']:.1f}, responses {r['codes']}",
+                    flush=True,
+                )
+        for clients, rs in runs.items():
+            codes: dict = {}
+            for r in rs:
+                for k, v in r["codes"].items():
+                    codes[k] = codes.get(k, 0) + v
+            median = statistics.median(r["throughput"] for r in rs)
+            rows.append({"clients": clients, "codes": codes, "throughput": median})
+        if args.rounds > 1:
+            print("medians over rounds: " + ", ".join(f"{r['clients']} clients {r['throughput']:.2f}/s" for r in rows))
+        if not args.no_overload:
+            r = load(url, args.queue * 2 + 8, args.seconds, questions)
             rows.append(r)
-            print(
-                f"{clients:>3} clients: {r['throughput']:.2f} answers/s, p50 {r['p50']:.2f}s, p95 {r['p95']:.2f}s"
-                f", responses {r['codes']}",
-                flush=True,
-            )
+            print(f"{r['clients']:>3} clients: {r['throughput']:.2f} answers/s, responses {r['codes']}", flush=True)
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -70,6 +70,34 @@ def test_score_equals_a_plain_forward_pass(tiny_generator):
         assert got == pytest.approx(sum(logp[len(p) - 1 + j, t].item() for j, t in enumerate(c)), abs=1e-4)
 
 
+def test_score_on_a_sliding_window_model_equals_its_own_forward_pass(tiny_generator):
+    """A model whose sliding-window layers see only the last few positions (Gemma 3) is scored as
+    its own causal masks would read it: the tree mask narrows those layers' view, not the others'."""
+    import torch
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    from ragtune.generators import TransformersGenerator
+
+    tok = tiny_generator.tokenizer
+    torch.manual_seed(0)
+    cfg = Gemma3TextConfig(
+        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=8, sliding_window=4, layer_types=["sliding_attention", "full_attention"],
+        pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id,
+    )  # fmt: skip
+    gen = TransformersGenerator.from_loaded(Gemma3ForCausalLM(cfg).eval(), tok)
+    prompts = [_messages("w5 w6 paris w7 w8 w9"), _messages("w1")]
+    spans = [["paris", "w6 w7 w8 w9 w10"], ["w2 w3"]]
+    got = gen.score_batch(prompts, spans)
+    for prompt, conts, scores in zip(prompts, spans, got):
+        p = tok(gen.render(prompt), add_special_tokens=False)["input_ids"]
+        for span, score in zip(conts, scores):
+            c = tok(span, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+            with torch.inference_mode():
+                logp = torch.log_softmax(gen.model(torch.tensor([p + c])).logits[0].float(), -1)
+            assert score == pytest.approx(sum(logp[len(p) - 1 + j, t].item() for j, t in enumerate(c)), abs=1e-4)
+
+
 # -- the pipeline: one call, per-question filters ------------------------------------------------
 
 
@@ -240,6 +268,35 @@ def test_batcher_limits_batches_withdraws_timed_out_questions_and_isolates_failu
     asyncio.run(main())
     time.sleep(0.05)
     assert batcher._worker is None  # the worker ends when the queue runs dry
+
+
+def test_batcher_waits_for_the_last_batchs_callers_to_come_back():
+    """Callers answered together come back one by one; they are answered together again (not the
+    first alone while the others wait for it), and a caller who comes back alone waits only a little."""
+    seen: list[int] = []
+
+    def answer(pipe, questions, filters):
+        seen.append(len(questions))
+        time.sleep(0.2)
+        return list(questions)
+
+    batcher = Batcher(answer, window_s=0.03, max_batch=8, return_share=1.0)
+
+    async def caller(i: int, delays: list[float]):
+        for d in delays:
+            await asyncio.sleep(d)
+            assert await batcher.submit("k", None, f"q{i}", None) == f"q{i}"
+
+    async def main():
+        # four callers; after the first answer each asks again 0 to 120 ms later (within the 30 ms
+        # window only the first would have come back)
+        await asyncio.gather(*(caller(i, [0.0, 0.04 * i]) for i in range(4)))
+        assert seen == [4, 4]
+        t0 = time.monotonic()
+        await caller(9, [0.0])  # alone: waits for the others at most the last batch's time (0.2 s)
+        assert seen == [4, 4, 1] and time.monotonic() - t0 < 0.2 + 0.2 + 0.15
+
+    asyncio.run(main())
 
 
 def test_serve_config_checks_batching_fields(tmp_path):

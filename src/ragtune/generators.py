@@ -177,10 +177,13 @@ class TransformersGenerator(ChatModel):
     def score_batch(
         self, prompts: Sequence[Messages], continuations: Sequence[Sequence[str]], max_rows: int = 64
     ) -> list[list[float]]:
-        """`score` for many prompts at once: the prompts go through the model as one left-padded
-        batch (position ids count real tokens only, so each row reads as it would alone), then
-        every prompt's continuations as one batch over the shared cache. Prompts are taken in
-        groups of at most `max_rows` continuations (memory stays flat), shortest first (less padding)."""
+        """`score` for many prompts at once, in one forward pass per group of prompts. A prompt and
+        its continuations are one row: the prompt, then each continuation (its last token needs no
+        input), every continuation seeing the prompt and its own earlier tokens only (a tree
+        attention mask, positions as if it followed the prompt alone). So the prompt is read once,
+        nothing is copied per continuation, continuations are not padded to the longest, and the
+        vocabulary is scored only where a continuation's next token is read. Rows are left-padded
+        in groups of at most `max_rows` continuations (memory stays flat), shortest first (less padding)."""
         import torch
 
         if len(prompts) != len(continuations):
@@ -195,9 +198,10 @@ class TransformersGenerator(ChatModel):
             zip(todo, tok([self.render(prompts[i]) for i in todo], add_special_tokens=False)["input_ids"])
         )
         cont_ids = {i: [tok(c, add_special_tokens=False)["input_ids"] + [end] for c in continuations[i]] for i in todo}
+        size = {i: len(prompt_ids[i]) + sum(len(c) - 1 for c in cont_ids[i]) for i in todo}
         groups: list[list[int]] = []
         rows = 0
-        for i in sorted(todo, key=lambda i: len(prompt_ids[i])):
+        for i in sorted(todo, key=size.__getitem__):
             if groups and rows + len(cont_ids[i]) <= max_rows:
                 groups[-1].append(i)
                 rows += len(cont_ids[i])
@@ -217,49 +221,69 @@ class TransformersGenerator(ChatModel):
         return out
 
     def _score_group(self, prompts: list[list[int]], continuations: list[list[list[int]]]) -> list[list[float]]:
-        """Token ids in, log-likelihoods out (see `score_batch`); the caller holds the lock."""
+        """Token ids in, log-likelihoods out, in one forward pass (see `score_batch`); the caller holds the lock."""
         import torch
 
         model, pad, device = self.model, self.tokenizer.pad_token_id, self.model.device
-        width = max(map(len, prompts))
-        x = torch.full((len(prompts), width), pad, dtype=torch.long)
-        mask = torch.zeros(len(prompts), width, dtype=torch.long)
-        for b, ids in enumerate(prompts):  # left padding: every prompt ends at the right edge
-            x[b, width - len(ids) :] = torch.tensor(ids)
-            mask[b, width - len(ids) :] = 1
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = model(
-            x.to(device), attention_mask=mask.to(device), position_ids=pos.to(device), use_cache=True, logits_to_keep=1
-        )
-        first = torch.log_softmax(out.logits[:, -1].float(), -1).cpu()
-        named = "cache" in out  # transformers >= 5.2 names it `cache`, earlier `past_key_values`
-        cache = out["cache"] if named else out.past_key_values
-        rows = [(b, seq) for b, seqs in enumerate(continuations) for seq in seqs]
-        owner = torch.tensor([b for b, _ in rows])
-        cache.reorder_cache(owner.to(device))  # one copy of its prompt's cache per continuation
-        cwidth = max(len(seq) for _, seq in rows)
-        cx = torch.full((len(rows), cwidth), pad, dtype=torch.long)
-        cmask = torch.zeros(len(rows), width + cwidth, dtype=torch.long)
-        cmask[:, :width] = mask[owner]
-        for r, (_, seq) in enumerate(rows):  # right padding: the continuations start where their prompt ends
-            cx[r, : len(seq)] = torch.tensor(seq)
-            cmask[r, width : width + len(seq)] = 1
-        cpos = torch.tensor([len(prompts[b]) for b, _ in rows])[:, None] + torch.arange(cwidth)
+        # Per row: its tokens and positions; the tree is laid out at the row's right edge.
+        seqs = [p + [t for c in cs for t in c[:-1]] for p, cs in zip(prompts, continuations)]
+        width = max(map(len, seqs))
+        keep = max(len(s) - len(p) + 1 for s, p in zip(seqs, prompts))  # the positions whose logits are read
+        x = torch.full((len(seqs), width), pad, dtype=torch.long)
+        pos = torch.zeros(len(seqs), width, dtype=torch.long)
+        seen = torch.zeros(len(seqs), width, width, dtype=torch.bool)
+        targets: list[tuple[int, int, int, int]] = []  # (row, logit column, next token, continuation number)
+        n = 0
+        for b, (p, cs, seq) in enumerate(zip(prompts, continuations, seqs)):
+            start = width - len(seq)
+            x[b, start:] = torch.tensor(seq)
+            seen[b, range(start), range(start)] = True  # padding sees itself only (a row seeing nothing is NaN)
+            head = start + len(p)
+            seen[b, start:head, start:head] = torch.ones(len(p), len(p), dtype=torch.bool).tril()
+            pos[b, start:head] = torch.arange(len(p))
+            at = head
+            for c in cs:
+                # the logit at the prompt's last token scores c[0]; at c[j], c[j + 1]
+                targets += [(b, (head - 1 if j == 0 else at + j - 1) - (width - keep), t, n) for j, t in enumerate(c)]
+                m = len(c) - 1
+                seen[b, at : at + m, start:head] = True
+                seen[b, at : at + m, at : at + m] = torch.ones(m, m, dtype=torch.bool).tril()
+                pos[b, at : at + m] = torch.arange(len(p), len(p) + m)
+                at += m
+                n += 1
+        # additive form: every attention implementation reads it (sdpa also takes booleans, eager does not)
+        dtype = next(model.parameters()).dtype
+        mask = torch.zeros(seen.shape, dtype=dtype).masked_fill_(~seen, torch.finfo(dtype).min)[:, None]
+        mask = self._windowed(mask, pos)
         logits = model(
-            cx.to(device),
-            attention_mask=cmask.to(device),
-            position_ids=cpos.to(device),
-            **{"cache" if named else "past_key_values": cache},
-        ).logits.float()
-        # log-softmax only where it is read: the logit of the next token minus the log-normaliser
-        targets = cx[:, 1:].to(device)
-        picked = logits[:, :-1].gather(-1, targets[..., None])[..., 0] - torch.logsumexp(logits[:, :-1], -1)
-        picked = picked.cpu()
-        scores: list[list[float]] = [[] for _ in prompts]
-        for r, (b, seq) in enumerate(rows):
-            rest = picked[r, : len(seq) - 1].sum().item() if len(seq) > 1 else 0.0
-            scores[b].append(first[b, seq[0]].item() + rest)
+            x.to(device), attention_mask=_to(mask, device), position_ids=pos.to(device), use_cache=False,
+            logits_to_keep=keep,
+        ).logits.float()  # fmt: skip
+        row, col, token, owner = (torch.tensor(v, device=logits.device) for v in zip(*targets))
+        picked = logits[row, col, token] - torch.logsumexp(logits[row, col], -1)
+        totals = torch.zeros(n, dtype=torch.float64, device=logits.device).index_add_(0, owner, picked.double())
+        totals = totals.tolist()
+        scores: list[list[float]] = []
+        for cs in continuations:
+            scores.append(totals[: len(cs)])
+            totals = totals[len(cs) :]
         return scores
+
+    def _windowed(self, mask, pos):
+        """The attention mask for a model with sliding-window layers: those layers also hide keys
+        `sliding_window` or more positions back (as the model's own masks would); others get `mask`."""
+        import torch
+
+        config = self.model.config
+        window = getattr(config, "sliding_window", None)
+        if not window or int(pos.max()) < window:
+            return mask
+        far = (pos[:, :, None] - pos[:, None, :]) >= window
+        narrow = mask.masked_fill(far[:, None], torch.finfo(mask.dtype).min)
+        types = getattr(config, "layer_types", None)
+        if types is None:
+            return narrow
+        return {"full_attention": mask, "sliding_attention": narrow}
 
     def stream(self, prompt: Messages, max_new_tokens: int = 48) -> Iterator[str]:
         """Yield the completion of one prompt piece by piece as the model writes it."""
@@ -285,3 +309,8 @@ class TransformersGenerator(ChatModel):
         thread.start()
         yield from (piece for piece in streamer if piece)
         thread.join()
+
+
+def _to(mask, device):
+    """A mask, or a dict of masks per layer type, on `device`."""
+    return {k: v.to(device) for k, v in mask.items()} if isinstance(mask, dict) else mask.to(device)

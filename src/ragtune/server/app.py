@@ -270,7 +270,7 @@ def answer_to_response(ans: Answer, strategy: str) -> AskResponse:
 
 def create_app(cfg: ServeConfig, generators: dict | None = None) -> FastAPI:
     """Build the app; `generators` (name -> Generator) replaces the real models in tests."""
-    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
     keys = KeyRing.build(cfg.api_key or os.environ.get("RAGTUNE_API_KEY", ""), cfg.keys_file)
     svc = Service(cfg, generators)
@@ -289,6 +289,14 @@ def create_app(cfg: ServeConfig, generators: dict | None = None) -> FastAPI:
         ["route"],
         registry=registry,
         buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120),
+    )
+    # Batched answering (batching.py): the mean batch is questions / batches.
+    batchers = list(svc.batchers.values())
+    Gauge("ragtune_batches", "batched model calls run for /v1/ask", registry=registry).set_function(
+        lambda: sum(b.batches for b in batchers)
+    )
+    Gauge("ragtune_batched_questions", "questions answered in those calls", registry=registry).set_function(
+        lambda: sum(b.answered for b in batchers)
     )
 
     # Middleware, innermost first: the guard (key, content type, body size), metrics (so refusals
