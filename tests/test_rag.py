@@ -81,3 +81,69 @@ def test_pipeline_uses_the_settings_recorded_in_the_index(index):
         index.set_retrieval(colour="red")
     with pytest.raises(ConfigError, match="mode"):
         index.set_retrieval(mode="telepathy")
+
+
+# -- extracted answers: the span must be able to answer the question ------------------------------
+
+
+class _Likes(ScriptedGenerator):
+    """A span scorer that prefers the spans it is told to, then shorter ones (as a small LM does)."""
+
+    def __init__(self, *liked):
+        super().__init__(lambda m: "unused")
+        self.liked = liked
+        self.scored: list[list[str]] = []
+
+    def score(self, prompt, continuations):
+        self.scored.append(list(continuations))
+        return [(-1.0 if c in self.liked else -5.0) - 0.01 * len(c) for c in continuations]
+
+
+@pytest.fixture
+def sky_index(tmp_path, embedder):
+    from ragtune.documents import Document
+
+    Index.create(tmp_path / "sky", embedder=embedder).ingest(
+        [
+            Document("sky", "In 1994 BSkyB reached 3.5 million households across Britain.", "Sky"),
+            Document("medals", "Kenya won six gold medals at the Beijing Olympics in 2008.", "Kenya"),
+            Document("normans", "The Normans gave their name to Normandy in the 10th and 11th centuries.", "Normans"),
+        ]
+    )
+    return Index.open(tmp_path / "sky", embedder=embedder)
+
+
+@pytest.mark.parametrize(
+    "question,liked,expected",
+    [
+        # the scorer likes the year the question itself names, and a year for "how many": neither can answer
+        ("How many households had BSkyB in 1994?", ("1994", "BSkyB"), "3.5 million"),
+        # a count in words and an ordinal span are candidates (the sentence candidates had neither)
+        ("How many gold medals did Kenya win at the Beijing Olympics?", ("2008", "six"), "six"),
+        ("When did the Normans give their name to Normandy?", ("Normans", "10th and 11th centuries"),
+         "10th and 11th centuries"),
+    ],
+)  # fmt: skip
+def test_extracted_answer_is_of_the_kind_asked_and_not_a_repeat_of_the_question(sky_index, question, liked, expected):
+    gen = _Likes(*liked)
+    ans = Pipeline(sky_index, gen, RagConfig(k=3, answer_mode="extract"), gate=False).answer(question)
+    assert ans.text == expected and not ans.abstained
+    assert all(s not in gen.scored[0] for s in ("1994", "2008", "Normans"))
+
+
+def test_answer_kinds_and_echoes():
+    from ragtune.context import Source
+    from ragtune.rag import answer_spans, asked_for, is_echo, plausible_spans
+
+    assert [asked_for(q) for q in ("How many people live there?", "In what century was it built?",
+                                   "Who built it?", "Where is it?", "What is it?")] == \
+        ["number", "time", "name", "name", ""]  # fmt: skip
+    assert is_echo("Sun's", "What depleted the Sun's oxygen?") and not is_echo("Mount Kenya", "Where is Kenya?")
+    # a span seen in an earlier sentence is still a candidate of the sentence that answers
+    src = [Source(1, "a#0", "a", "A", "Odo ruled Bayeux. The tapestry was commissioned by Odo in 1070.", 1.0)]
+    spans = answer_spans("Who commissioned the tapestry?", src)
+    assert ("Odo", "The tapestry was commissioned by Odo in 1070.") in [(c.text, c.sentence) for c in spans]
+    # no candidate of the asked kind: the others stay rather than nothing
+    only = [c.text for c in plausible_spans("How many towers are there?", answer_spans("x", [
+        Source(1, "b#0", "b", "B", "The towers of Ostrel stand by the Tarn river.", 1.0)]))]  # fmt: skip
+    assert only and "towers" not in only

@@ -229,7 +229,8 @@ def run_experiment(
         docs = (
             load_squad(cfg.documents)[0] if cfg.documents.endswith(".json") else load_paths([cfg.documents]).documents
         )
-        edited_docs, edits = edit_facts(docs, answerable, cfg.fresh_edits, cfg.seed)
+        # names are swapped for names of the same kind (the index's embedder judges it): believable edits
+        edited_docs, edits = edit_facts(docs, answerable, cfg.fresh_edits, cfg.seed, embedder=index.embedder)
         # The edits go to a copy (a local LanceDB folder, whatever the backend) so cfg.index stays as it was.
         fresh_path = out / "fresh-index"
         shutil.rmtree(fresh_path, ignore_errors=True)

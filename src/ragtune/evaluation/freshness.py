@@ -31,13 +31,21 @@ _TYPE_WORDS = re.compile(
     r"^\s*(?:in\s+)?(what|which|whose)\s+(?:kind\s+of\s+|type\s+of\s+|other\s+|former\s+)*([a-z]+)", re.I
 )
 _WH = re.compile(r"\b(who|whom|where|when|what|which|how many|how much|why|how)\b", re.I)
+_NUMBER_WORDS = "one two three four five six seven eight nine ten eleven twelve".split()
+# Kinds whose value is a number: an answer gives the new value when it holds the numbers the edit
+# changed ("680" for "680 m", "1978" for "27 September 1978"), see `is_fresh`.
+NUMERIC_KINDS = ("year", "number", "quantity", "date")
+# A replacement name must be about as close to the old one as two names of one kind are (MiniLM
+# cosine: "Germany"-"Switzerland" 0.71, "Irena Bajerska"-"Maria Skłodowska-Curie" 0.56, but
+# "Kenya"-"Swahili" 0.31, "Lorelei"-"Basel" 0.2), and not a spelling of it ("oxide"-"oxides" 0.93).
+SIMILAR = (0.4, 0.9)
 
 
 def value_kind(answer: str) -> str:
     a = answer.strip()
     if _YEAR.match(a):
         return "year"
-    if _NUMBER.match(a):
+    if _NUMBER.match(a) or a.lower() in _NUMBER_WORDS:
         return "number"
     if _QUANTITY.match(a):
         return "quantity"
@@ -92,7 +100,7 @@ def _scaled(num: str, rng: random.Random) -> str:
 
 
 def _new_value(
-    old: str, kind: str, pool: Sequence[tuple[str, str]], qtype: str, text: str, rng: random.Random
+    old: str, kind: str, pool: Sequence[tuple[str, str]], qtype: str, text: str, rng: random.Random, embedder=None
 ) -> str | None:
     if kind == "year":
         for _ in range(20):
@@ -104,6 +112,11 @@ def _new_value(
         year = _DATE_YEAR.search(old).group(1)
         new_year = _new_value(year, "year", pool, qtype, text, rng)
         return old.replace(year, new_year) if new_year else None
+    if kind == "number" and old.lower() in _NUMBER_WORDS:  # "six" -> "four": a count in words stays one
+        n = _NUMBER_WORDS.index(old.lower()) + 1
+        options = [w for w in _NUMBER_WORDS[max(n - 4, 0) : n + 3] if w != old.lower() and w not in text.lower()]
+        word = rng.choice(options) if options else None
+        return word.capitalize() if word and old[:1].isupper() else word
     if kind in ("number", "quantity"):
         m = _QUANTITY.match(old) if kind == "quantity" else None
         pre, num, ordn, rest = (m["pre"], m["num"], m["ord"] or "", m["rest"]) if m else ("", old, "", "")
@@ -113,8 +126,9 @@ def _new_value(
             if ordn:
                 n = int(num) + rng.choice([-1, 1]) * rng.randint(1, 4)
                 cand = f"{pre}{_ordinal(max(n, 1))}{rest}"
-            elif _YEAR.match(num) and not rest:
-                return _new_value(num, "year", pool, qtype, text, rng)
+            elif _YEAR.match(num) and not pre:  # "1972 connections": a year, whatever follows it
+                year = _new_value(num, "year", pool, qtype, text, rng)
+                return f"{year}{rest}" if year else None
             else:
                 cand = f"{pre}{_scaled(num, rng)}{rest}"
             if cand != old and cand not in text:
@@ -131,6 +145,11 @@ def _new_value(
         if t == qtype and value_kind(a) == kind and normalize_answer(a) != normalize_answer(old) and a not in text
         and len(a.split()) == len(old.split()) and _shape(a) == _shape(old)
     ]  # fmt: skip
+    if options and embedder is not None:  # a name of the same kind: the most similar one that is not a variant
+        vecs = embedder.embed([old, *options])
+        sims = [float(v @ vecs[0]) for v in vecs[1:]]
+        close = [(sim, a) for sim, a in zip(sims, options) if SIMILAR[0] <= sim < SIMILAR[1]]
+        return max(close)[1] if close else None
     return rng.choice(options) if options else None
 
 
@@ -152,14 +171,18 @@ def _group(doc_id: str) -> str:
 
 
 def edit_facts(
-    docs: Sequence[Document], examples: Sequence[QAExample], n: int, seed: int = 0
+    docs: Sequence[Document], examples: Sequence[QAExample], n: int, seed: int = 0, embedder=None
 ) -> tuple[list[Document], list[FactEdit]]:
     """Pick up to `n` examples (one per document) whose answer appears verbatim in their
     gold passage, and replace it there (every occurrence) with a believable new value of the
     same type: a year for a year, a number of the same magnitude and unit, an ordinal for an
     ordinal, and otherwise another answer of the corpus to a question asking for the same thing
     (who / where / what religion / which city ...). A fact with no believable substitute is left
-    alone. Returns the edited documents and the edits (questions whose gold is the new value)."""
+    alone, and so is a number given as the answer to "who" or "where" (the question does not ask
+    for what would be edited). With an `embedder`, a name is replaced only by one of the same kind
+    (the most similar one within `SIMILAR`: a country for a country, not a language); without one,
+    by a random name of the same shape. Returns the edited documents and the edits (questions
+    whose gold is the new value)."""
     rng = random.Random(seed)
     by_id = {d.id: d for d in docs}
     pools: dict[str, list[tuple[str, str]]] = {}
@@ -181,8 +204,10 @@ def edit_facts(
         text = by_id[doc_id].text
         if len(old) < 2 or old not in text:
             continue
-        kind = value_kind(old)
-        new = _new_value(old, kind, pools.get(_group(doc_id), []), answer_type(ex.question), text, rng)
+        kind, qtype = value_kind(old), answer_type(ex.question)
+        if kind in NUMERIC_KINDS and qtype in ("who", "whom", "where"):
+            continue
+        new = _new_value(old, kind, pools.get(_group(doc_id), []), qtype, text, rng, embedder)
         if not new:
             continue
         edited[doc_id] = replace(by_id[doc_id], text=text.replace(old, new))
@@ -197,12 +222,57 @@ def edited_sentence(edit: FactEdit) -> str:
     return next((s for s in split_sentences(edit.example.context) if edit.new in s), "")
 
 
+def _holds(answer: list[str], value: list[str]) -> bool:
+    """`value`'s words appear in `answer`, in order and together (so "1690" is not in "16900")."""
+    n = len(value)
+    return n > 0 and any(answer[i : i + n] == value for i in range(len(answer) - n + 1))
+
+
+def _changed(edit: FactEdit) -> tuple[list[str], list[str]]:
+    """The numbers the edit wrote and the ones it removed ("400 m" -> "680 m": ["680"], ["400"])."""
+    new, old = normalize_answer(edit.new).split(), normalize_answer(edit.old).split()
+    digits = lambda words, other: [w for w in words if w not in other and any(c.isdigit() for c in w)]  # noqa: E731
+    return digits(new, old), digits(old, new)
+
+
 def is_fresh(answer: str, edit: FactEdit) -> bool:
-    """The answer gives the new value (and not only the old one)."""
-    a = normalize_answer(answer)
-    return bool(normalize_answer(edit.new)) and normalize_answer(edit.new) in a
+    """The answer gives the new value (and not only the old one): it holds the new value, or, for
+    a number, date or quantity, the numbers the edit changed and none it removed ("680" answers
+    "680 m"; "50 thousand" does not answer "21 to 50 thousand", edited from "30 to 50 thousand")."""
+    a = normalize_answer(answer).split()
+    if _holds(a, normalize_answer(edit.new).split()):
+        return True
+    if edit.kind not in NUMERIC_KINDS:
+        return False
+    wrote, removed = _changed(edit)
+    return bool(wrote) and all(w in a for w in wrote) and not any(w in a for w in removed)
 
 
 def is_stale(answer: str, edit: FactEdit) -> bool:
-    a = normalize_answer(answer)
-    return normalize_answer(edit.old) in a and not is_fresh(answer, edit)
+    """The answer gives the old value (as `is_fresh` reads the new one) and not the new one."""
+    a = normalize_answer(answer).split()
+    if is_fresh(answer, edit):
+        return False
+    if _holds(a, normalize_answer(edit.old).split()):
+        return True
+    removed = _changed(edit)[1] if edit.kind in NUMERIC_KINDS else []
+    return bool(removed) and all(w in a for w in removed)
+
+
+MISS_CAUSES = ("not retrieved", "not in the context", "abstained (gate)", "abstained (model)", "old value", "other")
+
+
+def why_not_fresh(answer, edit: FactEdit) -> str:
+    """Why a RAG answer (`rag.Answer`) misses the new value, in the order a reader would check:
+    the edited passage not retrieved, its new value not among the selected sentences, an
+    abstention (by the gate, which sets a confidence, or by the model), the old value, something
+    else. "" when the answer is fresh."""
+    if is_fresh(answer.text, edit):
+        return ""
+    if not any(h.chunk.doc_id == edit.doc_id for h in answer.hits):
+        return "not retrieved"
+    if not any(s.doc_id == edit.doc_id and edit.new in s.text for s in answer.sources):
+        return "not in the context"
+    if answer.abstained:
+        return "abstained (gate)" if answer.confidence is not None else "abstained (model)"
+    return "old value" if is_stale(answer.text, edit) else "other"
