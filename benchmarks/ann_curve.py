@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from common import squad_dev
+from common import pyplot, squad_dev
 
 
 def real_vectors(n_par: int, n_q: int) -> tuple[np.ndarray, np.ndarray]:
@@ -136,13 +136,8 @@ def main() -> None:
     for r in rows:
         print(f"{r['n']:>8} {r['index']:<12} {r['params']:<34} {r['recall10']:>6.3f} {r['p50_ms']:>8.1f} "
               f"{r['p95_ms']:>8.1f} {r['build_s']:>8.1f}")  # fmt: skip
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("(matplotlib not installed: no plot)")
+    plt = pyplot()
+    if plt is None:
         return
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for kind, marker in (("exact", "s"), ("IVF_HNSW_SQ", "o"), ("IVF_PQ", "^")):

@@ -34,6 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ann_curve import real_vectors, recall, synthetic  # noqa: E402
+from common import pyplot  # noqa: E402
 
 K = 10
 EF_SEARCH = (10, 20, 40, 100, 200, 400)  # 200 is ragtune's default
@@ -158,13 +159,8 @@ def measure(n: int, vectors: np.ndarray, queries: np.ndarray, pgdata: Path, unsi
 
 
 def plot(rows: list[dict], out: Path) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("(matplotlib not installed: no plot)")
+    plt = pyplot()
+    if plt is None:
         return
     from ragtune.stores.pgvector import ANN
 

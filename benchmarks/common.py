@@ -34,3 +34,16 @@ def squad_index(path: Path, embedder, docs):
 
 def median(xs):
     return statistics.median(xs)
+
+
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (files, no display), or None when it is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("(matplotlib not installed: no plot)")
+        return None
+    return plt
