@@ -9,8 +9,8 @@ go to a fresh temporary cache and are timed (the GGUF -> safetensors base folder
 source, from the user's cache). `--adapter` merges a PEFT adapter into the base first, in every
 backend (the bundled question-generation LoRA is src/ragtune/data/qg-adapter).
 
-    flock /tmp/ragtune-bench.lock .venv/bin/python benchmarks/generation.py [--prompts 40]
-        [--new-tokens 32] [--backends transformers,ct2,ct2-int8,ort-fp32,ort-int8,ort-int4] [--adapter DIR]
+    flock /tmp/ragtune-bench.lock .venv/bin/python benchmarks/generation.py [--prompts 40] [--new-tokens 32]
+        [--backends transformers,ct2,ct2-int8,ort-fp32,ort-fp32-spec,ort-int8,ort-int4] [--adapter DIR]
 """
 
 from __future__ import annotations
@@ -139,10 +139,10 @@ class CT2:
 
 
 class OrtGenai:
-    def __init__(self, base: str, adapter: str | None, precision: str):
+    def __init__(self, base: str, adapter: str | None, precision: str, **options):
         from ragtune.fast_generators import OrtGenaiGenerator
 
-        self.gen = OrtGenaiGenerator(base, adapter=adapter, precision=precision)
+        self.gen = OrtGenaiGenerator(base, adapter=adapter, precision=precision, **options)
         self.gen.model  # noqa: B018
 
     def tokens(self, messages, max_new: int) -> Iterator[int]:
@@ -153,23 +153,33 @@ BACKENDS = {
     "transformers": ("transformers", lambda b, a: Transformers(b, a)),
     "ct2": ("ctranslate2", lambda b, a: CT2(b, a)),
     "ct2-int8": ("ctranslate2", lambda b, a: CT2(b, a, "int8")),
-    "ort-fp32": ("onnxruntime_genai", lambda b, a: OrtGenai(b, a, "fp32")),
-    "ort-int8": ("onnxruntime_genai", lambda b, a: OrtGenai(b, a, "int8")),
-    "ort-int4": ("onnxruntime_genai", lambda b, a: OrtGenai(b, a, "int4")),
+    "ort-fp32": ("onnxruntime_genai", lambda b, a: OrtGenai(b, a, "fp32", draft_tokens=0)),
+    # prompt-lookup speculative decoding (exact under greedy): k drafts after a matched 3..2-gram
+    "ort-fp32-spec": ("onnxruntime_genai", lambda b, a: OrtGenai(b, a, "fp32", draft_tokens=3, min_ngram=2)),
+    "ort-fp32-spec-k4n1": ("onnxruntime_genai", lambda b, a: OrtGenai(b, a, "fp32", draft_tokens=4, min_ngram=1)),
+    # ... and the cache of the prompt's start (system message, template) kept from the last prompt
+    "ort-fp32-spec-reuse": (
+        "onnxruntime_genai",
+        lambda b, a: OrtGenai(b, a, "fp32", draft_tokens=3, min_ngram=2, reuse_prefix=True),
+    ),
+    "ort-int8": ("onnxruntime_genai", lambda b, a: OrtGenai(b, a, "int8", draft_tokens=0)),
+    "ort-int4": ("onnxruntime_genai", lambda b, a: OrtGenai(b, a, "int4", draft_tokens=0)),
 }
 
 
-def timed(runner, messages, max_new: int) -> tuple[list[int], float, float | None]:
-    """(token ids, TTFT s, decode tokens/s after the first token or None if only one)."""
+def timed(runner, messages, max_new: int) -> tuple[list[int], float, float | None, float]:
+    """(token ids, TTFT s, decode tokens/s after the first token or None if only one, total s: from the
+    call to the generator's end, prompt and end-of-turn step included)."""
     t0 = time.perf_counter()
     stamps, ids = [], []
     for token in runner.tokens(messages, max_new):
         stamps.append(time.perf_counter() - t0)
         ids.append(token)
+    total = time.perf_counter() - t0
     if not stamps:
-        return ids, time.perf_counter() - t0, None
+        return ids, total, None, total
     rate = (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 and stamps[-1] > stamps[0] else None
-    return ids, stamps[0], rate
+    return ids, stamps[0], rate, total
 
 
 def main() -> None:
@@ -208,6 +218,8 @@ def main() -> None:
             cold[name] = timed(runner, warmup[0], args.new_tokens)[1]
             for messages in warmup[1:]:
                 timed(runner, messages, args.new_tokens)
+            if hasattr(runner.gen, "drafts"):  # count drafts over the timed prompts only
+                runner.gen.drafts = type(runner.gen.drafts)()
         sizes = [
             len(tok.apply_chat_template(p, tokenize=True, add_generation_prompt=True, return_dict=False))
             for p in prompts
@@ -217,29 +229,42 @@ def main() -> None:
             + (f"; adapter {args.adapter}" if args.adapter else ""),
             flush=True,
         )
-        stats = {n: {"ttft": [], "rate": [], "text": []} for n in runners}
+        stats = {n: {"ttft": [], "rate": [], "text": [], "e2e": [], "tokens": 0, "seconds": 0.0} for n in runners}
         for i, messages in enumerate(prompts):
             for name, runner in runners.items():
-                ids, ttft, rate = timed(runner, messages, args.new_tokens)
+                ids, ttft, rate, total = timed(runner, messages, args.new_tokens)
                 stats[name]["ttft"].append(ttft)
                 if rate is not None:
                     stats[name]["rate"].append(rate)
+                stats[name]["e2e"].append(len(ids) / total)
+                stats[name]["tokens"] += len(ids)
+                stats[name]["seconds"] += total
                 stats[name]["text"].append(tok.decode(ids, skip_special_tokens=True).strip())
             if (i + 1) % 10 == 0:
                 print(f"  {i + 1}/{len(prompts)} prompts", flush=True)
 
+    # decode tok/s: median over prompts of (tokens - 1) / (last token - first token), the figure the 4x
+    # target is read on; e2e tok/s: median of new tokens / whole call (prompt read + decode + end step),
+    # and "all": total new tokens / total time over all prompts.
     ref = stats["transformers"]
     ref_rate, ref_ttft = statistics.median(ref["rate"]), statistics.median(ref["ttft"])
+    ref_e2e, ref_all = statistics.median(ref["e2e"]), ref["tokens"] / ref["seconds"]
     print(
-        f"\n{'backend':14s} {'convert s':>9s} {'decode tok/s':>12s} {'x tf':>6s} {'TTFT ms':>8s} {'x tf':>6s} "
-        f"{'cold TTFT':>9s} {'same answer':>11s}"
+        f"\n{'backend':18s} {'convert s':>9s} {'decode tok/s':>12s} {'x tf':>6s} {'TTFT ms':>8s} {'x tf':>6s} "
+        f"{'cold TTFT':>9s} {'e2e tok/s':>9s} {'x tf':>6s} {'all tok/s':>9s} {'x tf':>6s} {'same answer':>11s} "
+        "drafts kept"
     )
     for name, s in stats.items():
-        rate, ttft = statistics.median(s["rate"]), statistics.median(s["ttft"])
+        rate, ttft, e2e = statistics.median(s["rate"]), statistics.median(s["ttft"]), statistics.median(s["e2e"])
+        every = s["tokens"] / s["seconds"]
         same = sum(a == b for a, b in zip(s["text"], ref["text"])) / len(prompts)
+        gen = runners[name].gen
+        drafts = getattr(gen, "drafts", None)
+        kept = f"{drafts.accepted}/{drafts.proposed} in {drafts.passes} passes" if drafts and drafts.passes else "-"
         print(
-            f"{name:14s} {convert_s[name]:9.1f} {rate:12.1f} {rate / ref_rate:6.2f} {ttft * 1000:8.0f} "
-            f"{ref_ttft / ttft:6.2f} {cold[name] * 1000:9.0f} {same:11.0%}"
+            f"{name:18s} {convert_s[name]:9.1f} {rate:12.1f} {rate / ref_rate:6.2f} {ttft * 1000:8.0f} "
+            f"{ref_ttft / ttft:6.2f} {cold[name] * 1000:9.0f} {e2e:9.1f} {e2e / ref_e2e:6.2f} {every:9.1f} "
+            f"{every / ref_all:6.2f} {same:11.0%} {kept}"
         )
     for name, s in stats.items():
         diff = next((i for i, (a, b) in enumerate(zip(s["text"], ref["text"])) if a != b), None)

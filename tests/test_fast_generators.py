@@ -157,3 +157,118 @@ def test_ort_build_is_cached_and_answers_equal_transformers(tiny_llama, lora, or
     assert tuned.generate(PROMPTS, 12) == TransformersGenerator(str(tiny_llama), adapter=lora).generate(PROMPTS, 12)
     assert ort_converted(str(tiny_llama), lora)[1] != folder
     assert isinstance(make_generator(f"{tiny_llama}@ort"), OrtGenaiGenerator)
+
+
+# -- prompt-lookup speculative decoding --------------------------------------------------------------
+
+
+class ScriptedOrt:
+    """A stand-in for an onnxruntime-genai `Generator` whose greedy answer to `prompt` is `answer`
+    (then the end token 2): a position reads as `answer`'s next token only if everything read so far
+    after the prompt is `answer`'s start, else as token 99. A rewind that leaves a rejected draft in
+    the sequence therefore derails the rest."""
+
+    def __init__(self, prompt, answer, vocab=100):
+        self.prompt, self.answer, self.vocab = list(prompt), list(answer) + [2], vocab
+        self.seq, self.logits, self.appends = [], None, []
+
+    def _pick(self, upto):
+        done = self.seq[len(self.prompt) : upto]
+        ok = self.seq[: len(self.prompt)] == self.prompt and done == self.answer[: len(done)]
+        return self.answer[len(done)] if ok and len(done) < len(self.answer) else 99
+
+    def append_tokens(self, tokens):
+        import numpy as np
+
+        start = len(self.seq)
+        self.seq += list(tokens)
+        self.appends.append(len(tokens))
+        self.logits = np.zeros((1, len(tokens), self.vocab), dtype=np.float32)
+        for i in range(len(tokens)):
+            self.logits[0, i, self._pick(start + i + 1)] = 1.0
+
+    def get_output(self, name):
+        assert name == "logits"
+        return self.logits
+
+    def get_logits(self):
+        return self.logits[:, -1:]
+
+    def rewind_to(self, n):
+        assert n <= len(self.seq)
+        del self.seq[n:]
+
+
+def scripted(prompt, answer, max_new_tokens, **options):
+    from ragtune.fast_generators import DraftCounts, prompt_lookup_decode
+
+    gen, counts = ScriptedOrt(prompt, answer), DraftCounts()
+    gen.append_tokens(prompt)
+    out = list(prompt_lookup_decode(gen, prompt, max_new_tokens, eos=2, counts=counts, **options))
+    return out, counts, gen
+
+
+def test_prompt_lookup_keeps_drafts_the_model_agrees_with():
+    prompt = [10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20]
+    answer = [30, 12, 13, 14, 15, 16, 17, 31, 18, 19, 20, 21]  # copies two spans of the prompt
+    out, counts, gen = scripted(prompt, answer, 32, draft_tokens=4, ngram=(3, 1))
+    assert out == answer  # exactly greedy's answer, end token left out
+    assert counts.accepted == 6 and counts.proposed > counts.accepted  # 4 + 2 copied tokens kept, wrong guesses dropped
+    assert counts.passes == len(gen.appends) - 1 < len(answer)  # fewer passes than tokens
+    assert gen.seq[len(prompt) :][: len(answer)] == answer  # nothing rejected left in the cache
+
+
+def test_prompt_lookup_respects_max_new_tokens_and_stops_at_the_end_token():
+    prompt = [10, 11, 12, 13, 14, 15, 16, 17]
+    answer = [11, 12, 13, 14, 15, 16, 17]
+    for limit in range(1, 10):
+        out, _, gen = scripted(prompt, answer, limit, draft_tokens=5)
+        assert out == answer[:limit]  # exactly `limit` tokens, or the answer if it ends first
+        assert len(gen.seq) <= len(prompt) + limit  # never read past the budget
+    out, _, _ = scripted(prompt, [], 8, draft_tokens=5)
+    assert out == []  # the end token first: nothing
+    out, counts, _ = scripted(prompt, [40, 41, 42], 8, draft_tokens=5)  # nothing to copy
+    assert out == [40, 41, 42] and counts.proposed == 0
+
+
+def test_prompt_lookup_finds_the_latest_occurrence_of_the_longest_tail():
+    from ragtune.fast_generators import PromptLookup
+
+    lookup = PromptLookup([5, 6, 7, 8, 9, 5, 6], max_ngram=3, min_ngram=1)
+    assert lookup.propose(2) == [7, 8]
+    lookup.extend([1, 6])  # tail (1, 6) unseen, (6,) last followed by 1
+    assert lookup.propose(3) == [1, 6]
+    assert PromptLookup([5, 6, 7, 6], max_ngram=3, min_ngram=2).propose(2) == []  # only a 1-token match
+
+
+def test_ort_speculative_decoding_equals_plain_greedy(tiny_llama, ort, tmp_path, monkeypatch):
+    monkeypatch.setenv("RAGTUNE_CACHE", str(tmp_path))
+    plain = OrtGenaiGenerator(str(tiny_llama), draft_tokens=0)
+    spec = OrtGenaiGenerator(str(tiny_llama), draft_tokens=4, ngram=3, min_ngram=1)
+    # Prompts that repeat themselves, so an answer that repeats them draws drafts from them.
+    prompts = PROMPTS + [[{"role": "user", "content": " ".join(["w5 w6 w7 w8 w9 paris france"] * 4)}]]
+    for limit in (1, 2, 5, 24):
+        for p in prompts:
+            want = list(plain.token_ids(p, limit))
+            assert list(spec.token_ids(p, limit)) == want and len(want) <= limit
+    assert spec.drafts.passes > 0 and spec.drafts.accepted > 0
+    assert spec.generate(prompts, 24) == TransformersGenerator(str(tiny_llama)).generate(prompts, 24)
+    assert "".join(spec.stream(prompts[2], 24)).strip() == spec.generate(prompts[2:], 24)[0]
+    with pytest.raises(ConfigError, match="min_ngram=4"):
+        OrtGenaiGenerator(str(tiny_llama), ngram=3, min_ngram=4)
+
+
+def test_ort_reused_prefix_gives_the_same_answers(tiny_llama, ort, tmp_path, monkeypatch):
+    monkeypatch.setenv("RAGTUNE_CACHE", str(tmp_path))
+    fresh = OrtGenaiGenerator(str(tiny_llama))
+    kept = OrtGenaiGenerator(str(tiny_llama), reuse_prefix=True, draft_tokens=3)
+    system = {"role": "system", "content": "answer w1 w2 w3 from the sources"}
+    prompts = [[system, {"role": "user", "content": f"w{i} w{i + 1} paris question"}] for i in range(4)]
+    prompts += [PROMPTS[0], prompts[0], prompts[0]]  # nothing shared, then all of it
+    for p in prompts:
+        assert list(kept.token_ids(p, 10)) == list(fresh.token_ids(p, 10))
+        first = kept._kept
+    assert kept.generate(prompts[:2], 10) == fresh.generate(prompts[:2], 10) and kept._kept is first  # one generator
+    kept._kept_length = 128
+    long = [{"role": "user", "content": "w1 w2 " * 100}]  # past the kept generator's cache: a fresh one
+    assert list(kept.token_ids(long, 4)) == list(fresh.token_ids(long, 4)) and kept._kept is first

@@ -2,8 +2,9 @@
 
 Same protocol as `TransformersGenerator` (name, generate, stream, score, count_tokens, render). On a
 2-core laptop CPU, at full precision with the same greedy answers: onnxruntime-genai decodes ~2.4x
-as fast as transformers fp32, CTranslate2 ~1.4x with half the time to first token; their int8/int4
-builds are faster and answer differently (docs/generation-backends.md). A fine-tuned LoRA adapter is
+as fast as transformers fp32 (~2.7x with prompt-lookup speculative decoding, its default),
+CTranslate2 ~1.4x with half the time to first token; their int8/int4 builds are faster and answer
+differently (docs/generation-backends.md). A fine-tuned LoRA adapter is
 merged into its base first (PEFT `merge_and_unload`); the converted folder is cached in
 `cache_dir()/ct2` or `cache_dir()/ort`, keyed by the source model folder, the adapter's content hash
 and the quantisation, and written atomically (a temp folder renamed into place)::
@@ -19,11 +20,13 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError, ModelNotFoundError
@@ -248,22 +251,136 @@ def ort_converted(model: str, adapter: str | Path | None = None, precision: str 
     return _cached_build("ort", model, adapter, precision, onnxruntime_genai.__version__, "genai_config.json", build)
 
 
+class PromptLookup:
+    """Draft tokens for prompt-lookup decoding: the tokens that followed the latest earlier occurrence
+    of the sequence's last `n` tokens (n = `max_ngram` down to `min_ngram`), found in the prompt or in
+    the answer so far. RAG answers copy spans of their sources, so the drafts are often right.
+
+        lookup = PromptLookup([5, 6, 7, 8, 9, 5, 6])
+        lookup.propose(2)  # -> [7, 8]
+    """
+
+    def __init__(self, tokens: Sequence[int], max_ngram: int = 3, min_ngram: int = 1):
+        self.tokens = list(tokens)
+        self.sizes = range(max_ngram, min_ngram - 1, -1)
+        self._latest: dict[tuple[int, ...], int] = {}  # n-gram -> the position right after its latest occurrence
+        self._indexed = 1  # n-grams ending before this position are in `_latest`
+
+    def extend(self, tokens: Sequence[int]) -> None:
+        self.tokens.extend(tokens)
+
+    def propose(self, k: int) -> list[int]:
+        """Up to `k` draft tokens to follow the sequence (none if its tail occurs nowhere earlier)."""
+        t, end = self.tokens, len(self.tokens)
+        for p in range(self._indexed, end):  # the tail itself (ending at `end`) is not indexed: no follower yet
+            for n in self.sizes:
+                if p >= n:
+                    self._latest[tuple(t[p - n : p])] = p
+        self._indexed = max(self._indexed, end)
+        for n in self.sizes:
+            p = self._latest.get(tuple(t[end - n : end])) if end >= n else None
+            if p is not None:
+                return t[p : p + k]
+        return []
+
+
+@dataclass
+class DraftCounts:
+    """Speculative decoding's tally: forward passes, draft tokens checked, and those kept."""
+
+    passes: int = 0
+    proposed: int = 0
+    accepted: int = 0
+
+
+def prompt_lookup_decode(
+    gen,
+    prompt: Sequence[int],
+    max_new_tokens: int,
+    eos: int,
+    draft_tokens: int = 3,
+    ngram: tuple[int, int] = (3, 2),
+    counts: DraftCounts | None = None,
+) -> Iterator[int]:
+    """Greedy decoding with prompt-lookup drafts, from an onnxruntime-genai `Generator` that has read
+    `prompt` (the end token left out, at most `max_new_tokens`).
+
+    Each round appends the last chosen token (`pending`: chosen, not yet read) and up to
+    `draft_tokens` drafts (`PromptLookup`, tails of `ngram[0]` down to `ngram[1]` tokens); the logits at
+    each appended position give greedy's next pick, so drafts are kept while they equal those picks,
+    the pick after the last kept one is the new `pending`, and the generator is rewound to drop what
+    was read past the kept tokens. A round that keeps j drafts yields j + 1 tokens for one pass."""
+    counts = counts if counts is not None else DraftCounts()
+    pending = int(gen.get_logits()[0, -1].argmax())  # only the prompt's last position (all of it: a 78 MB copy)
+    lookup, read, made = PromptLookup(prompt, *ngram), len(prompt), 0
+    while pending != eos:
+        yield pending
+        made += 1
+        if made >= max_new_tokens:
+            return
+        lookup.extend([pending])
+        drafts = lookup.propose(min(draft_tokens, max_new_tokens - made - 1))  # room for the pick after them
+        gen.append_tokens([pending, *drafts])
+        picks = gen.get_output("logits")[0].argmax(-1).tolist()
+        kept = 0
+        while kept < len(drafts) and picks[kept] == drafts[kept]:
+            kept += 1
+        counts.passes += 1
+        counts.proposed += len(drafts)
+        counts.accepted += kept
+        read += 1 + kept
+        if kept < len(drafts):
+            gen.rewind_to(read)
+        for token in drafts[:kept]:
+            if token == eos:
+                return
+            yield token
+            made += 1
+        lookup.extend(drafts[:kept])
+        pending = picks[kept]
+
+
 class OrtGenaiGenerator(_TokenStream):
     """A causal LM through onnxruntime-genai on the CPU (fp32: transformers' greedy answers, ~2.4x
     its tokens/s here; int8 ~4.7x, int4 ~6.9x, with different answers), and span scoring from the
-    logits of appended tokens."""
+    logits of appended tokens.
+
+    `draft_tokens=k` (default 3) decodes speculatively with prompt lookup (`prompt_lookup_decode`): up
+    to k tokens copied from where the answer's last `ngram`..`min_ngram` tokens occur in the prompt (or
+    the answer) are checked in one forward pass, and those the model would have chosen itself are
+    kept, plus its next token: greedy decoding's answer (100/100 demo questions identical), 1.15x the
+    decode rate on RAG answers, ~1.4x fewer passes for the question-generation adapter.
+    `draft_tokens=0` decodes one token per pass. `reuse_prefix=True` keeps the generator between
+    calls and reads only the part of a prompt after the start it shares with the last one."""
 
     backend = "onnxruntime-genai"
     device = "cpu"
 
-    def __init__(self, model: str, adapter: str | Path | None = None, precision: str = "fp32"):
+    def __init__(
+        self,
+        model: str,
+        adapter: str | Path | None = None,
+        precision: str = "fp32",
+        draft_tokens: int = 3,
+        ngram: int = 3,
+        min_ngram: int = 2,
+        reuse_prefix: bool = False,
+    ):
         if precision not in ORT_PRECISIONS:
             raise ConfigError(f"precision={precision!r}: use one of {', '.join(ORT_PRECISIONS)}")
+        if not 0 <= draft_tokens <= 64:
+            raise ConfigError(f"draft_tokens={draft_tokens!r}: use 0 (no speculation) to 64")
+        if not 1 <= min_ngram <= ngram <= 8:
+            raise ConfigError(f"ngram={ngram!r}, min_ngram={min_ngram!r}: use 1 <= min_ngram <= ngram <= 8")
         if importlib.util.find_spec("onnxruntime_genai") is None:
             raise ModelNotFoundError("the ort backend needs onnxruntime-genai: pip install 'onnxruntime-genai>=0.18'")
         base = f"{model}@ort" if precision == "fp32" else f"{model}@ort-{precision}"
         self.name = base if adapter is None else f"{base}+{_run_name(Path(adapter))}"
         self.model_name, self.adapter, self.precision = model, adapter, precision
+        self.draft_tokens, self.ngram, self.min_ngram = draft_tokens, ngram, min_ngram
+        self.drafts = DraftCounts()  # drafts checked and kept over this generator's life
+        self.reuse_prefix = reuse_prefix
+        self._kept, self._kept_prompt, self._kept_length = None, None, 0  # the generator kept for reuse_prefix
         self._lock = threading.Lock()
 
     def _load(self) -> None:
@@ -273,24 +390,58 @@ class OrtGenaiGenerator(_TokenStream):
         source, folder = ort_converted(self.model_name, self.adapter, self.precision)
         self._tokenizer = AutoTokenizer.from_pretrained(str(source))
         self._model = og.Model(str(folder))  # `model`: the onnxruntime_genai.Model
+        context = json.loads((folder / "genai_config.json").read_text())["model"].get("context_length", 2048)
+        self._kept_length = min(2048, int(context))  # the kept generator's cache: 2048 x 46 KB for SmolLM2
 
     def token_ids(self, prompt: Messages, max_new_tokens: int = 48) -> Iterator[int]:
         """The greedy completion's token ids, one by one as they are decoded (the end token left out)."""
-        import onnxruntime_genai as og
-
-        model, tok = self.model, self.tokenizer
+        tok = self.tokenizer
         ids = tok(self.render(prompt), add_special_tokens=False)["input_ids"]
+        if max_new_tokens <= 0:
+            return
         with self._lock:
-            params = og.GeneratorParams(model)
-            params.set_search_options(max_length=len(ids) + max_new_tokens, do_sample=False)
-            gen = og.Generator(model, params)
-            gen.append_tokens(ids)
-            while not gen.is_done():
+            gen = self._reader(ids, max_new_tokens)
+            if self.draft_tokens:
+                eos, k, n = tok.eos_token_id, self.draft_tokens, (self.ngram, self.min_ngram)
+                yield from prompt_lookup_decode(gen, ids, max_new_tokens, eos, k, n, self.drafts)
+                return
+            for _ in range(max_new_tokens):
                 gen.generate_next_token()
                 token = int(gen.get_next_tokens()[0])
                 if token == tok.eos_token_id:
                     break
                 yield token
+
+    def _reader(self, ids: list[int], max_new_tokens: int):
+        """An onnxruntime-genai `Generator` that has read the prompt `ids`, with room for `max_new_tokens`.
+        With `reuse_prefix`, the generator of the last call, rewound to the start this prompt shares
+        with the last one (ragtune's system message and the chat template's head), so only the rest is
+        read; a fresh one if the prompt would not fit its cache."""
+        import onnxruntime_genai as og
+
+        def fresh(length: int):
+            params = og.GeneratorParams(self.model)
+            params.set_search_options(max_length=length, do_sample=False)
+            return og.Generator(self.model, params)
+
+        if not self.reuse_prefix or len(ids) + max_new_tokens + 1 > self._kept_length:
+            gen = fresh(len(ids) + max_new_tokens + 1)
+            gen.append_tokens(ids)
+            return gen
+        gen, last = self._kept, self._kept_prompt or []
+        self._kept_prompt = None  # until the new prompt has been read
+        same = 0
+        for a, b in zip(last, ids[:-1]):  # at least the last token is read again: its logits pick the first
+            if a != b:
+                break
+            same += 1
+        if gen is None or same == 0:
+            gen = self._kept = fresh(self._kept_length)
+        else:
+            gen.rewind_to(same)
+        gen.append_tokens(ids[same:])
+        self._kept_prompt = ids
+        return gen
 
     def score(self, prompt: Messages, continuations: Sequence[str]) -> list[float]:
         """Log-likelihood of each continuation as the whole reply to `prompt` (its tokens and the end
