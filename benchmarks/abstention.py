@@ -10,7 +10,11 @@ questions from the index, each asked again with its own document kept out of ret
 Baseline, same run: the same pipeline without the gate (the model's own "I don't know").
 Targets: abstains on >= 80% of unanswerable questions, <= 10% of answerable ones.
 
-    python benchmarks/abstention.py [--corpus squad pubmedqa] [--n 100] [--calibrate 40]
+    python benchmarks/abstention.py [--corpus squad pubmedqa] [--n 100] [--calibrate 40] [--records DIR]
+
+Besides the library's gate, a few variants fitted on the same calibration answers are shown
+(weights fitted on right answers only; without the question-side evidence). `--records` keeps
+every calibration and test answer's evidence, F1 and texts, to compare other fits offline.
 """
 
 from __future__ import annotations
@@ -76,7 +80,7 @@ def rates(answers, examples) -> dict:
 
 def run(name: str, args, generator) -> dict:
     from ragtune import ChunkConfig, Index, Pipeline
-    from ragtune.gate import calibrate
+    from ragtune.gate import calibration_answers, fit_answers
     from ragtune.rag import apply_gate
     from ragtune.tuning import synthetic_examples
 
@@ -96,7 +100,15 @@ def run(name: str, args, generator) -> dict:
                 if e.id not in test_ids]  # fmt: skip
         calib = pool[: args.calibrate]
     pipe = Pipeline(index, generator, gate=False, score_answers=True)
-    gate = calibrate(index, generator, [e.question for e in calib], answerable_doc_ids=[e.doc_ids[0] for e in calib])
+    answered, refused = calibration_answers(index, generator, [e.question for e in calib],
+                                            answerable_doc_ids=[e.doc_ids[0] for e in calib])  # fmt: skip
+    gate = fit_answers(answered, refused)
+    variants = {
+        "gate fitted on right answers only": fit_answers(answered, refused, answers=[e.answers for e in calib]),
+        "gate without question-side evidence": fit_answers(
+            [_no_question_side(a) for a in answered], [_no_question_side(a) for a in refused]
+        ),
+    }
     cal = gate.calibration
     print(f"  gate calibrated on {len(calib)} {args.calibrate_on} questions in {time.perf_counter() - t0:.0f}s: "
           f"threshold {gate.threshold:.3f}, features {gate.features}; on calibration: abstains "
@@ -112,9 +124,23 @@ def run(name: str, args, generator) -> dict:
         "no gate (the model's own abstention)": (rates(ans, answerable), rates(una, unanswerable)),
         "calibrated gate": (rates(g_ans, answerable), rates(g_una, unanswerable)),
     }
-    print(f"  {'':<38}{'abstain unanswerable':>21}{'false abstention':>18}{'F1 answerable':>15}")
+    for label, g in variants.items():
+        if label.startswith("gate without"):
+            v_ans, v_una = ([apply_gate(_no_question_side(a), g) for a in x] for x in (ans, una))
+        else:
+            v_ans, v_una = [apply_gate(a, g) for a in ans], [apply_gate(a, g) for a in una]
+        rows[label] = (rates(v_ans, answerable), rates(v_una, unanswerable))
+    if args.records:
+        Path(args.records).mkdir(parents=True, exist_ok=True)
+        Path(args.records, f"{name}.json").write_text(json.dumps({
+            "calib_ans": [_record(a, e.answers) for a, e in zip(answered, calib)],
+            "calib_un": [_record(a, e.answers) for a, e in zip(refused, calib)],
+            "test_ans": [_record(a, e.answers) for a, e in zip(ans, answerable)],
+            "test_un": [_record(a, e.answers) for a, e in zip(una, unanswerable)],
+        }))  # fmt: skip
+    print(f"  {'':<40}{'abstain unanswerable':>21}{'false abstention':>18}{'F1 answerable':>15}")
     for label, (a, u) in rows.items():
-        print(f"  {label:<38}{100 * u['abstain']:>20.1f}%{100 * a['abstain']:>17.1f}%{a['f1']:>15.1f}")
+        print(f"  {label:<40}{100 * u['abstain']:>20.1f}%{100 * a['abstain']:>17.1f}%{a['f1']:>15.1f}")
     a, u = rows["calibrated gate"]
     print(f"  target: >= 80% and <= 10%: {'met' if u['abstain'] >= 0.8 and a['abstain'] <= 0.1 else 'NOT met'}; "
           f"{secs:.2f} s per answer ({'extract' if pipe.extracts else 'generate'})")  # fmt: skip
@@ -123,9 +149,33 @@ def run(name: str, args, generator) -> dict:
     return {
         "calibration": {"questions": len(calib), "on": args.calibrate_on,
                         **{k: v for k, v in cal.items() if k != "curve"}},  # fmt: skip
+        "gate": {k: v for k, v in gate.to_dict().items() if k != "calibration"},
         "rows": {k: {"answerable": a, "unanswerable": u} for k, (a, u) in rows.items()},
         "seconds_per_answer": secs,
     }
+
+
+def _no_question_side(answer):
+    """The answer with the question-side evidence blanked (constant, so a fit leaves it out)."""
+    from dataclasses import replace
+
+    if answer.evidence is None:
+        return answer
+    return replace(answer, evidence=replace(answer.evidence, question_cover=0.0, names_cover=0.0))
+
+
+def _record(answer, gold) -> dict:
+    from dataclasses import asdict
+
+    from ragtune.evaluation.metrics import f1_score
+
+    return {
+        "q": answer.question, "text": answer.text, "abstained": answer.abstained, "gold": list(gold),
+        "f1": None if answer.abstained else f1_score(answer.text, gold),
+        "evidence": asdict(answer.evidence) if answer.evidence else None,
+        "sources": [s.text for s in answer.sources], "cited": [c.number for c in answer.citations],
+        "hits": [h.chunk.text for h in answer.hits],
+    }  # fmt: skip
 
 
 def main() -> int:
@@ -137,6 +187,7 @@ def main() -> int:
     ap.add_argument("--calibrate-on", choices=["synthetic", "real"], default="synthetic")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", help="write the figures here")
+    ap.add_argument("--records", help="folder: every calibration and test answer's evidence, per corpus")
     args = ap.parse_args()
 
     from ragtune import make_generator

@@ -2,7 +2,8 @@
 training on the same number of real questions, both tested on real questions, and both vs `rag`.
 
 Runs on the output of `benchmarks/evaluate_folder.py` (same folder): its index, its synthetic
-training split and its synthetic-trained `rag+ft` adapter (ft-raft/). It trains one more adapter,
+training split and its synthetic-trained `rag+ft` adapter (ft-reader/, or ft-raft/ with
+--rag-ft-mode raft). It trains one more adapter,
 the same way (same FinetuneConfig, same steps) on real SQuAD questions of the indexed documents —
 none of them a test question — and compares rag, rag+ft(synthetic) and rag+ft(real) on the real
 test questions (the paired bootstrap says which differences are real; the baseline is `rag`,
@@ -56,9 +57,10 @@ def main() -> int:
     prep = prepare([real_dir / "real.jsonl"], real_dir / "data", PrepareConfig(ratios=ratios, seed=0))
     print(f"synthetic training split: {n_train} train / {len(synth_val)} validation; real: {prep.splits}")
 
-    synth_run = RunFolder.open(run / "ft-raft")
+    synth_folder = next(f for f in (run / "ft-reader", run / "ft-raft") if f.is_dir())  # evaluate's rag+ft run
+    synth_run = RunFolder.open(synth_folder)
     cfg = FinetuneConfig(**synth_run.config)
-    real_run = real_dir / "ft-raft"
+    real_run = real_dir / synth_folder.name
     if not (real_run / "results.json").is_file():
         res = train(cfg, real_dir / "data", real_run, index=run / "index")
         print(f"real-trained rag+ft: best validation loss {res.best_val_loss:.3f} at step {res.best_step}")
@@ -66,13 +68,14 @@ def main() -> int:
     (out / "real-test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in test))
     strategies = (
         Strategy("rag", retrieval=True),
-        Strategy("rag+ft synthetic", retrieval=True, adapter=str(run / "ft-raft")),
+        Strategy("rag+ft synthetic", retrieval=True, adapter=str(synth_folder)),
         Strategy("rag+ft real", retrieval=True, adapter=str(real_run)),
     )
     exp = ExperimentConfig(index=str(run / "index"), questions=str(out / "real-test.jsonl"), max_questions=len(test),
                            fresh_edits=0, strategies=strategies, seed=0)  # fmt: skip
     res = run_experiment(exp, out / "training-value", progress=print)
-    print(f"\nTested on {len(test)} real questions; {cfg.max_steps} RAFT steps each on {n_train} training questions")
+    steps = f"{cfg.max_steps} {cfg.mode} steps"
+    print(f"\nTested on {len(test)} real questions; {steps} each on {n_train} training questions")
     print("| strategy | EM | F1 |\n|---|---:|---:|")
     for name, agg in res.aggregates.items():
         print(f"| {name} | {agg['em']['mean']:.1f} | {agg['f1']['mean']:.1f} |")

@@ -272,3 +272,53 @@ def test_precision_and_memory_settings_are_checked():
 
 def test_auto_precision_keeps_the_cpu_in_float32():
     assert train_mod.training_precision(FinetuneConfig(precision="auto"), "cpu") is None
+
+
+def test_reader_examples_read_the_answers_sentence(tiny, tmp_path, corpus_dir, embedder, small_chunking):
+    from ragtune.errors import InputError
+    from ragtune.finetune.data import Example
+    from ragtune.finetune.examples import reader_example
+    from ragtune.index import Index
+    from ragtune.prompts import reader_messages
+
+    context = "Paris is large. The Eiffel Tower was built in 1889 for a fair. It is tall."
+    ex = Example("e1", "qa", question="When was the tower built?", answer="1889", context=context)
+    messages, target = reader_example(ex)
+    assert target == "1889"
+    # exactly the prompt the extracting reader reads at answer time, with the answer's sentence only
+    assert messages == reader_messages("The Eiffel Tower was built in 1889 for a fair.", "When was the tower built?")
+    bare = Example("e2", "qa", question="When was the Eiffel Tower built?", answer="1889", doc_id="corpus/paris.txt")
+    with pytest.raises(InputError, match="e2.*no passage.*--index"):
+        reader_example(bare)
+    index = Index.create(tmp_path / "ix", embedder=embedder, chunking=small_chunking)
+    index.ingest([corpus_dir])
+    messages, _ = reader_example(bare, index)  # the passage comes from its document
+    assert "1889" in messages[-1]["content"]
+
+
+def test_a_reader_run_trains_and_its_adapter_answers_by_extracting(
+    tiny, tmp_path, corpus_dir, embedder, small_chunking
+):
+    from ragtune.config import RagConfig
+    from ragtune.generators import TransformersGenerator, adapter_mode
+    from ragtune.index import Index
+    from ragtune.rag import Pipeline
+
+    rows = [
+        {"id": f"r{i}", "question": f"what is w{i} of {WORDS[i % 5]}?", "answer": f"w{i + 1}",
+         "context": f"Some words here. The w{i} of {WORDS[i % 5]} is w{i + 1} today. More words."}
+        for i in range(24)
+    ]  # fmt: skip
+    (tmp_path / "qa.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    prepare([tmp_path / "qa.jsonl"], tmp_path / "prep", PrepareConfig(ratios=(0.75, 0.125, 0.125)))
+    res = train(cfg_for(tiny, mode="reader", max_steps=4), tmp_path / "prep", tmp_path / "run")
+    assert res.steps == 4 and res.generation["n"] > 0  # judged reading the answer's sentence
+    assert adapter_mode(tmp_path / "run") == "reader" and adapter_mode(tmp_path / "run" / "adapter") == "reader"
+    assert adapter_mode(None) == "" and adapter_mode(tmp_path / "nothing") == ""
+    index = Index.create(tmp_path / "ix", embedder=embedder, chunking=small_chunking)
+    index.ingest([corpus_dir])
+    gen = TransformersGenerator(str(tiny), adapter=tmp_path / "run")
+    assert Pipeline(index, gen, RagConfig(k=2), gate=False).extracts  # auto: a reader adapter extracts
+    assert not Pipeline(index, gen, RagConfig(k=2, answer_mode="generate"), gate=False).extracts
+    qa_gen = TransformersGenerator(str(tiny), adapter=tmp_path / "nothing")
+    assert not Pipeline(index, qa_gen, RagConfig(k=2), gate=False).extracts  # other adapters keep writing

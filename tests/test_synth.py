@@ -290,7 +290,7 @@ def test_the_plan_fits_the_budget_and_grows_with_it(s_answer):
             assert sum(plan.minutes.values()) <= budget * 1.02, (budget, plan.minutes)
         assert plan.synthetic >= 2 * plan.test and plan.unanswerable >= plan.test // 3
     assert plans[15].test <= plans[30].test <= plans[60].test
-    assert plans[15].raft_steps < plans[60].raft_steps
+    assert plans[15].rag_ft_steps < plans[60].rag_ft_steps
     real = make_plan(100, 90, 103, EvaluateConfig(budget_min=15), s_answer, real_test=40)
     assert real.test == 40 and real.synthetic >= 20  # the synthetic questions are all for training
 

@@ -10,7 +10,7 @@ from ragtune.errors import ConfigError, InputError
 from ragtune.gate import Gate, fit_gate
 from ragtune.index import Index
 from ragtune.prompts import shape_answer
-from ragtune.rag import Evidence, Pipeline, answer_spans
+from ragtune.rag import EVIDENCE_FEATURES, Evidence, Pipeline, answer_spans
 from ragtune.retrieval import fuse, reciprocal_rank_fusion
 from ragtune.testing import ScriptedGenerator, make_chunks
 from ragtune.tuning import tune_retrieval
@@ -117,6 +117,71 @@ def test_gate_meets_its_false_abstention_target_and_survives_the_manifest(facts_
         fit_gate(ans[:3], un)
 
 
+def test_gate_weights_are_never_negative_when_a_feature_is_noisy_on_a_small_sample():
+    # 10 + 10 questions: similarity separates them; by chance, BM25 runs the wrong way. An
+    # unconstrained fit gives BM25 a negative weight (a better match counting against answering).
+    rng = random.Random(3)
+    ans = [Evidence(dense_top=rng.gauss(0.7, 0.1), text_top=rng.gauss(5, 1), agreement=rng.random()) for _ in range(10)]
+    un = [Evidence(dense_top=rng.gauss(0.4, 0.1), text_top=rng.gauss(7, 1), agreement=rng.random()) for _ in range(10)]
+    gate = fit_gate(ans, un)
+    w = dict(zip(gate.features, gate.weights))
+    assert all(v >= 0 for v in gate.weights) and w["dense_top"] > 0 and w["text_top"] == 0
+    # more of any evidence never lowers the confidence
+    e = Evidence(dense_top=0.5, text_top=6, agreement=0.5)
+    assert gate.probability(Evidence(dense_top=0.5, text_top=9, agreement=0.5)) >= gate.probability(e)
+    assert gate.probability(Evidence(dense_top=0.8, text_top=6, agreement=0.5)) > gate.probability(e)
+
+
+def test_explain_only_blames_evidence_below_its_calibration_mean():
+    # On this sample BM25 happens to be higher on the unanswerable questions: an unconstrained fit
+    # then blames a high BM25 score ("weakest evidence: best BM25 score 12.0").
+    rng = random.Random(4)
+    ans = [Evidence(*(rng.gauss(0.3 if i == 1 else 1.0, 1) for i in range(7))) for _ in range(30)]
+    un = [Evidence(*(rng.gauss(1.0 if i == 1 else 0.3, 1) for i in range(7))) for _ in range(30)]
+    gate = fit_gate(ans, un)
+    labels = {f: label for f, label in zip(EVIDENCE_FEATURES, [
+        "best similarity", "best BM25 score", "retriever agreement", "best sentence relevance",
+        "answer support", "answer log-prob per token", "lead over the next span"])}  # fmt: skip
+    for _ in range(200):
+        ev = Evidence(*(rng.gauss(0.6, 1.5) for _ in range(7)))
+        why = gate.explain(ev, gate.probability(ev))
+        for f, m, s in zip(gate.features, gate.mean, gate.scale):
+            if (getattr(ev, f) - m) / s >= 0:
+                assert labels[f] not in why, (f, why)
+
+
+def test_gate_fitted_on_right_answers_keeps_the_threshold_on_all_answerable_ones():
+    rng = random.Random(5)
+    right = [Evidence(dense_top=rng.gauss(0.75, 0.05), logprob=rng.gauss(-1, 0.3)) for _ in range(30)]
+    wrong = [Evidence(dense_top=rng.gauss(0.45, 0.05), logprob=rng.gauss(-3, 0.3)) for _ in range(10)]
+    un = [Evidence(dense_top=rng.gauss(0.4, 0.05), logprob=rng.gauss(-3, 0.3)) for _ in range(40)]
+    gate = fit_gate(right + wrong, un, 0.1, correct=[True] * 30 + [False] * 10)
+    assert gate.calibration["fitted_on"] == 30 and gate.calibration["answerable"] == 40
+    assert gate.calibration["false_abstention"] <= 0.1  # counted over every answerable question
+    # with too few right answers to fit on, all answerable questions are used
+    assert fit_gate(right + wrong, un, correct=[False] * 33 + [True] * 7).calibration["fitted_on"] == 40
+    with pytest.raises(InputError, match="labels"):
+        fit_gate(right, un, correct=[True])
+
+
+def test_a_gate_recorded_by_an_older_version_still_loads_and_decides():
+    old = {  # as `ragtune tune` wrote it before the weights were constrained (negative weights included)
+        "features": ["dense_top", "text_top", "agreement", "context_top", "logprob", "margin"],
+        "mean": [0.5, 9.0, 0.4, 0.8, -1.5, 2.0],
+        "scale": [0.1, 3.0, 0.2, 0.2, 0.8, 1.5],
+        "weights": [1.2, -0.3, 0.4, 0.9, 1.1, -0.2],
+        "bias": 0.1,
+        "threshold": 0.35,
+        "target_false_abstention": 0.1,
+        "calibration": {"answerable": 24, "unanswerable": 22, "false_abstention": 0.08, "abstention": 0.7},
+    }
+    gate = Gate.from_dict(old)
+    strong = Evidence(dense_top=0.8, text_top=12, agreement=0.8, context_top=1.0, logprob=-0.5, margin=3)
+    weak = Evidence(dense_top=0.3, text_top=4, agreement=0.1, context_top=0.5, logprob=-3, margin=0.2)
+    assert gate.probability(strong) > gate.threshold > gate.probability(weak)
+    assert "best similarity" in gate.explain(weak, gate.probability(weak))
+
+
 def test_pipeline_gate_abstains_with_a_reason_and_exclusion_hides_the_document(facts_index):
     rng = random.Random(1)
     gate = fit_gate([_evidence(rng, True) for _ in range(40)], [_evidence(rng, False) for _ in range(40)])
@@ -174,7 +239,10 @@ def test_answer_spans_offer_yes_and_no_for_a_polar_question():
         ("The answer is: Paris.", "Paris"),
         ("Answer: 1066 [1]", "1066 [1]"),
         ("According to the sources [2], the Normans [2].", "the Normans [2]"),
-        ("Paris is the capital of France and lies on the Seine [1].", "Paris is the capital of France and lies on the Seine [1]."),  # noqa: E501
+        (
+            "Paris is the capital of France and lies on the Seine [1].",
+            "Paris is the capital of France and lies on the Seine [1].",
+        ),  # noqa: E501
     ],
 )
 def test_shape_answer_strips_filler_and_keeps_markers(raw, shaped):
@@ -207,3 +275,36 @@ def test_reranker_reorders_the_fused_candidates_and_keeps_k(facts_index):
     assert rr.calls == [12]  # it read rerank_depth candidates, not k
     with pytest.raises(ModelNotFoundError, match="CrossEncoder folder"):
         make_reranker("/no/such/reranker")
+
+
+def test_question_side_evidence_counts_the_question_words_and_names_the_sources_hold(facts_index):
+    from ragtune.rag import question_names
+
+    assert question_names("Who built the Alder bridge in 1871 for Mara Voss?") == {"alder", "1871", "mara", "voss"}
+    assert question_names("What colour is the lighthouse?") == set()
+    gen = SpanScorer("Mara Voss")
+    pipe = Pipeline(facts_index, gen, RagConfig(k=3), gate=False)
+    held = pipe.answer("Who built the Alder bridge in 1871?").evidence
+    assert held.names_cover == 1.0 and held.question_cover == 1.0  # alder, bridge, 1871, built: all there
+    kept_out = pipe.answer_batch(["Who built the Alder bridge in 1871?"], exclude_docs=[{"alder"}])[0].evidence
+    assert kept_out.names_cover == 0.0 and kept_out.question_cover < 1.0  # "bridge" is still in Kelvor's
+    no_names = pipe.answer("What colour is the lighthouse?").evidence
+    assert no_names.names_cover == 1.0  # nothing to look for: no evidence against answering
+
+
+def test_calibrate_by_exclusion_with_known_answers(facts_index):
+    from ragtune.gate import calibration_answers, fit_answers
+
+    questions = [q for q, _, _ in QUESTIONS]
+    answered, refused = calibration_answers(
+        facts_index,
+        SpanScorer("zzz"),
+        questions,
+        answerable_doc_ids=[d for _, _, d in QUESTIONS],
+        config=RagConfig(k=3),
+    )
+    assert all(h.chunk.doc_id != d for a, (_, _, d) in zip(refused, QUESTIONS) for h in a.hits)
+    gate = fit_answers(answered, refused, answers=[(a,) for _, a, _ in QUESTIONS])
+    assert all(w >= 0 for w in gate.weights) and gate.calibration["answerable"] == len(answered)
+    with pytest.raises(InputError, match="answers"):
+        fit_answers(answered, refused, answers=[("x",)])

@@ -413,7 +413,7 @@ def cmd_evaluate(args) -> int:
     budget = args.budget_min or (15.0 if args.quick else 30.0)
     strategies = tuple(args.strategies.split(",")) if args.strategies else STRATEGIES
     cfg = EvaluateConfig(budget_min=budget, strategies=strategies, questions=args.questions or "", seed=args.seed,
-                         ray=args.ray, workers=args.workers)  # fmt: skip
+                         ray=args.ray, workers=args.workers, rag_ft_mode=args.rag_ft_mode)  # fmt: skip
     console = _console()
     results = run_evaluate(args.paths, args.out, cfg, say=lambda m: console.print(m, markup=False, highlight=False))
     if args.json:
@@ -626,7 +626,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("finetune", help="train an adapter (or top layers / full model) on prepared data")
     sp.add_argument("--data", required=True, help="a folder written by `ragtune prepare`")
     sp.add_argument("--out", required=True)
-    sp.add_argument("--index", help="index for --mode raft (gold chunk and distractors)")
+    sp.add_argument(
+        "--index", help="index for --mode raft (gold chunk and distractors); --mode reader: passages examples lack"
+    )
     sp.add_argument("--ft-config", help="TOML file with a [finetune] section")
     _add_ft_options(sp)
     sp.add_argument(
@@ -674,6 +676,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--budget-min", type=float, help="minutes the whole run may take; the plan is sized to fit")
     sp.add_argument("--strategies", help="comma-separated subset of base,rag,ft,rag+ft")
     sp.add_argument("--questions", help="real labelled questions (QA JSONL or SQuAD JSON) for the test split")
+    sp.add_argument(
+        "--rag-ft-mode", choices=["reader", "raft"], default="reader",
+        help="how rag+ft is fine-tuned: reader (the span reader rag answers with; default) or raft (cited answers)",
+    )  # fmt: skip
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--json", action="store_true")
     ray_options(sp, "answer the comparison's questions")

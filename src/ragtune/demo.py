@@ -26,13 +26,13 @@ class DemoPlan:
     unanswerable: int
     edits: int  # facts edited for the freshness test
     qa_steps: int  # batches of 8 short examples
-    raft_steps: int  # batches of 4 long examples (question + retrieved sources)
+    reader_steps: int  # rag+ft: batches of 8 short examples (the answer's sentence + question -> span)
     gate_questions: int  # training questions each gate is calibrated on (each asked twice)
 
 
-# Sized for a 2-core CPU (measured: ~2 s per qa step, ~13 s per raft step with its evaluations,
+# Sized for a 2-core CPU (measured: ~2 s per qa step, ~8 s per reader step with its evaluations,
 # ~1.3 s per answer): default about 13 minutes, quick about 4.
-PLANS = {"default": DemoPlan(40, 12, 8, 60, 20, 24), "quick": DemoPlan(12, 6, 4, 16, 8, 16)}
+PLANS = {"default": DemoPlan(40, 12, 8, 60, 20, 32), "quick": DemoPlan(12, 6, 4, 16, 8, 16)}
 
 
 def run_demo(out: Path, quick: bool = False, console=None) -> int:
@@ -124,22 +124,21 @@ def run_demo(out: Path, quick: bool = False, console=None) -> int:
     )  # the comparison does the real test; keep the losses cheap
     runs = {}
     for step_no, (name, mode, steps) in enumerate(
-        (("ft", "qa", plan.qa_steps), ("rag+ft", "raft", plan.raft_steps)), start=3
+        (("ft", "qa", plan.qa_steps), ("rag+ft", "reader", plan.reader_steps)), start=3
     ):
         t0 = time.perf_counter()
         say(f"{step_no}/5 fine-tune '{name}': LoRA, mode {mode}, {steps} steps")
-        folder = out / ("ft-qa" if mode == "qa" else "ft-raft")
+        folder = out / f"ft-{mode}"
         res = train(
-            replace(base_ft, mode=mode, max_steps=steps, batch_size=8 if mode == "qa" else 4),
+            replace(base_ft, mode=mode, max_steps=steps),
             out / "data",
             folder,
-            index=out / "index" if mode == "raft" else None,
             progress=_progress(say, steps),
         )
         say(f"  best validation loss {res.best_val_loss:.3f} at step {res.best_step}; {res.tokens_per_s:.0f} tokens/s")
         runs[name] = folder
         phase(f"fine-tune {name} ({mode})", t0)
-        if mode == "raft":
+        if name == "rag+ft":
             t0 = time.perf_counter()
             loaded["rag+ft"] = make_generator(DEFAULT_GENERATOR, adapter=str(folder))
             tuned["gates"]["rag+ft"] = calibrate_gate(index, loaded["rag+ft"], tuned["examples"][: plan.gate_questions],

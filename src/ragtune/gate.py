@@ -26,6 +26,7 @@ from .rag import EVIDENCE_FEATURES, Answer, Evidence
 
 MIN_EACH = 8  # calibration questions needed on each side
 DEFAULT_TARGET = 0.10  # share of answerable questions the gate may refuse
+RIGHT_F1 = 0.5  # a calibration answer this close to the known one counts as right
 
 
 @dataclass(frozen=True)
@@ -82,15 +83,25 @@ _LABELS = {
     "support": "answer support",
     "logprob": "answer log-prob per token",
     "margin": "lead over the next span",
+    "question_cover": "question words in the sources",
+    "names_cover": "question's names found",
 }
 
 
 def fit_gate(
-    answerable: Sequence[Evidence], unanswerable: Sequence[Evidence], target: float = DEFAULT_TARGET
+    answerable: Sequence[Evidence],
+    unanswerable: Sequence[Evidence],
+    target: float = DEFAULT_TARGET,
+    correct: Sequence[bool] | None = None,
 ) -> Gate:
-    """Fit the gate on evidence from answerable and unanswerable questions."""
-    from sklearn.linear_model import LogisticRegression
+    """Fit the gate on evidence from answerable and unanswerable questions.
 
+    Every evidence feature is one where more means "more likely answerable", so the weights are
+    kept >= 0: on a few dozen calibration questions an unconstrained fit puts negative weights on
+    noisy features (a better BM25 match counting against answering), which neither generalises
+    nor explains. `correct` (one per answerable question, where the right answer is known) fits
+    the weights on the answerable questions answered right only — a wrong answer's evidence looks
+    like an unanswerable one's — while the threshold still refuses at most `target` of all of them."""
     if not 0.0 < target < 0.5:
         raise ConfigError(f"target false-abstention rate {target!r}: must be in (0, 0.5)")
     if len(answerable) < MIN_EACH or len(unanswerable) < MIN_EACH:
@@ -98,18 +109,23 @@ def fit_gate(
             f"calibrating the gate needs at least {MIN_EACH} answerable and {MIN_EACH} unanswerable questions; "
             f"got {len(answerable)} and {len(unanswerable)}"
         )
-    x = np.array([e.vector() for e in [*answerable, *unanswerable]], dtype=float)
-    y = np.array([1] * len(answerable) + [0] * len(unanswerable))
+    if correct is not None and len(correct) != len(answerable):
+        raise InputError(f"correct: {len(correct)} labels for {len(answerable)} answerable questions")
+    positives = list(answerable)
+    if correct is not None and sum(map(bool, correct)) >= MIN_EACH:
+        positives = [e for e, ok in zip(answerable, correct) if ok]
+    x = np.array([e.vector() for e in [*positives, *unanswerable]], dtype=float)
+    y = np.array([1.0] * len(positives) + [0.0] * len(unanswerable))
     keep = [i for i in range(x.shape[1]) if x[:, i].std() > 1e-9]  # e.g. margin is 0 for written answers
     x = x[:, keep]
     mean, scale = x.mean(0), x.std(0)
-    model = LogisticRegression(C=1.0, class_weight="balanced", max_iter=1000).fit((x - mean) / scale, y)
+    weights, bias = _fit_nonnegative((x - mean) / scale, y)
     gate = Gate(
         tuple(EVIDENCE_FEATURES[i] for i in keep),
         tuple(mean.tolist()),
         tuple(scale.tolist()),
-        tuple(model.coef_[0].tolist()),
-        float(model.intercept_[0]),
+        tuple(weights.tolist()),
+        bias,
         0.0,
         target,
     )
@@ -125,11 +141,33 @@ def fit_gate(
     calibration = {
         "answerable": len(answerable),
         "unanswerable": len(unanswerable),
+        "fitted_on": len(positives),  # answerable questions the weights were fitted on (the right-answered ones)
         "false_abstention": float((p_ans < threshold).mean()),
         "abstention": float((p_un < threshold).mean()),
         "curve": _thin(curve, 40),
     }
     return Gate(gate.features, gate.mean, gate.scale, gate.weights, gate.bias, threshold, target, calibration)
+
+
+def _fit_nonnegative(z: np.ndarray, y: np.ndarray, c: float = 1.0) -> tuple[np.ndarray, float]:
+    """Class-balanced logistic regression with an L2 penalty (sklearn's `C=c`) and weights >= 0:
+    minimise c * sum_i s_i * log(1 + exp(-(2y_i - 1)(z_i w + b))) + |w|^2 / 2 with L-BFGS-B."""
+    from scipy.optimize import minimize
+
+    n, d = z.shape
+    sign = 2.0 * y - 1.0
+    s = np.where(y > 0, n / (2.0 * y.sum()), n / (2.0 * (n - y.sum())))  # "balanced" sample weights
+
+    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        w, b = theta[:d], theta[d]
+        m = sign * (z @ w + b)
+        value = c * float(s @ np.logaddexp(0.0, -m)) + 0.5 * float(w @ w)
+        g = -c * s * sign / (1.0 + np.exp(np.clip(m, -50.0, 50.0)))  # d loss / d score
+        return value, np.concatenate([z.T @ g + w, [g.sum()]])
+
+    bounds = [(0.0, None)] * d + [(None, None)]
+    res = minimize(loss, np.zeros(d + 1), jac=True, method="L-BFGS-B", bounds=bounds)
+    return np.maximum(res.x[:d], 0.0), float(res.x[d])
 
 
 def _thin(curve: list[dict], n: int) -> list[dict]:
@@ -144,18 +182,17 @@ def unanswerable_by_exclusion(pipeline, questions: Sequence[str], doc_ids: Seque
     return pipeline.answer_batch(list(questions), exclude_docs=[{d} for d in doc_ids])
 
 
-def calibrate(
+def calibration_answers(
     index,
     generator,
     answerable: Sequence[str],
     unanswerable: Sequence[str] = (),
     answerable_doc_ids: Sequence[str] = (),
-    target: float = DEFAULT_TARGET,
     config=None,
-) -> Gate:
-    """Answer both sets through `index` and `generator` (settings `config`, default the index's;
-    no gate) and fit a gate. Without `unanswerable` questions, the answerable ones are asked
-    again with their own documents excluded."""
+) -> tuple[list[Answer], list[Answer]]:
+    """Answers to the answerable and to the unanswerable calibration questions through `index` and
+    `generator` (settings `config`, default the index's; no gate). Without `unanswerable`
+    questions, the answerable ones are asked again with their own documents excluded."""
     from .rag import Pipeline
 
     pipeline = Pipeline(index, generator, config, gate=False, score_answers=True)
@@ -166,9 +203,43 @@ def calibrate(
         if len(answerable_doc_ids) != len(answerable):
             raise InputError("calibrating without unanswerable questions needs each answerable question's doc id")
         refused = unanswerable_by_exclusion(pipeline, answerable, answerable_doc_ids)
-    # An answer the model itself refused is refused whatever the gate says: fit on the rest.
+    return answered, refused
+
+
+def fit_answers(
+    answered: Sequence[Answer],
+    refused: Sequence[Answer],
+    target: float = DEFAULT_TARGET,
+    answers: Sequence[Sequence[str]] = (),
+) -> Gate:
+    """Fit a gate on calibration answers. An answer the model itself refused is refused whatever
+    the gate says: the fit uses the rest. With `answers` (each answerable question's known
+    answers), the weights are fitted on the right answers (F1 >= `RIGHT_F1`) only."""
+    from .evaluation.metrics import f1_score
+
+    if answers and len(answers) != len(answered):
+        raise InputError(f"answers: {len(answers)} given for {len(answered)} answerable questions")
+    used = [i for i, a in enumerate(answered) if a.evidence and not a.abstained]
+    correct = [f1_score(answered[i].text, answers[i]) >= RIGHT_F1 for i in used] if answers else None
     return fit_gate(
-        [a.evidence for a in answered if a.evidence and not a.abstained],
+        [answered[i].evidence for i in used],
         [a.evidence for a in refused if a.evidence and not a.abstained],
         target,
+        correct,
     )
+
+
+def calibrate(
+    index,
+    generator,
+    answerable: Sequence[str],
+    unanswerable: Sequence[str] = (),
+    answerable_doc_ids: Sequence[str] = (),
+    target: float = DEFAULT_TARGET,
+    config=None,
+    answers: Sequence[Sequence[str]] = (),
+) -> Gate:
+    """Answer both sets through `index` and `generator` (`calibration_answers`) and fit a gate
+    (`fit_answers`; `answers`: the answerable questions' known answers, optional)."""
+    answered, refused = calibration_answers(index, generator, answerable, unanswerable, answerable_doc_ids, config)
+    return fit_answers(answered, refused, target, answers)

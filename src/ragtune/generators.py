@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -47,6 +48,21 @@ def _run_name(adapter: Path) -> str:
     """A fine-tuning run's name, whether given its folder or the weights inside it (names key
     per-generator state such as an index's calibrated gates)."""
     return adapter.parent.name if adapter.name in ("adapter", "model") and adapter.parent.name else adapter.name
+
+
+@functools.lru_cache(maxsize=64)
+def adapter_mode(adapter: str | Path | None) -> str:
+    """The fine-tuning mode (`FinetuneConfig.mode`) an adapter was trained in: "reader" adapters
+    answer by picking a span of the sources, as they were trained to; "" for no adapter or a
+    folder without ragtune's manifest."""
+    if adapter is None:
+        return ""
+    from .finetune.run import RunFolder
+
+    try:
+        return str(RunFolder.open(adapter).config.get("mode", ""))
+    except (OSError, ValueError, ModelNotFoundError):
+        return ""
 
 
 def model_sources(model: str, adapter: str | Path | None) -> tuple[Path, Path | None]:

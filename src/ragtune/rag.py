@@ -11,7 +11,7 @@ from .config import RagConfig
 from .context import Source, content_words, select_context_batch
 from .documents import Hit
 from .errors import InputError
-from .generators import Generator
+from .generators import Generator, adapter_mode
 from .prompts import (
     ABSTAIN,
     Messages,
@@ -62,6 +62,8 @@ class Evidence:
     support: float = 0.0  # share of the answer's content words in its best source
     logprob: float = 0.0  # mean log-probability per token of the answer, given the sources
     margin: float = 0.0  # extract: log-probability lead of the chosen span over the runner-up
+    question_cover: float = 0.0  # share of the question's content words found in the selected context
+    names_cover: float = 0.0  # share of the question's names and numbers found in the retrieved text (1 if none)
 
     def vector(self) -> list[float]:
         return [getattr(self, f) for f in EVIDENCE_FEATURES]
@@ -257,8 +259,34 @@ def best_sentences(
     return out
 
 
+_NAME_OR_NUMBER = re.compile(r"\b(?:[A-Z][\w'-]*|\w*\d[\w.,]*)")
+
+
+def question_names(question: str) -> set[str]:
+    """The names (capitalised words after the first) and numbers a question mentions, lower-cased."""
+    first = re.match(r"\W*\w+", question)
+    rest = question[first.end() :] if first else question
+    return {w.lower().strip(".,") for w in _NAME_OR_NUMBER.findall(rest)} - {""}
+
+
+def question_coverage(question: str, sources: Sequence[Source], hits: Sequence[Hit]) -> tuple[float, float]:
+    """(share of the question's content words in the selected context, share of its names and
+    numbers in the retrieved text — 1.0 when it has none). A question about a document the index
+    lacks still finds its topic, but rarely its particular names."""
+    q_words = content_words(question)
+    in_context = content_words(" ".join(s.text for s in sources))
+    cover = len(q_words & in_context) / len(q_words) if q_words else 0.0
+    names = question_names(question)
+    if not names:
+        return cover, 1.0
+    retrieved = set(re.findall(r"\w[\w.,]*\w|\w", " ".join(h.chunk.text for h in hits).lower()))
+    retrieved |= {w.strip(".,") for w in retrieved}
+    return cover, sum(n in retrieved for n in names) / len(names)
+
+
 def evidence(answer: Answer, likelihood: tuple[float, float] = (0.0, 0.0)) -> Evidence:
     hits = answer.hits
+    cover, names = question_coverage(answer.question, answer.sources, hits)
     both = [h for h in hits if h.dense_score is not None and h.text_score is not None]
     return Evidence(
         dense_top=max((h.dense_score for h in hits if h.dense_score is not None), default=0.0),
@@ -268,6 +296,8 @@ def evidence(answer: Answer, likelihood: tuple[float, float] = (0.0, 0.0)) -> Ev
         support=answer.support,
         logprob=likelihood[0],
         margin=likelihood[1],
+        question_cover=cover,
+        names_cover=names,
     )
 
 
@@ -374,7 +404,10 @@ class Pipeline:
         if self._retriever is None or mode == "generate":
             return False
         can = hasattr(self.generator, "score")
-        return can and (mode == "extract" or getattr(self.generator, "adapter", None) is None)
+        # auto: the base model extracts; a fine-tuned one writes in its trained format, except a
+        # `reader` adapter, which was trained to give the span the extracting reader scores.
+        adapter = getattr(self.generator, "adapter", None)
+        return can and (mode == "extract" or adapter is None or adapter_mode(adapter) == "reader")
 
     def _extract(self, question: str, sources: list[Source]) -> tuple[str, tuple[float, float], Messages]:
         """A span reader: the most relevant sentence of the sources is read alone, and the most

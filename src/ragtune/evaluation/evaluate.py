@@ -1,13 +1,14 @@
 """`ragtune evaluate DOCS --out DIR`: the one command for a folder with no labelled questions.
 
 Ingest (keeping a share of documents out, for unanswerable questions) -> synthesise questions ->
-split them -> fine-tune `ft` (closed book) and `rag+ft` (RAFT) on the training split -> compare
-base / rag / ft / rag+ft on the test split -> report. The plan is sized from a time budget and the
-measured speed of this machine and printed before anything runs; every phase leaves its output
-in DIR, and a second run with the same inputs reuses it. A run that is killed resumes: the plan is
-kept (so the phases' inputs do not drift with measured speed), phase markers and outputs are written
-whole (temp file, then rename) and dropped before a phase is redone, fine-tuning continues from its
-last checkpoint and the comparison reuses the records it had finished.
+split them -> fine-tune `ft` (closed book) and `rag+ft` (the extracting reader, or RAFT) on the
+training split -> compare base / rag / ft / rag+ft on the test split -> report. The plan is sized
+from a time budget and the measured speed of this machine and printed before anything runs; every
+phase leaves its output in DIR, and a second run with the same inputs reuses it. A run that is
+killed resumes: the plan is kept (so the phases' inputs do not drift with measured speed), phase
+markers and outputs are written whole (temp file, then rename) and dropped before a phase is
+redone, fine-tuning continues from its last checkpoint and the comparison reuses the records it had
+finished.
 """
 
 from __future__ import annotations
@@ -26,8 +27,13 @@ from ..errors import ConfigError, DocumentError, RagtuneError
 
 STRATEGIES = ("base", "rag", "ft", "rag+ft")
 # Measured on the reference 2-core CPU (demo runs): seconds per LoRA step of 8 short QA examples,
-# per RAFT step of 4 examples with retrieved sources (its evaluations included); chunks embedded per second.
-QA_STEP_S, RAFT_STEP_S, CHUNKS_PER_S = 2.0, 13.0, 22.0
+# per step of 8 reader examples (a sentence and a question), per RAFT step of 4 examples with
+# retrieved sources (evaluations included); chunks embedded per second.
+QA_STEP_S, READER_STEP_S, RAFT_STEP_S, CHUNKS_PER_S = 2.0, 8.0, 13.0, 22.0
+# How rag+ft is fine-tuned: "reader" teaches the span reader rag answers with (its answers stay
+# extracted spans of the sources; on the demo's 40 test questions F1 44.1 vs rag's 38.9 after 20
+# steps), "raft" teaches writing a cited answer from retrieved sources (F1 23.9 there).
+RAG_FT_MODES = ("reader", "raft")
 # Synthetic questions asked per question that survives the filters (295 / 78 on held-out SQuAD
 # articles, benchmarks/synth_quality.py), and the cost of one attempt (a question written, the
 # reader's span scores; bfloat16 where the CPU has it) in units of one float32 answer.
@@ -36,9 +42,12 @@ ATTEMPTS_PER_KEPT, ATTEMPT_COST = 3.8, 1.2
 # scoring included), in units of one closed-book answer: 314 s for 408 answers at 0.44 s measured
 # (benchmarks/evaluate_folder.py).
 ANSWER_COST = 1.75
-# Training questions the gate is calibrated on per gated strategy: each is answered twice (as it is,
-# and with its document kept out), so 24 give 48 answers.
-GATE_QUESTIONS = 24
+# Training questions the gate is calibrated on per gated strategy, fewest and most: each is answered
+# twice (as it is, and with its document kept out), so 24 give 48 answers. Between the two, the plan
+# spends about GATE_SHARE of the synthesis-and-comparison time on them: a bigger budget buys a
+# steadier gate (its threshold is a quantile of the answerable calibration questions' confidence).
+GATE_QUESTIONS = (24, 60)
+GATE_SHARE = 0.08
 
 
 @dataclass(frozen=True)
@@ -51,10 +60,13 @@ class EvaluateConfig:
     embedder: str = ""  # for the index; "" = the default embedder
     ray: str | None = None  # answer the comparison on Ray ("local", "auto" or an address); None = in this process
     workers: int | None = None  # with `ray`: answering workers (default one per CPU)
+    rag_ft_mode: str = "reader"  # how rag+ft is fine-tuned: see RAG_FT_MODES
 
     def __post_init__(self) -> None:
         if self.budget_min < 2:
             raise ConfigError(f"budget_min={self.budget_min!r}: must be at least 2 minutes")
+        if self.rag_ft_mode not in RAG_FT_MODES:
+            raise ConfigError(f"rag_ft_mode={self.rag_ft_mode!r}: choose from {list(RAG_FT_MODES)}")
         unknown = sorted(set(self.strategies) - set(STRATEGIES))
         if unknown or not self.strategies:
             raise ConfigError(f"strategies={list(self.strategies)!r}: choose from {list(STRATEGIES)}")
@@ -72,7 +84,7 @@ class Plan:
     unanswerable: int
     test: int
     qa_steps: int
-    raft_steps: int
+    rag_ft_steps: int
     edits: int
     seconds_per_answer: float  # measured here
     minutes: dict = field(default_factory=dict)  # phase -> estimated minutes
@@ -85,7 +97,7 @@ class Plan:
             f"unanswerable questions\nquestions: {self.synthetic} synthetic answerable ({self.test} for the test), "
             f"{self.unanswerable} unanswerable, {self.edits} fact edits, {self.gate_questions} to calibrate the "
             f"answerability gate\nfine-tuning: ft {self.qa_steps} steps, "
-            f"rag+ft {self.raft_steps} steps\nestimated minutes: {est}; total {sum(self.minutes.values()):.1f} "
+            f"rag+ft {self.rag_ft_steps} steps\nestimated minutes: {est}; total {sum(self.minutes.values()):.1f} "
             f"(measured {self.seconds_per_answer:.2f} s per answer here)"
         )
 
@@ -101,8 +113,10 @@ def make_plan(
     trains = [s for s in ("ft", "rag+ft") if s in cfg.strategies]
     share_train = 0.35 if trains else 0.0
     rest = left * (1 - share_train)  # for synthesis, tuning and the comparison
-    gate_q = GATE_QUESTIONS if any(s.startswith("rag") for s in cfg.strategies) else 0
-    gate_s = 2 * gate_q * ANSWER_COST * s_answer * sum(s in cfg.strategies for s in ("rag", "rag+ft"))
+    gated = sum(s in cfg.strategies for s in ("rag", "rag+ft"))
+    per_gate_q = 2 * ANSWER_COST * s_answer * max(gated, 1)
+    gate_q = min(max(int(GATE_SHARE * rest / per_gate_q), GATE_QUESTIONS[0]), GATE_QUESTIONS[1]) if gated else 0
+    gate_s = gate_q * per_gate_q if gated else 0.0
     rest = max(rest - gate_s, 0.5 * rest)
     synth_cost = ATTEMPTS_PER_KEPT * ATTEMPT_COST * s_answer  # seconds per question that survives the filters
     # Per test question: its share of synthesis (about as many again for training, and a third as many
@@ -123,15 +137,16 @@ def make_plan(
     synthetic = min(synthetic, 12 * n_indexed + (0 if real_test else test))  # a dozen per document at most
     train_s = share_train * left
     qa_steps = max(4, int(train_s * 0.35 / QA_STEP_S)) if "ft" in cfg.strategies else 0
-    raft_steps = max(2, int(train_s * 0.65 / RAFT_STEP_S)) if "rag+ft" in cfg.strategies else 0
+    step_s = READER_STEP_S if cfg.rag_ft_mode == "reader" else RAFT_STEP_S
+    rag_ft_steps = max(2, int(train_s * 0.65 / step_s)) if "rag+ft" in cfg.strategies else 0
     minutes = {
         "ingest": ingest_s / 60,
         "synthesise": (synthetic + unanswerable) * synth_cost / 60,
-        "fine-tune": (qa_steps * QA_STEP_S + raft_steps * RAFT_STEP_S) / 60,
+        "fine-tune": (qa_steps * QA_STEP_S + rag_ft_steps * step_s) / 60,
         "tune": gate_s / 60,
         "compare": n_strat * (test + unanswerable + edits) * ANSWER_COST * s_answer / 60,
     }
-    return Plan(n_docs, n_indexed, n_docs - n_indexed, chunks, synthetic, unanswerable, test, qa_steps, raft_steps,
+    return Plan(n_docs, n_indexed, n_docs - n_indexed, chunks, synthetic, unanswerable, test, qa_steps, rag_ft_steps,
                 edits, s_answer, minutes, gate_q)  # fmt: skip
 
 
@@ -285,11 +300,12 @@ def run_evaluate(paths: Sequence[str | Path], out: str | Path, cfg: EvaluateConf
     runs: dict[str, Path] = {}
     base_ft = FinetuneConfig(method="lora", lora_r=16, lora_alpha=32, lr=3e-4, eval_every=10, patience=3,
                              generate_max=0, warmup_steps=4, eval_batches=6, seed=cfg.seed)  # fmt: skip
-    for name, mode, steps, batch in (("ft", "qa", plan.qa_steps, 8), ("rag+ft", "raft", plan.raft_steps, 4)):
+    rag_ft = (cfg.rag_ft_mode, plan.rag_ft_steps, 4 if cfg.rag_ft_mode == "raft" else 8)
+    for name, mode, steps, batch in (("ft", "qa", plan.qa_steps, 8), ("rag+ft", *rag_ft)):
         if name not in cfg.strategies:
             continue
         t0 = time.perf_counter()
-        folder = out / ("ft-qa" if mode == "qa" else "ft-raft")
+        folder = out / f"ft-{mode}"
         ft_cfg = replace(base_ft, mode=mode, max_steps=steps, batch_size=batch)
         wanted = json.loads(json.dumps(asdict(ft_cfg)))  # as the manifest keeps it (lists, not tuples)
         done = (folder / "results.json").is_file() and _run_config(folder) == wanted
@@ -308,9 +324,9 @@ def run_evaluate(paths: Sequence[str | Path], out: str | Path, cfg: EvaluateConf
         phases[f"fine-tune {name}"] = time.perf_counter() - t0
         if name == "rag+ft" and plan.gate_questions:
             t0 = time.perf_counter()
-            raft = (generators or {}).get("rag+ft") or make_generator(DEFAULT_GENERATOR, adapter=str(folder))
-            tuned["gates"]["rag+ft"] = calibrate_gate(index, raft, tuned["examples"][: plan.gate_questions], say)
-            loaded["rag+ft"] = raft
+            tuned_gen = (generators or {}).get("rag+ft") or make_generator(DEFAULT_GENERATOR, adapter=str(folder))
+            tuned["gates"]["rag+ft"] = calibrate_gate(index, tuned_gen, tuned["examples"][: plan.gate_questions], say)
+            loaded["rag+ft"] = tuned_gen
             phases["tune"] += time.perf_counter() - t0
 
     # -- compare -------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from ..config import DEFAULT_GENERATOR
 from ..errors import ConfigError
 
-MODES = ("corpus", "qa", "raft", "qg")
+MODES = ("corpus", "qa", "raft", "reader", "qg")
 METHODS = ("lora", "top-layers", "full")
 SCHEDULES = ("cosine", "linear", "constant")
 
@@ -29,6 +29,7 @@ class FinetuneConfig:
     mode: str = opt(
         "qa",
         "corpus: next-token on chunks | qa: question -> answer | raft: question + retrieved context -> cited answer"
+        " | reader: the answer's sentence + question -> the answer span (the extracting reader of rag)"
         " | qg: passage + answer -> question (question generation)",
         MODES,
     )

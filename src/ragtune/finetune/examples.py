@@ -6,7 +6,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..prompts import ABSTAIN, closed_book_messages, rag_messages
+from ..prompts import ABSTAIN, closed_book_messages, rag_messages, reader_messages
 from ..synth.qg import qg_messages
 from .config import FinetuneConfig
 from .data import Example
@@ -69,6 +69,40 @@ def raft_prompt(ex: Example, index, cfg: FinetuneConfig, rng: random.Random) -> 
     return rag_messages(ex.question, sources), target
 
 
+def answer_sentence(context: str, answer: str) -> str:
+    """The sentence of `context` that holds `answer` (the first; case-insensitive), else the text
+    around the answer, else the start of the context: what the span reader reads at answer time."""
+    from ..chunking import split_sentences
+
+    low = answer.lower().strip()
+    for sentence in split_sentences(context):
+        if low and low in sentence.lower():
+            return sentence
+    at = context.lower().find(low) if low else -1
+    if at >= 0:
+        return context[max(0, at - 200) : at + len(answer) + 200]
+    return context[:400]
+
+
+def reader_example(ex: Example, index=None) -> tuple[list[dict], str]:
+    """The span reader's prompt (the answer's sentence and the question) and the answer as its reply:
+    fine-tuning for extracted answers (`answer_mode` extract) teaches exactly what the reader is asked,
+    the likelihood of the right span of the sentence it reads. An example without its passage finds
+    it in its document of `index`."""
+    context = ex.context or ex.text
+    if not context and index is not None and ex.doc_id:
+        hits = _gold_hits(index, ex.doc_id, ex)
+        context = hits[0].chunk.text if hits else ""
+    if not context:
+        from ..errors import InputError
+
+        raise InputError(
+            f"reader example {ex.id!r} ({ex.source or 'no source'}) has no passage (context) to read"
+            + ("" if index is not None else "; give --index to find it in its document (doc_id)")
+        )
+    return reader_messages(answer_sentence(context, ex.answer), ex.question), ex.answer
+
+
 def _doc_for_context(ex: Example, index) -> str:
     if not ex.context:
         return ""
@@ -118,6 +152,8 @@ def encode_examples(
         if cfg.mode == "corpus":
             text = ex.text or (f"{ex.context}\n\nQ: {ex.question}\nA: {ex.answer}" if ex.question else "")
             out.extend(encode_text(tok, text, cfg.max_seq_len))
+        elif cfg.mode == "reader":
+            out.append(encode_chat(tok, *reader_example(ex, index), cfg.max_seq_len))
         elif cfg.mode == "qg":  # passage + answer -> the question
             out.append(encode_chat(tok, qg_messages(ex.context, ex.answer), ex.question, cfg.max_seq_len))
         else:

@@ -445,10 +445,10 @@ def train(
     n_total = sum(p.numel() for p in model.parameters())
     log_path = out / LOG
 
-    retriever = None  # the Index RAFT examples retrieve from
-    if cfg.mode == "raft":
-        if index is None:
-            raise ConfigError("mode='raft' needs --index DIR (the gold chunk and distractors come from it)")
+    retriever = None  # the Index RAFT examples retrieve from (reader examples without a passage: their document)
+    if cfg.mode == "raft" and index is None:
+        raise ConfigError("mode='raft' needs --index DIR (the gold chunk and distractors come from it)")
+    if cfg.mode in ("raft", "reader") and index is not None:
         from ..index import Index
 
         retriever = Index.open(index)
@@ -636,7 +636,7 @@ def train(
     )
     generation = (
         evaluate_generation(model, tok, splits["test"], cfg, retriever)
-        if cfg.mode in ("qa", "raft") and splits["test"] and cfg.generate_max
+        if cfg.mode in ("qa", "raft", "reader") and splits["test"] and cfg.generate_max
         else {}
     )
     save_model(model, tok, out, cfg)
@@ -688,9 +688,14 @@ def evaluate_generation(model, tok, examples, cfg: FinetuneConfig, retriever=Non
 
     examples = list(examples)[: cfg.generate_max]
     gen = TransformersGenerator.from_loaded(model, tok, name="finetuned")
-    # raft is judged the way it is used: on what the retriever finds, not on planted gold chunks.
-    answers = Pipeline(retriever if cfg.mode == "raft" else None, gen).answer_batch([e.question for e in examples])
-    preds = [a.text for a in answers]
+    if cfg.mode == "reader":  # reading the answer's sentence, as it was trained (rag then picks among its spans)
+        from .examples import reader_example
+
+        preds = gen.generate([reader_example(e, retriever)[0] for e in examples], 32)
+    else:
+        # raft is judged the way it is used: on what the retriever finds, not on planted gold chunks.
+        answers = Pipeline(retriever if cfg.mode == "raft" else None, gen).answer_batch([e.question for e in examples])
+        preds = [a.text for a in answers]
     golds = [list(e.answers) or [e.answer] for e in examples]
     n = max(len(examples), 1)
     return {
