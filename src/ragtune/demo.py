@@ -30,8 +30,8 @@ class DemoPlan:
     gate_questions: int  # training questions each gate is calibrated on (each asked twice)
 
 
-# Sized for a 2-core CPU (measured: ~2 s per qa step, ~8 s per reader step with its evaluations,
-# ~1.3 s per answer): default about 13 minutes, quick about 4.
+# Sized for a 2-core CPU (measured: ~4 s per qa step, ~13 s per reader step with its evaluations,
+# ~1.3 s per written answer, ~0.4 s per extracted one): default about 12 minutes.
 PLANS = {"default": DemoPlan(40, 12, 8, 60, 20, 32), "quick": DemoPlan(12, 6, 4, 16, 8, 16)}
 
 
