@@ -117,13 +117,15 @@ def test_gate_meets_its_false_abstention_target_and_survives_the_manifest(facts_
         fit_gate(ans[:3], un)
 
 
-def test_gate_weights_are_never_negative_when_a_feature_is_noisy_on_a_small_sample():
+def test_a_nonnegative_gate_never_weighs_evidence_against_answering():
     # 10 + 10 questions: similarity separates them; by chance, BM25 runs the wrong way. An
     # unconstrained fit gives BM25 a negative weight (a better match counting against answering).
     rng = random.Random(3)
     ans = [Evidence(dense_top=rng.gauss(0.7, 0.1), text_top=rng.gauss(5, 1), agreement=rng.random()) for _ in range(10)]
     un = [Evidence(dense_top=rng.gauss(0.4, 0.1), text_top=rng.gauss(7, 1), agreement=rng.random()) for _ in range(10)]
-    gate = fit_gate(ans, un)
+    free = dict(zip(*(lambda g: (g.features, g.weights))(fit_gate(ans, un))))
+    assert free["text_top"] < 0  # the default, free fit follows the sample
+    gate = fit_gate(ans, un, nonnegative=True)
     w = dict(zip(gate.features, gate.weights))
     assert all(v >= 0 for v in gate.weights) and w["dense_top"] > 0 and w["text_top"] == 0
     # more of any evidence never lowers the confidence
@@ -305,6 +307,6 @@ def test_calibrate_by_exclusion_with_known_answers(facts_index):
     )
     assert all(h.chunk.doc_id != d for a, (_, _, d) in zip(refused, QUESTIONS) for h in a.hits)
     gate = fit_answers(answered, refused, answers=[(a,) for _, a, _ in QUESTIONS])
-    assert all(w >= 0 for w in gate.weights) and gate.calibration["answerable"] == len(answered)
+    assert len(gate.weights) == len(gate.features) and gate.calibration["answerable"] == len(answered)
     with pytest.raises(InputError, match="answers"):
         fit_answers(answered, refused, answers=[("x",)])
