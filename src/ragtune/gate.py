@@ -156,8 +156,14 @@ def fit_gate(
 
 
 def _fit_logistic(z: np.ndarray, y: np.ndarray, c: float = 1.0, nonnegative: bool = False) -> tuple[np.ndarray, float]:
-    """Class-balanced logistic regression with an L2 penalty (sklearn's `C=c`), weights >= 0 if
-    `nonnegative`: minimise c * sum_i s_i * log(1 + exp(-(2y_i - 1)(z_i w + b))) + |w|^2 / 2 with L-BFGS-B."""
+    """Class-balanced logistic regression with an L2 penalty (`C=c`): sklearn's; with weights >= 0 if
+    `nonnegative` (sklearn has no bounds): minimise c * sum_i s_i * log(1 + exp(-(2y_i - 1)(z_i w + b)))
+    + |w|^2 / 2 with scipy's L-BFGS-B."""
+    if not nonnegative:
+        from sklearn.linear_model import LogisticRegression
+
+        model = LogisticRegression(C=c, class_weight="balanced", max_iter=1000).fit(z, y)
+        return model.coef_[0], float(model.intercept_[0])
     from scipy.optimize import minimize
 
     n, d = z.shape
@@ -171,10 +177,9 @@ def _fit_logistic(z: np.ndarray, y: np.ndarray, c: float = 1.0, nonnegative: boo
         g = -c * s * sign / (1.0 + np.exp(np.clip(m, -50.0, 50.0)))  # d loss / d score
         return value, np.concatenate([z.T @ g + w, [g.sum()]])
 
-    bounds = [(0.0 if nonnegative else None, None)] * d + [(None, None)]
+    bounds = [(0.0, None)] * d + [(None, None)]
     res = minimize(loss, np.zeros(d + 1), jac=True, method="L-BFGS-B", bounds=bounds)
-    w = res.x[:d]
-    return (np.maximum(w, 0.0) if nonnegative else w), float(res.x[d])
+    return np.maximum(res.x[:d], 0.0), float(res.x[d])
 
 
 def _thin(curve: list[dict], n: int) -> list[dict]:
