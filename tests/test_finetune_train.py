@@ -116,6 +116,24 @@ def test_top_layers_changes_only_top_blocks_and_final_norm(tiny):
     assert any(n.startswith("model.layers.1.") for n in changed)
 
 
+def test_lora_layers_adapts_only_top_blocks_and_backward_stops_there(tiny):
+    from ragtune.errors import ConfigError
+
+    tok, model, _ = load_base(str(tiny))
+    model = choose_trainable(model, cfg_for(tiny, lora_layers=1))
+    reached = []
+    bottom = train_mod.decoder_layers(model)[0]
+    bottom.register_full_backward_hook(lambda *a: reached.append("layer 0"))
+    before = _snapshot(model)
+    _three_steps(model, tok, [encode_chat(tok, closed_book_messages("the capital of france"), "paris", 64)])
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and all("lora_" in n and ".layers.1." in n for n in changed), changed
+    assert not any(".layers.0." in n and "lora_" in n for n, _ in model.named_parameters())
+    assert reached == []  # no gradient was computed through the unadapted block
+    with pytest.raises(ConfigError, match="lora_layers=3"):
+        choose_trainable(load_base(str(tiny))[1], cfg_for(tiny, lora_layers=3))
+
+
 def test_early_stopping_fires_on_rising_validation_loss(tiny, data_dir, tmp_path, monkeypatch):
     rising = iter([1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.7, 1.8, 1.9])
     real = train_mod.estimate_loss

@@ -295,6 +295,18 @@ def test_the_plan_fits_the_budget_and_grows_with_it(s_answer):
     assert real.test == 40 and real.synthetic >= 20  # the synthetic questions are all for training
 
 
+def test_the_plan_prices_training_steps_at_this_machines_speed():
+    from ragtune.evaluation.evaluate import EvaluateConfig, make_plan
+
+    fast, slow = (make_plan(100, 90, 103, EvaluateConfig(budget_min=15), s) for s in (0.32, 0.64))
+    # Twice as slow per answer: about half the steps, in about the same fine-tuning minutes.
+    assert slow.rag_ft_steps <= fast.rag_ft_steps // 2 + 1 and slow.qa_steps <= fast.qa_steps // 2 + 1
+    assert abs(slow.minutes["fine-tune"] - fast.minutes["fine-tune"]) < 0.15 * fast.minutes["fine-tune"]
+    assert fast.rag_ft_steps >= 25  # the reader's gain needs its steps (see RAG_FT_SHARE)
+    only = make_plan(100, 90, 103, EvaluateConfig(budget_min=15, strategies=("rag", "rag+ft")), 0.32)
+    assert only.rag_ft_steps > fast.rag_ft_steps and only.qa_steps == 0  # no ft: rag+ft gets its time
+
+
 def test_a_short_document_gives_more_than_one_answer_per_sentence():
     m = Scripted()
     one = {"doc0": DOCS["doc0"]}  # two sentences, several candidates each

@@ -45,6 +45,11 @@ class FinetuneConfig:
         "comma-separated modules LoRA adapts",
     )
     top_layers: int = opt(2, "top-layers: the top N decoder blocks and the final norm train, the rest is frozen")
+    lora_layers: int = opt(
+        0,
+        "lora: adapt only the top N decoder blocks (0 = all); the backward pass then stops at the lowest "
+        "adapted block, so a step costs less",
+    )
     # optimisation
     lr: float = opt(3e-4, "peak learning rate: LoRA likes ~1e-4..5e-4; use ~2e-5 for full fine-tuning")
     schedule: str = opt("cosine", "learning-rate schedule after warm-up", SCHEDULES)
@@ -98,6 +103,7 @@ class FinetuneConfig:
             (self.lora_alpha >= 1, "lora_alpha", ">= 1"),
             (0 <= self.lora_dropout < 1, "lora_dropout", "in [0, 1)"),
             (self.top_layers >= 1, "top_layers", ">= 1"),
+            (self.lora_layers >= 0, "lora_layers", ">= 0 (0 = every block)"),
             (self.lr > 0, "lr", "> 0"),
             (self.warmup_steps >= 0, "warmup_steps", ">= 0"),
             (self.batch_size >= 1, "batch_size", ">= 1"),

@@ -113,11 +113,18 @@ def choose_trainable(model, cfg: FinetuneConfig):
         # peft asks transformers a deprecated question; the answer is right, the warning is noise.
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
+        n_layers = len(decoder_layers(model))
+        if cfg.lora_layers > n_layers:
+            raise ConfigError(f"lora_layers={cfg.lora_layers}: the model has only {n_layers} decoder blocks")
+        # Only the top blocks adapted: nothing below them needs a gradient, so autograd's backward
+        # pass ends at the lowest adapted block.
+        top = list(range(n_layers - cfg.lora_layers, n_layers)) if cfg.lora_layers else None
         lora = LoraConfig(
             r=cfg.lora_r,
             lora_alpha=cfg.lora_alpha,
             lora_dropout=cfg.lora_dropout,
             target_modules=list(cfg.target_modules),
+            layers_to_transform=top,
             task_type="CAUSAL_LM",
         )
         return get_peft_model(model, lora)
