@@ -50,7 +50,7 @@ def main() -> int:
     if len(pool) < n_train + n_val:
         print(f"only {len(pool)} real questions outside the test set; need {n_train + n_val}")
         return 1
-    real_dir = out / "real-train"
+    real_dir = out / f"real-train-{args.test}"  # its pool is what the test leaves: one per test size
     real_dir.mkdir(parents=True, exist_ok=True)
     (real_dir / "real.jsonl").write_text("".join(json.dumps(r) + "\n" for r in pool))
     ratios = (round(n_train / len(pool), 4), round(1 - n_train / len(pool), 4), 0.0)
