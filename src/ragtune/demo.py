@@ -31,7 +31,7 @@ class DemoPlan:
 
 
 # Sized for a 2-core CPU (measured, quiet: ~3.4 s per qa step, ~10 s per reader step with its
-# evaluation, ~0.4 s per answer): default about 8 minutes. ft gets 30 steps: with 60 (10.3 min) it
+# evaluation, ~0.4 s per answer): default 6.5 minutes from a clean clone. ft gets 30 steps: with 60 (10.3 min) it
 # scored F1 2.1, as the base model does; closed-book facts are not learnt in minutes either way.
 PLANS = {"default": DemoPlan(40, 12, 8, 30, 20, 32), "quick": DemoPlan(12, 6, 4, 16, 8, 16)}
 
