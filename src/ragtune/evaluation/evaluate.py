@@ -125,7 +125,7 @@ def make_plan(
     gated = sum(s in cfg.strategies for s in ("rag", "rag+ft"))
     per_gate_q = 2 * ANSWER_COST * s_answer * max(gated, 1)
     gate_q = min(max(int(GATE_SHARE * rest / per_gate_q), GATE_QUESTIONS[0]), GATE_QUESTIONS[1]) if gated else 0
-    gate_s = gate_q * per_gate_q if gated else 0.0
+    gate_s = gate_q * per_gate_q  # 0 when nothing is gated
     rest = max(rest - gate_s, 0.5 * rest)
     synth_cost = ATTEMPTS_PER_KEPT * ATTEMPT_COST * s_answer  # seconds per question that survives the filters
     # Per test question: its share of synthesis (about as many again for training, and a third as many
