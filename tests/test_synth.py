@@ -6,7 +6,7 @@ import json
 import pytest
 
 from ragtune import Index
-from ragtune.errors import DocumentError, RagtuneError
+from ragtune.errors import ConfigError, DocumentError, RagtuneError
 from ragtune.synth import generate as gen_mod
 from ragtune.synth.candidates import looks_like_prose, sentence_candidates
 from ragtune.synth.generate import SynthConfig, clean_question, synthesize, write_questions
@@ -141,10 +141,41 @@ def test_a_span_reader_picks_among_the_passages_candidates():
     assert all(len(offer) >= 3 for offer in right.offered)  # the year, the founder, the river...
     assert all(q.round_trip_answer == q.answer for q in qs)
     wrong = SpanReader(lambda spans, q: next(s for s in spans if s != m.answer_of[q.rsplit("Question:", 1)[1].strip()]))
-    qs, report = synthesize(chunks_of(DOCS), SynthConfig(n=5, seed=1), qg=m.qg, reader=wrong)
+    qs, report = synthesize(chunks_of(DOCS), SynthConfig(n=5, seed=1, round_trip_top=1), qg=m.qg, reader=wrong)
     assert (
         qs == [] and report.step("round trip").removed == report.attempts - report.step("contains the answer").removed
     )
+
+
+class RankingReader:
+    """A span reader that puts the target at place `place` (1-based) of its ranking, or last."""
+
+    name = "ranking-reader"
+
+    def __init__(self, target_of, place=None):
+        self.target_of, self.place = target_of, place
+
+    def score(self, prompt, spans):
+        target = self.target_of(prompt[-1]["content"].rsplit("Question:", 1)[1].strip())
+        others = [s for s in spans if s != target]
+        order = others[: self.place - 1] + [target] + others[self.place - 1 :] if self.place else others + [target]
+        return [-float(order.index(s)) for s in spans]
+
+
+def test_the_round_trip_keeps_a_target_among_the_readers_top_spans_and_records_its_rank():
+    m = Scripted()
+    second = RankingReader(lambda q: m.answer_of[q], place=2)
+    qs, report = synthesize(chunks_of(DOCS), SynthConfig(n=5, seed=1, round_trip_top=3), qg=m.qg, reader=second)
+    assert len(qs) == 5 and all(q.round_trip_rank == 2 and q.round_trip_answer != q.answer for q in qs)
+    assert all(q.to_record()["scores"]["round_trip_rank"] == 2 for q in qs)
+    assert report.kept_by_rank == {2: 5} and "among its 3 most likely" in report.reader
+    qs, report = synthesize(chunks_of(DOCS), SynthConfig(n=5, seed=1, round_trip_top=1), qg=m.qg, reader=second)
+    assert qs == [] and report.step("round trip").removed > 0  # Alberti et al.'s filter: the reader's answer only
+    last = RankingReader(lambda q: m.answer_of[q])  # every passage here has more than 3 candidates
+    qs, report = synthesize(chunks_of(DOCS), SynthConfig(n=5, seed=1, round_trip_top=3), qg=m.qg, reader=last)
+    assert qs == [] and report.step("round trip").examples
+    with pytest.raises(ConfigError, match="round_trip_top"):
+        SynthConfig(round_trip_top=0)
 
 
 def test_near_duplicates_are_dropped():

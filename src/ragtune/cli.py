@@ -206,7 +206,8 @@ def cmd_models(args) -> int:
 def cmd_synth(args) -> int:
     from .synth.generate import SynthConfig, synthesize, write_questions
 
-    cfg = SynthConfig(n=args.n, per_doc=args.per_doc, seed=args.seed, generator=args.generator or "")
+    top = {"round_trip_top": args.round_trip_top} if args.round_trip_top is not None else {}
+    cfg = SynthConfig(n=args.n, per_doc=args.per_doc, seed=args.seed, generator=args.generator or "", **top)
     if args.index:
         chunks = list(Index.open(args.index).chunks())
     else:  # documents that are not indexed: their questions are unanswerable from the index
@@ -603,6 +604,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--n", type=int, default=100, help="questions wanted after filtering")
     sp.add_argument("--per-doc", type=int, default=0, help="at most this many per document (default: an even share)")
     sp.add_argument("--generator", help="write questions with this generator, prompted (default: bundled adapter)")
+    sp.add_argument(
+        "--round-trip-top", type=int,
+        help="keep a question when the reader ranks its answer among this many most likely spans "
+        "(default 3; 1 = Alberti et al.'s filter: only questions the untrained reader already answers)",
+    )  # fmt: skip
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_synth)

@@ -269,7 +269,8 @@ def run_evaluate(paths: Sequence[str | Path], out: str | Path, cfg: EvaluateConf
     qdir = out / "questions"
     qdir.mkdir(exist_ok=True)
     synth_path, una_path = qdir / "synthetic.jsonl", qdir / "unanswerable.jsonl"
-    key = _fingerprint("synth", doc_key, plan.synthetic, plan.unanswerable, cfg.seed, sorted(held))
+    synth_cfg = SynthConfig(n=plan.synthetic, seed=cfg.seed)
+    key = _fingerprint("synth", doc_key, asdict(synth_cfg), plan.unanswerable, sorted(held))  # every filter setting
     if _done(qdir / "done.json", key):
         say("questions: reusing the synthetic questions of the previous run")
         synth_report = json.loads((qdir / "synthetic.report.json").read_text())
@@ -277,14 +278,14 @@ def run_evaluate(paths: Sequence[str | Path], out: str | Path, cfg: EvaluateConf
         _unmark(qdir / "done.json")
         una_path.unlink(missing_ok=True)  # an earlier run's, for other inputs
         qg, reader, _ = synth_models(qg=(generators or {}).get("qg"), reader=(generators or {}).get("reader"))
-        questions, report = synthesize(list(index.chunks()), SynthConfig(n=plan.synthetic, seed=cfg.seed), qg=qg,
-                                       reader=reader, progress=_every(say, "synthesise"))  # fmt: skip
+        questions, report = synthesize(list(index.chunks()), synth_cfg, qg=qg, reader=reader,
+                                       progress=_every(say, "synthesise"))  # fmt: skip
         write_questions(questions, report, synth_path)
         synth_report = report.to_dict()
         if held_docs and plan.unanswerable:
             held_chunks = chunk_documents(held_docs, index.chunking, index.embedder.count_tokens)
-            una, una_report = synthesize(held_chunks, SynthConfig(n=plan.unanswerable, seed=cfg.seed + 1), qg=qg,
-                                         reader=reader, unanswerable=True)  # fmt: skip
+            una, una_report = synthesize(held_chunks, replace(synth_cfg, n=plan.unanswerable, seed=cfg.seed + 1),
+                                         qg=qg, reader=reader, unanswerable=True)  # fmt: skip
             if una:
                 write_questions(una, una_report, una_path)
             else:

@@ -31,7 +31,8 @@ FILTERS = (  # (name, what it removes), in the order they run
     ("not a question", "the model's output is empty, junk, or not a single question"),
     ("length", "questions outside the word-count bounds"),
     ("contains the answer", "questions that give their own answer away"),
-    ("round trip", "the reader, given the passage and the question, picks an answer with F1 below the threshold"),
+    ("round trip", "the reader, given the passage and the question, ranks no answer with F1 >= the threshold "
+     "among its most likely (`round_trip_top`)"),
     ("near duplicate", "questions nearly identical to one already kept"),
 )
 
@@ -47,6 +48,12 @@ class SynthConfig:
     min_words: int = 4
     max_words: int = 30
     min_round_trip_f1: float = 0.5  # Alberti et al. 2019: keep a question only if the reader recovers its answer
+    # ...among its `round_trip_top` most likely spans (a span reader; 1 is Alberti et al.'s filter). With the
+    # bundled 135M reader, 1 keeps only questions that very reader already answers: a synthetic test then
+    # favours the untrained reader (rag) and the training questions teach it little. Measured on 100 SQuAD
+    # paragraphs: half the questions kept at 3 are rank 2-3, where rag scores F1 26 and a trained rag+ft 33,
+    # as on real questions (benchmarks/evaluate_folder.py)
+    round_trip_top: int = 3
     near_duplicate: float = 0.8  # word-set Jaccard above which two questions are the same question
     batch: int = 16
     max_new_tokens: int = 32
@@ -61,6 +68,7 @@ class SynthConfig:
             (self.window >= 0, "window", ">= 0"),
             (1 <= self.min_words <= self.max_words, "min_words", f"between 1 and max_words ({self.max_words})"),
             (0 <= self.min_round_trip_f1 <= 1, "min_round_trip_f1", "in [0, 1]"),
+            (self.round_trip_top >= 1, "round_trip_top", ">= 1"),
             (0 < self.near_duplicate <= 1, "near_duplicate", "in (0, 1]"),
             (self.batch >= 1, "batch", ">= 1"),
             (self.dtype in ("float32", "bfloat16", "auto"), "dtype", "float32, bfloat16 or auto"),
@@ -93,6 +101,7 @@ class SynthQuestion:
     round_trip_answer: str
     round_trip_f1: float
     unanswerable: bool = False  # generated from a document kept out of the index
+    round_trip_rank: int = 1  # where the target stood among the reader's spans (1 = its answer)
 
     def to_record(self) -> dict:
         """A QA JSONL line that `prepare`, `finetune` and `compare` read unchanged."""
@@ -100,7 +109,8 @@ class SynthQuestion:
             "id": self.id, "question": self.question, "answer": self.answer, "answers": [self.answer],
             "doc_id": self.doc_id, "chunk_id": self.chunk_id, "title": self.title, "context": self.passage,
             "synthetic": True, "unanswerable": self.unanswerable, "candidate_kind": self.candidate_kind,
-            "scores": {"round_trip_f1": round(self.round_trip_f1, 4), "round_trip_answer": self.round_trip_answer},
+            "scores": {"round_trip_f1": round(self.round_trip_f1, 4), "round_trip_answer": self.round_trip_answer,
+                       "round_trip_rank": self.round_trip_rank},
         }  # fmt: skip
 
 
@@ -115,6 +125,7 @@ class SynthReport:
     kept: int = 0
     kept_by_kind: dict[str, int] = field(default_factory=dict)
     asked_by_kind: dict[str, int] = field(default_factory=dict)  # questions asked, by the answer's kind
+    kept_by_rank: dict[int, int] = field(default_factory=dict)  # kept, by the target's rank in the round trip
     documents_with_questions: int = 0
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
@@ -144,6 +155,9 @@ class SynthReport:
         by_kind = ", ".join(f"{k} {self.kept_by_kind.get(k, 0)}/{n}" for k, n in sorted(self.asked_by_kind.items()))
         lines += ["", f"Kept: {self.kept} (by answer kind, kept/asked: {by_kind}) "
                   f"in {self.seconds:.0f} s: {self.per_minute:.1f} accepted per minute", ""]  # fmt: skip
+        if len(self.kept_by_rank) > 1:
+            ranks = ", ".join(f"{r}: {n}" for r, n in sorted(self.kept_by_rank.items()))
+            lines += [f"Kept by where the round-trip reader ranked the target (1 = its answer): {ranks}", ""]
         lines += [f"> {n}" for n in self.notes] + ([""] if self.notes else [])
         for s in self.steps:
             if s.examples:
@@ -252,7 +266,7 @@ def synthesize(
         generator=gen_name,
         reader=f"{getattr(reader, 'name', 'reader')}, "
         + (
-            "choosing the most likely of the passage's candidate spans"
+            f"ranking the passage's candidate spans; kept when the target is among its {cfg.round_trip_top} most likely"
             if hasattr(reader, "score")
             else "answering in its own words"
         ),
@@ -299,12 +313,17 @@ def synthesize(
                 survivors.append((a, q))
         if not survivors:
             continue
-        replies = round_trip(reader, survivors, cfg)
-        for (a, q), reply in zip(survivors, replies):
-            f1 = f1_score(reply, [a.answer])
-            if f1 < cfg.min_round_trip_f1:
-                report.step("round trip").catch(f"{q} → reader said {reply[:80]!r}, target {a.answer!r} (F1 {f1:.2f})")
+        ranked = round_trip(reader, survivors, cfg)
+        for (a, q), replies in zip(survivors, ranked):
+            f1s = [f1_score(r, [a.answer]) for r in replies[: cfg.round_trip_top]]
+            rank = next((i for i, f in enumerate(f1s) if f >= cfg.min_round_trip_f1), None)
+            reply = replies[0]
+            if rank is None:
+                report.step("round trip").catch(
+                    f"{q} → reader said {reply[:80]!r}, target {a.answer!r} (F1 {f1s[0]:.2f})"
+                )
                 continue
+            f1 = f1s[rank]
             words = set(normalize_answer(q).split())
             dup = next((k for k, w in zip(kept, kept_words) if _jaccard(words, w) >= cfg.near_duplicate), None)
             if dup is not None:
@@ -316,7 +335,7 @@ def synthesize(
                 id=f"synth-{'u' if unanswerable else 'a'}-{len(kept):05d}", question=q, answer=a.answer,
                 doc_id=a.chunk.doc_id,
                 chunk_id=a.chunk.id, title=a.chunk.title, passage=a.passage, candidate_kind=a.kind,
-                round_trip_answer=reply, round_trip_f1=f1, unanswerable=unanswerable,
+                round_trip_answer=reply, round_trip_f1=f1, unanswerable=unanswerable, round_trip_rank=rank + 1,
             ))  # fmt: skip
             kept_words.append(words)
             per_doc[a.chunk.doc_id] = per_doc.get(a.chunk.doc_id, 0) + 1
@@ -326,6 +345,7 @@ def synthesize(
     report.documents_with_questions = len(per_doc)
     for k in kept:
         report.kept_by_kind[k.candidate_kind] = report.kept_by_kind.get(k.candidate_kind, 0) + 1
+        report.kept_by_rank[k.round_trip_rank] = report.kept_by_rank.get(k.round_trip_rank, 0) + 1
     report.samples = [k.to_record() for k in kept[:10]]
     report.seconds = time.perf_counter() - t0
     if chunks and len(kept) < cfg.n:
@@ -354,22 +374,23 @@ def span_candidates(passage: str, answer: str, per_sentence: int = 8) -> list[st
     return spans if answer in spans else [*spans, answer]
 
 
-def round_trip(reader, asked: Sequence[tuple[Attempt, str]], cfg: SynthConfig) -> list[str]:
-    """The reader's answer to each (attempt, question), given the attempt's passage. A reader that
-    can score continuations (`score`) is a span reader, as in Alberti et al. (2019): it answers
-    with the candidate span of the passage it finds most likely. Any other reader answers in its
-    own words, its citations stripped."""
+def round_trip(reader, asked: Sequence[tuple[Attempt, str]], cfg: SynthConfig) -> list[list[str]]:
+    """The reader's answers to each (attempt, question), given the attempt's passage, most likely
+    first. A reader that can score continuations (`score`) is a span reader, as in Alberti et al.
+    (2019): it ranks the candidate spans of the passage, and its `cfg.round_trip_top` most likely
+    are returned. Any other reader answers once, in its own words, its citations stripped."""
     if hasattr(reader, "score"):
         out = []
         for a, q in asked:
             spans = span_candidates(a.passage, a.answer, cfg.reader_spans)
             scores = reader.score(reader_messages(a.passage, q), spans)
-            out.append(spans[max(range(len(spans)), key=scores.__getitem__)])
+            order = sorted(range(len(spans)), key=lambda i: -scores[i])
+            out.append([spans[i] for i in order[: cfg.round_trip_top]])
         return out
     prompts = [
         rag_messages(q, [Source(1, a.chunk.id, a.chunk.doc_id, a.chunk.title, a.passage, 1.0)]) for a, q in asked
     ]
-    return [strip_citations(r) for r in reader.generate(prompts, cfg.max_new_tokens)]
+    return [[strip_citations(r)] for r in reader.generate(prompts, cfg.max_new_tokens)]
 
 
 def synth_models(cfg: SynthConfig = SynthConfig(), qg=None, reader=None):
