@@ -43,10 +43,11 @@ RAG_FT_SHARE = 0.7
 # of a 40-step run vs rag's 38.9, a 20-step run ties rag), "raft" teaches writing a cited answer from
 # retrieved sources (F1 23.9 there, and answering by writing is 5x slower than scoring spans).
 RAG_FT_MODES = ("reader", "raft")
-# Synthetic questions asked per question that survives the filters (295 / 78 on held-out SQuAD
-# articles, benchmarks/synth_quality.py), and the cost of one attempt (a question written, the
-# reader's span scores; bfloat16 where the CPU has it) in units of one float32 answer.
-ATTEMPTS_PER_KEPT, ATTEMPT_COST = 3.8, 1.2
+# Synthetic questions asked per question that survives the filters (345 / 150 and 973 / 391 on
+# held-out SQuAD articles with the round trip's top 3, benchmarks/evaluate_folder.py; 3.8 with its
+# top 1), and the cost of one attempt (a question written, the reader's span scores; bfloat16 where
+# the CPU has it) in units of one float32 answer.
+ATTEMPTS_PER_KEPT, ATTEMPT_COST = 2.4, 1.2
 # One answer in the comparison (RAG prompts carry sources; retrieval, the freshness re-ingest and
 # scoring included), in units of one closed-book answer: 314 s for 408 answers at 0.44 s measured
 # (benchmarks/evaluate_folder.py).
@@ -57,6 +58,14 @@ ANSWER_COST = 1.75
 # steadier gate (its threshold is a quantile of the answerable calibration questions' confidence).
 GATE_QUESTIONS = (24, 60)
 GATE_SHARE = 0.08
+# Synthetic questions the fine-tuned strategies train on: those whose target the round-trip reader
+# ranked at most this high (1 = its own answer). The test keeps every rank the filter kept (a test of
+# only rank-1 questions favours the untrained reader); training on ranks 2-3 as well taught rag+ft
+# noise: on 200 real questions, trained on the same synthetic set (86 questions of ranks 1-3, or its
+# 44 of rank 1), rag+ft led rag by +0.4 F1 (p 0.91) vs +5.2 (p 0.004) (benchmarks/training_value.py).
+TRAIN_MAX_RANK = 1
+DATA_MARKER = "evaluate-data.json"  # in a fine-tuning folder: the questions it was trained on (a hash)
+MIN_TRAIN = 8  # fewer such questions than this: train on every rank rather than on almost nothing
 
 
 @dataclass(frozen=True)
@@ -302,8 +311,11 @@ def run_evaluate(paths: Sequence[str | Path], out: str | Path, cfg: EvaluateConf
     if real:
         test_path = out / "data" / "test-real.jsonl"
         write_atomic(test_path, "".join(json.dumps(r) + "\n" for r in real))
+    kept, dropped = training_ranks(out / "data", synth_path, TRAIN_MAX_RANK)
     phases["split"] = time.perf_counter() - t0
-    say(f"split: {prep.splits}" + (f"; test = {len(real)} real questions" if real else ""))
+    say(f"split: {prep.splits}" + (f"; test = {len(real)} real questions" if real else "")
+        + (f"; training on the {kept} whose answer the round-trip reader ranked first ({dropped} set aside)"
+           if dropped else ""))  # fmt: skip
 
     # -- tune: retrieval settings and the gate, from training questions only --------------------------
     t0 = time.perf_counter()
@@ -323,15 +335,19 @@ def run_evaluate(paths: Sequence[str | Path], out: str | Path, cfg: EvaluateConf
         folder = out / f"ft-{mode}"
         ft_cfg = replace(base_ft, mode=mode, max_steps=steps, batch_size=batch)
         wanted = json.loads(json.dumps(asdict(ft_cfg)))  # as the manifest keeps it (lists, not tuples)
-        done = (folder / "results.json").is_file() and _run_config(folder) == wanted
+        data_key = _fingerprint(*(_read(out / "data" / f"{s}.jsonl") for s in ("train", "validation")))
+        same = _run_config(folder) == wanted and _done(folder / DATA_MARKER, data_key)
+        done = (folder / "results.json").is_file() and same
         if done:
             say(f"fine-tune {name}: reusing {folder}")
         else:
-            if folder.exists() and _run_config(folder) != wanted:
-                shutil.rmtree(folder)  # another configuration's run (or checkpoint): start afresh
+            if folder.exists() and not same:
+                shutil.rmtree(folder)  # another configuration's or other questions' run (or checkpoint): start afresh
             elif (folder / CHECKPOINT).is_file():
                 say(f"fine-tune {name}: resuming from the checkpoint in {folder}")
             say(f"fine-tune {name}: LoRA, mode {mode}, {steps} steps")
+            folder.mkdir(parents=True, exist_ok=True)
+            _mark(folder / DATA_MARKER, data_key)  # a resumed checkpoint is only ever of these questions
             res = train(ft_cfg, out / "data", folder, index=index.url if mode == "raft" else None,
                         progress=_train_progress(say, steps))  # fmt: skip
             say(f"  best validation loss {res.best_val_loss:.3f} at step {res.best_step}")
@@ -445,6 +461,33 @@ def _real_questions(path: str) -> list[dict]:
         {"id": e.id, "question": e.question, "answers": list(e.answers), "doc_id": e.doc_ids[0] if e.doc_ids else ""}
         for e in load_questions(path, 10_000)
     ]
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError:
+        return ""
+
+
+def training_ranks(data: Path, synth_path: Path, max_rank: int) -> tuple[int, int]:
+    """Keep in the training split only the synthetic questions whose target the round-trip reader
+    ranked at most `max_rank` (real questions, and questions without a recorded rank, stay). Returns
+    (training questions kept, set aside); sets nothing aside when fewer than MIN_TRAIN would stay."""
+    from .compare import write_atomic
+
+    rank = {}
+    for line in _read(synth_path).splitlines():
+        if line.strip():
+            rec = json.loads(line)
+            rank[rec.get("id")] = rec.get("scores", {}).get("round_trip_rank", 1)
+    train = data / "train.jsonl"
+    rows = [json.loads(x) for x in _read(train).splitlines() if x.strip()]
+    keep = [r for r in rows if rank.get(r.get("id"), 1) <= max_rank]
+    if len(keep) == len(rows) or len(keep) < MIN_TRAIN:
+        return len(rows), 0
+    write_atomic(train, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in keep))
+    return len(keep), len(rows) - len(keep)
 
 
 def _ratios(kept: int, test: int) -> tuple[float, float, float]:

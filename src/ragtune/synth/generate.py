@@ -43,7 +43,7 @@ class SynthConfig:
     per_doc: int = 0  # at most this many questions per document; 0 = an even share, at least 1
     seed: int = 0
     generator: str = ""  # "" = the bundled model with its question-generation adapter; else any generator, prompted
-    oversample: float = 4.5  # candidates tried per question wanted, at most (about 3.8 are needed on SQuAD)
+    oversample: float = 4.5  # candidates tried per question wanted, at most (about 2.4 are needed on SQuAD)
     window: int = 1  # sentences either side of the answer's sentence in the passage the model reads
     min_words: int = 4
     max_words: int = 30
