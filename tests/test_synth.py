@@ -346,29 +346,10 @@ def test_a_short_document_gives_more_than_one_answer_per_sentence():
     assert len({x["answer"] for x in m.asked}) == len(m.asked) >= 4  # each answer asked once
 
 
-def test_training_keeps_the_questions_the_round_trip_reader_ranked_first(tmp_path):
-    from ragtune.evaluation import evaluate as ev
-
-    synth = tmp_path / "synthetic.jsonl"
-    ranks = [1, 2, 3, 1, 1, 2] + [1] * 6
-    synth.write_text("".join(json.dumps({"id": f"s{i}", "scores": {"round_trip_rank": r}}) + "\n"
-                             for i, r in enumerate(ranks)))  # fmt: skip
-    data = tmp_path / "data"
-    data.mkdir()
-    rows = [{"id": f"s{i}", "question": f"q{i}?"} for i in range(len(ranks))] + [{"id": "real-1", "question": "r?"}]
-    (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert ev.training_ranks(data, synth, 1) == (10, 3)
-    kept = [json.loads(x)["id"] for x in (data / "train.jsonl").read_text().splitlines()]
-    assert kept == [f"s{i}" for i, r in enumerate(ranks) if r == 1] + ["real-1"]  # order kept; real ones stay
-    assert ev.training_ranks(data, synth, 1) == (10, 0)  # nothing more to set aside
-    (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:6]))
-    assert ev.training_ranks(data, synth, 1) == (6, 0)  # 3 would be too few to train on: every rank stays
-    assert len((data / "train.jsonl").read_text().splitlines()) == 6
-
-
 def test_evaluate_retrains_when_the_training_questions_change(tmp_path, monkeypatch):
     """The fine-tuned adapters are reused only for the same configuration *and* the same training
     questions: an adapter trained on other questions could have seen this run's test questions."""
+    from ragtune.evaluation import evaluate as ev
     from ragtune.evaluation.evaluate import EvaluateConfig, run_evaluate
     from ragtune.finetune import train as train_mod
     from ragtune.finetune.run import MANIFEST
@@ -396,14 +377,15 @@ def test_evaluate_retrains_when_the_training_questions_change(tmp_path, monkeypa
             f"Its mayor is Jon Hale{i}, elected in {1990 + i}. The museum of Alder{i} opened in {1950 + i}."
         )
     m = Scripted()
-    gens = {"qg": m.qg, "reader": m.reader, "base": m.reader, "ft": m.reader}
-    cfg = EvaluateConfig(budget_min=3, strategies=("base", "ft"), embedder="hashing-64")
+    gens = {"qg": m.qg, "reader": m.reader, "base": m.reader, "ft": m.reader, "rag+ft": m.reader}
+    cfg = EvaluateConfig(budget_min=3, strategies=("base", "ft", "rag+ft"), embedder="hashing-64")
     said = []
     run_evaluate([folder], tmp_path / "out", cfg, say=said.append, generators=gens)
+    assert [(c["mode"], c["lr"]) for c, _ in calls] == [("qa", 3e-4), ("reader", ev.RAG_FT_LR)]
     run_evaluate([folder], tmp_path / "out", cfg, say=said.append, generators=gens)
-    assert len(calls) == 1 and any(s.startswith("fine-tune ft: reusing") for s in said)
+    assert len(calls) == 2 and any(s.startswith("fine-tune ft: reusing") for s in said)
     (folder / "town3.txt").write_text("The town of Brey was founded in 1711 by Ola Venn. It lies on the river Tam.")
     said.clear()
     run_evaluate([folder], tmp_path / "out", cfg, say=said.append, generators=gens)
-    assert len(calls) == 2 and not any("reusing" in s and "fine-tune" in s for s in said)
-    assert calls[1][0] == calls[0][0] and calls[1][1] != calls[0][1]  # same configuration, other questions
+    assert len(calls) == 4 and not any("reusing" in s and "fine-tune" in s for s in said)
+    assert calls[2][0] == calls[0][0] and calls[2][1] != calls[0][1]  # same configuration, other questions
