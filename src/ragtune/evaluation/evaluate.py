@@ -48,10 +48,11 @@ RAG_FT_MODES = ("reader", "raft")
 # top 1), and the cost of one attempt (a question written, the reader's span scores; bfloat16 where
 # the CPU has it) in units of one float32 answer.
 ATTEMPTS_PER_KEPT, ATTEMPT_COST = 2.4, 1.2
-# One answer in the comparison (RAG prompts carry sources; retrieval, the freshness re-ingest and
-# scoring included), in units of one closed-book answer: 314 s for 408 answers at 0.44 s measured
-# (benchmarks/evaluate_folder.py).
-ANSWER_COST = 1.75
+# One answer in the comparison (RAG answers are extracted spans; retrieval, loading the adapters, the
+# freshness re-ingest and scoring included), in units of one closed-book answer: 100 s for 404 answers
+# at 0.32 s and 86 s for 284 at 0.34 s measured (benchmarks/evaluate_folder.py). It was 1.75 when RAG
+# answers were written, and the plan then left a third of its budget unused.
+ANSWER_COST = 0.85
 # Training questions the gate is calibrated on per gated strategy, fewest and most: each is answered
 # twice (as it is, and with its document kept out), so 24 give 48 answers. Between the two, the plan
 # spends about GATE_SHARE of the synthesis-and-comparison time on them: a bigger budget buys a
