@@ -389,3 +389,26 @@ def test_evaluate_retrains_when_the_training_questions_change(tmp_path, monkeypa
     run_evaluate([folder], tmp_path / "out", cfg, say=said.append, generators=gens)
     assert len(calls) == 4 and not any("reusing" in s and "fine-tune" in s for s in said)
     assert calls[2][0] == calls[0][0] and calls[2][1] != calls[0][1]  # same configuration, other questions
+
+
+def test_the_gate_is_calibrated_on_the_questions_the_round_trip_reader_answered_first(tmp_path, monkeypatch):
+    from ragtune.evaluation import evaluate as ev
+
+    synth = tmp_path / "synthetic.jsonl"
+    ranks = {"s0": 3, "s1": 1, "s2": 2, "s3": 1, "s4": 1}
+    synth.write_text("".join(json.dumps({"id": i, "scores": {"round_trip_rank": r}}) + "\n" for i, r in ranks.items()))
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = [{"id": i, "question": f"q {i}?", "answer": "a", "doc_id": f"d{i}"} for i in ranks]
+    (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:4]))
+    (data / "validation.jsonl").write_text(json.dumps(rows[4]) + "\n")
+    seen = {}
+
+    def no_tuning(index, examples):
+        raise RagtuneError("not tuned here")
+
+    monkeypatch.setattr(ev, "calibrate_gate", lambda index, gen, ex, say: seen.setdefault("ids", [e.id for e in ex]))
+    monkeypatch.setattr("ragtune.tuning.tune_retrieval", no_tuning)
+    out = ev.tune_phase(None, data, None, 3, lambda m: None, ranks=ev.round_trip_ranks(synth))
+    assert seen["ids"] == ["s1", "s3", "s4"]  # rank 1 first (validation questions too), then 2, then 3
+    assert [e.id for e in out["examples"]] == ["s1", "s3", "s4", "s2", "s0"]

@@ -196,10 +196,14 @@ def tune_retrieval(
 
 
 def synthetic_examples(index, n: int, seed: int = 0, progress=None) -> list[QAExample]:
-    """Questions made from the index's own passages by `ragtune synth` (each knows its document)."""
+    """Questions made from the index's own passages by `ragtune synth` (each knows its document),
+    kept only when the round-trip reader answers them itself (`round_trip_top=1`): tuning and the
+    gate want well-formed questions, and those the reader ranks 2nd-3rd are more often malformed —
+    calibrated on them, the gate refused 24 % of real answerable SQuAD questions (target 10 %;
+    benchmarks/abstention.py)."""
     from .synth.generate import SynthConfig, synthesize
 
-    questions, _ = synthesize(list(index.chunks()), SynthConfig(n=n, seed=seed), progress=progress)
+    questions, _ = synthesize(list(index.chunks()), SynthConfig(n=n, seed=seed, round_trip_top=1), progress=progress)
     return [QAExample(q.id, q.question, (q.answer,), (q.doc_id,)) for q in questions]
 
 

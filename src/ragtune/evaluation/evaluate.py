@@ -317,7 +317,8 @@ def run_evaluate(paths: Sequence[str | Path], out: str | Path, cfg: EvaluateConf
 
     # -- tune: retrieval settings and the gate, from training questions only --------------------------
     t0 = time.perf_counter()
-    tuned = tune_phase(index, out / "data", base, plan.gate_questions if "rag" in cfg.strategies else 0, say)
+    tuned = tune_phase(index, out / "data", base, plan.gate_questions if "rag" in cfg.strategies else 0, say,
+                       ranks=round_trip_ranks(synth_path))  # fmt: skip
     phases["tune"] = time.perf_counter() - t0
     loaded = {"base": base, "rag": base}  # models already in memory; the comparison reuses them
 
@@ -412,14 +413,28 @@ def _run_config(folder: Path) -> dict | None:
         return None
 
 
-def tune_phase(index, data: Path, generator, gate_questions: int, say: Say) -> dict:
+def round_trip_ranks(synth_path: Path) -> dict[str, int]:
+    """Each synthetic question's round-trip rank (1: the reader's own answer), by id."""
+    ranks = {}
+    if synth_path.is_file():
+        for line in synth_path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                rec = json.loads(line)
+                ranks[rec.get("id")] = rec.get("scores", {}).get("round_trip_rank", 1)
+    return ranks
+
+
+def tune_phase(index, data: Path, generator, gate_questions: int, say: Say, ranks: dict | None = None) -> dict:
     """Tune retrieval on the training and validation questions of a prepared `data` folder and
-    calibrate `generator`'s gate on `gate_questions` of them; the test questions are never used."""
+    calibrate `generator`'s gate on `gate_questions` of them; the test questions are never used.
+    The gate's questions are those the round-trip reader answered itself first (`ranks`): those it
+    ranked 2nd-3rd are more often malformed, and look unanswerable (benchmarks/abstention.py)."""
     from ..tuning import tune_retrieval
     from .compare import load_questions
 
-    examples = [e for f in ("train.jsonl", "val.jsonl") if (data / f).is_file()
+    examples = [e for f in ("train.jsonl", "validation.jsonl") if (data / f).is_file()
                 for e in load_questions(str(data / f), 10**9) if e.doc_ids]  # fmt: skip
+    examples.sort(key=lambda e: (ranks or {}).get(e.id, 1))  # stable: the split's order within a rank
     out: dict = {"examples": examples, "retrieval": {}, "gates": {}}
     try:
         report = tune_retrieval(index, examples)
