@@ -233,14 +233,9 @@ def test_evaluate_killed_in_its_comparison_resumes_with_its_plan_questions_and_r
     from ragtune.synth import generate as gen_mod
 
     from .crash_helpers import evaluate_generators
+    from .test_synth import town_folder
 
-    folder = tmp_path / "docs"
-    folder.mkdir()
-    for i in range(8):
-        (folder / f"town{i}.txt").write_text(
-            f"The town of Alder{i} was founded in {1800 + i} by Marta Kell{i}. It lies on the river Sen{i} near "
-            f"Portham. Its mayor is Jon Hale{i}, elected in {1990 + i}. The museum of Alder{i} opened in {1950 + i}."
-        )
+    folder = town_folder(tmp_path / "docs")
     out = tmp_path / "out"
     proc = Proc("evaluate", folder, out, 0.02)  # about 160 answers in the comparison: 3 s of answering
     proc.wait_for(r"^  base: \d+ answerable")

@@ -213,10 +213,8 @@ def test_output_is_read_by_prepare_and_compare(tmp_path):
     assert rep.kept == 5
 
 
-def test_evaluate_on_a_folder_with_scripted_models(tmp_path, monkeypatch):
-    from ragtune.evaluation.evaluate import EvaluateConfig, run_evaluate
-
-    folder = tmp_path / "docs"
+def town_folder(folder):
+    """Eight short documents about made-up towns: a folder `evaluate` can make questions from."""
     folder.mkdir()
     for i in range(8):
         (folder / f"town{i}.txt").write_text(
@@ -224,6 +222,13 @@ def test_evaluate_on_a_folder_with_scripted_models(tmp_path, monkeypatch):
             f"It lies on the river Sen{i} near Portham. "
             f"Its mayor is Jon Hale{i}, elected in {1990 + i}. The museum of Alder{i} opened in {1950 + i}."
         )
+    return folder
+
+
+def test_evaluate_on_a_folder_with_scripted_models(tmp_path, monkeypatch):
+    from ragtune.evaluation.evaluate import EvaluateConfig, run_evaluate
+
+    folder = town_folder(tmp_path / "docs")
     m = Scripted()
 
     def rag_answer(messages):
@@ -368,14 +373,7 @@ def test_evaluate_retrains_when_the_training_questions_change(tmp_path, monkeypa
         return type("R", (), {"best_val_loss": 1.0, "best_step": cfg.max_steps})()
 
     monkeypatch.setattr(train_mod, "train", fake_train)
-    folder = tmp_path / "docs"
-    folder.mkdir()
-    for i in range(8):
-        (folder / f"town{i}.txt").write_text(
-            f"The town of Alder{i} was founded in {1800 + i} by Marta Kell{i}. "
-            f"It lies on the river Sen{i} near Portham. "
-            f"Its mayor is Jon Hale{i}, elected in {1990 + i}. The museum of Alder{i} opened in {1950 + i}."
-        )
+    folder = town_folder(tmp_path / "docs")
     m = Scripted()
     gens = {"qg": m.qg, "reader": m.reader, "base": m.reader, "ft": m.reader, "rag+ft": m.reader}
     cfg = EvaluateConfig(budget_min=3, strategies=("base", "ft", "rag+ft"), embedder="hashing-64")
