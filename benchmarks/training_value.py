@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import sys
 from pathlib import Path
 
@@ -61,6 +62,10 @@ def main() -> int:
     synth_run = RunFolder.open(synth_folder)
     cfg = FinetuneConfig(**synth_run.config)
     real_run = real_dir / synth_folder.name
+    key = json.dumps({"pool": [r["id"] for r in pool], "n_train": n_train, "config": synth_run.config}, sort_keys=True)
+    if not (real_dir / "key.json").is_file() or (real_dir / "key.json").read_text() != key:
+        shutil.rmtree(real_run, ignore_errors=True)  # trained for another synthetic run or pool: train it again
+    (real_dir / "key.json").write_text(key)
     if not (real_run / "results.json").is_file():
         res = train(cfg, real_dir / "data", real_run, index=run / "index")
         print(f"real-trained rag+ft: best validation loss {res.best_val_loss:.3f} at step {res.best_step}")
