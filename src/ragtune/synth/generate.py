@@ -50,9 +50,9 @@ class SynthConfig:
     min_round_trip_f1: float = 0.5  # Alberti et al. 2019: keep a question only if the reader recovers its answer
     # ...among its `round_trip_top` most likely spans (a span reader; 1 is Alberti et al.'s filter). With the
     # bundled 135M reader, 1 keeps only questions that very reader already answers: a synthetic test then
-    # favours the untrained reader (rag) and the training questions teach it little. Measured on 100 SQuAD
-    # paragraphs: half the questions kept at 3 are rank 2-3, where rag scores F1 26 and a trained rag+ft 33,
-    # as on real questions (benchmarks/evaluate_folder.py)
+    # favours the untrained reader (rag). Measured on 100 SQuAD paragraphs: half the questions kept at 3 are
+    # rank 2-3, where rag scores F1 26 and a trained rag+ft 33, as on real questions (rag's synthetic-test F1
+    # fell from 48.5 to 31-36, its real-question F1 being 35-37; benchmarks/evaluate_folder.py)
     round_trip_top: int = 3
     near_duplicate: float = 0.8  # word-set Jaccard above which two questions are the same question
     batch: int = 16
