@@ -67,7 +67,6 @@ GATE_SHARE = 0.08
 # 3e-4, +0.4 (p 0.91, the same 86), +6.7, +0.0, +3.7 (p 0.02 / - / 0.11) on three other sets.
 RAG_FT_LR = 1e-3
 DATA_MARKER = "evaluate-data.json"  # in a fine-tuning folder: the questions it was trained on (a hash)
-MIN_TRAIN = 8  # fewer such questions than this: train on every rank rather than on almost nothing
 
 
 @dataclass(frozen=True)
@@ -328,6 +327,7 @@ def run_evaluate(paths: Sequence[str | Path], out: str | Path, cfg: EvaluateConf
     base_ft = FinetuneConfig(method="lora", lora_r=16, lora_alpha=32, lr=3e-4, eval_every=10, patience=3,
                              generate_max=0, warmup_steps=4, eval_batches=6, seed=cfg.seed)  # fmt: skip
     rag_ft = (cfg.rag_ft_mode, plan.rag_ft_steps, 4 if cfg.rag_ft_mode == "raft" else 8, RAG_FT_LR)
+    data_key = _fingerprint(*(_read(out / "data" / f"{s}.jsonl") for s in ("train", "validation")))
     for name, mode, steps, batch, lr in (("ft", "qa", plan.qa_steps, 8, base_ft.lr), ("rag+ft", *rag_ft)):
         if name not in cfg.strategies:
             continue
@@ -335,7 +335,6 @@ def run_evaluate(paths: Sequence[str | Path], out: str | Path, cfg: EvaluateConf
         folder = out / f"ft-{mode}"
         ft_cfg = replace(base_ft, mode=mode, max_steps=steps, batch_size=batch, lr=lr)
         wanted = json.loads(json.dumps(asdict(ft_cfg)))  # as the manifest keeps it (lists, not tuples)
-        data_key = _fingerprint(*(_read(out / "data" / f"{s}.jsonl") for s in ("train", "validation")))
         same = _run_config(folder) == wanted and _done(folder / DATA_MARKER, data_key)
         done = (folder / "results.json").is_file() and same
         if done:
@@ -435,7 +434,8 @@ def tune_phase(index, data: Path, generator, gate_questions: int, say: Say, rank
 
     examples = [e for f in ("train.jsonl", "validation.jsonl") if (data / f).is_file()
                 for e in load_questions(str(data / f), 10**9) if e.doc_ids]  # fmt: skip
-    examples.sort(key=lambda e: (ranks or {}).get(e.id, 1))  # stable: the split's order within a rank
+    ranks = ranks or {}
+    examples.sort(key=lambda e: ranks.get(e.id, 1))  # stable: the split's order within a rank
     out: dict = {"examples": examples, "retrieval": {}, "gates": {}}
     try:
         report = tune_retrieval(index, examples)
