@@ -63,8 +63,9 @@ class FinetuneConfig:
     max_seq_len: int = opt(512, "tokens per example; cut from the left of the prompt, never in the answer")
     activations: str = opt(
         "keep",
-        "keep: every layer's activations stay for the backward pass | recompute: gradient checkpointing,"
-        " far less memory, more compute (benchmarks/train_throughput.py)",
+        "keep: every layer's activations stay for the backward pass (fastest) | recompute: gradient"
+        " checkpointing, and freed memory goes back to the OS: far less memory, slower"
+        " (benchmarks/train_throughput.py)",
         ("keep", "recompute"),
     )
     recompute_every: int = opt(1, "with activations=recompute: recompute every n-th layer only (2: half the layers)")
