@@ -47,6 +47,33 @@ def test_editor_keeps_years_and_counts_in_words_and_skips_numbers_that_answer_wh
         assert "q2" not in by_q
 
 
+def test_editor_keeps_a_share_at_most_100_percent_and_moves_a_temperature_a_little():
+    """Rated edits that no reader would believe: "90" -> "152" for "what percentage", a fever of
+    41 °C -> 66 °C, a city's record of 104 °F -> 180 °F."""
+    docs = [
+        Document("B/0", "In the United States about 90 of the electrical power is made by steam turbines."),
+        Document("B/1", "The party won 85% of the vote."),
+        Document("B/2", "Plague fevers run as high as 41 °C."),
+        Document("B/3", "The hottest temperature recorded was 104 °F in 1942."),
+    ]
+    exs = [
+        QAExample("p0", "What percentage of electrical power is made by steam turbines?", ("90",), ("B/0",)),
+        QAExample("p1", "How much of the vote did the party win?", ("85%",), ("B/1",)),
+        QAExample("t0", "How high do plague fevers run?", ("41 °C",), ("B/2",)),
+        QAExample("t1", "What is the hottest recorded temperature?", ("104 °F",), ("B/3",)),
+    ]
+    seen = set()
+    for seed in range(12):
+        _, edits = edit_facts(docs, exs, n=4, seed=seed)
+        by_q = {e.example.id: float(e.new.split()[0].rstrip("%")) for e in edits}
+        assert set(by_q) == {"p0", "p1", "t0", "t1"}
+        assert 0 < by_q["p0"] <= 100 and by_q["p0"] != 90 and 0 < by_q["p1"] <= 100 and by_q["p1"] != 85
+        assert 36 <= by_q["t0"] <= 46 and by_q["t0"] != 41  # within a tenth, not 0.5-1.9x
+        assert 90 <= by_q["t1"] <= 115 and by_q["t1"] != 104  # +-10 %, two significant digits
+        seen.add(by_q["t0"] > 41)
+    assert seen == {True, False}  # both ways, as any number
+
+
 class _Kinds:
     """An embedder that knows what kind of thing a name is: one dimension per kind and one per name,
     so two countries are at cosine 0.5, a country and a language at 0; "Germanys" is a spelling of

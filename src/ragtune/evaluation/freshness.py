@@ -80,8 +80,13 @@ def _ordinal(n: int) -> str:
     return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
 
 
-def _scaled(num: str, rng: random.Random) -> str:
-    """Another number of the same magnitude and precision (0.5-0.9x or 1.2-1.9x; small counts +-1..3)."""
+WIDE = (0.5, 0.9, 1.2, 1.9)  # a count, a length, money: another value of the same magnitude
+NARROW = (0.9, 0.97, 1.03, 1.1)  # a temperature: a fever of 41 °C becomes 43 °C, not 66 °C
+
+
+def _scaled(num: str, rng: random.Random, spread: tuple = WIDE, cap: float | None = None) -> str:
+    """Another number of the same magnitude and precision (`spread`: down by its first pair's factors
+    or up by its second's; small counts +-1..3), and not above `cap` (a share of at most 100 %)."""
     commas = "," in num
     value = float(num.replace(",", ""))
     decimals = len(num.split(".")[1]) if "." in num else 0
@@ -89,7 +94,8 @@ def _scaled(num: str, rng: random.Random) -> str:
         new = max(1.0, value + rng.choice([-1, 1]) * rng.randint(1, 3))
         new = value + rng.randint(1, 3) if new == value else new
     else:
-        new = value * (rng.uniform(0.5, 0.9) if rng.random() < 0.5 else rng.uniform(1.2, 1.9))
+        down = rng.random() < 0.5 or (cap is not None and value * spread[2] > cap)
+        new = value * (rng.uniform(spread[0], spread[1]) if down else rng.uniform(spread[2], spread[3]))
     if decimals:
         return f"{new:.{decimals}f}"
     digits = len(str(int(value)))
@@ -99,8 +105,27 @@ def _scaled(num: str, rng: random.Random) -> str:
     return f"{out:,}" if commas else str(out)
 
 
+def _bounds(num: str, rest: str, question: str) -> tuple[tuple, float | None]:
+    """How far a number may move (`_scaled`'s spread and cap): a percentage of at most 100 stays at
+    most 100 (the rated edits had "90" -> "152" for "what percentage"), a temperature moves a little
+    (41 °C -> 66 °C for a fever, 104 °F -> 180 °F for a city's record)."""
+    percent = bool(re.match(r"\s?%|\s+per\s?cent", rest, re.I)) or (
+        not rest.strip() and bool(re.search(r"\bper\s?cent", question, re.I))
+    )
+    cap = 100.0 if percent and float(num.replace(",", "")) <= 100 else None
+    temperature = bool(re.match(r"\s*(°|degrees?\b|K\b)", rest)) or bool(re.search(r"\btemperature", question, re.I))
+    return (NARROW if temperature else WIDE), cap
+
+
 def _new_value(
-    old: str, kind: str, pool: Sequence[tuple[str, str]], qtype: str, text: str, rng: random.Random, embedder=None
+    old: str,
+    kind: str,
+    pool: Sequence[tuple[str, str]],
+    qtype: str,
+    text: str,
+    rng: random.Random,
+    embedder=None,
+    question: str = "",
 ) -> str | None:
     if kind == "year":
         for _ in range(20):
@@ -130,7 +155,7 @@ def _new_value(
                 year = _new_value(num, "year", pool, qtype, text, rng)
                 return f"{year}{rest}" if year else None
             else:
-                cand = f"{pre}{_scaled(num, rng)}{rest}"
+                cand = f"{pre}{_scaled(num, rng, *_bounds(num, rest, question))}{rest}"
             if cand != old and cand not in text:
                 return cand
         return None
@@ -207,7 +232,7 @@ def edit_facts(
         kind, qtype = value_kind(old), answer_type(ex.question)
         if kind in NUMERIC_KINDS and qtype in ("who", "whom", "where"):
             continue
-        new = _new_value(old, kind, pools.get(_group(doc_id), []), qtype, text, rng, embedder)
+        new = _new_value(old, kind, pools.get(_group(doc_id), []), qtype, text, rng, embedder, ex.question)
         if not new:
             continue
         edited[doc_id] = replace(by_id[doc_id], text=text.replace(old, new))
