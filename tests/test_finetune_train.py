@@ -289,6 +289,22 @@ def test_only_recompute_hands_freed_memory_back_to_the_os(tiny, monkeypatch):
         assert len(calls) == expected, activations
 
 
+def test_keep_hands_memory_back_once_the_machine_runs_short(tiny, data_dir, tmp_path, monkeypatch):
+    """`keep` keeps its heap while memory is plentiful; once the process holds more than RELEASE_AT
+    of the machine's memory it hands freed memory back (once), and the step's log line says so."""
+    calls = []
+    monkeypatch.setattr(train_mod, "fixed_mmap_threshold", lambda *a: calls.append(a) or True)
+    shares = iter([0.2, 0.5, 0.9, 0.95, 0.99])
+    monkeypatch.setattr(train_mod, "memory_share", lambda: next(shares))
+    train(cfg_for(tiny, max_steps=4, generate_max=0), data_dir, tmp_path / "run")
+    lines = [json.loads(x) for x in (tmp_path / "run" / train_mod.LOG).read_text().splitlines()]
+    assert len(calls) == 1  # at the third step, and not again
+    assert [x.get("memory_released_at") for x in lines] == [None, None, 0.9, None]
+    monkeypatch.undo()
+    share = train_mod.memory_share()
+    assert share is None or 0 < share < 1  # this process, read from /proc
+
+
 def test_precision_and_memory_settings_are_checked():
     from ragtune.errors import ConfigError
 

@@ -214,7 +214,9 @@ def prepare_memory(model, cfg: FinetuneConfig) -> None:
     what is live. Only then: memory handed back has to be faulted in again at the next step, which
     cost 1.5x the step time on this project's 2-core VM (`benchmarks/train_throughput.py`: LoRA,
     batch 8, 85 vs 129 tokens/s kept, 9.9 vs 14.9 GB) — `keep` is the fast mode, `recompute` the
-    frugal one. The setting is process-wide: a later `keep` run in the same process keeps it."""
+    frugal one; `keep` switches to handing memory back only when the machine runs short
+    (`release_memory_under_pressure`). The setting is process-wide: a later `keep` run in the same
+    process keeps it."""
     if cfg.activations == "recompute":
         fixed_mmap_threshold()
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -232,6 +234,38 @@ def prepare_memory(model, cfg: FinetuneConfig) -> None:
 
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+RELEASE_AT = 0.7  # `keep` hands freed memory back once the process holds this share of the machine's
+
+
+def memory_share() -> float | None:
+    """The share of the machine's memory this process holds: resident / (resident + available).
+    None where /proc does not say (not Linux)."""
+    import os
+
+    try:
+        resident = int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        with open("/proc/meminfo") as fh:
+            available = next(int(line.split()[1]) * 1024 for line in fh if line.startswith("MemAvailable:"))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+    return resident / max(resident + available, 1)
+
+
+def release_memory_under_pressure(threshold: float = RELEASE_AT) -> float | None:
+    """Under `activations=keep`, after a step: once the process holds more than `threshold` of the
+    machine's memory, freed memory goes back to the OS from then on (`fixed_mmap_threshold`) and the
+    heap's free pages now (`malloc_trim`): slower steps rather than swapping. The share it held when
+    it did (the step's log line records it), else None."""
+    import ctypes
+
+    share = memory_share()
+    if share is None or share <= threshold or not fixed_mmap_threshold():
+        return None
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+    return share
 
 
 def fixed_mmap_threshold(threshold: int = 128 * 1024) -> bool:
@@ -559,6 +593,7 @@ def train(
     model.train()
     stopped_early = False
     steps_this_run = 0
+    released = False  # `keep` hands memory back to the OS only once the machine runs short
     while state["step"] < total and not stopped_early:
         order = epoch_order(train_set, cfg.batch_size * cfg.grad_accum, cfg.seed * 1000 + state["epoch"])
         while state["pos"] < len(order) and state["step"] < total:
@@ -585,6 +620,10 @@ def train(
                 torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
             opt.step()
             opt.zero_grad(set_to_none=True)
+            freed = None
+            if cfg.activations == "keep" and not released:
+                freed = release_memory_under_pressure()
+                released = freed is not None
             state["pos"] += seen
             state["step"] += 1
             steps_this_run += 1
@@ -599,6 +638,8 @@ def train(
                 "lr": lr,
                 "tokens_per_s": round(tok_count / dt, 1),
             }
+            if freed is not None:
+                rec["memory_released_at"] = round(freed, 3)  # the share of the machine's memory held
             if state["step"] % cfg.eval_every == 0 or state["step"] == total:
                 val = estimate_loss(model, val_set, cfg.batch_size, tok.pad_token_id, cfg.eval_batches)
                 rec["val_loss"] = round(val, 5)
