@@ -240,12 +240,10 @@ RELEASE_AT = 0.7  # `keep` hands freed memory back once the process holds this s
 def memory_share() -> float | None:
     """The share of the machine's memory this process holds: resident / (resident + available).
     None where /proc does not say (not Linux)."""
-    import os
-
     try:
-        resident = int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        with open("/proc/meminfo") as fh:
-            available = next(int(line.split()[1]) * 1024 for line in fh if line.startswith("MemAvailable:"))
+        resident = int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        meminfo = Path("/proc/meminfo").read_text().splitlines()
+        available = next(int(line.split()[1]) * 1024 for line in meminfo if line.startswith("MemAvailable:"))
     except (OSError, ValueError, IndexError, StopIteration):
         return None
     return resident / max(resident + available, 1)
