@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, squad_dev  # noqa: E402
+from common import ROOT, held_out_squad  # noqa: E402
 
 PUBMED = ROOT.parent / "shared" / "datasets" / "pubmedqa_pqal" / "ori_pqal.json"
 
@@ -39,17 +39,16 @@ def _bucket(key: str) -> float:
 
 def squad_split(rng: random.Random, n: int):
     from ragtune.evaluation.metrics import normalize_answer
-    from ragtune.synth.qg import HELD_OUT_ARTICLES
 
-    docs, examples = squad_dev()
-    docs = [d for d in docs if d.id.rsplit("/", 1)[0] in HELD_OUT_ARTICLES]  # ids keep the underscores
+    docs, examples = held_out_squad()
     keep = {d.id for d in docs if _bucket(d.id) >= 0.25}
     indexed = [d for d in docs if d.id in keep]
     text = " " + " ".join(normalize_answer(d.text) for d in indexed) + " "
-    ex = [e for e in examples if e.doc_ids[0] in {d.id for d in docs}]
-    answerable = [e for e in ex if e.doc_ids[0] in keep]
+    answerable = [e for e in examples if e.doc_ids[0] in keep]
     unanswerable = [
-        e for e in ex if e.doc_ids[0] not in keep and not any(f" {normalize_answer(a)} " in text for a in e.answers)
+        e
+        for e in examples
+        if e.doc_ids[0] not in keep and not any(f" {normalize_answer(a)} " in text for a in e.answers)
     ]
     return indexed, rng.sample(answerable, min(n, len(answerable))), rng.sample(unanswerable, min(n, len(unanswerable)))
 

@@ -20,6 +20,16 @@ def squad_dev():
     return load_squad(SQUAD_DEV)
 
 
+def held_out_squad():
+    """SQuAD dev's 12 articles the question-generation adapter never saw: their paragraphs and questions."""
+    from ragtune.synth.qg import HELD_OUT_ARTICLES
+
+    docs, examples = squad_dev()
+    docs = [d for d in docs if d.id.rsplit("/", 1)[0] in HELD_OUT_ARTICLES]  # ids keep the underscores
+    ids = {d.id for d in docs}
+    return docs, [e for e in examples if e.doc_ids[0] in ids]
+
+
 def squad_index(path: Path, embedder, docs):
     """Open (or build, incrementally) an index of the given SQuAD paragraphs; returns a ragtune.Index.
     `path` may be any index URL (a folder, pg:DIR, postgresql://...); `embedder` a name or an Embedder."""

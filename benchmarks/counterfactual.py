@@ -38,7 +38,7 @@ from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import squad_dev  # noqa: E402
+from common import held_out_squad  # noqa: E402
 
 MODES = ["generate", "extract", "auto"]
 
@@ -48,12 +48,8 @@ def squad_setup(root: Path, n: int, seed: int):
     one among them), config, gate)."""
     from ragtune import ChunkConfig, Index, RagConfig
     from ragtune.evaluation.freshness import edit_facts
-    from ragtune.synth.qg import HELD_OUT_ARTICLES
 
-    docs, examples = squad_dev()
-    docs = [d for d in docs if d.id.rsplit("/", 1)[0] in HELD_OUT_ARTICLES]  # ids keep the underscores
-    ids = {d.id for d in docs}
-    examples = [e for e in examples if e.doc_ids[0] in ids]
+    docs, examples = held_out_squad()
     for p in ("edited", "original"):
         shutil.rmtree(root / p, ignore_errors=True)
     original = Index.create(root / "original", chunking=ChunkConfig())

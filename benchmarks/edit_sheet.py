@@ -18,7 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import squad_dev  # noqa: E402
+from common import held_out_squad  # noqa: E402
 
 FIELDS = ["kind", "question", "old", "new", "sentence", "plausible"]
 
@@ -26,12 +26,8 @@ FIELDS = ["kind", "question", "old", "new", "sentence", "plausible"]
 def write_sheet(out: Path, n: int, seed: int) -> None:
     from ragtune import make_embedder
     from ragtune.evaluation.freshness import edit_facts, edited_sentence
-    from ragtune.synth.qg import HELD_OUT_ARTICLES
 
-    docs, examples = squad_dev()
-    docs = [d for d in docs if d.id.rsplit("/", 1)[0] in HELD_OUT_ARTICLES]
-    ids = {d.id for d in docs}
-    examples = [e for e in examples if e.doc_ids[0] in ids]
+    docs, examples = held_out_squad()
     _, edits = edit_facts(docs, examples, n, seed, embedder=make_embedder())
     with out.open("w", newline="") as fh:
         w = csv.DictWriter(fh, FIELDS)

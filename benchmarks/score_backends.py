@@ -14,13 +14,10 @@ default answer path scores, it does not decode.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
 from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> int:
@@ -29,15 +26,15 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
 
-    from ragtune import Document, Index, Pipeline, make_generator
+    from ragtune import Index, Pipeline, make_generator
+    from ragtune.demo import demo_data_path
+    from ragtune.documents import load_squad
 
-    demo = json.loads((ROOT / "src" / "ragtune" / "data" / "squad_demo.json").read_text())
-    docs, questions = [], []
-    for article in demo["data"]:
-        for i, p in enumerate(article["paragraphs"]):
-            docs.append(Document(id=f"{article['title']}/{i}", text=p["context"], title=article["title"]))
-            questions += [q["question"] for q in p["qas"][:1]]
-    questions = questions[: args.questions]
+    docs, examples = load_squad(demo_data_path())
+    first = {}  # each paragraph's first question
+    for e in examples:
+        first.setdefault(e.doc_ids[0], e.question)
+    questions = list(first.values())[: args.questions]
     index = Index.create(Path(tempfile.mkdtemp(prefix="ragtune-score-")) / "ix")
     index.ingest(docs, sync=True)
 

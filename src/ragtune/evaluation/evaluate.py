@@ -415,13 +415,8 @@ def _run_config(folder: Path) -> dict | None:
 
 def round_trip_ranks(synth_path: Path) -> dict[str, int]:
     """Each synthetic question's round-trip rank (1: the reader's own answer), by id."""
-    ranks = {}
-    if synth_path.is_file():
-        for line in synth_path.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                rec = json.loads(line)
-                ranks[rec.get("id")] = rec.get("scores", {}).get("round_trip_rank", 1)
-    return ranks
+    recs = (json.loads(line) for line in _read(synth_path).splitlines() if line.strip())
+    return {r.get("id"): r.get("scores", {}).get("round_trip_rank", 1) for r in recs}
 
 
 def tune_phase(index, data: Path, generator, gate_questions: int, say: Say, ranks: dict | None = None) -> dict:
