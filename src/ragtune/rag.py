@@ -7,6 +7,8 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 
+import numpy as np
+
 from .config import RagConfig
 from .context import Source, content_words, select_context_batch
 from .documents import Hit
@@ -244,6 +246,14 @@ def best_sentences(
     questions: Sequence[str], candidates: Sequence[Sequence[SpanCandidate]], embedder
 ) -> list[tuple[str, float]]:
     """`best_sentence` for many questions, embedded in one call (each needs candidates)."""
+    return [ranked[0] for ranked in top_sentences(questions, candidates, embedder, 1)]
+
+
+def top_sentences(
+    questions: Sequence[str], candidates: Sequence[Sequence[SpanCandidate]], embedder, n: int
+) -> list[list[tuple[str, float]]]:
+    """Each question's `n` most relevant sentences with candidates, best first, with their
+    relevance; the sentences of all questions are embedded in one call."""
     groups = [list(dict.fromkeys(c.sentence for c in cands)) for cands in candidates]
     vecs = embedder.embed([t for q, sentences in zip(questions, groups) for t in (q, *sentences)])
     out, row = [], 0
@@ -253,8 +263,8 @@ def best_sentences(
             float(vecs[row + i + 1] @ vecs[row]) + 0.3 * len(q_words & content_words(s)) / max(len(q_words), 1)
             for i, s in enumerate(sentences)
         ]
-        i = max(range(len(sentences)), key=rel.__getitem__)
-        out.append((sentences[i], rel[i]))
+        order = sorted(range(len(sentences)), key=lambda i: -rel[i])[:n]
+        out.append([(sentences[i], rel[i]) for i in order])
         row += len(sentences) + 1
     return out
 
@@ -311,6 +321,65 @@ def apply_gate(answer: Answer, gate) -> Answer:
         return replace(answer, confidence=p)
     why = gate.explain(answer.evidence, p)
     return replace(answer, text=ABSTAIN, citations=[], abstained=True, confidence=p, abstain_reason=why)
+
+
+@dataclass(frozen=True)
+class SpanRead:
+    """One question's candidate spans as the reader scored them: `items[j]` (what the span ranker
+    reads) is `spans[j]`, scored as the reply to `prompts[reads[j]]`."""
+
+    items: list
+    spans: list[SpanCandidate]
+    reads: list[int]
+    prompts: list[Messages]
+
+
+def read_spans(
+    generator: Generator, embedder, questions: Sequence[str], contexts: Sequence[Sequence[Source]], config: RagConfig
+) -> list[SpanRead | None]:
+    """The extract reader's reading: each question's `config.reader_sentences` most relevant
+    sentences with candidates, each read alone with the question (`reader_messages`), and every
+    plausible candidate span of it scored by the model as the reply, all in one batched scoring
+    call. None for a question whose sources hold no candidate."""
+    from .span_ranker import SpanItem
+
+    candidates = [
+        plausible_spans(q, answer_spans(q, s, config.spans_per_sentence)) for q, s in zip(questions, contexts)
+    ]
+    todo = [i for i, c in enumerate(candidates) if c]
+    out: list[SpanRead | None] = [None] * len(questions)
+    if not todo:
+        return out
+    ranked = top_sentences(
+        [questions[i] for i in todo], [candidates[i] for i in todo], embedder, config.reader_sentences
+    )
+    reads = [(i, rank, sentence, rel) for i, tops in zip(todo, ranked) for rank, (sentence, rel) in enumerate(tops)]
+    pools = [
+        [c for c in candidates[i] if c.sentence == sentence or (rank == 0 and c.text in ("yes", "no"))]
+        for i, rank, sentence, _ in reads
+    ]
+    prompts = [reader_messages(sentence, questions[i]) for i, _, sentence, _ in reads]
+    scores = score_spans(generator, prompts, [[c.text for c in pool] for pool in pools])
+    n_tokens = iter(generator.count_tokens([c.text for pool in pools for c in pool]))
+    for r, ((i, rank, sentence, rel), pool, sc) in enumerate(zip(reads, pools, scores)):
+        read = out[i] or SpanRead([], [], [], [])
+        out[i] = read
+        read.prompts.append(prompts[r])
+        for c, logprob in zip(pool, sc):
+            read.items.append(SpanItem(c.text, c.kind, sentence, rel, rank, logprob, next(n_tokens)))
+            read.spans.append(c)
+            read.reads.append(len(read.prompts) - 1)
+    return out
+
+
+def score_spans(
+    generator: Generator, prompts: Sequence[Messages], continuations: Sequence[Sequence[str]]
+) -> list[list[float]]:
+    """The generator's `score_batch`, or its `score` per prompt where it has no batch call."""
+    batch = getattr(generator, "score_batch", None)
+    if batch is not None:
+        return batch(prompts, continuations)
+    return [generator.score(p, c) for p, c in zip(prompts, continuations)]
 
 
 class Pipeline:
@@ -410,53 +479,40 @@ class Pipeline:
         return can and (mode == "extract" or adapter is None or adapter_mode(adapter) == "reader")
 
     def _extract(self, question: str, sources: list[Source]) -> tuple[str, tuple[float, float], Messages]:
-        """A span reader: the most relevant sentence of the sources is read alone, and the most
-        likely of its candidate spans that could answer the question (`plausible_spans`: of the
-        kind asked, not a repeat of the question) is the answer, cited to its source. Returns (raw reply,
-        (mean log-prob per token, lead over the runner-up), the prompt the model read). Reading one
-        sentence rather than every source doubled F1 on 100 SQuAD dev questions (25.4 vs 11.8); the two
-        most relevant sentences together lost to one on benchmarks/counterfactual.py (F1 42.5 vs 56.6)."""
+        """A span reader: each of the `reader_sentences` most relevant sentences of the sources is
+        read alone with the question, the model scores every candidate span of it as the reply
+        (`plausible_spans`: of the kind asked, not a repeat of the question), and the span ranker
+        (`span_ranker`: the likelihood with the span's place beside the question's words, its kind
+        and its sentence's relevance) picks the answer, cited to its source. Returns (raw reply,
+        (mean log-prob per token of the chosen span, its ranker score's lead over the runner-up),
+        the prompt the model read). Reading one sentence rather than every source doubled F1 on
+        100 SQuAD dev questions (25.4 vs 11.8); the two most relevant sentences in one prompt lost
+        to one on benchmarks/counterfactual.py (F1 42.5 vs 56.6); read apart and ranked, see
+        docs/reader.md."""
         return self._extract_batch([question], [sources])[0]
 
     def _extract_batch(
         self, questions: Sequence[str], contexts: Sequence[list[Source]]
     ) -> list[tuple[str, tuple[float, float], Messages]]:
-        """`_extract` for many questions: one embedding call picks every question's sentence, and
-        the model scores every question's spans in one batched call (`score_batch` when the
-        generator has it)."""
-        out: list = [None] * len(questions)
-        candidates = [
-            plausible_spans(q, answer_spans(q, s, self.config.spans_per_sentence)) for q, s in zip(questions, contexts)
-        ]
-        todo = [i for i, c in enumerate(candidates) if c]
-        for i in set(range(len(questions))) - set(todo):
-            out[i] = (ABSTAIN, (0.0, 0.0), rag_messages(questions[i], contexts[i]))
-        if not todo:
-            return out
-        chosen = best_sentences([questions[i] for i in todo], [candidates[i] for i in todo], self._retriever.embedder)
-        pools = [
-            [c for c in candidates[i] if c.sentence == sentence or c.text in ("yes", "no")]
-            for i, (sentence, _) in zip(todo, chosen)
-        ]
-        prompts = [reader_messages(sentence, questions[i]) for i, (sentence, _) in zip(todo, chosen)]
-        scores = self._score(prompts, [[c.text for c in pool] for pool in pools])
-        orders = [sorted(range(len(pool)), key=lambda j: -sc[j]) for pool, sc in zip(pools, scores)]
-        n_tokens = self.generator.count_tokens([pool[order[0]].text for pool, order in zip(pools, orders)])
-        for i, (sentence, _), pool, sc, order, prompt, nt in zip(
-            todo, chosen, pools, scores, orders, prompts, n_tokens
-        ):
-            best = pool[order[0]]
-            lead = sc[order[0]] - sc[order[1]] if len(order) > 1 else 0.0
-            number = next((s.number for s in contexts[i] if sentence in s.text), best.source)
-            out[i] = (f"{best.text} [{number}]", (sc[order[0]] / max(nt, 1), lead), prompt)
-        return out
+        """`_extract` for many questions: one embedding call ranks every question's sentences, and
+        the model scores every (question, sentence)'s spans in one batched call (`score_batch` when
+        the generator has it)."""
+        from .span_ranker import load_ranker
 
-    def _score(self, prompts: Sequence[Messages], continuations: Sequence[Sequence[str]]) -> list[list[float]]:
-        """The generator's `score_batch`, or its `score` per prompt where it has no batch call."""
-        batch = getattr(self.generator, "score_batch", None)
-        if batch is not None:
-            return batch(prompts, continuations)
-        return [self.generator.score(p, c) for p, c in zip(prompts, continuations)]
+        ranker = load_ranker()
+        out = []
+        reads = read_spans(self.generator, self._retriever.embedder, questions, contexts, self.config)
+        for question, sources, read in zip(questions, contexts, reads):
+            if read is None:
+                out.append((ABSTAIN, (0.0, 0.0), rag_messages(question, sources)))
+                continue
+            scores = ranker.scores(question, read.items)
+            order = np.argsort(-scores, kind="stable")
+            item, span, prompt = read.items[order[0]], read.spans[order[0]], read.prompts[read.reads[order[0]]]
+            lead = float(scores[order[0]] - scores[order[1]]) if len(order) > 1 else 0.0
+            number = next((s.number for s in sources if item.sentence in s.text), span.source)
+            out.append((f"{span.text} [{number}]", (item.logprob / max(item.tokens, 1), lead), prompt))
+        return out
 
     def _likelihood(self, prompt: Messages, raw: str, sources: list[Source]) -> tuple[float, float]:
         """Mean log-prob per token of a written answer, when a gate will read it."""
@@ -471,7 +527,7 @@ class Pipeline:
         todo = [i for i, (raw, c) in enumerate(zip(raws, contexts)) if c and not is_abstention(raw)]
         if not todo:
             return out
-        scores = self._score([prompts[i] for i in todo], [[raws[i]] for i in todo])
+        scores = score_spans(self.generator, [prompts[i] for i in todo], [[raws[i]] for i in todo])
         sizes = self.generator.count_tokens([raws[i] for i in todo])
         for i, score, size in zip(todo, scores, sizes):
             out[i] = (score[0] / max(size, 1), 0.0)

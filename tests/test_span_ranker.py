@@ -1,0 +1,83 @@
+"""The extract reader's span ranker: features, the fit, and the bundled weights."""
+
+import random
+
+import numpy as np
+import pytest
+
+from ragtune.span_ranker import FEATURES, SpanItem, _proximity, fit_ranker, load_ranker, span_features
+
+SENTENCE = "In Beijing Kenya won five gold medals, and at the later games in London it won only four."
+QUESTION = "How many gold medals did Kenya win in Beijing?"
+
+
+def items(logprobs, texts=("five", "four"), kind="number", sentence=SENTENCE, rank=0):
+    return [SpanItem(t, kind, sentence, 0.6, rank, lp, 1) for t, lp in zip(texts, logprobs)]
+
+
+def test_proximity_counts_words_to_the_nearest_question_word_outside_the_span():
+    words = "a b gold five c d e f g four".split()
+    assert _proximity(words, ["five"], {"gold"})[0] == 1
+    assert _proximity(words, ["four"], {"gold"})[0] == 7
+    assert _proximity(words, ["gold"], {"gold"}) == (len(words), 0.0, 0.0)  # only itself: far from all
+    assert _proximity(words, ["zzz"], {"gold"}) == (len(words), 0.0, 0.0)  # not in its sentence
+    d, near3, near8 = _proximity(words, ["five"], {"gold", "f", "q"})
+    assert (d, near3, near8) == (1, pytest.approx(1 / 3), pytest.approx(2 / 3))
+
+
+def test_features_of_each_candidate():
+    x = span_features(QUESTION, items([-3.0, -1.0]))
+    assert x.shape == (2, len(FEATURES))
+    col = dict(zip(FEATURES, x.T))
+    assert list(col["logprob_gap"]) == [-2.0, 0.0] and list(col["logprob_best"]) == [0.0, 1.0]
+    assert col["log_distance"][0] < col["log_distance"][1]  # "five gold" sits by the question's "gold"
+    assert list(col["kind_asked"]) == [1.0, 1.0] and list(col["kind_number"]) == [1.0, 1.0]
+    assert span_features(QUESTION, []).shape == (0, len(FEATURES))
+
+
+def test_the_fit_learns_what_picks_the_right_span():
+    """Synthetic questions whose right span is the one beside the question's words while the
+    model's likelihood is noise: the fitted ranker must find it on new questions, the likelihood
+    alone only by chance."""
+    rng = random.Random(0)
+    filler = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda".split()
+
+    def case():
+        words = filler[:]
+        rng.shuffle(words)
+        spans = ["Xan", "Yon"]
+        words[1:1] = [spans[1]] if rng.random() < 0.5 else []
+        words[7:7] = ["marker", spans[0]]  # the question's word just before the right span
+        if spans[1] not in words:
+            words.append(spans[1])
+        sentence = " ".join(words)
+        cands = [SpanItem(s, "entity", sentence, 0.5, 0, rng.gauss(-5, 1), 2) for s in spans]
+        order = rng.sample(range(2), 2)
+        return "Which marker?", [cands[i] for i in order], np.array([1.0 if i == 0 else 0.0 for i in order])
+
+    train = [case() for _ in range(200)]
+    ranker = fit_ranker([(span_features(q, c), f1) for q, c, f1 in train])
+    test = [case() for _ in range(100)]
+    picked = [f1[int(np.argmax(ranker.scores(q, c)))] for q, c, f1 in test]
+    likeliest = [f1[int(np.argmax([it.logprob for it in c]))] for q, c, f1 in test]
+    assert np.mean(picked) > 0.95 and np.mean(likeliest) < 0.7
+    with pytest.raises(ValueError, match="nothing to fit"):
+        fit_ranker([(span_features(q, c), f1 * 0.1) for q, c, f1 in train])
+
+
+def test_the_bundled_ranker_reads_the_span_beside_the_question_words(tmp_path):
+    ranker = load_ranker()
+    assert ranker.features == FEATURES and "SQuAD" in ranker.fitted_on["data"]
+    assert ranker.fitted_on["cv_f1_ranker_one_sentence"] > ranker.fitted_on["cv_f1_likelihood_alone_one_sentence"]
+    # equally likely to the model: "five" (five gold) wins; far less likely (e^-23): the model's choice stands
+    assert np.argmax(ranker.scores(QUESTION, items([-2.0, -2.0]))) == 0
+    assert np.argmax(ranker.scores(QUESTION, items([-25.0, -2.0]))) == 1
+    # the more relevant sentence wins between equal spans
+    two = items([-2.0], ["five"], rank=0) + items([-2.0], ["four"], sentence="They won four.", rank=1)
+    two[1] = SpanItem("four", "number", "They won four gold medals.", 0.2, 1, -2.0, 1)
+    assert np.argmax(ranker.scores(QUESTION, two)) == 0
+    # a saved ranker for other features is refused, not misread
+    bad = tmp_path / "r.json"
+    ranker.__class__(("logprob",), (0.0,), (1.0,), (1.0,), {}).save(bad)
+    with pytest.raises(ValueError, match="other features"):
+        load_ranker(str(bad))
