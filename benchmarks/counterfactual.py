@@ -23,6 +23,7 @@ same mode answers correctly on the unedited text. Baseline, same run: the model 
 (`answer_mode="generate"`) vs choosing a span (`"extract"`, the default for the base model).
 
     python benchmarks/counterfactual.py [--n 120] [--modes extract]
+    python benchmarks/counterfactual.py --modes extract-likelihood extract   # the span ranker vs the likelihood alone
     python benchmarks/counterfactual.py --corpus demo --n 8 --modes auto
     python benchmarks/counterfactual.py --corpus demo --split all --n 60 --modes auto
 """
@@ -40,7 +41,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import held_out_squad  # noqa: E402
 
-MODES = ["generate", "extract", "auto"]
+# extract-likelihood: the span reader choosing by the model's likelihood alone (before the span ranker)
+MODES = ["generate", "extract", "extract-likelihood", "auto"]
 
 
 def squad_setup(root: Path, n: int, seed: int):
@@ -131,7 +133,8 @@ def main() -> int:
     gen = make_generator()
     out: dict = {"edits": [{"question": e.example.question, "old": e.old, "new": e.new, "kind": e.kind} for e in edits]}
     for mode in args.modes:
-        cfg = replace(config, answer_mode=mode)
+        ranker = "likelihood" if mode.endswith("-likelihood") else config.span_ranker
+        cfg = replace(config, answer_mode=mode.split("-")[0], span_ranker=ranker)
         answers = Pipeline(edited, gen, cfg, gate=gate).answer_batch([e.example.question for e in edits])
         before = Pipeline(original, gen, cfg, gate=gate).answer_batch([e.question for e in scored])
         # Read right on the unedited text: the answer held the value the edit later changed.
@@ -158,6 +161,9 @@ def main() -> int:
               f"new value {100 * fresh_read:.1f}%")  # fmt: skip
         print(f"  the same questions on the unedited text ({len(scored)}): F1 {100 * f1:.1f}  EM {100 * em:.1f}  "
               f"abstained {out[mode]['original_abstained']}")  # fmt: skip
+    if "extract" in out and "extract-likelihood" in out:
+        ratio = out["extract"]["fresh"] / max(out["extract-likelihood"]["fresh"], 1e-9)
+        print(f"ratio extract / extract-likelihood, new value when retrieved (baseline: no span ranker) = {ratio:.2f}")
     if "extract" in out and "generate" in out:
         ratio = out["extract"]["fresh"] / max(out["generate"]["fresh"], 1e-9)
         print(

@@ -81,3 +81,38 @@ def test_the_bundled_ranker_reads_the_span_beside_the_question_words(tmp_path):
     ranker.__class__(("logprob",), (0.0,), (1.0,), (1.0,), {}).save(bad)
     with pytest.raises(ValueError, match="other features"):
         load_ranker(str(bad))
+
+
+class PrefersFour:
+    """A scorer that finds "four" a little likelier than any other span (as the 135M reader did)."""
+
+    def __init__(self):
+        from ragtune.testing import ScriptedGenerator
+
+        self._gen = ScriptedGenerator(lambda m: "unused")
+
+    def __getattr__(self, name):
+        return getattr(self._gen, name)
+
+    def score_batch(self, prompts, continuations):
+        return [[-2.0 if c == "four" else -2.5 for c in cs] for cs in continuations]
+
+    def score(self, prompt, continuations):
+        return self.score_batch([prompt], [continuations])[0]
+
+
+def test_pipeline_answers_with_the_ranked_span_and_can_fall_back_to_the_likelihood(tmp_path):
+    from ragtune import Index, Pipeline, RagConfig
+    from ragtune.documents import Document
+    from ragtune.errors import ConfigError
+
+    index = Index.create(tmp_path / "ix", embedder="hashing")
+    index.ingest([Document("kenya", SENTENCE, "Kenya")], sync=True)
+    answer = lambda ranker: Pipeline(  # noqa: E731
+        index, PrefersFour(), RagConfig(embedder="hashing", answer_mode="extract", span_ranker=ranker), gate=False
+    ).answer(QUESTION)
+    ranked, likeliest = answer("bundled"), answer("likelihood")
+    assert ranked.text.startswith("five") and likeliest.text.startswith("four")
+    assert ranked.citations and ranked.citations[0].doc_id == "kenya"
+    with pytest.raises(ConfigError, match="span_ranker"):
+        RagConfig(span_ranker="best")

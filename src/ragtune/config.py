@@ -89,6 +89,7 @@ class RagConfig:
     answer_mode: str = "auto"  # generate | extract (the most likely span of the sources) | auto (see ANSWER_MODES)
     spans_per_sentence: int = 8  # extract: candidate spans taken from each selected sentence
     reader_sentences: int = 1  # extract: most relevant sentences read, each alone (2: ~+1 F1 for 2x the scoring)
+    span_ranker: str = "bundled"  # extract: bundled | likelihood (the model's score alone) | a ranker JSON's path
     max_question_chars: int = 2000
 
     def __post_init__(self) -> None:
@@ -110,6 +111,10 @@ class RagConfig:
         _check(self.answer_mode in ANSWER_MODES, "answer_mode", self.answer_mode, f"must be one of {ANSWER_MODES}")
         _check(self.spans_per_sentence >= 1, "spans_per_sentence", self.spans_per_sentence, "must be at least 1")
         _check(self.reader_sentences >= 1, "reader_sentences", self.reader_sentences, "must be at least 1")
+        _check(
+            self.span_ranker in ("bundled", "likelihood") or self.span_ranker.endswith(".json"),
+            "span_ranker", self.span_ranker, "must be bundled, likelihood or the path of a ranker's .json",
+        )  # fmt: skip
         _check(self.max_new_tokens >= 1, "max_new_tokens", self.max_new_tokens, "must be at least 1")
         _check(self.max_question_chars >= 1, "max_question_chars", self.max_question_chars, "must be at least 1")
 

@@ -63,7 +63,7 @@ class Evidence:
     context_top: float = 0.0  # best sentence relevance in the selected context
     support: float = 0.0  # share of the answer's content words in its best source
     logprob: float = 0.0  # mean log-probability per token of the answer, given the sources
-    margin: float = 0.0  # extract: log-probability lead of the chosen span over the runner-up
+    margin: float = 0.0  # extract: the chosen span's probability among the candidates (softmax of their scores)
     question_cover: float = 0.0  # share of the question's content words found in the selected context
     names_cover: float = 0.0  # share of the question's names and numbers found in the retrieved text (1 if none)
 
@@ -484,8 +484,8 @@ class Pipeline:
         (`plausible_spans`: of the kind asked, not a repeat of the question), and the span ranker
         (`span_ranker`: the likelihood with the span's place beside the question's words, its kind
         and its sentence's relevance) picks the answer, cited to its source. Returns (raw reply,
-        (mean log-prob per token of the chosen span, its ranker score's lead over the runner-up),
-        the prompt the model read). Reading one sentence rather than every source doubled F1 on
+        (mean log-prob per token of the chosen span, its probability among the candidates: the
+        softmax of their scores), the prompt the model read). Reading one sentence rather than every source doubled F1 on
         100 SQuAD dev questions (25.4 vs 11.8); the two most relevant sentences in one prompt lost
         to one on benchmarks/counterfactual.py (F1 42.5 vs 56.6); read apart and ranked, see
         docs/reader.md."""
@@ -499,17 +499,19 @@ class Pipeline:
         the generator has it)."""
         from .span_ranker import load_ranker
 
-        ranker = load_ranker()
+        choice = self.config.span_ranker
+        ranker = None if choice == "likelihood" else load_ranker(None if choice == "bundled" else choice)
         out = []
         reads = read_spans(self.generator, self._retriever.embedder, questions, contexts, self.config)
         for question, sources, read in zip(questions, contexts, reads):
             if read is None:
                 out.append((ABSTAIN, (0.0, 0.0), rag_messages(question, sources)))
                 continue
-            scores = ranker.scores(question, read.items)
+            scores = ranker.scores(question, read.items) if ranker else np.array([it.logprob for it in read.items])
             order = np.argsort(-scores, kind="stable")
             item, span, prompt = read.items[order[0]], read.spans[order[0]], read.prompts[read.reads[order[0]]]
-            lead = float(scores[order[0]] - scores[order[1]]) if len(order) > 1 else 0.0
+            share = np.exp(scores - scores.max())
+            lead = float(share[order[0]] / share.sum())  # the chosen span's probability among the candidates
             number = next((s.number for s in sources if item.sentence in s.text), span.source)
             out.append((f"{span.text} [{number}]", (item.logprob / max(item.tokens, 1), lead), prompt))
         return out
