@@ -485,10 +485,10 @@ class Pipeline:
         (`span_ranker`: the likelihood with the span's place beside the question's words, its kind
         and its sentence's relevance) picks the answer, cited to its source. Returns (raw reply,
         (mean log-prob per token of the chosen span, its probability among the candidates: the
-        softmax of their scores), the prompt the model read). Reading one sentence rather than every source doubled F1 on
-        100 SQuAD dev questions (25.4 vs 11.8); the two most relevant sentences in one prompt lost
-        to one on benchmarks/counterfactual.py (F1 42.5 vs 56.6); read apart and ranked, see
-        docs/reader.md."""
+        softmax of their scores), the prompt the model read). Reading one sentence rather than
+        every source doubled F1 on 100 SQuAD dev questions (25.4 vs 11.8); the two most relevant
+        sentences in one prompt lost to one on benchmarks/counterfactual.py (F1 42.5 vs 56.6); read
+        apart and ranked, see docs/reader.md."""
         return self._extract_batch([question], [sources])[0]
 
     def _extract_batch(
