@@ -84,7 +84,7 @@ _LABELS = {
     "context_top": "best sentence relevance",
     "support": "answer support",
     "logprob": "answer log-prob per token",
-    "margin": "the span's share among the candidates",
+    "margin": "lead over the next span",
     "question_cover": "question words in the sources",
     "names_cover": "question's names found",
 }
