@@ -116,3 +116,26 @@ def test_pipeline_answers_with_the_ranked_span_and_can_fall_back_to_the_likeliho
     assert ranked.citations and ranked.citations[0].doc_id == "kenya"
     with pytest.raises(ConfigError, match="span_ranker"):
         RagConfig(span_ranker="best")
+
+
+class PrefersYes(PrefersFour):
+    def score_batch(self, prompts, continuations):
+        return [[-2.0 if c == "yes" else -2.5 for c in cs] for cs in continuations]
+
+
+def test_a_yes_no_question_keeps_the_model_s_choice(tmp_path):
+    """The ranker never saw a yes/no question (SQuAD has none): "yes" sits in no sentence, so its
+    proximity features would bury it under any span beside the question's words."""
+    from ragtune import Index, Pipeline, RagConfig
+    from ragtune.documents import Document
+    from ragtune.span_ranker import SpanItem
+
+    index = Index.create(tmp_path / "ix", embedder="hashing")
+    index.ingest([Document("kenya", SENTENCE, "Kenya")], sync=True)
+    question = "Did Kenya win five gold medals in Beijing?"
+    pipe = Pipeline(index, PrefersYes(), RagConfig(embedder="hashing", answer_mode="extract"), gate=False)
+    assert pipe.answer(question).text.startswith("yes")
+    # what the ranker alone would do with these spans
+    spans = [SpanItem("yes", "yes/no", SENTENCE, 0.6, 0, -2.0, 1)]
+    spans.append(SpanItem("five", "number", SENTENCE, 0.6, 0, -2.5, 1))
+    assert np.argmax(load_ranker().scores(question, spans)) == 1
