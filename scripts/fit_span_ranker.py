@@ -2,12 +2,12 @@
 
 Questions: a seeded sample of SQuAD v1.1 dev questions from every article except
 `synth.qg.HELD_OUT_ARTICLES` (the demo's articles and the benchmarks' held-out ones never enter the
-fit). Each question is read as the pipeline reads it (`rag.read_spans` with the default RagConfig,
-the bundled generator and embedder), with its gold paragraph as the only source; each candidate
-span is labelled with its F1 against the gold answers, and `span_ranker.fit_ranker` fits the
-conditional logit. Five-fold cross-validation (by question) prints the mean F1 of the chosen span
-against the model's likelihood alone (the reader before the ranker) and the best candidate (the
-ceiling). Takes ~7 minutes for 1500 questions on 2 cores.
+fit). Each question is read as the pipeline reads it (`rag.read_spans` with two sentences read, the
+bundled generator and embedder), with its gold paragraph as the only source; each candidate span is
+labelled with its F1 against the gold answers, and `span_ranker.fit_ranker` fits the conditional
+logit. Five-fold cross-validation (by question) prints the mean F1 of the chosen span (two sentences
+and one read) against the model's likelihood alone (the reader before the ranker) and the best
+candidate (the ceiling). Takes ~9 minutes for 1500 questions on 2 cores.
 
     python scripts/fit_span_ranker.py [--n 1500] [--seed 0] [--out src/ragtune/data/span-ranker.json]
 """
@@ -66,12 +66,14 @@ def chosen_f1(ranker, rows) -> tuple[float, float, float, float]:
     """Mean F1 of the span the ranker picks, of the one it picks reading only the most relevant
     sentence (`reader_sentences=1`), of the model's most likely span in that sentence (the reader
     before the ranker), and of the best span read."""
+    from ragtune.span_ranker import choose
+
     picked, first, likeliest, best = [], [], [], []
     for question, items, f1 in rows:
-        picked.append(f1[int(np.argmax(ranker.scores(question, items)))])
+        picked.append(f1[choose(question, items, ranker)])
         top = [j for j, it in enumerate(items) if it.rank == 0]
-        first.append(f1[top[int(np.argmax(ranker.scores(question, [items[j] for j in top])))]])
-        likeliest.append(f1[max(top, key=lambda j: items[j].logprob)])
+        first.append(f1[top[choose(question, [items[j] for j in top], ranker)]])
+        likeliest.append(f1[top[choose(question, [items[j] for j in top], None)]])
         best.append(max(f1))
     return float(np.mean(picked)), float(np.mean(first)), float(np.mean(likeliest)), float(np.mean(best))
 

@@ -7,8 +7,6 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 
-import numpy as np
-
 from .config import RagConfig
 from .context import Source, content_words, select_context_batch
 from .documents import Hit
@@ -27,6 +25,7 @@ from .prompts import (
     strip_citations,
 )
 from .safety import StreamSanitizer, sanitize_answer
+from .span_ranker import SpanItem, choose, load_ranker
 
 SNIPPET_CHARS = 300
 SUPPORT_TO_ATTRIBUTE = 0.6  # share of the answer's content words a source must hold to be credited
@@ -235,20 +234,6 @@ def plausible_spans(question: str, candidates: Sequence[SpanCandidate]) -> list[
     return kept
 
 
-def best_sentence(question: str, candidates: Sequence[SpanCandidate], embedder) -> tuple[str, float]:
-    """The sentence most relevant to the question among those with candidates (cosine of the
-    embeddings plus the share of the question's content words it holds, as context selection
-    ranks them) and its relevance."""
-    return best_sentences([question], [candidates], embedder)[0]
-
-
-def best_sentences(
-    questions: Sequence[str], candidates: Sequence[Sequence[SpanCandidate]], embedder
-) -> list[tuple[str, float]]:
-    """`best_sentence` for many questions, embedded in one call (each needs candidates)."""
-    return [ranked[0] for ranked in top_sentences(questions, candidates, embedder, 1)]
-
-
 def top_sentences(
     questions: Sequence[str], candidates: Sequence[Sequence[SpanCandidate]], embedder, n: int
 ) -> list[list[tuple[str, float]]]:
@@ -341,8 +326,6 @@ def read_spans(
     sentences with candidates, each read alone with the question (`reader_messages`), and every
     plausible candidate span of it scored by the model as the reply, all in one batched scoring
     call. None for a question whose sources hold no candidate."""
-    from .span_ranker import SpanItem
-
     candidates = [
         plausible_spans(q, answer_spans(q, s, config.spans_per_sentence)) for q, s in zip(questions, contexts)
     ]
@@ -485,10 +468,10 @@ class Pipeline:
         (`span_ranker`: the likelihood with the span's place beside the question's words, its kind
         and its sentence's relevance) picks the answer, cited to its source. Returns (raw reply,
         (mean log-prob per token of the model's likeliest span, its lead over the runner-up), the
-        prompt the model read). Reading one sentence rather than
-        every source doubled F1 on 100 SQuAD dev questions (25.4 vs 11.8); the two most relevant
-        sentences in one prompt lost to one on benchmarks/counterfactual.py (F1 42.5 vs 56.6); read
-        apart and ranked, see docs/reader.md."""
+        prompt the model read). Reading one sentence rather than every source doubled F1 on 100
+        SQuAD dev questions (25.4 vs 11.8); the two most relevant sentences in one prompt lost to
+        one on benchmarks/counterfactual.py (F1 42.5 vs 56.6); read apart and ranked, see
+        docs/reader.md."""
         return self._extract_batch([question], [sources])[0]
 
     def _extract_batch(
@@ -497,8 +480,6 @@ class Pipeline:
         """`_extract` for many questions: one embedding call ranks every question's sentences, and
         the model scores every (question, sentence)'s spans in one batched call (`score_batch` when
         the generator has it)."""
-        from .span_ranker import load_ranker
-
         choice = self.config.span_ranker
         ranker = None if choice == "likelihood" else load_ranker(None if choice == "bundled" else choice)
         out = []
@@ -507,15 +488,8 @@ class Pipeline:
             if read is None:
                 out.append((ABSTAIN, (0.0, 0.0), rag_messages(question, sources)))
                 continue
-            # A yes/no question keeps the model's choice: SQuAD, where the ranker was fitted, has
-            # none, and it took PubMedQA's answerable F1 from 41.0 to 7.0 (spans beside the
-            # question's words over "yes" / "no", which sit in no sentence).
-            polar = any(sp.kind == "yes/no" for sp in read.spans)
-            scores = np.array([it.logprob for it in read.items])
-            if ranker and not polar:
-                scores = ranker.scores(question, read.items)
-            order = np.argsort(-scores, kind="stable")
-            item, span, prompt = read.items[order[0]], read.spans[order[0]], read.prompts[read.reads[order[0]]]
+            j = choose(question, read.items, ranker)
+            item, span, prompt = read.items[j], read.spans[j], read.prompts[read.reads[j]]
             # The gate's evidence is the model's own confidence, whichever span the ranker chose: the
             # likeliest span's log-prob per token and its lead over the runner-up. (The chosen span's
             # figures made the SQuAD gate refuse 15-18% of answerable questions instead of 10%.)

@@ -45,7 +45,7 @@ FEATURES = (
     "words",
     "kind_asked",  # the span's kind is one the question asks for (a number for "how many" ...)
     *(f"kind_{k}" for k in KINDS),
-    "sentence_relevance",  # the sentence's relevance to the question (as `best_sentences` ranks them)
+    "sentence_relevance",  # the sentence's relevance to the question (as `rag.top_sentences` ranks them)
     "sentence_rank",  # 0 for the most relevant sentence, 1 for the next ...
 )
 _WORD = re.compile(r"\w+")
@@ -133,6 +133,16 @@ class SpanRanker:
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=1) + "\n")
+
+
+def choose(question: str, items: Sequence[SpanItem], ranker: SpanRanker | None) -> int:
+    """The answer's index among `items`: the ranker's pick, or the model's likeliest span without
+    a ranker and for a yes/no question — SQuAD, where the ranker was fitted, has none, and ranking
+    them took PubMedQA's answerable F1 from 41.0 to 7.0 (spans beside the question's words won
+    over "yes" / "no", which sit in no sentence). Ties go to the earlier item."""
+    if ranker is None or any(it.kind == "yes/no" for it in items):
+        return max(range(len(items)), key=lambda j: (items[j].logprob, -j))
+    return int(np.argmax(ranker.scores(question, items)))
 
 
 @lru_cache(maxsize=4)
