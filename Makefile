@@ -17,6 +17,12 @@ $(VENV)/.installed: pyproject.toml Makefile
 
 setup: $(VENV)/.installed
 
+# The llama.cpp backend (`NAME@llama`) for the tests: pip compiles llama-cpp-python (~3 min on 2 cores,
+# cmake + a C++ compiler). Without a compiler its tests are skipped, and this says so.
+$(VENV)/.llama: $(VENV)/.installed
+	$(PIP) install -e '.[llama]' || echo "llama-cpp-python did not build: the llama backend's tests will be skipped"
+	touch $@
+
 demo: setup
 	$(VENV)/bin/ragtune demo
 
@@ -24,7 +30,7 @@ demo: setup
 chromium:
 	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 
-test: setup chromium
+test: setup $(VENV)/.llama chromium
 	$(VENV)/bin/ruff check src tests benchmarks scripts
 	$(PY) -m pytest -q
 	# The reliability suite's short version (pytest above ran its crash tests).

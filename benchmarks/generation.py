@@ -1,5 +1,7 @@
 """Generation backends on the same RAG prompts: decode tokens/s, time to first token (TTFT), and the
-share of greedy answers identical to transformers fp32, with ratios against transformers fp32.
+share of greedy answers identical to transformers fp32, with ratios against transformers fp32, and each
+backend's answer F1 against the demo's gold answers with the paired bootstrap interval of its difference
+from transformers' F1 (the issue's "F1 within the bootstrap interval").
 
 Every installed backend runs on the same ~400-token prompts (a demo question, its paragraph and a
 second paragraph, in ragtune's RAG prompt), greedy, `--new-tokens` new tokens, after two untimed
@@ -10,7 +12,8 @@ source, from the user's cache). `--adapter` merges a PEFT adapter into the base 
 backend (the bundled question-generation LoRA is src/ragtune/data/qg-adapter).
 
     flock /tmp/ragtune-bench.lock .venv/bin/python benchmarks/generation.py [--prompts 40] [--new-tokens 32]
-        [--backends transformers,ct2,ct2-int8,ort-fp32,ort-fp32-spec,ort-int8,ort-int4] [--adapter DIR]
+        [--backends transformers,ct2,ct2-int8,ort-fp32,ort-fp32-spec,ort-int8,ort-int4,llama-f32,llama-f16,llama-gguf]
+        [--adapter DIR]
 """
 
 from __future__ import annotations
@@ -29,14 +32,14 @@ DEMO = ROOT / "src" / "ragtune" / "data" / "squad_demo.json"
 BASE = "smollm2-135m-instruct"
 WARMUP = 2  # prompts each backend answers before the timed ones
 NOT_RUN = {  # candidates that cannot run from this venv, with why (docs/generation-backends.md)
-    "llama.cpp": "no wheel for this platform; llama-cpp-python builds from source (~8 min)",
     "openvino": "optimum-intel (the exporter) pins transformers 5.5 and pulls a CUDA torch build",
 }
 
 
-def rag_prompts(tok, n: int, target: int = 400):
+def rag_prompts(tok, n: int, target: int = 400, golds: list | None = None):
     """`n` RAG prompts of about `target` tokens: question, its paragraph, and the next document's
-    paragraph cut to fit."""
+    paragraph cut to fit (each question's gold answers appended to `golds`)."""
+    golds = [] if golds is None else golds
     from ragtune.context import Source
     from ragtune.documents import load_squad
     from ragtune.prompts import rag_messages
@@ -45,6 +48,7 @@ def rag_prompts(tok, n: int, target: int = 400):
     position = {d.id: i for i, d in enumerate(docs)}
     prompts = []
     for q in questions[:n]:
+        golds.append(q.answers)
         other = docs[(position[q.doc_ids[0]] + 3) % len(docs)]
         words = other.text.split()
 
@@ -138,6 +142,17 @@ class CT2:
         return self.gen.token_ids(messages, max_new)
 
 
+class LlamaCpp:
+    def __init__(self, base: str, adapter: str | None, precision: str, **options):
+        from ragtune.llama_generator import LlamaCppGenerator
+
+        self.gen = LlamaCppGenerator(BASE, adapter=adapter, precision=precision, **options)
+        self.gen.model  # noqa: B018
+
+    def tokens(self, messages, max_new: int) -> Iterator[int]:
+        return self.gen.token_ids(messages, max_new)
+
+
 class OrtGenai:
     def __init__(self, base: str, adapter: str | None, precision: str, **options):
         from ragtune.fast_generators import OrtGenaiGenerator
@@ -164,6 +179,11 @@ BACKENDS = {
     ),
     "ort-int8": ("onnxruntime_genai", lambda b, a: OrtGenai(b, a, "int8", draft_tokens=0)),
     "ort-int4": ("onnxruntime_genai", lambda b, a: OrtGenai(b, a, "int4", draft_tokens=0)),
+    # llama.cpp reads GGUF: the bundled Q4_1 file is its source (written as f32 / f16, or run as is)
+    "llama-f32": ("llama_cpp", lambda b, a: LlamaCpp(b, a, "f32")),
+    "llama-f32-spec": ("llama_cpp", lambda b, a: LlamaCpp(b, a, "f32", draft_tokens=3)),
+    "llama-f16": ("llama_cpp", lambda b, a: LlamaCpp(b, a, "f16")),
+    "llama-gguf": ("llama_cpp", lambda b, a: LlamaCpp(b, a, "gguf")),
 }
 
 
@@ -211,8 +231,9 @@ def main() -> None:
             convert_s[name] = time.perf_counter() - t0
             print(f"{name:14s} converted + loaded in {convert_s[name]:.1f}s", flush=True)
         tok = runners["transformers"].gen.tokenizer
-        prompts = rag_prompts(tok, args.prompts + WARMUP)
-        warmup, prompts = prompts[:WARMUP], prompts[WARMUP:]
+        golds: list = []
+        prompts = rag_prompts(tok, args.prompts + WARMUP, golds=golds)
+        warmup, prompts, golds = prompts[:WARMUP], prompts[WARMUP:], golds[WARMUP:]
         cold = {}
         for name, runner in runners.items():  # first calls are slower (allocators, kernel choice): not timed
             cold[name] = timed(runner, warmup[0], args.new_tokens)[1]
@@ -252,8 +273,12 @@ def main() -> None:
     print(
         f"\n{'backend':18s} {'convert s':>9s} {'decode tok/s':>12s} {'x tf':>6s} {'TTFT ms':>8s} {'x tf':>6s} "
         f"{'cold TTFT':>9s} {'e2e tok/s':>9s} {'x tf':>6s} {'all tok/s':>9s} {'x tf':>6s} {'same answer':>11s} "
-        "drafts kept"
+        f"{'F1':>5s} {'F1 - tf [95% CI]':>22s} drafts kept"
     )
+    from ragtune.evaluation.metrics import f1_score
+    from ragtune.evaluation.stats import paired_bootstrap
+
+    f1 = {n: [100 * f1_score(text, g) for text, g in zip(s["text"], golds)] for n, s in stats.items()}
     for name, s in stats.items():
         rate, ttft, e2e = statistics.median(s["rate"]), statistics.median(s["ttft"]), statistics.median(s["e2e"])
         every = s["tokens"] / s["seconds"]
@@ -261,10 +286,12 @@ def main() -> None:
         gen = runners[name].gen
         drafts = getattr(gen, "drafts", None)
         kept = f"{drafts.accepted}/{drafts.proposed} in {drafts.passes} passes" if drafts and drafts.passes else "-"
+        test = paired_bootstrap(f1[name], f1["transformers"], (name, "transformers"), "f1")
+        interval = f"{test.diff:+5.1f} [{test.low:+5.1f}, {test.high:+5.1f}]"
         print(
             f"{name:18s} {convert_s[name]:9.1f} {rate:12.1f} {rate / ref_rate:6.2f} {ttft * 1000:8.0f} "
             f"{ref_ttft / ttft:6.2f} {cold[name] * 1000:9.0f} {e2e:9.1f} {e2e / ref_e2e:6.2f} {every:9.1f} "
-            f"{every / ref_all:6.2f} {same:11.0%} {kept}"
+            f"{every / ref_all:6.2f} {same:11.0%} {statistics.mean(f1[name]):5.1f} {interval:>22s} {kept}"
         )
     for name, s in stats.items():
         diff = next((i for i, (a, b) in enumerate(zip(s["text"], ref["text"])) if a != b), None)

@@ -1,19 +1,22 @@
-"""Span scoring (the default `extract` answer mode) through each backend: transformers vs onnxruntime-genai.
+"""Span scoring (the default `extract` answer mode) through each backend: transformers vs onnxruntime-genai
+and llama.cpp (those installed).
 
 The reader's calls are recorded once: the bundled demo paragraphs are indexed, and `rag` answers the
 first question of each paragraph with transformers (the default generator), keeping every
 `score_batch(prompts, continuations)` it makes. The same calls are then timed on transformers
-(`score_batch`: prompt and spans in one forward pass) and on `NAME@ort` (`score` per prompt: the
-prompt is read once, each span appended and rewound), alternating, `--rounds` times each; the chosen
-span (the argmax) must be the same. This is what decides the default backend for the CPU: the
-default answer path scores, it does not decode.
+(`score_batch`: prompt and spans in one forward pass), on `NAME@ort` (`score` per prompt: the
+prompt is read once, each span appended and rewound) and on `NAME@llama` (`score` per prompt: the prompt
+read once, then every span in one batch, each in its own sequence sharing the prompt's cache),
+alternating, `--rounds` times each; the chosen span (the argmax) must be the same. This is what
+decides the default backend for the CPU: the default answer path scores, it does not decode.
 
-    python benchmarks/score_backends.py [--questions 40] [--rounds 3]
+    python benchmarks/score_backends.py [--questions 40] [--rounds 3] [--backends ort,llama]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import statistics
 import tempfile
 import time
@@ -24,6 +27,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--questions", type=int, default=40)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--backends", default="ort,llama", help="of ort (onnxruntime-genai), llama (llama.cpp)")
     args = ap.parse_args()
 
     from ragtune import Index, Pipeline, make_generator
@@ -52,33 +56,37 @@ def main() -> int:
     spans = sum(len(c) for _, cs in calls for c in cs)
     print(f"{len(calls)} reader calls, {spans} spans ({spans / len(calls):.1f} per call)")
 
-    ort = make_generator(f"{tf.name}@ort")
-    t0 = time.perf_counter()
-    ort.score(calls[0][0][0], calls[0][1][0])
-    print(f"ort: converted (or found in the cache) and loaded in {time.perf_counter() - t0:.1f} s")
+    packages = {"ort": ("onnxruntime-genai", "onnxruntime_genai"), "llama": ("llama.cpp", "llama_cpp")}
+    runs = {"transformers": lambda: [score_batch(p, c) for p, c in calls]}
+    for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
+        label, package = packages[backend]
+        if importlib.util.find_spec(package) is None:
+            print(f"{label}: not installed ({package})")
+            continue
+        gen = make_generator(f"{tf.name}@{backend}")
+        t0 = time.perf_counter()
+        gen.score(calls[0][0][0], calls[0][1][0])
+        print(f"{label}: converted (or found in the cache) and loaded in {time.perf_counter() - t0:.1f} s")
+        runs[label] = lambda gen=gen: [[gen.score(p1, c1) for p1, c1 in zip(p, c)] for p, c in calls]
 
-    def run_tf():
-        return [score_batch(p, c) for p, c in calls]
-
-    def run_ort():
-        return [[ort.score(p1, c1) for p1, c1 in zip(p, c)] for p, c in calls]
-
-    times, outs = {"transformers": [], "onnxruntime-genai": []}, {}
+    times, outs = {name: [] for name in runs}, {}
     for _ in range(args.rounds):
-        for name, fn in (("transformers", run_tf), ("onnxruntime-genai", run_ort)):
+        for name, fn in runs.items():
             t0 = time.perf_counter()
             outs[name] = fn()
             times[name].append(time.perf_counter() - t0)
-    a, b = outs["transformers"], outs["onnxruntime-genai"]
-    rows = [(x, y) for xs, ys in zip(a, b) for x, y in zip(xs, ys)]
-    same = sum(max(range(len(x)), key=x.__getitem__) == max(range(len(y)), key=y.__getitem__) for x, y in rows)
-    diff = max(abs(u - v) for x, y in rows for u, v in zip(x, y))
     base = statistics.median(times["transformers"])
     print(f"\n{'backend':<20} {'median s':>9} {'ms/question':>12} {'x transformers':>15}")
     for name, ts in times.items():
         m = statistics.median(ts)
         print(f"{name:<20} {m:>9.2f} {1000 * m / len(calls):>12.0f} {base / m:>15.2f}")
-    print(f"\nsame chosen span: {same}/{len(rows)}; largest score difference {diff:.1e}")
+    for name, out in outs.items():
+        if name == "transformers":
+            continue
+        rows = [(x, y) for xs, ys in zip(outs["transformers"], out) for x, y in zip(xs, ys)]
+        same = sum(max(range(len(x)), key=x.__getitem__) == max(range(len(y)), key=y.__getitem__) for x, y in rows)
+        diff = max(abs(u - v) for x, y in rows for u, v in zip(x, y))
+        print(f"{name}: same chosen span {same}/{len(rows)}; largest score difference {diff:.1e}")
     return 0
 
 

@@ -49,7 +49,8 @@ def _local_reranker(name: str, known: list[str], **options):
 
 def _transformers(name: str, adapter=None, backend: str = "transformers", **options):
     """A local model through `backend`: transformers (the default), ct2 (CTranslate2; `quantisation=`,
-    `threads=`) or ort (onnxruntime-genai; `precision=`). See docs/generation-backends.md."""
+    `threads=`), ort (onnxruntime-genai; `precision=`) or llama (llama.cpp; `precision=`). See
+    docs/generation-backends.md."""
     if backend == "ct2":
         from .fast_generators import CT2Generator
 
@@ -58,6 +59,10 @@ def _transformers(name: str, adapter=None, backend: str = "transformers", **opti
         from .fast_generators import OrtGenaiGenerator
 
         return OrtGenaiGenerator(name, adapter=adapter, **options)
+    if backend == "llama":
+        from .llama_generator import LlamaCppGenerator
+
+        return LlamaCppGenerator(name, adapter=adapter, **options)
     if backend != "transformers":
         from .errors import ConfigError
         from .fast_generators import BACKENDS
@@ -69,7 +74,8 @@ def _transformers(name: str, adapter=None, backend: str = "transformers", **opti
 
 
 def _fast(name: str, adapter=None, **options):
-    """`NAME@ct2` / `NAME@ort`: the model NAME through CTranslate2 / onnxruntime-genai."""
+    """`NAME@ct2` / `NAME@ort` / `NAME@llama`: the model NAME through CTranslate2 / onnxruntime-genai /
+    llama.cpp."""
     options.pop("backend", None)  # the name already says which
     base, backend = name.rsplit("@", 1)
     return _transformers(base, adapter=adapter, backend=backend, **options)
@@ -84,7 +90,7 @@ def _openai(name: str, adapter=None, **options):
 def _local_generator(name: str, known: list[str], adapter=None, **options):
     from pathlib import Path
 
-    if name.endswith(("@ct2", "@ort")):  # a local folder or .gguf through a fast backend
+    if name.endswith(("@ct2", "@ort", "@llama")):  # a local folder or .gguf through a fast backend
         return _fast(name, adapter=adapter, **options)
     path = Path(name).expanduser()
     if (path.is_file() and path.suffix.lower() == ".gguf") or (path.is_dir() and (path / "config.json").exists()):
@@ -131,6 +137,14 @@ def register(reg) -> None:
                 f"{spec.name}@ort",
                 _fast,
                 f"{spec.description}, via onnxruntime-genai fp32 (same answers, ~2.4x transformers decode; {ort})",
+            )
+            llama = (
+                "installed" if importlib.util.find_spec("llama_cpp") else "not installed: pip install 'ragtune[llama]'"
+            )
+            reg.add_generator(
+                f"{spec.name}@llama",
+                _fast,
+                f"{spec.description}, via llama.cpp float32 (same answers, the fastest decode; {llama})",
             )
     reg.add_embedder(
         "hashing", _hashing, "lexical hashing embedder for tests (hashing-<dim> for other sizes); no model"

@@ -37,7 +37,7 @@ from .prompts import Messages
 # float32: greedy answers as transformers fp32 (same weights, same arithmetic up to rounding);
 # int8 / int8_float32: int8 weights, 1.9x transformers' decode here, but most answers change (measured).
 QUANTISATIONS = ("float32", "int8", "int8_float32")
-BACKENDS = ("transformers", "ct2", "ort")
+BACKENDS = ("transformers", "ct2", "ort", "llama")
 
 
 def available() -> bool:

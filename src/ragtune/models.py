@@ -106,6 +106,15 @@ def resolve_generator(name: str) -> Path:
     )
 
 
+def gguf_file(name: str) -> Path | None:
+    """The GGUF file behind a generator's registry name or .gguf path; None for a Hugging Face folder."""
+    spec = REGISTRY.get(name)
+    if spec is not None:
+        return _package_dir(spec) if spec.kind == "generator" and spec.relpath.endswith(".gguf") else None
+    path = Path(name).expanduser()
+    return path if path.is_file() and path.suffix.lower() == ".gguf" else None
+
+
 def gguf_to_safetensors(gguf: Path, label: str) -> Path:
     """De-quantise a GGUF once and cache it as a safetensors folder (~15 s once, <1 s after).
 
