@@ -183,6 +183,7 @@ BACKENDS = {
     "llama-f32": ("llama_cpp", lambda b, a: LlamaCpp(b, a, "f32")),
     "llama-f32-spec": ("llama_cpp", lambda b, a: LlamaCpp(b, a, "f32", draft_tokens=3)),
     "llama-f16": ("llama_cpp", lambda b, a: LlamaCpp(b, a, "f16")),
+    "llama-q8": ("llama_cpp", lambda b, a: LlamaCpp(b, a, "q8_0")),
     "llama-gguf": ("llama_cpp", lambda b, a: LlamaCpp(b, a, "gguf")),
 }
 

@@ -11,7 +11,7 @@
    generate a question; BLEU-4 / ROUGE-L against the real question — bundled adapter vs the base
    model prompted the same way (the baseline, same run).
 
-    python benchmarks/synth_quality.py [--n 100] [--conditioned 150] [--pubmed 40]
+    python benchmarks/synth_quality.py [--n 100] [--conditioned 150] [--pubmed 40] [--writer-backend llama]
 """
 
 from __future__ import annotations
@@ -40,15 +40,15 @@ def bleu_rouge(preds: list[str], refs: list[str]) -> tuple[float, float]:
     return bleu, 100 * sum(rouge_l(p, [r]) for p, r in zip(preds, refs)) / len(preds)
 
 
-def run_synth(docs, n: int, seed: int, label: str) -> tuple[list, object]:
+def run_synth(docs, n: int, seed: int, label: str, backend: str = "transformers") -> tuple[list, object]:
     from ragtune.chunking import chunk_documents
     from ragtune.config import ChunkConfig
     from ragtune.registry import make_embedder
     from ragtune.synth.generate import SynthConfig, synthesize
 
     chunks = chunk_documents(docs, ChunkConfig(), make_embedder().count_tokens)
-    qs, report = synthesize(chunks, SynthConfig(n=n, seed=seed))
-    print(f"\n## {label}: {len(docs)} documents, {len(chunks)} chunks")
+    qs, report = synthesize(chunks, SynthConfig(n=n, seed=seed, writer_backend=backend))
+    print(f"\n## {label}: {len(docs)} documents, {len(chunks)} chunks; question writer on {backend}")
     print(report.to_markdown().split("## ")[0])
     return qs, report
 
@@ -61,6 +61,11 @@ def main() -> int:
         "--pubmed", type=int, default=40, help="synthetic questions wanted on PubMedQA abstracts (0 = skip)"
     )
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--writer-backend", default="",
+        help="also run the bundled question writer on this backend (llama, ort, ct2): part 1 and 3 again, with "
+        "the ratio of accepted questions per minute to transformers (the baseline, same run)",
+    )  # fmt: skip
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args()
 
@@ -84,33 +89,44 @@ def main() -> int:
     }
 
     # 1 + 2: ragtune synth on the held-out articles, compared with their real questions.
-    qs, report = run_synth(eval_docs, args.n, args.seed, "SQuAD dev, articles held out of the adapter's training")
-    figures["squad"] = {"kept": report.kept, "per_minute": report.per_minute, "seconds": report.seconds,
-                        "attempts": report.attempts, "removed": {s.name: s.removed for s in report.steps}}  # fmt: skip
     by_doc: dict[str, list] = {}
     for e in eval_qs:
         by_doc.setdefault(e.doc_ids[0], []).append(e)
-    exact = matched = 0
-    pairs_pred, pairs_ref = [], []
-    for q in qs:
-        reals = by_doc.get(q.doc_id, [])
-        best = max(((f1_score(q.answer, e.answers), e) for e in reals), key=lambda x: x[0], default=(0.0, None))
-        exact += any(normalize_answer(q.answer) == normalize_answer(a) for e in reals for a in e.answers)
-        if best[0] >= 0.5:
-            matched += 1
-            pairs_pred.append(q.question)
-            pairs_ref.append(best[1].question)
-    bleu, rl = bleu_rouge(pairs_pred, pairs_ref)
-    n = max(len(qs), 1)
-    figures["squad"].update(
-        {"answer_is_a_gold_span": exact / n, "answer_overlaps_gold_f1_05": matched / n, "pairs": len(pairs_pred),
-         "bleu4_vs_real_same_answer": bleu, "rougeL_vs_real_same_answer": rl}
-    )  # fmt: skip
-    print(f"answer is a real gold span: {100 * exact / n:.0f}%; overlaps one (F1 >= 0.5): {100 * matched / n:.0f}%")
-    print(
-        f"question vs the real question with the same answer ({len(pairs_pred)} pairs): "
-        f"BLEU-4 {bleu:.1f}, ROUGE-L {rl:.1f}"
-    )
+    backends = ["transformers"] + ([args.writer_backend] if args.writer_backend else [])
+    for backend in backends:
+        label = "SQuAD dev, articles held out of the adapter's training"
+        qs, report = run_synth(eval_docs, args.n, args.seed, label, backend)
+        key = "squad" if backend == "transformers" else f"squad@{backend}"
+        figures[key] = {"kept": report.kept, "per_minute": report.per_minute, "seconds": report.seconds,
+                        "attempts": report.attempts, "removed": {s.name: s.removed for s in report.steps}}  # fmt: skip
+        exact = matched = 0
+        pairs_pred, pairs_ref = [], []
+        for q in qs:
+            reals = by_doc.get(q.doc_id, [])
+            best = max(((f1_score(q.answer, e.answers), e) for e in reals), key=lambda x: x[0], default=(0.0, None))
+            exact += any(normalize_answer(q.answer) == normalize_answer(a) for e in reals for a in e.answers)
+            if best[0] >= 0.5:
+                matched += 1
+                pairs_pred.append(q.question)
+                pairs_ref.append(best[1].question)
+        bleu, rl = bleu_rouge(pairs_pred, pairs_ref)
+        n = max(len(qs), 1)
+        figures[key].update(
+            {"answer_is_a_gold_span": exact / n, "answer_overlaps_gold_f1_05": matched / n, "pairs": len(pairs_pred),
+             "bleu4_vs_real_same_answer": bleu, "rougeL_vs_real_same_answer": rl}
+        )  # fmt: skip
+        print(f"answer is a real gold span: {100 * exact / n:.0f}%; overlaps one (F1 >= 0.5): {100 * matched / n:.0f}%")
+        print(
+            f"question vs the real question with the same answer ({len(pairs_pred)} pairs): "
+            f"BLEU-4 {bleu:.1f}, ROUGE-L {rl:.1f}"
+        )
+    if args.writer_backend:
+        fast, base = figures[f"squad@{args.writer_backend}"], figures["squad"]
+        print(
+            f"\naccepted per minute, question writer on {args.writer_backend} / on transformers (the baseline, same "
+            f"run): {fast['per_minute']:.1f} / {base['per_minute']:.1f} = "
+            f"{fast['per_minute'] / base['per_minute']:.2f}x"
+        )
 
     # 3: conditioned QG, adapter vs base, on real (passage, answer) pairs.
     rng = random.Random(args.seed)
@@ -124,8 +140,12 @@ def main() -> int:
         prompts.append(qg_messages(qg_passage(sents, i, 1), e.answers[0]))
         refs.append(e.question)
     rows = {}
-    for name, adapter in (("base (prompted)", None), ("bundled adapter", bundled_adapter())):
-        gen = make_generator(DEFAULT_GENERATOR, adapter=adapter)
+    writers = [("base (prompted)", DEFAULT_GENERATOR, None), ("bundled adapter", DEFAULT_GENERATOR, bundled_adapter())]
+    if args.writer_backend:
+        fast = f"{DEFAULT_GENERATOR}@{args.writer_backend}"
+        writers.append((f"adapter @{args.writer_backend}", fast, bundled_adapter()))
+    for name, model, adapter in writers:
+        gen = make_generator(model, adapter=adapter)
         t0 = time.perf_counter()
         raws = gen.generate(prompts, 32)
         secs = time.perf_counter() - t0

@@ -169,13 +169,18 @@ def test_adapter_is_written_into_its_own_gguf_keyed_by_its_hash(tiny_gguf, lora,
     assert gguf_converted(str(tiny_gguf), changed)[1] != first  # retrained in place: written again
 
 
-def test_f16_and_the_source_gguf_run_and_name_themselves(tiny_gguf):
+def test_f16_q8_and_the_source_gguf_run_and_name_themselves(tiny_gguf):
     half = LlamaCppGenerator(str(tiny_gguf), precision="f16")
     assert half.name == f"{tiny_gguf}@llama-f16" and half.generate(PROMPTS[:1], 4)[0]
     assert gguf_converted(str(tiny_gguf), precision="gguf")[1] == tiny_gguf  # run as shipped, nothing written
-    written = gguf_converted(str(tiny_gguf), precision="f16")[1]
-    types = {t.name: t.tensor_type.name for t in gguf.GGUFReader(str(written)).tensors}
-    assert types["blk.0.ffn_up.weight"] == "F16" and types["blk.0.attn_norm.weight"] == "F32"
+    for precision, matrix in (("f16", "F16"), ("q8_0", "Q8_0")):
+        written = gguf_converted(str(tiny_gguf), precision=precision)[1]
+        types = {t.name: t.tensor_type.name for t in gguf.GGUFReader(str(written)).tensors}
+        assert types["blk.0.ffn_up.weight"] == matrix and types["blk.0.attn_norm.weight"] == "F32"
+    q8 = LlamaCppGenerator(str(tiny_gguf), precision="q8_0")
+    ref = TransformersGenerator(str(tiny_gguf))
+    # 8-bit weights move the scores a little, not the ranking of clearly different spans
+    assert q8.score(READER, SPANS) == pytest.approx(ref.score(READER, SPANS), abs=0.5)
 
 
 def test_refusals_name_the_problem(tiny_gguf, tmp_path):

@@ -178,6 +178,25 @@ def test_the_round_trip_keeps_a_target_among_the_readers_top_spans_and_records_i
         SynthConfig(round_trip_top=0)
 
 
+def test_the_bundled_writer_runs_on_the_backend_asked_for():
+    from ragtune.generators import TransformersGenerator
+    from ragtune.synth.generate import synth_models
+    from ragtune.synth.qg import bundled_adapter
+
+    qg, reader, name = synth_models(SynthConfig())
+    assert isinstance(qg, TransformersGenerator) and isinstance(reader, TransformersGenerator)
+    assert "bundled question-generation adapter" in name
+    with pytest.raises(ConfigError, match="writer_backend='vllm'"):
+        SynthConfig(writer_backend="vllm")
+    pytest.importorskip("llama_cpp")
+    from ragtune.llama_generator import LlamaCppGenerator
+
+    qg, reader, name = synth_models(SynthConfig(writer_backend="llama"))  # nothing loads until used
+    assert isinstance(qg, LlamaCppGenerator) and qg.adapter == bundled_adapter()
+    assert isinstance(reader, TransformersGenerator)  # the reader scores spans: transformers is faster at that
+    assert name.startswith("smollm2-135m-instruct@llama+")
+
+
 def test_near_duplicates_are_dropped():
     m = Scripted(default="Which town lies on the river near Portham?")
     m.replies = {"Which town lies on the river near Portham?": ""}

@@ -35,8 +35,9 @@ from .generators import _run_name, model_sources
 from .models import gguf_file
 from .prompts import Messages
 
-# f32: transformers' greedy answers; f16: half the weights' bytes; gguf: the source file's own types.
-LLAMA_PRECISIONS = ("f32", "f16", "gguf")
+# f32: transformers' greedy answers; f16: half the weights' bytes; q8_0: a quarter (8-bit blocks of 32, one
+# scale each); gguf: the source file's own types.
+LLAMA_PRECISIONS = ("f32", "f16", "q8_0", "gguf")
 GGUF_WRITER_VERSION = 1  # bump when the written GGUF changes: old cache entries are then ignored
 _LAYER_NAMES = {
     "input_layernorm": "attn_norm",
@@ -99,7 +100,8 @@ def write_gguf(donor: Path, weights: Path, out: Path, precision: str) -> None:
     """Write the Hugging Face Llama weights in folder `weights` (safetensors) as a GGUF at `out`, with
     the metadata and tokenizer of the GGUF `donor` (the model they were trained from). Each tensor must
     have the shape of the donor's: a model of another size or vocabulary is refused. `precision`: f32,
-    f16 (matrices; norms stay f32), or gguf (each tensor at the donor tensor's type)."""
+    f16 (matrices; norms stay f32), q8_0 (matrices in llama.cpp's 8-bit blocks), or gguf (each tensor
+    at the donor tensor's type)."""
     import gguf
     from gguf import GGMLQuantizationType as Q
     from gguf import GGUFValueType as V
@@ -129,7 +131,8 @@ def write_gguf(donor: Path, weights: Path, out: Path, precision: str) -> None:
             continue
         vtype = field.types[0]
         writer.add_key_value(key, field.contents(), vtype, sub_type=field.types[-1] if vtype == V.ARRAY else None)
-    writer.add_file_type({"f32": 0, "f16": 1}.get(precision, int(reader.fields["general.file_type"].contents())))
+    own_type = int(reader.fields["general.file_type"].contents())
+    writer.add_file_type({"f32": 0, "f16": 1, "q8_0": 7}.get(precision, own_type))
     untied = "output.weight" in state and "output.weight" not in donors  # an output layer of its own now
     order = [t.name for t in reader.tensors] + (["output.weight"] if untied else [])
     for name in order:
@@ -137,6 +140,9 @@ def write_gguf(donor: Path, weights: Path, out: Path, precision: str) -> None:
         kind = donors[name].tensor_type if name in donors else Q.F32
         if x.ndim == 1 or precision == "f32" or (precision == "gguf" and kind == Q.F32):
             writer.add_tensor(name, x)
+        elif precision == "q8_0":
+            q = gguf.quants.quantize(x, Q.Q8_0)
+            writer.add_tensor(name, q, raw_shape=q.shape, raw_dtype=Q.Q8_0)
         elif precision == "f16" or kind == Q.F16:
             writer.add_tensor(name, x.astype(np.float16))
         else:
@@ -240,6 +246,7 @@ class LlamaCppGenerator(_TokenStream):
     # -- llama.cpp plumbing --------------------------------------------------------------------
     SEQUENCES = 64  # the most sequences one context holds (a scoring call's continuations + 1)
     BATCH = 512  # the most tokens one decode call reads
+    EXTRA_BUFFERS = False  # llama.cpp's repacked / AMX weight buffers (see _load)
 
     def _load(self) -> None:
         import llama_cpp
@@ -251,6 +258,9 @@ class LlamaCppGenerator(_TokenStream):
         self._tokenizer = AutoTokenizer.from_pretrained(str(source))
         params = llama_cpp.llama_model_default_params()
         params.n_gpu_layers = 0
+        # No repacked/AMX weight buffers: with them the Q4_1 GGUF crashed (SIGSEGV) in llama.cpp 0.3.36 built
+        # on a CPU with AMX; f32/f16 weights do not use them.
+        params.use_extra_bufts = self.EXTRA_BUFFERS
         model = _internals.LlamaModel(path_model=str(path), params=params, verbose=False)
         cp = llama_cpp.llama_context_default_params()
         self._step = min(self.BATCH, self.n_ctx)  # llama.cpp asserts that a batch fits the context

@@ -80,6 +80,7 @@ class EvaluateConfig:
     ray: str | None = None  # answer the comparison on Ray ("local", "auto" or an address); None = in this process
     workers: int | None = None  # with `ray`: answering workers (default one per CPU)
     rag_ft_mode: str = "reader"  # how rag+ft is fine-tuned: see RAG_FT_MODES
+    synth_backend: str = "transformers"  # what runs the question writer: SynthConfig.writer_backend
 
     def __post_init__(self) -> None:
         if self.budget_min < 2:
@@ -279,15 +280,19 @@ def run_evaluate(paths: Sequence[str | Path], out: str | Path, cfg: EvaluateConf
     qdir = out / "questions"
     qdir.mkdir(exist_ok=True)
     synth_path, una_path = qdir / "synthetic.jsonl", qdir / "unanswerable.jsonl"
-    synth_cfg = SynthConfig(n=plan.synthetic, seed=cfg.seed)
-    key = _fingerprint("synth", doc_key, asdict(synth_cfg), plan.unanswerable, sorted(held))  # every filter setting
+    synth_cfg = SynthConfig(n=plan.synthetic, seed=cfg.seed, writer_backend=cfg.synth_backend)
+    settings = asdict(synth_cfg)  # every filter setting; the writer's backend where it is not the default
+    if synth_cfg.writer_backend == "transformers":
+        del settings["writer_backend"]  # (so runs made before it existed are still found)
+    key = _fingerprint("synth", doc_key, settings, plan.unanswerable, sorted(held))
     if _done(qdir / "done.json", key):
         say("questions: reusing the synthetic questions of the previous run")
         synth_report = json.loads((qdir / "synthetic.report.json").read_text())
     else:
         _unmark(qdir / "done.json")
         una_path.unlink(missing_ok=True)  # an earlier run's, for other inputs
-        qg, reader, _ = synth_models(qg=(generators or {}).get("qg"), reader=(generators or {}).get("reader"))
+        given = generators or {}
+        qg, reader, _ = synth_models(synth_cfg, qg=given.get("qg"), reader=given.get("reader"))
         questions, report = synthesize(list(index.chunks()), synth_cfg, qg=qg, reader=reader,
                                        progress=_every(say, "synthesise"))  # fmt: skip
         write_questions(questions, report, synth_path)

@@ -37,6 +37,9 @@ FILTERS = (  # (name, what it removes), in the order they run
 )
 
 
+WRITER_BACKENDS = ("transformers", "llama", "ort", "ct2")  # fast_generators.BACKENDS, without importing it
+
+
 @dataclass(frozen=True)
 class SynthConfig:
     n: int = 100  # questions wanted (after every filter)
@@ -59,6 +62,9 @@ class SynthConfig:
     max_new_tokens: int = 32
     reader_spans: int = 8  # candidate spans per sentence among which the span reader picks
     dtype: str = "auto"  # of the bundled/local models: bfloat16 where the CPU has it natively (~1.6x faster)
+    # what runs the bundled question writer (with its adapter): transformers, or a fast backend (llama: llama.cpp
+    # float32, ~2.4x transformers bfloat16 here; needs the `llama` extra). Not used with `generator`.
+    writer_backend: str = "transformers"
 
     def __post_init__(self) -> None:
         checks = [
@@ -72,6 +78,7 @@ class SynthConfig:
             (0 < self.near_duplicate <= 1, "near_duplicate", "in (0, 1]"),
             (self.batch >= 1, "batch", ">= 1"),
             (self.dtype in ("float32", "bfloat16", "auto"), "dtype", "float32, bfloat16 or auto"),
+            (self.writer_backend in WRITER_BACKENDS, "writer_backend", f"one of {', '.join(WRITER_BACKENDS)}"),
         ]
         for ok, name, want in checks:
             if not ok:
@@ -395,8 +402,8 @@ def round_trip(reader, asked: Sequence[tuple[Attempt, str]], cfg: SynthConfig) -
 
 def synth_models(cfg: SynthConfig = SynthConfig(), qg=None, reader=None):
     """(question writer, round-trip reader, the writer's name for the report): those given, and
-    for the rest the bundled model (with its question-generation adapter for the writer) or
-    `cfg.generator`, in `cfg.dtype` when they run through transformers."""
+    for the rest the bundled model (with its question-generation adapter for the writer, run by
+    `cfg.writer_backend`) or `cfg.generator`, in `cfg.dtype` when they run through transformers."""
     from ..config import DEFAULT_GENERATOR
     from ..generators import TransformersGenerator
     from ..registry import make_generator
@@ -408,7 +415,8 @@ def synth_models(cfg: SynthConfig = SynthConfig(), qg=None, reader=None):
         else:
             from .qg import bundled_adapter
 
-            qg = make_generator(DEFAULT_GENERATOR, adapter=bundled_adapter())
+            backend = "" if cfg.writer_backend == "transformers" else f"@{cfg.writer_backend}"
+            qg = make_generator(DEFAULT_GENERATOR + backend, adapter=bundled_adapter())
         built.append(qg)
     if reader is None:
         reader = make_generator(cfg.generator or DEFAULT_GENERATOR)
