@@ -142,49 +142,51 @@ class CT2:
         return self.gen.token_ids(messages, max_new)
 
 
-class LlamaCpp:
-    def __init__(self, base: str, adapter: str | None, precision: str, **options):
-        from ragtune.llama_generator import LlamaCppGenerator
+class Fast:
+    """One of ragtune's fast generators (token by token), loaded before it is timed."""
 
-        self.gen = LlamaCppGenerator(BASE, adapter=adapter, precision=precision, **options)
-        self.gen.model  # noqa: B018
-
-    def tokens(self, messages, max_new: int) -> Iterator[int]:
-        return self.gen.token_ids(messages, max_new)
-
-
-class OrtGenai:
-    def __init__(self, base: str, adapter: str | None, precision: str, **options):
-        from ragtune.fast_generators import OrtGenaiGenerator
-
-        self.gen = OrtGenaiGenerator(base, adapter=adapter, precision=precision, **options)
-        self.gen.model  # noqa: B018
+    def __init__(self, gen):
+        self.gen = gen
+        gen.model  # noqa: B018
 
     def tokens(self, messages, max_new: int) -> Iterator[int]:
         return self.gen.token_ids(messages, max_new)
+
+
+def ort_genai(base: str, adapter: str | None, precision: str, **options) -> Fast:
+    from ragtune.fast_generators import OrtGenaiGenerator
+
+    return Fast(OrtGenaiGenerator(base, adapter=adapter, precision=precision, **options))
+
+
+def llama_cpp(base: str, adapter: str | None, precision: str, **options) -> Fast:
+    from ragtune.llama_generator import LlamaCppGenerator
+
+    # llama.cpp writes its GGUF from the registry model's own GGUF (BASE), not the de-quantised folder
+    return Fast(LlamaCppGenerator(BASE, adapter=adapter, precision=precision, **options))
 
 
 BACKENDS = {
     "transformers": ("transformers", lambda b, a: Transformers(b, a)),
     "ct2": ("ctranslate2", lambda b, a: CT2(b, a)),
     "ct2-int8": ("ctranslate2", lambda b, a: CT2(b, a, "int8")),
-    "ort-fp32": ("onnxruntime_genai", lambda b, a: OrtGenai(b, a, "fp32", draft_tokens=0)),
+    "ort-fp32": ("onnxruntime_genai", lambda b, a: ort_genai(b, a, "fp32", draft_tokens=0)),
     # prompt-lookup speculative decoding (exact under greedy): k drafts after a matched 3..2-gram
-    "ort-fp32-spec": ("onnxruntime_genai", lambda b, a: OrtGenai(b, a, "fp32", draft_tokens=3, min_ngram=2)),
-    "ort-fp32-spec-k4n1": ("onnxruntime_genai", lambda b, a: OrtGenai(b, a, "fp32", draft_tokens=4, min_ngram=1)),
+    "ort-fp32-spec": ("onnxruntime_genai", lambda b, a: ort_genai(b, a, "fp32", draft_tokens=3, min_ngram=2)),
+    "ort-fp32-spec-k4n1": ("onnxruntime_genai", lambda b, a: ort_genai(b, a, "fp32", draft_tokens=4, min_ngram=1)),
     # ... and the cache of the prompt's start (system message, template) kept from the last prompt
     "ort-fp32-spec-reuse": (
         "onnxruntime_genai",
-        lambda b, a: OrtGenai(b, a, "fp32", draft_tokens=3, min_ngram=2, reuse_prefix=True),
+        lambda b, a: ort_genai(b, a, "fp32", draft_tokens=3, min_ngram=2, reuse_prefix=True),
     ),
-    "ort-int8": ("onnxruntime_genai", lambda b, a: OrtGenai(b, a, "int8", draft_tokens=0)),
-    "ort-int4": ("onnxruntime_genai", lambda b, a: OrtGenai(b, a, "int4", draft_tokens=0)),
+    "ort-int8": ("onnxruntime_genai", lambda b, a: ort_genai(b, a, "int8", draft_tokens=0)),
+    "ort-int4": ("onnxruntime_genai", lambda b, a: ort_genai(b, a, "int4", draft_tokens=0)),
     # llama.cpp reads GGUF: the bundled Q4_1 file is its source (written as f32 / f16, or run as is)
-    "llama-f32": ("llama_cpp", lambda b, a: LlamaCpp(b, a, "f32")),
-    "llama-f32-spec": ("llama_cpp", lambda b, a: LlamaCpp(b, a, "f32", draft_tokens=3)),
-    "llama-f16": ("llama_cpp", lambda b, a: LlamaCpp(b, a, "f16")),
-    "llama-q8": ("llama_cpp", lambda b, a: LlamaCpp(b, a, "q8_0")),
-    "llama-gguf": ("llama_cpp", lambda b, a: LlamaCpp(b, a, "gguf")),
+    "llama-f32": ("llama_cpp", lambda b, a: llama_cpp(b, a, "f32")),
+    "llama-f32-spec": ("llama_cpp", lambda b, a: llama_cpp(b, a, "f32", draft_tokens=3)),
+    "llama-f16": ("llama_cpp", lambda b, a: llama_cpp(b, a, "f16")),
+    "llama-q8": ("llama_cpp", lambda b, a: llama_cpp(b, a, "q8_0")),
+    "llama-gguf": ("llama_cpp", lambda b, a: llama_cpp(b, a, "gguf")),
 }
 
 

@@ -16,6 +16,7 @@ from ragtune import make_generator, registry
 from ragtune.errors import ConfigError
 from ragtune.generators import TransformersGenerator
 from ragtune.models import gguf_file, resolve_generator
+from ragtune.rag import score_spans
 
 pytest.importorskip("llama_cpp")
 gguf = pytest.importorskip("gguf")
@@ -128,7 +129,7 @@ def test_greedy_answers_stream_and_scores_equal_transformers(tiny_gguf):
     got, want = fast.score(READER, SPANS), ref.score(READER, SPANS)
     assert got == pytest.approx(want, abs=1e-3)
     assert fast.score(READER, []) == []
-    batch = fast.score_batch([READER, PROMPTS[0], READER], [SPANS[:2], [], SPANS[2:]])
+    batch = score_spans(fast, [READER, PROMPTS[0], READER], [SPANS[:2], [], SPANS[2:]])  # as the reader calls it
     assert (
         batch[0] == pytest.approx(got[:2], abs=1e-4) and batch[1] == [] and batch[2] == pytest.approx(got[2:], abs=1e-4)
     )

@@ -144,7 +144,7 @@ def register(reg) -> None:
             reg.add_generator(
                 f"{spec.name}@llama",
                 _fast,
-                f"{spec.description}, via llama.cpp float32 (same answers, the fastest decode; {llama})",
+                f"{spec.description}, via llama.cpp float32 (same answers, the fastest exact decode; {llama})",
             )
     reg.add_embedder(
         "hashing", _hashing, "lexical hashing embedder for tests (hashing-<dim> for other sizes); no model"

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .config import RETRIEVAL_MODES, Settings, load_settings
 from .errors import ConfigError, InputError, RagtuneError
+from .fast_generators import BACKENDS as GENERATOR_BACKENDS
 from .index import Index, open_or_none
 from .rag import Pipeline
 from .registry import make_generator, registry
@@ -609,7 +610,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--per-doc", type=int, default=0, help="at most this many per document (default: an even share)")
     sp.add_argument("--generator", help="write questions with this generator, prompted (default: bundled adapter)")
     sp.add_argument(
-        "--writer-backend", default="transformers", choices=("transformers", "llama", "ort", "ct2"),
+        "--writer-backend", default="transformers", choices=GENERATOR_BACKENDS,
         help="what runs the bundled question writer: llama (llama.cpp, pip install 'ragtune[llama]') is ~2.4x faster",
     )  # fmt: skip
     sp.add_argument(
@@ -695,7 +696,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="how rag+ft is fine-tuned: reader (the span reader rag answers with; default) or raft (cited answers)",
     )  # fmt: skip
     sp.add_argument(
-        "--synth-backend", default="transformers", choices=("transformers", "llama", "ort", "ct2"),
+        "--synth-backend", default="transformers", choices=GENERATOR_BACKENDS,
         help="what runs the question writer: llama (llama.cpp, pip install 'ragtune[llama]') is ~2.4x faster",
     )  # fmt: skip
     sp.add_argument("--seed", type=int, default=0)

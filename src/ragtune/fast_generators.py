@@ -121,6 +121,28 @@ def _merge(base: Path, adapter: Path, out: Path) -> None:
     AutoTokenizer.from_pretrained(str(base)).save_pretrained(out)
 
 
+def backend_name(model: str, adapter, tag: str, variant: str, default: str) -> str:
+    """`MODEL@TAG` (`MODEL@TAG-VARIANT` off the default variant), `+RUN` with an adapter."""
+    base = f"{model}@{tag}" if variant == default else f"{model}@{tag}-{variant}"
+    return base if adapter is None else f"{base}+{_run_name(Path(adapter))}"
+
+
+def check_speculation(draft_tokens: int, ngram: int, min_ngram: int) -> None:
+    """The prompt-lookup settings of `prompt_lookup_decode`, or a ConfigError naming the bad one."""
+    if not 0 <= draft_tokens <= 64:
+        raise ConfigError(f"draft_tokens={draft_tokens!r}: use 0 (no speculation) to 64")
+    if not 1 <= min_ngram <= ngram <= 8:
+        raise ConfigError(f"ngram={ngram!r}, min_ngram={min_ngram!r}: use 1 <= min_ngram <= ngram <= 8")
+
+
+def log_softmax(logits):
+    """Log-probabilities over the last axis, in float64 (numpy)."""
+    import numpy as np
+
+    x = np.asarray(logits, dtype=np.float64)
+    return x - np.logaddexp.reduce(x, axis=-1, keepdims=True)
+
+
 class _TokenStream(ChatModel):
     """A generator that decodes one token at a time (`token_ids`): completions and streams from it."""
 
@@ -165,8 +187,7 @@ class CT2Generator(_TokenStream):
             raise ConfigError(f"quantisation={quantisation!r}: use one of {', '.join(QUANTISATIONS)}")
         if not available():
             raise ModelNotFoundError("the ct2 backend needs CTranslate2: pip install 'ctranslate2>=4.8'")
-        base = f"{model}@ct2" if quantisation == "float32" else f"{model}@ct2-{quantisation}"
-        self.name = base if adapter is None else f"{base}+{_run_name(Path(adapter))}"
+        self.name = backend_name(model, adapter, "ct2", quantisation, "float32")
         self.model_name = model
         self.adapter = adapter
         self.quantisation = quantisation
@@ -368,14 +389,10 @@ class OrtGenaiGenerator(_TokenStream):
     ):
         if precision not in ORT_PRECISIONS:
             raise ConfigError(f"precision={precision!r}: use one of {', '.join(ORT_PRECISIONS)}")
-        if not 0 <= draft_tokens <= 64:
-            raise ConfigError(f"draft_tokens={draft_tokens!r}: use 0 (no speculation) to 64")
-        if not 1 <= min_ngram <= ngram <= 8:
-            raise ConfigError(f"ngram={ngram!r}, min_ngram={min_ngram!r}: use 1 <= min_ngram <= ngram <= 8")
+        check_speculation(draft_tokens, ngram, min_ngram)
         if importlib.util.find_spec("onnxruntime_genai") is None:
             raise ModelNotFoundError("the ort backend needs onnxruntime-genai: pip install 'onnxruntime-genai>=0.18'")
-        base = f"{model}@ort" if precision == "fp32" else f"{model}@ort-{precision}"
-        self.name = base if adapter is None else f"{base}+{_run_name(Path(adapter))}"
+        self.name = backend_name(model, adapter, "ort", precision, "fp32")
         self.model_name, self.adapter, self.precision = model, adapter, precision
         self.draft_tokens, self.ngram, self.min_ngram = draft_tokens, ngram, min_ngram
         self.drafts = DraftCounts()  # drafts checked and kept over this generator's life
@@ -456,23 +473,19 @@ class OrtGenaiGenerator(_TokenStream):
         head = tok(self.render(prompt), add_special_tokens=False)["input_ids"]
         rows = [tok(c, add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for c in continuations]
 
-        def logp(logits) -> np.ndarray:
-            x = np.asarray(logits, dtype=np.float64)
-            return x - np.logaddexp.reduce(x, axis=-1, keepdims=True)
-
         scores = []
         with self._lock:
             params = og.GeneratorParams(model)
             params.set_search_options(max_length=len(head) + max(map(len, rows)) + 1, do_sample=False)
             gen = og.Generator(model, params)
             gen.append_tokens(head)
-            first = logp(np.asarray(gen.get_output("logits"))[0, -1])
+            first = log_softmax(np.asarray(gen.get_output("logits"))[0, -1])
             for row in rows:
                 gen.rewind_to(len(head))
                 total = first[row[0]]
                 if len(row) > 1:
                     gen.append_tokens(row[:-1])
-                    rest = logp(np.asarray(gen.get_output("logits"))[0, -(len(row) - 1) :])
+                    rest = log_softmax(np.asarray(gen.get_output("logits"))[0, -(len(row) - 1) :])
                     total += rest[np.arange(len(row) - 1), row[1:]].sum()
                 scores.append(float(total))
         return scores

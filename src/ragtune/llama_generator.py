@@ -30,8 +30,16 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ConfigError, ModelNotFoundError
-from .fast_generators import DraftCounts, _cached_build, _TokenStream, prompt_lookup_decode
-from .generators import _run_name, model_sources
+from .fast_generators import (
+    DraftCounts,
+    _cached_build,
+    _TokenStream,
+    backend_name,
+    check_speculation,
+    log_softmax,
+    prompt_lookup_decode,
+)
+from .generators import model_sources
 from .models import gguf_file
 from .prompts import Messages
 
@@ -224,18 +232,14 @@ class LlamaCppGenerator(_TokenStream):
     ):
         if precision not in LLAMA_PRECISIONS:
             raise ConfigError(f"precision={precision!r}: use one of {', '.join(LLAMA_PRECISIONS)}")
-        if not 0 <= draft_tokens <= 64:
-            raise ConfigError(f"draft_tokens={draft_tokens!r}: use 0 (no speculation) to 64")
+        check_speculation(draft_tokens, ngram, min_ngram)
         if n_ctx < 16:
             raise ConfigError(f"n_ctx={n_ctx!r}: use at least 16 tokens (4096 by default)")
-        if not 1 <= min_ngram <= ngram <= 8:
-            raise ConfigError(f"ngram={ngram!r}, min_ngram={min_ngram!r}: use 1 <= min_ngram <= ngram <= 8")
         if not available():
             raise ModelNotFoundError(
                 "the llama backend needs llama-cpp-python: pip install 'ragtune[llama]' (builds llama.cpp, ~3 min)"
             )
-        base = f"{model}@llama" if precision == "f32" else f"{model}@llama-{precision}"
-        self.name = base if adapter is None else f"{base}+{_run_name(Path(adapter))}"
+        self.name = backend_name(model, adapter, "llama", precision, "f32")
         self.model_name, self.adapter, self.precision = model, adapter, precision
         self.draft_tokens, self.ngram, self.min_ngram = draft_tokens, ngram, min_ngram
         self.drafts = DraftCounts()
@@ -349,7 +353,7 @@ class LlamaCppGenerator(_TokenStream):
         scores: list[float] = []
         with self._lock:
             self._clear()
-            first = _log_softmax(self._decode([(t, i, 0) for i, t in enumerate(head)], all_logits=False)[-1])
+            first = log_softmax(self._decode([(t, i, 0) for i, t in enumerate(head)], all_logits=False)[-1])
             group: list[list[int]] = []
             for row in [*rows, None]:  # continuations in groups that fit a context's sequences and a batch
                 full = row is None or len(group) == self._sequences - 1 or sum(map(len, group)) + len(row) > self._step
@@ -359,9 +363,6 @@ class LlamaCppGenerator(_TokenStream):
                 if row is not None:
                     group.append(row)
         return scores
-
-    def score_batch(self, prompts: Sequence[Messages], continuations: Sequence[Sequence[str]]) -> list[list[float]]:
-        return [self.score(p, c) for p, c in zip(prompts, continuations)]
 
     def _score_group(self, start: int, first: np.ndarray, rows: list[list[int]]) -> list[float]:
         """Scores of `rows` read after the prompt (sequence 0, `start` tokens), each in a sequence of
@@ -376,7 +377,7 @@ class LlamaCppGenerator(_TokenStream):
             total = float(first[row[0]])
             n = len(row) - 1
             if n:
-                lp = _log_softmax(logits[at : at + n])
+                lp = log_softmax(logits[at : at + n])
                 total += float(lp[np.arange(n), row[1:]].sum())
                 at += n
             out.append(total)
@@ -389,8 +390,3 @@ class _Batch:
 
     def __init__(self, batch):
         self.batch = batch
-
-
-def _log_softmax(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    return x - np.logaddexp.reduce(x, axis=-1, keepdims=True)

@@ -19,6 +19,7 @@ from ..context import Source
 from ..documents import Chunk
 from ..errors import ConfigError, RagtuneError
 from ..evaluation.metrics import f1_score, normalize_answer
+from ..fast_generators import BACKENDS
 from ..finetune.data import StepReport
 from ..prompts import rag_messages, strip_citations
 from .candidates import looks_like_prose, passage_keywords, sentence_candidates
@@ -37,7 +38,7 @@ FILTERS = (  # (name, what it removes), in the order they run
 )
 
 
-WRITER_BACKENDS = ("transformers", "llama", "ort", "ct2")  # fast_generators.BACKENDS, without importing it
+WRITER_BACKENDS = BACKENDS  # what can run the bundled question writer
 
 
 @dataclass(frozen=True)
