@@ -323,8 +323,10 @@ def prompt_lookup_decode(
     ngram: tuple[int, int] = (3, 2),
     counts: DraftCounts | None = None,
 ) -> Iterator[int]:
-    """Greedy decoding with prompt-lookup drafts, from an onnxruntime-genai `Generator` that has read
-    `prompt` (the end token left out, at most `max_new_tokens`).
+    """Greedy decoding with prompt-lookup drafts, from an onnxruntime-genai `Generator` (or anything
+    with its `append_tokens` / `get_logits` / `get_output("logits")` / `rewind_to`) that has read
+    `prompt` (the end token left out, at most `max_new_tokens`). `draft_tokens=0`: plain greedy
+    decoding, one token a pass.
 
     Each round appends the last chosen token (`pending`: chosen, not yet read) and up to
     `draft_tokens` drafts (`PromptLookup`, tails of `ngram[0]` down to `ngram[1]` tokens); the logits at

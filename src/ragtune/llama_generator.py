@@ -329,18 +329,8 @@ class LlamaCppGenerator(_TokenStream):
         with self._lock:
             seq = _Sequence(self)
             seq.append_tokens(ids, all_logits=False)
-            if self.draft_tokens:
-                eos, k, n = tok.eos_token_id, self.draft_tokens, (self.ngram, self.min_ngram)
-                yield from prompt_lookup_decode(seq, ids, max_new_tokens, eos, k, n, self.drafts)
-                return
-            token = int(seq.get_logits()[0, -1].argmax())
-            for made in range(max_new_tokens):
-                if token == tok.eos_token_id:
-                    return
-                yield token
-                if made + 1 < max_new_tokens:
-                    seq.append_tokens([token], all_logits=False)
-                    token = int(seq.get_logits()[0, -1].argmax())
+            eos, k, n = tok.eos_token_id, self.draft_tokens, (self.ngram, self.min_ngram)
+            yield from prompt_lookup_decode(seq, ids, max_new_tokens, eos, k, n, self.drafts)  # k=0: one token a pass
 
     def score(self, prompt: Messages, continuations: Sequence[str]) -> list[float]:
         """Log-likelihood of each continuation as the whole reply to `prompt` (its tokens and the end
