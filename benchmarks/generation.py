@@ -13,7 +13,11 @@ backend (the bundled question-generation LoRA is src/ragtune/data/qg-adapter).
 
     flock /tmp/ragtune-bench.lock .venv/bin/python benchmarks/generation.py [--prompts 40] [--new-tokens 32]
         [--backends transformers,ct2,ct2-int8,ort-fp32,ort-fp32-spec,ort-int8,ort-int4,llama-f32,llama-f16,llama-gguf]
-        [--adapter DIR]
+        [--adapter DIR] [--no-batch]
+
+Then every backend answers all the prompts in one `generate()` call, as compare / evaluate / batched
+serving do (transformers in batches of 8, llama.cpp decoding 8 prompts together, the others one by
+one): answers/s and the ratio to transformers' batches, the product's default path.
 """
 
 from __future__ import annotations
@@ -211,6 +215,7 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--backends", default=",".join(BACKENDS))
     ap.add_argument("--adapter", default=None, help="a PEFT adapter / run folder, merged into the base everywhere")
+    ap.add_argument("--no-batch", action="store_true", help="skip generate() on all prompts at once")
     args = ap.parse_args()
 
     from ragtune.models import resolve_generator
@@ -266,6 +271,14 @@ def main() -> None:
                 stats[name]["text"].append(tok.decode(ids, skip_special_tokens=True).strip())
             if (i + 1) % 10 == 0:
                 print(f"  {i + 1}/{len(prompts)} prompts", flush=True)
+        # as compare / evaluate / batched serving call a generator: all the prompts in one generate()
+        # (transformers in batches of 8; llama.cpp 8 prompts decoded together; the others one by one)
+        batched = {}
+        if not args.no_batch:
+            for name, runner in runners.items():
+                t0 = time.perf_counter()
+                texts = runner.gen.generate(prompts, args.new_tokens)
+                batched[name] = (len(prompts) / (time.perf_counter() - t0), texts)
 
     # decode tok/s: median over prompts of (tokens - 1) / (last token - first token), the figure the 4x
     # target is read on; e2e tok/s: median of new tokens / whole call (prompt read + decode + end step),
@@ -296,6 +309,12 @@ def main() -> None:
             f"{ref_ttft / ttft:6.2f} {cold[name] * 1000:9.0f} {e2e:9.1f} {e2e / ref_e2e:6.2f} {every:9.1f} "
             f"{every / ref_all:6.2f} {same:11.0%} {statistics.mean(f1[name]):5.1f} {interval:>22s} {kept}"
         )
+    if batched:
+        ref_rate, ref_texts = batched["transformers"]
+        print(f"\n{'backend':18s} {'answers/s, all prompts in one generate()':>40s} {'x tf':>6s} {'same answer':>11s}")
+        for name, (rate, texts) in batched.items():
+            same = sum(a == b for a, b in zip(texts, ref_texts)) / len(texts)
+            print(f"{name:18s} {rate:40.2f} {rate / ref_rate:6.2f} {same:11.0%}")
     for name, s in stats.items():
         diff = next((i for i, (a, b) in enumerate(zip(s["text"], ref["text"])) if a != b), None)
         if diff is not None:

@@ -11,7 +11,9 @@ Targets (issue 12): tokens/s >= 2x HF and peak memory <= 1/3 of HF's, for the de
         [--variants keep:fp32 recompute:fp32 recompute:fp32:2]
 
 bf16 is left out by default: on this project's CPU (avx512_bf16, no AMX) one bf16 autocast step took over
-10 minutes against 40 s in fp32; `--variants recompute:bf16` measures it.
+10 minutes against 40 s in fp32; `--variants recompute:bf16` measures it. With AMX it is faster but
+learns slower: `--val-steps 24` then trains each variant 24 steps on other examples and prints its
+validation loss every 6 steps and its wall time (equal loss is the test, not speed alone).
 
 (examples = batch x steps: one epoch)
 """
@@ -73,6 +75,42 @@ def side_ragtune(folder: Path, batch: int, steps: int, variant: str = "keep:fp32
     res = train(cfg, folder / "prep", out)
     losses = [json.loads(line)["train_loss"] for line in (out / LOG).read_text().splitlines() if line.strip()]
     return {"tokens_per_s": res.tokens_per_s, "final_train_loss": losses[-1]}
+
+
+def side_val(folder: Path, batch: int, steps: int, variant: str) -> dict:
+    """`variant` trained `steps` steps on `val-prep`'s train split, validation loss every steps/4."""
+    from ragtune.finetune.config import FinetuneConfig
+    from ragtune.finetune.train import LOG, train
+
+    activations, precision = variant.split(":")[:2]
+    cfg = FinetuneConfig(
+        mode="qa", method="lora", batch_size=batch, max_steps=steps, eval_every=max(1, steps // 4), patience=1000,
+        generate_max=0, warmup_steps=0, lr=2e-4, max_seq_len=512, eval_batches=0, activations=activations,
+        precision=precision, recompute_every=int((variant.split(":") + ["1"])[2]), **LORA,
+    )  # fmt: skip
+    out = folder / f"val-out-{variant.replace(':', '-')}"
+    t0 = time.perf_counter()
+    train(cfg, folder / "val-prep", out)
+    log = [json.loads(line) for line in (out / LOG).read_text().splitlines() if line.strip()]
+    vals = [[r["step"], r["val_loss"]] for r in log if r.get("val_loss") is not None]
+    return {"seconds": time.perf_counter() - t0, "val_loss": vals}
+
+
+def make_val_data(steps: int, batch: int, folder: Path) -> None:
+    """steps x batch training examples and 64 validation ones, none of them in the throughput set."""
+    from ragtune.finetune.data import PrepareConfig, prepare
+
+    _, examples = squad_dev()
+    rows = random.Random(1).sample(examples, steps * batch + 64)
+    qa = folder / "val-qa.jsonl"
+    with qa.open("w") as fh:
+        for e in rows:
+            fh.write(
+                json.dumps({"id": e.id, "question": f"{e.context}\n\nQuestion: {e.question}", "answer": e.answers[0]})
+                + "\n"
+            )
+    share = steps * batch / len(rows)
+    prepare([qa], folder / "val-prep", PrepareConfig(ratios=(share, 1 - share, 0.0), near_dup_threshold=1.0))
 
 
 def side_hf(folder: Path, batch: int, steps: int) -> dict:
@@ -142,7 +180,8 @@ def main() -> int:
     ap.add_argument("--examples", type=int, default=48)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--steps", type=int, default=6)
-    ap.add_argument("--side", choices=("ragtune", "hf"))
+    ap.add_argument("--side", choices=("ragtune", "hf", "val"))
+    ap.add_argument("--val-steps", type=int, default=0, help="also train each variant this long; validation losses")
     ap.add_argument("--variant", default="keep:fp32", help="for --side ragtune: ACTIVATIONS:PRECISION")
     ap.add_argument("--variants", nargs="+", default=["keep:fp32", "recompute:fp32", "recompute:fp32:2"])
     ap.add_argument("--folder")
@@ -151,6 +190,8 @@ def main() -> int:
         folder = Path(args.folder)
         if args.side == "ragtune":
             res = side_ragtune(folder, args.batch, args.steps, args.variant)
+        elif args.side == "val":
+            res = side_val(folder, args.batch, args.steps, args.variant)
         else:
             res = side_hf(folder, args.batch, args.steps)
         res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -184,6 +225,23 @@ def main() -> int:
         speed, mem = r["tokens_per_s"] / hf["tokens_per_s"], r["peak_rss_mb"] / hf["peak_rss_mb"]
         ok |= speed >= 2.0 and mem <= 1 / 3
         print(f"{side:<26} {speed:>15.2f} {mem:>15.2f}")
+    if args.val_steps:
+        make_val_data(args.val_steps, args.batch, folder)
+        print(f"\nvalidation loss over {args.val_steps} steps of {args.batch} (64 validation examples)")
+        for variant in args.variants:
+            out = subprocess.run(
+                [sys.executable, __file__, "--side", "val", "--folder", str(folder), "--batch", str(args.batch),
+                 "--steps", str(args.val_steps), "--variant", variant],
+                capture_output=True,
+                text=True,
+            )  # fmt: skip
+            line = next((l for l in out.stdout.splitlines() if l.startswith("RESULT ")), None)
+            if line is None:
+                print(out.stdout[-2000:], out.stderr[-4000:])
+                return 1
+            r = json.loads(line[7:])
+            curve = "  ".join(f"step {s}: {v:.4f}" for s, v in r["val_loss"])
+            print(f"ragtune {variant:<18} {r['seconds']:6.0f} s   {curve}", flush=True)
     return 0 if ok else 1
 
 

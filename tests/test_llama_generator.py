@@ -142,6 +142,23 @@ def test_scoring_more_continuations_than_one_context_holds(tiny_gguf, monkeypatc
     assert fast.score(READER, SPANS) == pytest.approx(want, abs=1e-4)
 
 
+def test_prompts_decoded_together_give_the_one_by_one_answers(tiny_gguf, monkeypatch):
+    from ragtune.fast_generators import _TokenStream
+
+    monkeypatch.setattr(LlamaCppGenerator, "GROUP", 2)  # 5 prompts: groups of 2, 2 and the long one alone
+    monkeypatch.setattr(LlamaCppGenerator, "GROUP_CELLS", 64)
+    long = [{"role": "user", "content": "Rome is in Italy. " * 12 + "Where is Rome?"}]
+    prompts = [PROMPTS[0], long, PROMPTS[1], [{"role": "user", "content": "Berlin is"}], PROMPTS[0]]
+    fast = LlamaCppGenerator(str(tiny_gguf))
+    assert len(fast.tokenizer(fast.render(long))["input_ids"]) + 12 > 64  # too long for a group stream
+    for new in (1, 12):
+        together = fast.generate(prompts, max_new_tokens=new)
+        assert together == _TokenStream.generate(fast, prompts, new)  # one by one, in the main context
+        assert together == TransformersGenerator(str(tiny_gguf)).generate(prompts, max_new_tokens=new)
+    assert together[0] == together[4] and len(set(together)) > 2
+    assert fast.generate(prompts, max_new_tokens=0) == [""] * 5
+
+
 def test_speculative_drafts_give_the_plain_greedy_answers(tiny_gguf):
     plain = LlamaCppGenerator(str(tiny_gguf), draft_tokens=0)
     drafted = LlamaCppGenerator(str(tiny_gguf), draft_tokens=4, min_ngram=1)

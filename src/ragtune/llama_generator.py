@@ -251,6 +251,8 @@ class LlamaCppGenerator(_TokenStream):
     SEQUENCES = 64  # the most sequences one context holds (a scoring call's continuations + 1)
     BATCH = 512  # the most tokens one decode call reads
     EXTRA_BUFFERS = False  # llama.cpp's repacked / AMX weight buffers (see _load)
+    GROUP = 8  # the most prompts `generate` decodes together (as TransformersGenerator's batch_size)
+    GROUP_CELLS = 1024  # cache cells each of them has there: its prompt and answer, in tokens
 
     def _load(self) -> None:
         import llama_cpp
@@ -266,21 +268,29 @@ class LlamaCppGenerator(_TokenStream):
         # on a CPU with AMX; f32/f16 weights do not use them.
         params.use_extra_bufts = self.EXTRA_BUFFERS
         model = _internals.LlamaModel(path_model=str(path), params=params, verbose=False)
-        cp = llama_cpp.llama_context_default_params()
         self._step = min(self.BATCH, self.n_ctx)  # llama.cpp asserts that a batch fits the context
-        cp.n_ctx, cp.n_batch, cp.n_ubatch = self.n_ctx, self._step, self._step
-        # continuations share the prompt's cache cells; llama.cpp wants no more sequences than a batch holds
+        # continuations share the prompt's cache cells (one cache for all sequences); llama.cpp wants no
+        # more sequences than a batch holds
         self._sequences = min(self.SEQUENCES, self._step)
-        cp.n_seq_max, cp.kv_unified = self._sequences, True
-        cp.n_threads = cp.n_threads_batch = self.threads
-        cp.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
-        if self.precision == "f32":  # the default f16 cache changes answers; float32 keeps transformers'
-            cp.type_k = cp.type_v = llama_cpp.GGML_TYPE_F32
-        self._ctx = _internals.LlamaContext(model=model, params=cp, verbose=False)
+        self._ctx = self._context(model, self.n_ctx, self._sequences, unified=True)
+        self._group_ctx = None  # generate's, made on first use
         self._batch = llama_cpp.llama_batch_init(self._step, 0, 1)
         self._free_batch = llama_cpp.llama_batch_free  # held: __del__ may run while Python shuts down
         self._vocab = llama_cpp.llama_vocab_n_tokens(model.vocab)
         self._model = model
+
+    def _context(self, model, n_ctx: int, sequences: int, unified: bool):
+        import llama_cpp
+        from llama_cpp import _internals
+
+        cp = llama_cpp.llama_context_default_params()
+        cp.n_ctx, cp.n_batch, cp.n_ubatch = n_ctx, self._step, self._step
+        cp.n_seq_max, cp.kv_unified = sequences, unified
+        cp.n_threads = cp.n_threads_batch = self.threads
+        cp.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        if self.precision == "f32":  # the default f16 cache changes answers; float32 keeps transformers'
+            cp.type_k = cp.type_v = llama_cpp.GGML_TYPE_F32
+        return _internals.LlamaContext(model=model, params=cp, verbose=False)
 
     def __del__(self):
         batch = getattr(self, "_batch", None)
@@ -295,27 +305,35 @@ class LlamaCppGenerator(_TokenStream):
     def _forget(self, seq: int, start: int) -> None:
         self._ctx.kv_cache_seq_rm(seq, start, -1)
 
-    def _decode(self, entries: Sequence[tuple[int, int, int]], all_logits: bool) -> np.ndarray:
-        """Read (token, position, sequence) entries, a batch (BATCH, or n_ctx if less) at a time; the
-        logits at every entry (`all_logits`) or at the last only, as float32 rows."""
+    def _decode(
+        self,
+        entries: Sequence[tuple[int, int, int]],
+        all_logits: bool,
+        wanted: Sequence[int] | None = None,
+        context=None,
+    ) -> np.ndarray:
+        """Read (token, position, sequence) entries, a batch (BATCH, or n_ctx if less) at a time, into
+        `context` (the main one by default); the logits at every entry (`all_logits`), at the entries
+        numbered in `wanted`, or at the last only, as float32 rows in entry order."""
         import llama_cpp
 
+        context = context or self._ctx
         if entries and max(p for _, p, _ in entries) >= self.n_ctx:
             raise ConfigError(f"the prompt and answer need more than n_ctx={self.n_ctx} tokens: raise n_ctx")
+        keep = np.zeros(len(entries), bool)
+        keep[list(wanted) if wanted is not None else slice(None) if all_logits else slice(-1, None)] = True
         rows = []
         b = self._batch
         for start in range(0, len(entries), self._step):
             chunk = entries[start : start + self._step]
-            last = start + len(chunk) == len(entries)
             b.n_tokens = len(chunk)
             for i, (token, pos, seq) in enumerate(chunk):
                 b.token[i], b.pos[i], b.n_seq_id[i], b.seq_id[i][0] = token, pos, 1, seq
-                b.logits[i] = all_logits or (last and i == len(chunk) - 1)
-            self._ctx.decode(_Batch(b))
-            ctx = self._ctx.ctx
-            wanted = range(len(chunk)) if all_logits else (range(len(chunk) - 1, len(chunk)) if last else ())
-            for i in wanted:
-                ptr = llama_cpp.llama_get_logits_ith(ctx, i)
+                b.logits[i] = bool(keep[start + i])
+            context.decode(_Batch(b))
+            ctx = context.ctx
+            for i in np.flatnonzero(keep[start : start + len(chunk)]):
+                ptr = llama_cpp.llama_get_logits_ith(ctx, int(i))
                 rows.append(np.ctypeslib.as_array(ptr, shape=(self._vocab,)).copy())
         return np.stack(rows) if rows else np.zeros((0, self._vocab), np.float32)
 
@@ -331,6 +349,52 @@ class LlamaCppGenerator(_TokenStream):
             seq.append_tokens(ids, all_logits=False)
             eos, k, n = tok.eos_token_id, self.draft_tokens, (self.ngram, self.min_ngram)
             yield from prompt_lookup_decode(seq, ids, max_new_tokens, eos, k, n, self.drafts)  # k=0: one token a pass
+
+    def generate(self, prompts: Sequence[Messages], max_new_tokens: int = 48) -> list[str]:
+        """Greedy completions, up to GROUP prompts decoded together in a context of their own (each
+        prompt in its own cache stream of GROUP_CELLS cells): the prompts are read, then every unfinished
+        one gets its next token in one batch per step, so one read of the weights serves them all (the
+        same answers as one by one). A prompt too long for a stream, and with `draft_tokens` prompt-lookup
+        speculation every prompt, goes one at a time."""
+        if self.draft_tokens or max_new_tokens <= 0 or len(prompts) < 2:
+            return super().generate(prompts, max_new_tokens)
+        tok = self.tokenizer
+        encoded = [tok(self.render(p), add_special_tokens=False)["input_ids"] for p in prompts]
+        fits = [i for i, ids in enumerate(encoded) if len(ids) + max_new_tokens <= self.GROUP_CELLS]
+        made: dict[int, list[int]] = {}
+        with self._lock:
+            self.model  # noqa: B018 (loaded)
+            if fits and self._group_ctx is None:  # one stream per sequence: no attention across prompts
+                self._group_ctx = self._context(self._model, self.GROUP * self.GROUP_CELLS, self.GROUP, unified=False)
+            for start in range(0, len(fits), self.GROUP):
+                chunk = fits[start : start + self.GROUP]
+                made.update(zip(chunk, self._generate_group([encoded[i] for i in chunk], max_new_tokens)))
+        return [
+            tok.decode(
+                made[i] if i in made else list(self.token_ids(p, max_new_tokens)), skip_special_tokens=True
+            ).strip()
+            for i, p in enumerate(prompts)
+        ]
+
+    def _generate_group(self, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+        """The greedy completions (end token left out) of `prompts`, sequence s holding prompt s in the
+        group context; the caller holds the lock."""
+        eos, ctx = self.tokenizer.eos_token_id, self._group_ctx
+        ctx.kv_cache_clear()
+        entries = [(t, i, s) for s, ids in enumerate(prompts) for i, t in enumerate(ids)]
+        ends = np.cumsum([len(ids) for ids in prompts]) - 1  # each prompt's last entry
+        picks = self._decode(entries, all_logits=False, wanted=ends, context=ctx).argmax(-1).tolist()
+        made: list[list[int]] = [[] for _ in prompts]
+        live = list(range(len(prompts)))
+        while True:
+            for s, token in zip(live, picks):
+                if token != eos:
+                    made[s].append(int(token))
+            live = [s for s, token in zip(live, picks) if token != eos and len(made[s]) < max_new_tokens]
+            if not live:
+                return made
+            step = [(made[s][-1], len(prompts[s]) + len(made[s]) - 1, s) for s in live]
+            picks = self._decode(step, all_logits=True, context=ctx).argmax(-1).tolist()
 
     def score(self, prompt: Messages, continuations: Sequence[str]) -> list[float]:
         """Log-likelihood of each continuation as the whole reply to `prompt` (its tokens and the end
