@@ -36,19 +36,23 @@ from common import squad_dev  # noqa: E402
 LORA = dict(lora_r=16, lora_alpha=32, lora_dropout=0.05)
 
 
-def make_data(n: int, folder: Path) -> None:
-    from ragtune.finetune.data import PrepareConfig, prepare
-
+def write_qa(n: int, seed: int, path: Path) -> int:
+    """`n` SQuAD dev examples (passage + question -> answer) drawn with `seed`, as QA JSONL at `path`."""
     _, examples = squad_dev()
-    rows = random.Random(0).sample(examples, n)
-    qa = folder / "qa.jsonl"
-    with qa.open("w") as fh:
-        for e in rows:
+    with path.open("w") as fh:
+        for e in random.Random(seed).sample(examples, n):
             fh.write(
                 json.dumps({"id": e.id, "question": f"{e.context}\n\nQuestion: {e.question}", "answer": e.answers[0]})
                 + "\n"
             )
-    prepare([qa], folder / "prep", PrepareConfig(ratios=(1.0, 0.0, 0.0), near_dup_threshold=1.0))
+    return n
+
+
+def make_data(n: int, folder: Path) -> None:
+    from ragtune.finetune.data import PrepareConfig, prepare
+
+    write_qa(n, 0, folder / "qa.jsonl")
+    prepare([folder / "qa.jsonl"], folder / "prep", PrepareConfig(ratios=(1.0, 0.0, 0.0), near_dup_threshold=1.0))
 
 
 def side_ragtune(folder: Path, batch: int, steps: int, variant: str = "keep:fp32") -> dict:
@@ -100,17 +104,13 @@ def make_val_data(steps: int, batch: int, folder: Path) -> None:
     """steps x batch training examples and 64 validation ones, none of them in the throughput set."""
     from ragtune.finetune.data import PrepareConfig, prepare
 
-    _, examples = squad_dev()
-    rows = random.Random(1).sample(examples, steps * batch + 64)
-    qa = folder / "val-qa.jsonl"
-    with qa.open("w") as fh:
-        for e in rows:
-            fh.write(
-                json.dumps({"id": e.id, "question": f"{e.context}\n\nQuestion: {e.question}", "answer": e.answers[0]})
-                + "\n"
-            )
-    share = steps * batch / len(rows)
-    prepare([qa], folder / "val-prep", PrepareConfig(ratios=(share, 1 - share, 0.0), near_dup_threshold=1.0))
+    n = write_qa(steps * batch + 64, 1, folder / "val-qa.jsonl")
+    share = steps * batch / n
+    prepare(
+        [folder / "val-qa.jsonl"],
+        folder / "val-prep",
+        PrepareConfig(ratios=(share, 1 - share, 0.0), near_dup_threshold=1.0),
+    )
 
 
 def side_hf(folder: Path, batch: int, steps: int) -> dict:
@@ -175,6 +175,21 @@ def side_hf(folder: Path, batch: int, steps: int) -> dict:
     return {"tokens_per_s": tokens / (time.perf_counter() - t0)}
 
 
+def run_side(name: str, folder: Path, batch: int, steps: int, variant: str) -> dict | None:
+    """One side in a process of its own (its peak RSS is its own): its RESULT, or None (output printed)."""
+    out = subprocess.run(
+        [sys.executable, __file__, "--side", name, "--folder", str(folder), "--batch", str(batch),
+         "--steps", str(steps), "--variant", variant],
+        capture_output=True,
+        text=True,
+    )  # fmt: skip
+    line = next((l for l in out.stdout.splitlines() if l.startswith("RESULT ")), None)
+    if line is None:
+        print(out.stdout[-2000:], out.stderr[-4000:])
+        return None
+    return json.loads(line[7:])
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--examples", type=int, default=48)
@@ -203,17 +218,10 @@ def main() -> int:
     results = {}
     for side in ["hf"] + [f"ragtune {v}" for v in args.variants]:
         name, _, variant = side.partition(" ")
-        out = subprocess.run(
-            [sys.executable, __file__, "--side", name, "--folder", str(folder), "--batch", str(args.batch),
-             "--steps", str(args.steps), "--variant", variant or "keep:fp32"],
-            capture_output=True,
-            text=True,
-        )  # fmt: skip
-        line = next((l for l in out.stdout.splitlines() if l.startswith("RESULT ")), None)
-        if line is None:
-            print(out.stdout[-2000:], out.stderr[-4000:])
+        r = run_side(name, folder, args.batch, args.steps, variant or "keep:fp32")
+        if r is None:
             return 1
-        results[side] = r = json.loads(line[7:])
+        results[side] = r
         loss = f"   final train loss {r['final_train_loss']:.3f}" if r.get("final_train_loss") is not None else ""
         print(f"{side:<26} {r['tokens_per_s']:8.1f} tokens/s   peak RSS {r['peak_rss_mb']:8.0f} MB{loss}", flush=True)
     hf = results["hf"]
@@ -229,17 +237,9 @@ def main() -> int:
         make_val_data(args.val_steps, args.batch, folder)
         print(f"\nvalidation loss over {args.val_steps} steps of {args.batch} (64 validation examples)")
         for variant in args.variants:
-            out = subprocess.run(
-                [sys.executable, __file__, "--side", "val", "--folder", str(folder), "--batch", str(args.batch),
-                 "--steps", str(args.val_steps), "--variant", variant],
-                capture_output=True,
-                text=True,
-            )  # fmt: skip
-            line = next((l for l in out.stdout.splitlines() if l.startswith("RESULT ")), None)
-            if line is None:
-                print(out.stdout[-2000:], out.stderr[-4000:])
+            r = run_side("val", folder, args.batch, args.val_steps, variant)
+            if r is None:
                 return 1
-            r = json.loads(line[7:])
             curve = "  ".join(f"step {s}: {v:.4f}" for s, v in r["val_loss"])
             print(f"ragtune {variant:<18} {r['seconds']:6.0f} s   {curve}", flush=True)
     return 0 if ok else 1
