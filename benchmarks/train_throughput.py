@@ -36,7 +36,7 @@ from common import squad_dev  # noqa: E402
 LORA = dict(lora_r=16, lora_alpha=32, lora_dropout=0.05)
 
 
-def write_qa(n: int, seed: int, path: Path) -> int:
+def write_qa(n: int, seed: int, path: Path) -> None:
     """`n` SQuAD dev examples (passage + question -> answer) drawn with `seed`, as QA JSONL at `path`."""
     _, examples = squad_dev()
     with path.open("w") as fh:
@@ -45,7 +45,6 @@ def write_qa(n: int, seed: int, path: Path) -> int:
                 json.dumps({"id": e.id, "question": f"{e.context}\n\nQuestion: {e.question}", "answer": e.answers[0]})
                 + "\n"
             )
-    return n
 
 
 def make_data(n: int, folder: Path) -> None:
@@ -55,26 +54,32 @@ def make_data(n: int, folder: Path) -> None:
     prepare([folder / "qa.jsonl"], folder / "prep", PrepareConfig(ratios=(1.0, 0.0, 0.0), near_dup_threshold=1.0))
 
 
-def side_ragtune(folder: Path, batch: int, steps: int, variant: str = "keep:fp32") -> dict:
+def ragtune_config(batch: int, steps: int, variant: str, **options):
+    """ragtune's LoRA settings for `variant` (keep|recompute:fp32|bf16[:every n-th layer]), no warm-up."""
     from ragtune.finetune.config import FinetuneConfig
-    from ragtune.finetune.train import LOG, train
 
-    cfg = FinetuneConfig(
+    activations, precision, every = (variant.split(":") + ["1"])[:3]
+    return FinetuneConfig(
         mode="qa",
         method="lora",
         batch_size=batch,
         max_steps=steps,
-        eval_every=10_000,
         generate_max=0,
         warmup_steps=0,
         lr=2e-4,
         max_seq_len=512,
-        eval_batches=1,
-        activations=variant.split(":")[0],
-        precision=variant.split(":")[1],
-        recompute_every=int((variant.split(":") + ["1"])[2]),  # keep|recompute:fp32|bf16[:every n-th layer]
+        activations=activations,
+        precision=precision,
+        recompute_every=int(every),
         **LORA,
+        **options,
     )
+
+
+def side_ragtune(folder: Path, batch: int, steps: int, variant: str = "keep:fp32") -> dict:
+    from ragtune.finetune.train import LOG, train
+
+    cfg = ragtune_config(batch, steps, variant, eval_every=10_000, eval_batches=1)
     out = folder / f"ragtune-out-{variant.replace(':', '-')}"
     res = train(cfg, folder / "prep", out)
     losses = [json.loads(line)["train_loss"] for line in (out / LOG).read_text().splitlines() if line.strip()]
@@ -83,15 +88,9 @@ def side_ragtune(folder: Path, batch: int, steps: int, variant: str = "keep:fp32
 
 def side_val(folder: Path, batch: int, steps: int, variant: str) -> dict:
     """`variant` trained `steps` steps on `val-prep`'s train split, validation loss every steps/4."""
-    from ragtune.finetune.config import FinetuneConfig
     from ragtune.finetune.train import LOG, train
 
-    activations, precision = variant.split(":")[:2]
-    cfg = FinetuneConfig(
-        mode="qa", method="lora", batch_size=batch, max_steps=steps, eval_every=max(1, steps // 4), patience=1000,
-        generate_max=0, warmup_steps=0, lr=2e-4, max_seq_len=512, eval_batches=0, activations=activations,
-        precision=precision, recompute_every=int((variant.split(":") + ["1"])[2]), **LORA,
-    )  # fmt: skip
+    cfg = ragtune_config(batch, steps, variant, eval_every=max(1, steps // 4), patience=1000, eval_batches=0)
     out = folder / f"val-out-{variant.replace(':', '-')}"
     t0 = time.perf_counter()
     train(cfg, folder / "val-prep", out)
@@ -104,8 +103,8 @@ def make_val_data(steps: int, batch: int, folder: Path) -> None:
     """steps x batch training examples and 64 validation ones, none of them in the throughput set."""
     from ragtune.finetune.data import PrepareConfig, prepare
 
-    n = write_qa(steps * batch + 64, 1, folder / "val-qa.jsonl")
-    share = steps * batch / n
+    write_qa(steps * batch + 64, 1, folder / "val-qa.jsonl")
+    share = steps * batch / (steps * batch + 64)
     prepare(
         [folder / "val-qa.jsonl"],
         folder / "val-prep",

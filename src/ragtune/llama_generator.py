@@ -187,6 +187,9 @@ def gguf_converted(model: str, adapter: str | Path | None = None, precision: str
     return tokenizer, folder / "model.gguf"
 
 
+ALL, LAST = slice(None), slice(-1, None)  # which entries' logits `_decode` returns
+
+
 class _Sequence:
     """One llama.cpp sequence (id 0) as `prompt_lookup_decode` drives a generator: `append_tokens`
     reads tokens after what is there, `get_output("logits")` gives the logits at each of them,
@@ -196,8 +199,8 @@ class _Sequence:
         self.runner, self.length, self._logits = runner, 0, None
         runner._clear()
 
-    def append_tokens(self, tokens: Sequence[int], all_logits: bool = True) -> None:
-        self._logits = self.runner._decode([(t, self.length + i, 0) for i, t in enumerate(tokens)], all_logits)
+    def append_tokens(self, tokens: Sequence[int], logits=ALL) -> None:
+        self._logits = self.runner._decode([(t, self.length + i, 0) for i, t in enumerate(tokens)], logits)
         self.length += len(tokens)
 
     def get_logits(self) -> np.ndarray:
@@ -305,23 +308,17 @@ class LlamaCppGenerator(_TokenStream):
     def _forget(self, seq: int, start: int) -> None:
         self._ctx.kv_cache_seq_rm(seq, start, -1)
 
-    def _decode(
-        self,
-        entries: Sequence[tuple[int, int, int]],
-        all_logits: bool,
-        wanted: Sequence[int] | None = None,
-        context=None,
-    ) -> np.ndarray:
+    def _decode(self, entries: Sequence[tuple[int, int, int]], logits=ALL, context=None) -> np.ndarray:
         """Read (token, position, sequence) entries, a batch (BATCH, or n_ctx if less) at a time, into
-        `context` (the main one by default); the logits at every entry (`all_logits`), at the entries
-        numbered in `wanted`, or at the last only, as float32 rows in entry order."""
+        `context` (the main one by default); the logits at the entries `logits` selects (ALL, LAST, or
+        an array of entry numbers), as float32 rows in entry order."""
         import llama_cpp
 
         context = context or self._ctx
         if entries and max(p for _, p, _ in entries) >= self.n_ctx:
             raise ConfigError(f"the prompt and answer need more than n_ctx={self.n_ctx} tokens: raise n_ctx")
         keep = np.zeros(len(entries), bool)
-        keep[list(wanted) if wanted is not None else slice(None) if all_logits else slice(-1, None)] = True
+        keep[logits] = True
         rows = []
         b = self._batch
         for start in range(0, len(entries), self._step):
@@ -340,14 +337,19 @@ class LlamaCppGenerator(_TokenStream):
     # -- the protocol --------------------------------------------------------------------------
     def token_ids(self, prompt: Messages, max_new_tokens: int = 48) -> Iterator[int]:
         """The greedy completion's token ids, one by one as they are decoded (the end token left out)."""
-        tok = self.tokenizer
-        ids = tok(self.render(prompt), add_special_tokens=False)["input_ids"]
+        return self._completion(self._encode(prompt), max_new_tokens)
+
+    def _encode(self, prompt: Messages) -> list[int]:
+        return self.tokenizer(self.render(prompt), add_special_tokens=False)["input_ids"]
+
+    def _completion(self, ids: list[int], max_new_tokens: int) -> Iterator[int]:
+        """`token_ids` of a prompt already tokenized, in the main context."""
         if max_new_tokens <= 0:
             return
         with self._lock:
             seq = _Sequence(self)
-            seq.append_tokens(ids, all_logits=False)
-            eos, k, n = tok.eos_token_id, self.draft_tokens, (self.ngram, self.min_ngram)
+            seq.append_tokens(ids, LAST)
+            eos, k, n = self.tokenizer.eos_token_id, self.draft_tokens, (self.ngram, self.min_ngram)
             yield from prompt_lookup_decode(seq, ids, max_new_tokens, eos, k, n, self.drafts)  # k=0: one token a pass
 
     def generate(self, prompts: Sequence[Messages], max_new_tokens: int = 48) -> list[str]:
@@ -359,7 +361,7 @@ class LlamaCppGenerator(_TokenStream):
         if self.draft_tokens or max_new_tokens <= 0 or len(prompts) < 2:
             return super().generate(prompts, max_new_tokens)
         tok = self.tokenizer
-        encoded = [tok(self.render(p), add_special_tokens=False)["input_ids"] for p in prompts]
+        encoded = [self._encode(p) for p in prompts]
         fits = [i for i, ids in enumerate(encoded) if len(ids) + max_new_tokens <= self.GROUP_CELLS]
         made: dict[int, list[int]] = {}
         with self._lock:
@@ -369,12 +371,9 @@ class LlamaCppGenerator(_TokenStream):
             for start in range(0, len(fits), self.GROUP):
                 chunk = fits[start : start + self.GROUP]
                 made.update(zip(chunk, self._generate_group([encoded[i] for i in chunk], max_new_tokens)))
-        return [
-            tok.decode(
-                made[i] if i in made else list(self.token_ids(p, max_new_tokens)), skip_special_tokens=True
-            ).strip()
-            for i, p in enumerate(prompts)
-        ]
+        for i in set(range(len(prompts))) - made.keys():  # too long for a stream: one by one
+            made[i] = list(self._completion(encoded[i], max_new_tokens))
+        return [tok.decode(made[i], skip_special_tokens=True).strip() for i in range(len(prompts))]
 
     def _generate_group(self, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
         """The greedy completions (end token left out) of `prompts`, sequence s holding prompt s in the
@@ -383,7 +382,7 @@ class LlamaCppGenerator(_TokenStream):
         ctx.kv_cache_clear()
         entries = [(t, i, s) for s, ids in enumerate(prompts) for i, t in enumerate(ids)]
         ends = np.cumsum([len(ids) for ids in prompts]) - 1  # each prompt's last entry
-        picks = self._decode(entries, all_logits=False, wanted=ends, context=ctx).argmax(-1).tolist()
+        picks = self._decode(entries, ends, context=ctx).argmax(-1).tolist()
         made: list[list[int]] = [[] for _ in prompts]
         live = list(range(len(prompts)))
         while True:
@@ -394,7 +393,7 @@ class LlamaCppGenerator(_TokenStream):
             if not live:
                 return made
             step = [(made[s][-1], len(prompts[s]) + len(made[s]) - 1, s) for s in live]
-            picks = self._decode(step, all_logits=True, context=ctx).argmax(-1).tolist()
+            picks = self._decode(step, ALL, context=ctx).argmax(-1).tolist()
 
     def score(self, prompt: Messages, continuations: Sequence[str]) -> list[float]:
         """Log-likelihood of each continuation as the whole reply to `prompt` (its tokens and the end
@@ -407,7 +406,7 @@ class LlamaCppGenerator(_TokenStream):
         scores: list[float] = []
         with self._lock:
             self._clear()
-            first = log_softmax(self._decode([(t, i, 0) for i, t in enumerate(head)], all_logits=False)[-1])
+            first = log_softmax(self._decode([(t, i, 0) for i, t in enumerate(head)], LAST)[-1])
             group: list[list[int]] = []
             for row in [*rows, None]:  # continuations in groups that fit a context's sequences and a batch
                 full = row is None or len(group) == self._sequences - 1 or sum(map(len, group)) + len(row) > self._step
@@ -425,7 +424,7 @@ class LlamaCppGenerator(_TokenStream):
         for s, row in enumerate(rows, start=1):
             self._ctx.kv_cache_seq_cp(0, s, 0, start)
             entries += [(t, start + i, s) for i, t in enumerate(row[:-1])]
-        logits = self._decode(entries, all_logits=True) if entries else None
+        logits = self._decode(entries, ALL) if entries else None
         out, at = [], 0
         for s, row in enumerate(rows, start=1):
             total = float(first[row[0]])
