@@ -19,15 +19,12 @@ from __future__ import annotations
 
 import argparse
 import pickle
-import random
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import squad_dev  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 NULL_QUESTION = "What is the answer?"
 PREPOSITIONS = {"in", "at", "on", "by", "from", "of", "to", "during", "since", "near"}
@@ -39,25 +36,14 @@ def collect(n: int, cache: Path | None):
     """[(question, [SpanItem], [F1 of each span], [null-question log-prob of each span])]."""
     if cache and cache.is_file():
         return pickle.loads(cache.read_bytes())[0]
-    from ragtune import RagConfig, make_generator
-    from ragtune.context import Source
+    from fit_span_ranker import fit_reads
+
     from ragtune.evaluation.metrics import f1_score
     from ragtune.prompts import reader_messages
-    from ragtune.rag import read_spans, score_spans
-    from ragtune.registry import make_embedder
-    from ragtune.synth.qg import HELD_OUT_ARTICLES
+    from ragtune.rag import score_spans
 
-    docs, examples = squad_dev()
-    text = {d.id: d.text for d in docs}
-    pool = [e for e in examples if e.doc_ids[0].rsplit("/", 1)[0] not in HELD_OUT_ARTICLES]
-    random.Random(0).shuffle(pool)
-    pool = pool[:n]
-    gen, emb, config = make_generator(), make_embedder(), RagConfig(reader_sentences=2)
-    rows, t0 = [], time.perf_counter()
-    for b in range(0, len(pool), 32):
-        batch = pool[b : b + 32]
-        contexts = [[Source(1, e.doc_ids[0], e.doc_ids[0], "", text[e.doc_ids[0]], 1.0)] for e in batch]
-        reads = read_spans(gen, emb, [e.question for e in batch], contexts, config)
+    rows = []
+    for batch, reads, gen in fit_reads(n, seed=0):
         jobs = []
         for read in reads:
             for r in range(len(read.prompts) if read else 0):
@@ -69,7 +55,6 @@ def collect(n: int, cache: Path | None):
                 nl = [x for _ in read.prompts for x in next(null)]
                 f1 = [max(f1_score(s.text, [a]) for a in e.answers) for s in read.spans]
                 rows.append((e.question, read.items, f1, nl))
-        print(f"  {b + len(batch)}/{len(pool)} questions read, {time.perf_counter() - t0:.0f} s", flush=True)
     if cache:
         cache.write_bytes(pickle.dumps((rows, None)))
     return rows

@@ -28,13 +28,12 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from common import SQUAD_DEV, squad_dev  # noqa: E402
 
 
-def collect(n: int, seed: int, cache: Path | None):
-    """[(question, [SpanItem], [F1 of each span])] for n training questions."""
-    if cache and cache.is_file():
-        return pickle.loads(cache.read_bytes())
+def fit_reads(n: int, seed: int):
+    """Yield (a batch of the n training questions, their `read_spans` reads, the generator), the
+    questions a seeded sample outside `synth.qg.HELD_OUT_ARTICLES`, each read with its gold paragraph
+    as the only source."""
     from ragtune import RagConfig, make_generator
     from ragtune.context import Source
-    from ragtune.evaluation.metrics import f1_score
     from ragtune.rag import read_spans
     from ragtune.registry import make_embedder
     from ragtune.synth.qg import HELD_OUT_ARTICLES
@@ -47,16 +46,28 @@ def collect(n: int, seed: int, cache: Path | None):
     # Two sentences read per question, so the ranker also learns to weigh sentence relevance
     # (RagConfig.reader_sentences may be 1 or more; with 1 those features are the same for every span).
     gen, embedder, config = make_generator(), make_embedder(), RagConfig(reader_sentences=2)
-    out, t0 = [], time.perf_counter()
+    t0 = time.perf_counter()
     for b in range(0, len(pool), 32):
         batch = pool[b : b + 32]
         contexts = [[Source(1, e.doc_ids[0], e.doc_ids[0], "", text[e.doc_ids[0]], 1.0)] for e in batch]
-        for e, read in zip(batch, read_spans(gen, embedder, [e.question for e in batch], contexts, config)):
+        yield batch, read_spans(gen, embedder, [e.question for e in batch], contexts, config), gen
+        print(f"  {b + len(batch)}/{len(pool)} questions read, {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+def collect(n: int, seed: int, cache: Path | None):
+    """[(question, [SpanItem], [F1 of each span])] for n training questions."""
+    if cache and cache.is_file():
+        return pickle.loads(cache.read_bytes())
+    from ragtune.evaluation.metrics import f1_score
+
+    out, articles = [], set()
+    for batch, reads, _ in fit_reads(n, seed):
+        articles |= {e.doc_ids[0].rsplit("/", 1)[0] for e in batch}
+        for e, read in zip(batch, reads):
             if read is not None:
                 f1 = [max(f1_score(s.text, [a]) for a in e.answers) for s in read.spans]
                 out.append((e.question, read.items, f1))
-        print(f"  {b + len(batch)}/{len(pool)} questions read, {time.perf_counter() - t0:.0f} s", flush=True)
-    articles = sorted({e.doc_ids[0].rsplit("/", 1)[0] for e in pool})
+    articles = sorted(articles)
     if cache:
         cache.write_bytes(pickle.dumps((out, articles)))
     return out, articles
