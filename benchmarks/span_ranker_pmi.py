@@ -36,9 +36,8 @@ def collect(n: int, cache: Path | None):
     """[(question, [SpanItem], [F1 of each span], [null-question log-prob of each span])]."""
     if cache and cache.is_file():
         return pickle.loads(cache.read_bytes())[0]
-    from fit_span_ranker import fit_reads
+    from fit_span_ranker import fit_reads, span_f1
 
-    from ragtune.evaluation.metrics import f1_score
     from ragtune.prompts import reader_messages
     from ragtune.rag import score_spans
 
@@ -53,8 +52,7 @@ def collect(n: int, cache: Path | None):
         for e, read in zip(batch, reads):
             if read is not None:
                 nl = [x for _ in read.prompts for x in next(null)]
-                f1 = [max(f1_score(s.text, [a]) for a in e.answers) for s in read.spans]
-                rows.append((e.question, read.items, f1, nl))
+                rows.append((e.question, read.items, span_f1(read, e.answers), nl))
     if cache:
         cache.write_bytes(pickle.dumps((rows, None)))
     return rows
@@ -63,7 +61,7 @@ def collect(n: int, cache: Path | None):
 def extra_features(question: str, items, null: list[float]) -> np.ndarray:
     from ragtune.context import content_words
     from ragtune.rag import asked_for
-    from ragtune.span_ranker import _WORD
+    from ragtune.span_ranker import _WORD, span_start
 
     q_words, asked = content_words(question), asked_for(question)
     pmi = np.array([it.logprob for it in items]) - np.array(null)
@@ -71,7 +69,7 @@ def extra_features(question: str, items, null: list[float]) -> np.ndarray:
     for it, p in zip(items, pmi):
         words = [w.lower() for w in _WORD.findall(it.sentence)]
         span = [w.lower() for w in _WORD.findall(it.text)]
-        start = next((i for i in range(len(words) - len(span) + 1) if words[i : i + len(span)] == span), None)
+        start = span_start(words, span)
         left = right = prep = 0.0
         pos = 1.0
         if span and start is not None:

@@ -47,11 +47,17 @@ def write_qa(n: int, seed: int, path: Path) -> None:
             )
 
 
-def make_data(n: int, folder: Path) -> None:
+def make_data(folder: Path, name: str, n: int, seed: int, validation: int = 0) -> None:
+    """`n` training and `validation` validation examples drawn with `seed`, prepared in `{name}prep`."""
     from ragtune.finetune.data import PrepareConfig, prepare
 
-    write_qa(n, 0, folder / "qa.jsonl")
-    prepare([folder / "qa.jsonl"], folder / "prep", PrepareConfig(ratios=(1.0, 0.0, 0.0), near_dup_threshold=1.0))
+    write_qa(n + validation, seed, folder / f"{name}qa.jsonl")
+    share = n / (n + validation)
+    prepare(
+        [folder / f"{name}qa.jsonl"],
+        folder / f"{name}prep",
+        PrepareConfig(ratios=(share, 1 - share, 0.0), near_dup_threshold=1.0),
+    )
 
 
 def ragtune_config(batch: int, steps: int, variant: str, **options):
@@ -97,19 +103,6 @@ def side_val(folder: Path, batch: int, steps: int, variant: str) -> dict:
     log = [json.loads(line) for line in (out / LOG).read_text().splitlines() if line.strip()]
     vals = [[r["step"], r["val_loss"]] for r in log if r.get("val_loss") is not None]
     return {"seconds": time.perf_counter() - t0, "val_loss": vals}
-
-
-def make_val_data(steps: int, batch: int, folder: Path) -> None:
-    """steps x batch training examples and 64 validation ones, none of them in the throughput set."""
-    from ragtune.finetune.data import PrepareConfig, prepare
-
-    write_qa(steps * batch + 64, 1, folder / "val-qa.jsonl")
-    share = steps * batch / (steps * batch + 64)
-    prepare(
-        [folder / "val-qa.jsonl"],
-        folder / "val-prep",
-        PrepareConfig(ratios=(share, 1 - share, 0.0), near_dup_threshold=1.0),
-    )
 
 
 def side_hf(folder: Path, batch: int, steps: int) -> dict:
@@ -213,7 +206,7 @@ def main() -> int:
         return 0
 
     folder = Path(tempfile.mkdtemp(prefix="ragtune-train-bench-"))
-    make_data(args.examples, folder)
+    make_data(folder, "", args.examples, 0)
     results = {}
     for side in ["hf"] + [f"ragtune {v}" for v in args.variants]:
         name, _, variant = side.partition(" ")
@@ -233,7 +226,7 @@ def main() -> int:
         ok |= speed >= 2.0 and mem <= 1 / 3
         print(f"{side:<26} {speed:>15.2f} {mem:>15.2f}")
     if args.val_steps:
-        make_val_data(args.val_steps, args.batch, folder)
+        make_data(folder, "val-", args.val_steps * args.batch, 1, validation=64)
         print(f"\nvalidation loss over {args.val_steps} steps of {args.batch} (64 validation examples)")
         for variant in args.variants:
             r = run_side("val", folder, args.batch, args.val_steps, variant)

@@ -54,19 +54,23 @@ def fit_reads(n: int, seed: int):
         print(f"  {b + len(batch)}/{len(pool)} questions read, {time.perf_counter() - t0:.0f} s", flush=True)
 
 
+def span_f1(read, answers: list[str]) -> list[float]:
+    """Each span read's F1 against the gold answers (its label)."""
+    from ragtune.evaluation.metrics import f1_score
+
+    return [max(f1_score(s.text, [a]) for a in answers) for s in read.spans]
+
+
 def collect(n: int, seed: int, cache: Path | None):
     """[(question, [SpanItem], [F1 of each span])] for n training questions."""
     if cache and cache.is_file():
         return pickle.loads(cache.read_bytes())
-    from ragtune.evaluation.metrics import f1_score
-
     out, articles = [], set()
     for batch, reads, _ in fit_reads(n, seed):
         articles |= {e.doc_ids[0].rsplit("/", 1)[0] for e in batch}
         for e, read in zip(batch, reads):
             if read is not None:
-                f1 = [max(f1_score(s.text, [a]) for a in e.answers) for s in read.spans]
-                out.append((e.question, read.items, f1))
+                out.append((e.question, read.items, span_f1(read, e.answers)))
     articles = sorted(articles)
     if cache:
         cache.write_bytes(pickle.dumps((out, articles)))

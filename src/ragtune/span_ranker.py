@@ -97,10 +97,15 @@ def span_features(question: str, items: Sequence[SpanItem]) -> np.ndarray:
     return np.array(rows, dtype=float).reshape(len(items), len(FEATURES))
 
 
+def span_start(words: list[str], span: list[str]) -> int | None:
+    """Where the word list `span` first starts in `words`, or None."""
+    return next((i for i in range(len(words) - len(span) + 1) if words[i : i + len(span)] == span), None)
+
+
 def _proximity(words: list[str], span: list[str], q_words: set[str]) -> tuple[int, float, float]:
     """(words between the span and the nearest question word outside it, share of the question's
     words within 3 and within 8 words of it); a span not found in its sentence is far from all."""
-    start = next((i for i in range(len(words) - len(span) + 1) if words[i : i + len(span)] == span), None)
+    start = span_start(words, span)
     if not span or start is None:
         return len(words), 0.0, 0.0
     end = start + len(span)
