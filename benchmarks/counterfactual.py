@@ -24,6 +24,8 @@ same mode answers correctly on the unedited text. Baseline, same run: the model 
 
     python benchmarks/counterfactual.py [--n 120] [--modes extract]
     python benchmarks/counterfactual.py --modes extract-likelihood extract   # the span ranker vs the likelihood alone
+    git show b05ff77:src/ragtune/data/span-ranker.json > /tmp/ranker-b05ff77.json   # the ranker before PMI
+    python benchmarks/counterfactual.py --modes extract-baseline extract --baseline-ranker /tmp/ranker-b05ff77.json
     python benchmarks/counterfactual.py --corpus demo --n 8 --modes auto
     python benchmarks/counterfactual.py --corpus demo --split all --n 60 --modes auto
 """
@@ -34,6 +36,7 @@ import argparse
 import json
 import shutil
 import sys
+import time
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -41,8 +44,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import held_out_squad  # noqa: E402
 
-# extract-likelihood: the span reader choosing by the model's likelihood alone (before the span ranker)
-MODES = ["generate", "extract", "extract-likelihood", "auto"]
+# extract-likelihood: the span reader choosing by the model's likelihood alone (before the span ranker);
+# extract-baseline: choosing with the span ranker saved at --baseline-ranker (an earlier one, say)
+MODES = ["generate", "extract", "extract-likelihood", "extract-baseline", "auto"]
 
 
 def squad_setup(root: Path, n: int, seed: int):
@@ -114,6 +118,7 @@ def main() -> int:
     ap.add_argument("--root", default="")
     ap.add_argument("--modes", nargs="+", default=["generate", "extract"], choices=MODES)
     ap.add_argument("--json", help="write the edits, answers and figures here")
+    ap.add_argument("--baseline-ranker", help="a span ranker's .json for the mode extract-baseline")
     args = ap.parse_args()
 
     from ragtune import Pipeline, make_generator
@@ -133,10 +138,12 @@ def main() -> int:
     gen = make_generator()
     out: dict = {"edits": [{"question": e.example.question, "old": e.old, "new": e.new, "kind": e.kind} for e in edits]}
     for mode in args.modes:
-        ranker = "likelihood" if mode.endswith("-likelihood") else config.span_ranker
-        cfg = replace(config, answer_mode=mode.split("-")[0], span_ranker=ranker)
+        ranker = {"likelihood": "likelihood", "baseline": args.baseline_ranker}.get(mode.partition("-")[2])
+        cfg = replace(config, answer_mode=mode.split("-")[0], span_ranker=ranker or config.span_ranker)
+        t0 = time.perf_counter()
         answers = Pipeline(edited, gen, cfg, gate=gate).answer_batch([e.example.question for e in edits])
         before = Pipeline(original, gen, cfg, gate=gate).answer_batch([e.question for e in scored])
+        seconds = time.perf_counter() - t0
         # Read right on the unedited text: the answer held the value the edit later changed.
         by_question = {q.question: a.text for q, a in zip(scored, before)}
         knew = {e.example.id for e in edits if is_stale(by_question[e.example.question], e)}
@@ -149,18 +156,24 @@ def main() -> int:
         fresh_read = sum(is_fresh(a.text, e) for a, e in read) / max(len(read), 1)
         f1 = sum(f1_score(a.text, e.answers) for a, e in zip(before, scored)) / max(len(scored), 1)
         em = sum(exact_match(a.text, e.answers) for a, e in zip(before, scored)) / max(len(scored), 1)
-        out[mode] = {"retrieved": len(seen), "fresh": fresh, "stale": stale, "abstained": abst,
+        out[mode] = {"seconds": seconds, "retrieved": len(seen), "fresh": fresh, "stale": stale, "abstained": abst,
                      "causes": dict(causes), "read_on_original": len(read), "fresh_when_read": fresh_read,
                      "original_f1": f1, "original_em": em, "original_abstained": sum(a.abstained for a in before),
                      "answers": [{"question": e.example.question, "new": e.new, "answer": a.text,
                                   "cause": why_not_fresh(a, e)} for a, e in zip(answers, edits)]}  # fmt: skip
         print(f"\n{mode}: edited passage retrieved for {len(seen)}/{len(edits)}; new value {100 * fresh:.1f}%, "
-              f"old value {100 * stale:.1f}%, abstained {100 * abst:.1f}%")  # fmt: skip
+              f"old value {100 * stale:.1f}%, abstained {100 * abst:.1f}%; answered in {seconds:.1f} s "
+              f"({1000 * seconds / (len(edits) + len(scored)):.0f} ms a question)")  # fmt: skip
         print("  per edit: " + ", ".join(f"{k} {causes[k]}" for k in ("fresh", *MISS_CAUSES) if causes[k]))
         print(f"  of the {len(read)} retrieved questions answered right on the unedited text: "
               f"new value {100 * fresh_read:.1f}%")  # fmt: skip
         print(f"  the same questions on the unedited text ({len(scored)}): F1 {100 * f1:.1f}  EM {100 * em:.1f}  "
               f"abstained {out[mode]['original_abstained']}")  # fmt: skip
+    if "extract" in out and "extract-baseline" in out:
+        b = out["extract-baseline"]
+        print(f"ratio extract / extract-baseline (--baseline-ranker), new value when retrieved = "
+              f"{out['extract']['fresh'] / max(b['fresh'], 1e-9):.2f}; answer time "
+              f"{out['extract']['seconds'] / b['seconds']:.2f}x")  # fmt: skip
     if "extract" in out and "extract-likelihood" in out:
         ratio = out["extract"]["fresh"] / max(out["extract-likelihood"]["fresh"], 1e-9)
         print(f"ratio extract / extract-likelihood, new value when retrieved (baseline: no span ranker) = {ratio:.2f}")

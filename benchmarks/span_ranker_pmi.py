@@ -1,24 +1,31 @@
-"""Would a question-free likelihood help the extract reader's span ranker? (issue 11, measured, not built)
+"""What the span ranker's question-free likelihood (PMI) features add, and what else was tried (issue 11).
 
 Surface-form competition (Holtzman et al. 2021): a small model's likelihood of a span as the answer
 mixes "this span answers the question" with "this span is a likely reply to this sentence at all".
-Each SQuAD dev question is read as `scripts/fit_span_ranker.py` reads it (two sentences, the gold
-paragraph as the only source, articles outside `synth.qg.HELD_OUT_ARTICLES`); every read sentence's
-spans are scored a second time under a content-free question (`NULL_QUESTION`), and the ranker is
-fitted with and without the difference (log p(span | question) - log p(span | null question), its
-per-token value, its gap to the best and whether it is the best). Printed: 5-fold CV mean F1 of the
-chosen span, the bundled ranker's features (baseline, same run) against each extended set.
+`rag.read_spans` also scores every read sentence's spans under a content-free question
+(`span_ranker.NULL_QUESTION`), and the bundled ranker reads the difference (log p(span | question) -
+log p(span | null question): sum, per token, gap to the best, is the best). Here each SQuAD dev
+question is read as `scripts/fit_span_ranker.py` reads it (two sentences, the gold paragraph as the
+only source, articles outside `synth.qg.HELD_OUT_ARTICLES`; the same reads, so its `--cache` is
+shared), and the ranker is fitted with the features before PMI (baseline, same run), with the
+bundled features, and with text-only features added to them (the words beside the span, a
+preposition before it, its position). Printed: 5-fold CV mean F1 of the chosen span.
 
-    python benchmarks/span_ranker_pmi.py [--n 1500] [--cache /tmp/span-pmi-reads.pkl]
+    python benchmarks/span_ranker_pmi.py [--n 1500] [--cache /tmp/span-reads.pkl]
+    python benchmarks/span_ranker_pmi.py --cache /tmp/span-reads.pkl --held-out 1000 --held-out-cache /tmp/held.pkl
 
-The second scoring pass is a second prompt of the same length per read sentence: about twice the
-reader's model time.
+`--held-out N` also reads N questions of the held-out articles the same way (never fitted on), fits
+each feature set on all the training questions, and prints the held-out mean F1 with a paired
+bootstrap 95% interval of each set's difference to the baseline.
+
+The null question is a second prompt of the same length per read sentence, in the same batched
+scoring call; its cost in answer time is measured by `benchmarks/counterfactual.py --modes
+extract-baseline extract` (docs/reader.md).
 """
 
 from __future__ import annotations
 
 import argparse
-import pickle
 import sys
 from pathlib import Path
 
@@ -26,47 +33,19 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
-NULL_QUESTION = "What is the answer?"
 PREPOSITIONS = {"in", "at", "on", "by", "from", "of", "to", "during", "since", "near"}
-EXTRA = ("pmi", "pmi_per_token", "pmi_gap", "pmi_best", "question_words_left_3", "question_words_right_3",
-         "after_preposition", "after_preposition_x_name_or_time", "position_in_sentence")  # fmt: skip
+EXTRA = ("question_words_left_3", "question_words_right_3", "after_preposition", "after_preposition_x_name_or_time",
+         "position_in_sentence")  # fmt: skip
 
 
-def collect(n: int, cache: Path | None):
-    """[(question, [SpanItem], [F1 of each span], [null-question log-prob of each span])]."""
-    if cache and cache.is_file():
-        return pickle.loads(cache.read_bytes())[0]
-    from fit_span_ranker import fit_reads, span_f1
-
-    from ragtune.prompts import reader_messages
-    from ragtune.rag import score_spans
-
-    rows = []
-    for batch, reads, gen in fit_reads(n, seed=0):
-        jobs = []
-        for read in reads:
-            for r in range(len(read.prompts) if read else 0):
-                picked = [it for k, it in enumerate(read.items) if read.reads[k] == r]
-                jobs.append((reader_messages(picked[0].sentence, NULL_QUESTION), [it.text for it in picked]))
-        null = iter(score_spans(gen, [j[0] for j in jobs], [j[1] for j in jobs]))
-        for e, read in zip(batch, reads):
-            if read is not None:
-                nl = [x for _ in read.prompts for x in next(null)]
-                rows.append((e.question, read.items, span_f1(read, e.answers), nl))
-    if cache:
-        cache.write_bytes(pickle.dumps((rows, None)))
-    return rows
-
-
-def extra_features(question: str, items, null: list[float]) -> np.ndarray:
+def extra_features(question: str, items) -> np.ndarray:
     from ragtune.context import content_words
     from ragtune.rag import asked_for
     from ragtune.span_ranker import _WORD, span_start
 
     q_words, asked = content_words(question), asked_for(question)
-    pmi = np.array([it.logprob for it in items]) - np.array(null)
     out = []
-    for it, p in zip(items, pmi):
+    for it in items:
         words = [w.lower() for w in _WORD.findall(it.sentence)]
         span = [w.lower() for w in _WORD.findall(it.text)]
         start = span_start(words, span)
@@ -78,20 +57,21 @@ def extra_features(question: str, items, null: list[float]) -> np.ndarray:
             right = len({w for w in words[end : end + 3] if w in q_words}) / max(len(q_words), 1)
             prep = float(start > 0 and words[start - 1] in PREPOSITIONS)
             pos = start / max(len(words), 1)
-        out.append([p, p / max(it.tokens, 1), p - pmi.max(), float(p == pmi.max()), left, right, prep,
-                    prep * (asked in ("name", "time")), pos])  # fmt: skip
+        out.append([left, right, prep, prep * (asked in ("name", "time")), pos])
     return np.array(out).reshape(len(items), len(EXTRA))
 
 
-def cv_f1(rows, extra: list[int], one_sentence: bool) -> float:
-    """5-fold CV (by question) mean F1 of the chosen span, the bundled features plus `extra`."""
-    from ragtune.span_ranker import fit_ranker, span_features
+def cv_f1(rows, features: list[str], extra: list[int], one_sentence: bool) -> float:
+    """5-fold CV (by question) mean F1 of the chosen span, ranking on `features` (names from
+    `span_ranker.FEATURES`) plus the `extra` columns of `extra_features`."""
+    from ragtune.span_ranker import FEATURES, fit_ranker, span_features
 
+    cols = [FEATURES.index(f) for f in features]
     groups = []
-    for q, items, f1, null in rows:
-        x = span_features(q, items)
+    for q, items, f1 in rows:
+        x = span_features(q, items)[:, cols]
         if extra:
-            x = np.concatenate([x, extra_features(q, items, null)[:, extra]], 1)
+            x = np.concatenate([x, extra_features(q, items)[:, extra]], 1)
         groups.append((x, np.array(f1), items))
     chosen = []
     for k in range(5):
@@ -107,22 +87,72 @@ def cv_f1(rows, extra: list[int], one_sentence: bool) -> float:
     return 100 * float(np.mean(chosen))
 
 
+def held_out_f1(train, test, features: list[str], extra: list[int], one_sentence: bool) -> np.ndarray:
+    """Each test question's F1 of the chosen span, the ranker fitted on every training question."""
+    from ragtune.span_ranker import FEATURES, fit_ranker, span_features
+
+    cols = [FEATURES.index(f) for f in features]
+
+    def x_of(q, items):
+        x = span_features(q, items)[:, cols]
+        return np.concatenate([x, extra_features(q, items)[:, extra]], 1) if extra else x
+
+    r = fit_ranker([(x_of(q, items), np.array(f1)) for q, items, f1 in train])
+    w, mean, scale = np.array(r.weights), np.array(r.mean), np.array(r.scale)
+    out = []
+    for q, items, f1 in test:
+        idx = [j for j, it in enumerate(items) if it.rank == 0] if one_sentence else list(range(len(items)))
+        if any(it.kind == "yes/no" for it in items):
+            j = max(idx, key=lambda j: items[j].logprob)
+        else:
+            j = idx[int(np.argmax(((x_of(q, items)[idx] - mean) / scale) @ w))]
+        out.append(f1[j])
+    return 100 * np.array(out)
+
+
+def bootstrap(diff: np.ndarray, n: int = 2000) -> tuple[float, float]:
+    rng = np.random.default_rng(0)
+    means = np.array([diff[rng.integers(0, len(diff), len(diff))].mean() for _ in range(n)])
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
 def main() -> int:
+    from fit_span_ranker import collect
+
+    from ragtune.span_ranker import FEATURES
+
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=1500)
-    ap.add_argument("--cache", type=Path, help="keep the reads here (a rerun skips the reading)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--cache", type=Path, help="keep the reads here (shared with scripts/fit_span_ranker.py)")
+    ap.add_argument("--held-out", type=int, default=0, help="also test on this many held-out questions")
+    ap.add_argument("--held-out-cache", type=Path, help="keep the held-out reads here")
     args = ap.parse_args()
-    rows = collect(args.n, args.cache)
-    sets = {"bundled features (baseline)": [], "+ question-free likelihood (PMI)": [0, 1, 2, 3],
-            "+ PMI sum only": [0], "+ words left / right": [4, 5], "+ after a preposition": [6, 7],
-            "+ position": [8], "+ all": list(range(len(EXTRA)))}  # fmt: skip
+    rows, _ = collect(args.n, args.seed, args.cache)
+    before = [f for f in FEATURES if not f.startswith("pmi")]
+    sets = {"before PMI (baseline)": (before, []), "bundled: + question-free likelihood (PMI)": (list(FEATURES), []),
+            "bundled + words left / right": (list(FEATURES), [0, 1]),
+            "bundled + after a preposition": (list(FEATURES), [2, 3]), "bundled + position": (list(FEATURES), [4]),
+            "bundled + all of these": (list(FEATURES), list(range(len(EXTRA))))}  # fmt: skip
     base = None
     print(f"{len(rows)} questions; 5-fold CV, mean F1 of the chosen span\n| features | 1 sentence | 2 sentences |")
     print("|---|---:|---:|")
-    for name, extra in sets.items():
-        one, two = cv_f1(rows, extra, True), cv_f1(rows, extra, False)
+    for name, (features, extra) in sets.items():
+        one, two = cv_f1(rows, features, extra, True), cv_f1(rows, features, extra, False)
         base = base or (one, two)
         print(f"| {name} | {one:.1f} ({one - base[0]:+.1f}) | {two:.1f} ({two - base[1]:+.1f}) |", flush=True)
+    if args.held_out:
+        test, articles = collect(args.held_out, args.seed, args.held_out_cache, held_out=True)
+        print(f"\n{len(test)} held-out questions ({len(articles)} articles), fitted on all {len(rows)}; mean F1 "
+              "(paired bootstrap 95% interval of the difference to the baseline)")  # fmt: skip
+        print("| features | 1 sentence | 2 sentences |\n|---|---:|---:|")
+        base = None
+        for name, (features, extra) in sets.items():
+            f1 = [held_out_f1(rows, test, features, extra, one) for one in (True, False)]
+            base = base if base is not None else f1
+            cells = [f"{a.mean():.1f} ({(a - b).mean():+.1f}, {lo:+.1f} to {hi:+.1f})"
+                     for a, b in zip(f1, base) for lo, hi in [bootstrap(a - b)]]  # fmt: skip
+            print(f"| {name} | {cells[0]} | {cells[1]} |", flush=True)
     return 0
 
 

@@ -3,11 +3,12 @@
 Questions: a seeded sample of SQuAD v1.1 dev questions from every article except
 `synth.qg.HELD_OUT_ARTICLES` (the demo's articles and the benchmarks' held-out ones never enter the
 fit). Each question is read as the pipeline reads it (`rag.read_spans` with two sentences read, the
-bundled generator and embedder), with its gold paragraph as the only source; each candidate span is
+bundled generator and embedder, each sentence's spans also scored under `span_ranker.NULL_QUESTION`
+for the PMI features), with its gold paragraph as the only source; each candidate span is
 labelled with its F1 against the gold answers, and `span_ranker.fit_ranker` fits the conditional
 logit. Five-fold cross-validation (by question) prints the mean F1 of the chosen span (two sentences
 and one read) against the model's likelihood alone (the reader before the ranker) and the best
-candidate (the ceiling). Takes ~9 minutes for 1500 questions on 2 cores.
+candidate (the ceiling). Takes ~15 minutes for 1500 questions on 2 cores.
 
     python scripts/fit_span_ranker.py [--n 1500] [--seed 0] [--out src/ragtune/data/span-ranker.json]
 """
@@ -28,10 +29,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from common import SQUAD_DEV, squad_dev  # noqa: E402
 
 
-def fit_reads(n: int, seed: int):
+def fit_reads(n: int, seed: int, held_out: bool = False):
     """Yield (a batch of the n training questions, their `read_spans` reads, the generator), the
-    questions a seeded sample outside `synth.qg.HELD_OUT_ARTICLES`, each read with its gold paragraph
-    as the only source."""
+    questions a seeded sample outside `synth.qg.HELD_OUT_ARTICLES` (`held_out`: of those articles,
+    for a test never fitted on), each read with its gold paragraph as the only source."""
     from ragtune import RagConfig, make_generator
     from ragtune.context import Source
     from ragtune.rag import read_spans
@@ -40,7 +41,7 @@ def fit_reads(n: int, seed: int):
 
     docs, examples = squad_dev()
     text = {d.id: d.text for d in docs}
-    pool = [e for e in examples if e.doc_ids[0].rsplit("/", 1)[0] not in HELD_OUT_ARTICLES]
+    pool = [e for e in examples if (e.doc_ids[0].rsplit("/", 1)[0] in HELD_OUT_ARTICLES) == held_out]
     random.Random(seed).shuffle(pool)
     pool = pool[:n]
     # Two sentences read per question, so the ranker also learns to weigh sentence relevance
@@ -61,12 +62,13 @@ def span_f1(read, answers: list[str]) -> list[float]:
     return [max(f1_score(s.text, [a]) for a in answers) for s in read.spans]
 
 
-def collect(n: int, seed: int, cache: Path | None):
-    """[(question, [SpanItem], [F1 of each span])] for n training questions."""
+def collect(n: int, seed: int, cache: Path | None, held_out: bool = False):
+    """([(question, [SpanItem], [F1 of each span])] for n training questions (`held_out`: test
+    questions, see `fit_reads`), their articles)."""
     if cache and cache.is_file():
         return pickle.loads(cache.read_bytes())
     out, articles = [], set()
-    for batch, reads, _ in fit_reads(n, seed):
+    for batch, reads, _ in fit_reads(n, seed, held_out):
         articles |= {e.doc_ids[0].rsplit("/", 1)[0] for e in batch}
         for e, read in zip(batch, reads):
             if read is not None:

@@ -70,6 +70,38 @@ def test_score_equals_a_plain_forward_pass(tiny_generator):
         assert got == pytest.approx(sum(logp[len(p) - 1 + j, t].item() for j, t in enumerate(c)), abs=1e-4)
 
 
+def _plain(gen, prompt, span):
+    import torch
+
+    tok = gen.tokenizer
+    p = tok(gen.render(prompt), add_special_tokens=False)["input_ids"]
+    c = tok(span, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    with torch.inference_mode():
+        logp = torch.log_softmax(gen.model(torch.tensor([p + c])).logits[0].float(), -1)
+    return sum(logp[len(p) - 1 + j, t].item() for j, t in enumerate(c))
+
+
+def test_prompts_sharing_a_prefix_share_a_row_and_score_as_apart(tiny_generator):
+    """The span reader's question and content-free prompts over one sentence: their common prefix
+    is read once and each prompt's rest branches off it, with the same scores as a plain pass of
+    each prompt (including a prompt repeated, and one that is the other's prefix plus a word)."""
+    from ragtune.generators import _shared_prefixes
+
+    gen, tok = tiny_generator, tiny_generator.tokenizer
+    passage = "w1 w2 w3 w4 w5 w6 w7 w8 w9 w10 w11 w12 paris w13 w14"
+    prompts = [_messages(f"{passage} question w3"), _messages("rome"), _messages(f"{passage} w18"),
+               _messages(f"{passage} question w3"), _messages(f"{passage} question w3 w4")]  # fmt: skip
+    spans = [["paris", "w6 w7"], ["rome"], ["paris", "w13 w14 w15"], ["w7"], ["paris"]]
+    ids = dict(enumerate(tok([gen.render(p) for p in prompts], add_special_tokens=False)["input_ids"]))
+    units = _shared_prefixes(list(ids), ids, {i: len(c) for i, c in enumerate(spans)}, 64)
+    assert sorted(sorted(m) for _, m in units) == [[0, 2, 3, 4], [1]]  # the passage's four share a row
+    # at most max_rows continuations in one row
+    assert sorted(len(m) for _, m in _shared_prefixes(list(ids), ids, dict.fromkeys(ids, 1), 2)) == [1, 2, 2]
+    got = gen.score_batch(prompts, spans)
+    for prompt, conts, scores in zip(prompts, spans, got):
+        assert scores == pytest.approx([_plain(gen, prompt, c) for c in conts], abs=1e-4)
+
+
 def test_score_on_a_sliding_window_model_equals_its_own_forward_pass(tiny_generator):
     """A model whose sliding-window layers see only the last few positions (Gemma 3) is scored as
     its own causal masks would read it: the tree mask narrows those layers' view, not the others'."""
@@ -146,8 +178,10 @@ def test_answer_batch_with_filters_per_question_equals_single_answers(ix, mode):
         assert set(re.findall(r"[A-Z]{6,}", a.raw)) <= {MARKERS[d] for d in allowed}
     assert {h.chunk.doc_id for h in batch[2].hits} - VISIBLE["alice"]  # the unfiltered one sees more
     if mode == "extract":
-        # every question's spans in one model call: one prompt per sentence read, at most reader_sentences each
-        assert len(questions) <= gen.calls[0] <= len(questions) * pipe.config.reader_sentences  # the batch: one call
+        # every question's spans in one model call: per sentence read (at most reader_sentences each),
+        # the question's prompt and the content-free one the span ranker reads
+        reads = len(questions) * pipe.config.reader_sentences
+        assert 2 * len(questions) <= gen.calls[0] <= 2 * reads  # the batch: one call
     with pytest.raises(Exception, match="2 given for 5 questions"):
         pipe.answer_batch(questions, filters[:2])
 

@@ -1,6 +1,7 @@
 """The extract reader's span ranker: features, the fit, and the bundled weights."""
 
 import random
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -76,11 +77,17 @@ def test_the_bundled_ranker_reads_the_span_beside_the_question_words(tmp_path):
     two = items([-2.0], ["five"], rank=0) + items([-2.0], ["four"], sentence="They won four.", rank=1)
     two[1] = SpanItem("four", "number", "They won four gold medals.", 0.2, 1, -2.0, 1)
     assert np.argmax(ranker.scores(QUESTION, two)) == 0
-    # a saved ranker for other features is refused, not misread
+    # a saved ranker for features this ragtune does not compute is refused, not misread
     bad = tmp_path / "r.json"
-    ranker.__class__(("logprob",), (0.0,), (1.0,), (1.0,), {}).save(bad)
-    with pytest.raises(ValueError, match="other features"):
+    ranker.__class__(("logprob", "logprob_squared"), (0.0, 0.0), (1.0, 1.0), (1.0, 1.0), {}).save(bad)
+    with pytest.raises(ValueError, match="does not compute: \\['logprob_squared'\\]"):
         load_ranker(str(bad))
+    # one for a subset of them (fitted before the PMI features, say) reads just those
+    old = tmp_path / "old.json"
+    ranker.__class__(("logprob_best", "sentence_rank"), (0.0, 0.0), (1.0, 1.0), (0.0, -1.0), {}).save(old)
+    older = load_ranker(str(old))
+    assert not older.reads_null and ranker.reads_null
+    assert list(older.scores(QUESTION, two)) == [0.0, -1.0]
 
 
 class PrefersFour:
@@ -139,3 +146,49 @@ def test_a_yes_no_question_keeps_the_model_s_choice(tmp_path):
     spans = [SpanItem("yes", "yes/no", SENTENCE, 0.6, 0, -2.0, 1)]
     spans.append(SpanItem("five", "number", SENTENCE, 0.6, 0, -2.5, 1))
     assert np.argmax(load_ranker().scores(question, spans)) == 1
+
+
+class NullScorer(PrefersFour):
+    """Every span equally likely with the question; under `NULL_QUESTION`, as `null` says."""
+
+    def __init__(self, null):
+        super().__init__()
+        self.null, self.null_prompts = null, 0
+
+    def score_batch(self, prompts, continuations):
+        from ragtune.span_ranker import NULL_QUESTION
+
+        out = []
+        for p, cs in zip(prompts, continuations):
+            is_null = NULL_QUESTION in p[-1]["content"]
+            self.null_prompts += is_null
+            out.append([self.null.get(c, -6.0) if is_null else -2.0 for c in cs])
+        return out
+
+
+def test_the_span_the_question_makes_likely_wins_over_one_likely_anyway(tmp_path):
+    """Two spans equally likely as the reply and equally placed: the one the model would give to a
+    content-free question too (its surface form, not the question, makes it likely) loses."""
+    from ragtune import Index, Pipeline, RagConfig
+    from ragtune.documents import Document
+    from ragtune.rag import read_spans
+
+    sentence = "Xandor Pell won the prize with Yorrin Vale."  # each equally near the question's words
+    question = "Who won the prize?"
+    index = Index.create(tmp_path / "ix", embedder="hashing")
+    index.ingest([Document("prize", sentence, "Prize")], sync=True)
+    config = RagConfig(embedder="hashing", answer_mode="extract")
+    for likely_anyway, expected in (("Xandor Pell", "Yorrin Vale"), ("Yorrin Vale", "Xandor Pell")):
+        scorer = NullScorer({likely_anyway: -1.0})
+        pipe = Pipeline(index, scorer, config, gate=False)
+        assert pipe.answer(question).text.startswith(expected)
+        assert scorer.null_prompts == 1  # the null prompt is read once per read sentence
+        sources = pipe._select([question], pipe._retrieve([question], [None])[0])[0]
+        read = read_spans(scorer, pipe._retriever.embedder, [question], [sources], config)[0]
+        null = {it.text: it.null_logprob for it in read.items}
+        assert null[likely_anyway] == -1.0 and all(v == -6.0 for k, v in null.items() if k != likely_anyway)
+    # the model's likelihood alone needs no null prompt; nor does a yes/no question (its likelihood decides)
+    scorer = NullScorer({})
+    Pipeline(index, scorer, replace(config, span_ranker="likelihood"), gate=False).answer(question)
+    Pipeline(index, scorer, config, gate=False).answer("Did Xandor Pell win the prize?")
+    assert scorer.null_prompts == 0

@@ -198,8 +198,11 @@ class TransformersGenerator(ChatModel):
         input), every continuation seeing the prompt and its own earlier tokens only (a tree
         attention mask, positions as if it followed the prompt alone). So the prompt is read once,
         nothing is copied per continuation, continuations are not padded to the longest, and the
-        vocabulary is scored only where a continuation's next token is read. Rows are left-padded
-        in groups of at most `max_rows` continuations (memory stays flat), shortest first (less padding)."""
+        vocabulary is scored only where a continuation's next token is read. Prompts that share most
+        of their tokens (the span reader's question and content-free prompts over one sentence) share
+        a row too: their common prefix is read once and each prompt's rest branches off it. Rows are
+        left-padded in groups of at most `max_rows` continuations (memory stays flat), shortest first
+        (less padding)."""
         import torch
 
         if len(prompts) != len(continuations):
@@ -214,59 +217,87 @@ class TransformersGenerator(ChatModel):
             zip(todo, tok([self.render(prompts[i]) for i in todo], add_special_tokens=False)["input_ids"])
         )
         cont_ids = {i: [tok(c, add_special_tokens=False)["input_ids"] + [end] for c in continuations[i]] for i in todo}
-        size = {i: len(prompt_ids[i]) + sum(len(c) - 1 for c in cont_ids[i]) for i in todo}
+        rows_of = {i: len(cont_ids[i]) for i in todo}
+        units = _shared_prefixes(todo, prompt_ids, rows_of, max_rows)
+        size = [
+            head + sum(len(prompt_ids[i]) - head + sum(len(c) - 1 for c in cont_ids[i]) for i in members)
+            for head, members in units
+        ]
         groups: list[list[int]] = []
         rows = 0
-        for i in sorted(todo, key=size.__getitem__):
-            if groups and rows + len(cont_ids[i]) <= max_rows:
-                groups[-1].append(i)
-                rows += len(cont_ids[i])
+        for u in sorted(range(len(units)), key=size.__getitem__):
+            n = sum(rows_of[i] for i in units[u][1])
+            if groups and rows + n <= max_rows:
+                groups[-1].append(u)
+                rows += n
             else:
-                groups.append([i])
-                rows = len(cont_ids[i])
+                groups.append([u])
+                rows = n
         was_training = model.training
         model.eval()
         try:
             with self._lock, torch.inference_mode():
                 for group in groups:
-                    scores = self._score_group([prompt_ids[i] for i in group], [cont_ids[i] for i in group])
-                    for i, s in zip(group, scores):
-                        out[i] = s
+                    trees = [
+                        (prompt_ids[units[u][1][0]][: units[u][0]],
+                         [(prompt_ids[i][units[u][0] :], cont_ids[i]) for i in units[u][1]])
+                        for u in group
+                    ]  # fmt: skip
+                    scores = iter(self._score_group(trees))
+                    for u in group:
+                        for i in units[u][1]:
+                            out[i] = next(scores)
         finally:
             model.train(was_training)
         return out
 
-    def _score_group(self, prompts: list[list[int]], continuations: list[list[list[int]]]) -> list[list[float]]:
-        """Token ids in, log-likelihoods out, in one forward pass (see `score_batch`); the caller holds the lock."""
+    def _score_group(self, trees: list[tuple[list[int], list[tuple[list[int], list[list[int]]]]]]) -> list[list[float]]:
+        """Token ids in, log-likelihoods out, in one forward pass (see `score_batch`): one row per
+        (shared prefix, [(the rest of a prompt, its continuations)]); the scores of every prompt of
+        every row in order. The caller holds the lock."""
         import torch
 
         model, pad, device = self.model, self.tokenizer.pad_token_id, self.model.device
         # Per row: its tokens and positions; the tree is laid out at the row's right edge.
-        seqs = [p + [t for c in cs for t in c[:-1]] for p, cs in zip(prompts, continuations)]
+        seqs = [
+            head + [t for rest, cs in branches for t in rest + [t for c in cs for t in c[:-1]]]
+            for head, branches in trees
+        ]
         width = max(map(len, seqs))
-        keep = max(len(s) - len(p) + 1 for s, p in zip(seqs, prompts))  # the positions whose logits are read
         x = torch.full((len(seqs), width), pad, dtype=torch.long)
         pos = torch.zeros(len(seqs), width, dtype=torch.long)
         seen = torch.zeros(len(seqs), width, width, dtype=torch.bool)
         targets: list[tuple[int, int, int, int]] = []  # (row, logit column, next token, continuation number)
         n = 0
-        for b, (p, cs, seq) in enumerate(zip(prompts, continuations, seqs)):
+        for b, ((head, branches), seq) in enumerate(zip(trees, seqs)):
             start = width - len(seq)
             x[b, start:] = torch.tensor(seq)
             seen[b, range(start), range(start)] = True  # padding sees itself only (a row seeing nothing is NaN)
-            head = start + len(p)
-            seen[b, start:head, start:head] = torch.ones(len(p), len(p), dtype=torch.bool).tril()
-            pos[b, start:head] = torch.arange(len(p))
-            at = head
-            for c in cs:
-                # the logit at the prompt's last token scores c[0]; at c[j], c[j + 1]
-                targets += [(b, (head - 1 if j == 0 else at + j - 1) - (width - keep), t, n) for j, t in enumerate(c)]
-                m = len(c) - 1
-                seen[b, at : at + m, start:head] = True
-                seen[b, at : at + m, at : at + m] = torch.ones(m, m, dtype=torch.bool).tril()
-                pos[b, at : at + m] = torch.arange(len(p), len(p) + m)
-                at += m
-                n += 1
+            at = start + len(head)
+            seen[b, start:at, start:at] = torch.ones(len(head), len(head), dtype=torch.bool).tril()
+            pos[b, start:at] = torch.arange(len(head))
+            for rest, cs in branches:
+                # the prompt's rest sees the prefix and itself
+                r = len(rest)
+                seen[b, at : at + r, start : start + len(head)] = True
+                seen[b, at : at + r, at : at + r] = torch.ones(r, r, dtype=torch.bool).tril()
+                pos[b, at : at + r] = torch.arange(len(head), len(head) + r)
+                last = at + r - 1 if r else start + len(head) - 1  # the prompt's last token
+                tail = (slice(start, start + len(head)), slice(at, at + r))  # what a continuation sees of the prompt
+                at += r
+                length = len(head) + r
+                for c in cs:
+                    # the logit at the prompt's last token scores c[0]; at c[j], c[j + 1]
+                    targets += [(b, last if j == 0 else at + j - 1, t, n) for j, t in enumerate(c)]
+                    m = len(c) - 1
+                    for cols in tail:
+                        seen[b, at : at + m, cols] = True
+                    seen[b, at : at + m, at : at + m] = torch.ones(m, m, dtype=torch.bool).tril()
+                    pos[b, at : at + m] = torch.arange(length, length + m)
+                    at += m
+                    n += 1
+        keep = width - min(col for _, col, _, _ in targets)  # the positions whose logits are read
+        targets = [(b, col - (width - keep), t, k) for b, col, t, k in targets]
         # additive form: every attention implementation reads it (sdpa also takes booleans, eager does not)
         dtype = next(model.parameters()).dtype
         mask = torch.zeros(seen.shape, dtype=dtype).masked_fill_(~seen, torch.finfo(dtype).min)[:, None]
@@ -280,9 +311,10 @@ class TransformersGenerator(ChatModel):
         totals = torch.zeros(n, dtype=torch.float64, device=logits.device).index_add_(0, owner, picked.double())
         totals = totals.tolist()
         scores: list[list[float]] = []
-        for cs in continuations:
-            scores.append(totals[: len(cs)])
-            totals = totals[len(cs) :]
+        for _, branches in trees:
+            for _, cs in branches:
+                scores.append(totals[: len(cs)])
+                totals = totals[len(cs) :]
         return scores
 
     def _windowed(self, mask, pos):
@@ -325,6 +357,30 @@ class TransformersGenerator(ChatModel):
         thread.start()
         yield from (piece for piece in streamer if piece)
         thread.join()
+
+
+def _shared_prefixes(
+    todo: list[int], prompt_ids: dict[int, list[int]], rows_of: dict[int, int], max_rows: int
+) -> list[tuple[int, list[int]]]:
+    """Prompts that share most of their tokens, as (length of the common prefix, the prompts): in
+    token order, a prompt joins the ones before it when their common prefix is at least half of each
+    of them (a short prompt sharing only the system message would shrink the shared part for all)
+    and the prompts' continuations stay within `max_rows`. The common prefix is never the whole of a
+    prompt, so every prompt's last token is its own."""
+    units: list[tuple[int, list[int]]] = []
+    for i in sorted(todo, key=prompt_ids.__getitem__):
+        ids = prompt_ids[i]
+        if units:
+            head, members = units[-1]
+            prev = prompt_ids[members[0]]
+            common = next((k for k, (a, b) in enumerate(zip(prev[:head], ids)) if a != b), min(head, len(ids)))
+            common = min(common, len(ids) - 1)
+            longest = max(len(ids), *(len(prompt_ids[j]) for j in members))
+            if 2 * common >= longest and sum(rows_of[j] for j in members) + rows_of[i] <= max_rows:
+                units[-1] = (common, members + [i])
+                continue
+        units.append((len(ids) - 1, [i]))
+    return units
 
 
 def _to(mask, device):

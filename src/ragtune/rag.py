@@ -25,7 +25,7 @@ from .prompts import (
     strip_citations,
 )
 from .safety import StreamSanitizer, sanitize_answer
-from .span_ranker import SpanItem, choose, load_ranker
+from .span_ranker import NULL_QUESTION, SpanItem, choose, load_ranker
 
 SNIPPET_CHARS = 300
 SUPPORT_TO_ATTRIBUTE = 0.6  # share of the answer's content words a source must hold to be credited
@@ -320,12 +320,20 @@ class SpanRead:
 
 
 def read_spans(
-    generator: Generator, embedder, questions: Sequence[str], contexts: Sequence[Sequence[Source]], config: RagConfig
+    generator: Generator,
+    embedder,
+    questions: Sequence[str],
+    contexts: Sequence[Sequence[Source]],
+    config: RagConfig,
+    null: bool = True,
 ) -> list[SpanRead | None]:
     """The extract reader's reading: each question's `config.reader_sentences` most relevant
     sentences with candidates, each read alone with the question (`reader_messages`), and every
     plausible candidate span of it scored by the model as the reply, all in one batched scoring
-    call. None for a question whose sources hold no candidate."""
+    call. With `null` (the span ranker reads it), the same spans are also scored as the reply to the
+    sentence and `span_ranker.NULL_QUESTION`, in the same call (a yes/no question's are not: the
+    model's likelihood chooses those, `span_ranker.choose`). None for a question whose sources hold
+    no candidate."""
     candidates = [
         plausible_spans(q, answer_spans(q, s, config.spans_per_sentence)) for q, s in zip(questions, contexts)
     ]
@@ -342,14 +350,22 @@ def read_spans(
         for i, rank, sentence, _ in reads
     ]
     prompts = [reader_messages(sentence, questions[i]) for i, _, sentence, _ in reads]
-    scores = score_spans(generator, prompts, [[c.text for c in pool] for pool in pools])
+    spans = [[c.text for c in pool] for pool in pools]
+    yes_no = {i for i, c in enumerate(candidates) if any(s.kind == "yes/no" for s in c)}
+    nulls = [r for r, (i, *_) in enumerate(reads) if null and i not in yes_no]
+    scores = score_spans(
+        generator,
+        prompts + [reader_messages(reads[r][2], NULL_QUESTION) for r in nulls],
+        spans + [spans[r] for r in nulls],
+    )
+    null_scores = dict(zip(nulls, scores[len(reads) :]))
     n_tokens = iter(generator.count_tokens([c.text for pool in pools for c in pool]))
     for r, ((i, rank, sentence, rel), pool, sc) in enumerate(zip(reads, pools, scores)):
         read = out[i] or SpanRead([], [], [], [])
         out[i] = read
         read.prompts.append(prompts[r])
-        for c, logprob in zip(pool, sc):
-            read.items.append(SpanItem(c.text, c.kind, sentence, rel, rank, logprob, next(n_tokens)))
+        for c, logprob, null_logprob in zip(pool, sc, null_scores.get(r, [0.0] * len(pool))):
+            read.items.append(SpanItem(c.text, c.kind, sentence, rel, rank, logprob, next(n_tokens), null_logprob))
             read.spans.append(c)
             read.reads.append(len(read.prompts) - 1)
     return out
@@ -483,7 +499,8 @@ class Pipeline:
         choice = self.config.span_ranker
         ranker = None if choice == "likelihood" else load_ranker(None if choice == "bundled" else choice)
         out = []
-        reads = read_spans(self.generator, self._retriever.embedder, questions, contexts, self.config)
+        null = bool(ranker and ranker.reads_null)
+        reads = read_spans(self.generator, self._retriever.embedder, questions, contexts, self.config, null)
         for question, sources, read in zip(questions, contexts, reads):
             if read is None:
                 out.append((ABSTAIN, (0.0, 0.0), rag_messages(question, sources)))
