@@ -83,20 +83,29 @@ def _plain(gen, prompt, span):
 
 def test_prompts_sharing_a_prefix_share_a_row_and_score_as_apart(tiny_generator):
     """The span reader's question and content-free prompts over one sentence: their common prefix
-    is read once and each prompt's rest branches off it, with the same scores as a plain pass of
-    each prompt (including a prompt repeated, and one that is the other's prefix plus a word)."""
-    from ragtune.generators import _shared_prefixes
+    is read once and each prompt's rest branches off it, and the part common to every prompt of the
+    call is read once for all rows, with the same scores as a plain pass of each prompt (including a
+    prompt repeated, and one that is the other's prefix plus a word)."""
+    from ragtune.generators import MIN_SHARED_PREFIX, _common_prefix, _shared_prefixes
 
     gen, tok = tiny_generator, tiny_generator.tokenizer
     passage = "w1 w2 w3 w4 w5 w6 w7 w8 w9 w10 w11 w12 paris w13 w14"
-    prompts = [_messages(f"{passage} question w3"), _messages("rome"), _messages(f"{passage} w18"),
-               _messages(f"{passage} question w3"), _messages(f"{passage} question w3 w4")]  # fmt: skip
-    spans = [["paris", "w6 w7"], ["rome"], ["paris", "w13 w14 w15"], ["w7"], ["paris"]]
+    backwards = " ".join(f"w{k}" for k in range(24, 0, -1)) + " paris"
+
+    def reader(text):  # a system message of several words, as the span reader's
+        return [{"role": "system", "content": "answer w20 w21 w22 w23 w24 w25"}, {"role": "user", "content": text}]
+
+    prompts = [reader(f"{passage} question w3"), reader("rome"), reader(f"{passage} w18"),
+               reader(f"{passage} question w3"), reader(f"{passage} question w3 w4"), reader(backwards)]  # fmt: skip
+    spans = [["paris", "w6 w7"], ["rome"], ["paris", "w13 w14 w15"], ["w7"], ["paris"], ["paris", "w31"]]
     ids = dict(enumerate(tok([gen.render(p) for p in prompts], add_special_tokens=False)["input_ids"]))
     units = _shared_prefixes(list(ids), ids, {i: len(c) for i, c in enumerate(spans)}, 64)
-    assert sorted(sorted(m) for _, m in units) == [[0, 2, 3, 4], [1]]  # the passage's four share a row
+    assert sorted(sorted(m) for _, m in units) == [[0, 2, 3, 4], [1], [5]]  # the passage's four share a row
+    # the system message and template head, common to all six, are read once for the call (3 rows)
+    assert _common_prefix(list(ids.values())) >= MIN_SHARED_PREFIX
+    assert _common_prefix([[1, 2, 3], [1, 2, 3]]) == 2 and _common_prefix([[1, 2], [3]]) == 0
     # at most max_rows continuations in one row
-    assert sorted(len(m) for _, m in _shared_prefixes(list(ids), ids, dict.fromkeys(ids, 1), 2)) == [1, 2, 2]
+    assert sorted(len(m) for _, m in _shared_prefixes(list(ids), ids, dict.fromkeys(ids, 1), 2)) == [1, 1, 2, 2]
     got = gen.score_batch(prompts, spans)
     for prompt, conts, scores in zip(prompts, spans, got):
         assert scores == pytest.approx([_plain(gen, prompt, c) for c in conts], abs=1e-4)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -233,17 +234,28 @@ class TransformersGenerator(ChatModel):
             else:
                 groups.append([u])
                 rows = n
+        # The part every prompt shares (the system message and the template's head) is read once for
+        # the whole call and its keys and values lent to every row; never a prompt's last token. With
+        # fewer than 3 rows the extra pass costs more than it saves (benchmarks/score_prefix.py).
+        shared = _common_prefix([prompt_ids[i] for i in todo]) if len(units) >= 3 else 0
+        if shared < MIN_SHARED_PREFIX or getattr(model.config, "sliding_window", None):
+            shared = 0
         was_training = model.training
         model.eval()
         try:
             with self._lock, torch.inference_mode():
+                past = None
+                if shared:
+                    head = torch.tensor([prompt_ids[todo[0]][:shared]], device=model.device)
+                    read = model(head, use_cache=True)
+                    past = getattr(read, "cache", None) or read.past_key_values
                 for group in groups:
                     trees = [
-                        (prompt_ids[units[u][1][0]][: units[u][0]],
+                        (prompt_ids[units[u][1][0]][shared : units[u][0]],
                          [(prompt_ids[i][units[u][0] :], cont_ids[i]) for i in units[u][1]])
                         for u in group
                     ]  # fmt: skip
-                    scores = iter(self._score_group(trees))
+                    scores = iter(self._score_group(trees, past, shared))
                     for u in group:
                         for i in units[u][1]:
                             out[i] = next(scores)
@@ -251,10 +263,15 @@ class TransformersGenerator(ChatModel):
             model.train(was_training)
         return out
 
-    def _score_group(self, trees: list[tuple[list[int], list[tuple[list[int], list[list[int]]]]]]) -> list[list[float]]:
+    def _score_group(
+        self, trees: list[tuple[list[int], list[tuple[list[int], list[list[int]]]]]], past=None, shared: int = 0
+    ) -> list[list[float]]:
         """Token ids in, log-likelihoods out, in one forward pass (see `score_batch`): one row per
         (shared prefix, [(the rest of a prompt, its continuations)]); the scores of every prompt of
-        every row in order. The caller holds the lock."""
+        every row in order. `past`: the cache of the `shared` tokens that come before every row (seen
+        by all, positions counted after them). The caller holds the lock."""
+        import copy
+
         import torch
 
         model, pad, device = self.model, self.tokenizer.pad_token_id, self.model.device
@@ -275,17 +292,17 @@ class TransformersGenerator(ChatModel):
             seen[b, range(start), range(start)] = True  # padding sees itself only (a row seeing nothing is NaN)
             at = start + len(head)
             seen[b, start:at, start:at] = torch.ones(len(head), len(head), dtype=torch.bool).tril()
-            pos[b, start:at] = torch.arange(len(head))
+            pos[b, start:at] = torch.arange(shared, shared + len(head))
             for rest, cs in branches:
                 # the prompt's rest sees the prefix and itself
                 r = len(rest)
                 seen[b, at : at + r, start : start + len(head)] = True
                 seen[b, at : at + r, at : at + r] = torch.ones(r, r, dtype=torch.bool).tril()
-                pos[b, at : at + r] = torch.arange(len(head), len(head) + r)
+                pos[b, at : at + r] = torch.arange(shared + len(head), shared + len(head) + r)
                 last = at + r - 1 if r else start + len(head) - 1  # the prompt's last token
                 tail = (slice(start, start + len(head)), slice(at, at + r))  # what a continuation sees of the prompt
                 at += r
-                length = len(head) + r
+                length = shared + len(head) + r
                 for c in cs:
                     # the logit at the prompt's last token scores c[0]; at c[j], c[j + 1]
                     targets += [(b, last if j == 0 else at + j - 1, t, n) for j, t in enumerate(c)]
@@ -300,11 +317,16 @@ class TransformersGenerator(ChatModel):
         targets = [(b, col - (width - keep), t, k) for b, col, t, k in targets]
         # additive form: every attention implementation reads it (sdpa also takes booleans, eager does not)
         dtype = next(model.parameters()).dtype
+        if past is not None:  # every row sees the shared tokens (padding too: a row seeing nothing is NaN)
+            seen = torch.cat([torch.ones(len(seqs), width, shared, dtype=torch.bool), seen], -1)
+            past = copy.deepcopy(past)
+            past.batch_repeat_interleave(len(seqs))
         mask = torch.zeros(seen.shape, dtype=dtype).masked_fill_(~seen, torch.finfo(dtype).min)[:, None]
-        mask = self._windowed(mask, pos)
+        mask = self._windowed(mask, pos)  # (no shared part on a sliding-window model: score_batch)
+        lent = {_cache_argument(model): past} if past is not None else {}
         logits = model(
-            x.to(device), attention_mask=_to(mask, device), position_ids=pos.to(device), use_cache=False,
-            logits_to_keep=keep,
+            x.to(device), attention_mask=_to(mask, device), position_ids=pos.to(device), use_cache=past is not None,
+            logits_to_keep=keep, **lent,
         ).logits.float()  # fmt: skip
         row, col, token, owner = (torch.tensor(v, device=logits.device) for v in zip(*targets))
         picked = logits[row, col, token] - torch.logsumexp(logits[row, col], -1)
@@ -357,6 +379,23 @@ class TransformersGenerator(ChatModel):
         thread.start()
         yield from (piece for piece in streamer if piece)
         thread.join()
+
+
+# Below this many tokens common to every prompt of a `score_batch` call, reading them once saves less
+# than copying their cache to every row costs.
+MIN_SHARED_PREFIX = 8
+
+
+def _cache_argument(model) -> str:
+    """The forward's name for a cache of earlier tokens: `cache` in recent transformers 5 releases,
+    `past_key_values` before (deprecated there, to be removed in 5.40)."""
+    return "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
+
+
+def _common_prefix(seqs: list[list[int]]) -> int:
+    """How many leading tokens every sequence shares, leaving each at least one of its own."""
+    first, n = seqs[0], min(map(len, seqs)) - 1
+    return next((k for k in range(n) if any(s[k] != first[k] for s in seqs)), max(n, 0))
 
 
 def _shared_prefixes(
