@@ -10,7 +10,7 @@ questions from the index, each asked again with its own document kept out of ret
 Baseline, same run: the same pipeline without the gate (the model's own "I don't know").
 Targets: abstains on >= 80% of unanswerable questions, <= 10% of answerable ones.
 
-    python benchmarks/abstention.py [--corpus squad pubmedqa] [--n 100] [--calibrate 40] [--records DIR]
+    python benchmarks/abstention.py [--corpus squad pubmedqa] [--n 100] [--calibrate 60] [--records DIR]
 
 Besides the library's gate, a few variants fitted on the same calibration answers are shown
 (weights fitted on right answers only; without the question-side evidence). `--records` keeps
@@ -182,7 +182,8 @@ def main() -> int:
     ap.add_argument("--corpus", nargs="+", default=["squad", "pubmedqa"], choices=["squad", "pubmedqa"])
     ap.add_argument("--root", default="/tmp/ragtune-bench/abstention")
     ap.add_argument("--n", type=int, default=100, help="answerable and unanswerable test questions each")
-    ap.add_argument("--calibrate", type=int, default=40, help="calibration questions (each also asked without its doc)")
+    ap.add_argument("--calibrate", type=int, default=60,
+                    help="calibration questions (each also asked without its doc); 60 as `ragtune tune`")  # fmt: skip
     ap.add_argument("--calibrate-on", choices=["synthetic", "real"], default="synthetic")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", help="write the figures here")

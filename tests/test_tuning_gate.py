@@ -1,6 +1,7 @@
 """Weighted fusion, `tune`, the answerability gate, extracted answers and answer shaping."""
 
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -118,34 +119,53 @@ def test_gate_meets_its_false_abstention_target_and_survives_the_manifest(facts_
 
 
 def test_a_nonnegative_gate_never_weighs_evidence_against_answering():
-    # 10 + 10 questions: similarity separates them; by chance, BM25 runs the wrong way. An
-    # unconstrained fit gives BM25 a negative weight (a better match counting against answering).
+    # 10 + 10 questions: similarity separates them; by chance, sentence relevance runs the wrong way.
+    # An unconstrained fit gives it a negative weight (a better match counting against answering).
     rng = random.Random(3)
-    ans = [Evidence(dense_top=rng.gauss(0.7, 0.1), text_top=rng.gauss(5, 1), agreement=rng.random()) for _ in range(10)]
-    un = [Evidence(dense_top=rng.gauss(0.4, 0.1), text_top=rng.gauss(7, 1), agreement=rng.random()) for _ in range(10)]
+    ans = [
+        Evidence(dense_top=rng.gauss(0.7, 0.1), context_top=rng.gauss(5, 1), agreement=rng.random()) for _ in range(10)
+    ]
+    un = [
+        Evidence(dense_top=rng.gauss(0.4, 0.1), context_top=rng.gauss(7, 1), agreement=rng.random()) for _ in range(10)
+    ]
     free = dict(zip(*(lambda g: (g.features, g.weights))(fit_gate(ans, un))))
-    assert free["text_top"] < 0  # the default, free fit follows the sample
+    assert free["context_top"] < 0  # the default, free fit follows the sample
     gate = fit_gate(ans, un, nonnegative=True)
     w = dict(zip(gate.features, gate.weights))
-    assert all(v >= 0 for v in gate.weights) and w["dense_top"] > 0 and w["text_top"] == 0
+    assert all(v >= 0 for v in gate.weights) and w["dense_top"] > 0 and w["context_top"] == 0
     # more of any evidence never lowers the confidence
-    e = Evidence(dense_top=0.5, text_top=6, agreement=0.5)
-    assert gate.probability(Evidence(dense_top=0.5, text_top=9, agreement=0.5)) >= gate.probability(e)
-    assert gate.probability(Evidence(dense_top=0.8, text_top=6, agreement=0.5)) > gate.probability(e)
+    e = Evidence(dense_top=0.5, context_top=6, agreement=0.5)
+    assert gate.probability(Evidence(dense_top=0.5, context_top=9, agreement=0.5)) >= gate.probability(e)
+    assert gate.probability(Evidence(dense_top=0.8, context_top=6, agreement=0.5)) > gate.probability(e)
+
+
+def test_the_gate_reads_bm25_per_question_word_not_raw():
+    """A raw BM25 score grows with the question's length: a gate calibrated on short synthetic
+    questions read long real ones as answerable (PubMedQA, 59% abstention). The gate reads the score
+    per content word of the question; the raw one never moves it."""
+    rng = random.Random(6)
+    ans = [Evidence(dense_top=rng.gauss(0.6, 0.1), text_top=40.0, text_per_word=rng.gauss(3, 0.5)) for _ in range(20)]
+    un = [Evidence(dense_top=rng.gauss(0.4, 0.1), text_top=0.0, text_per_word=rng.gauss(1, 0.5)) for _ in range(20)]
+    gate = fit_gate(ans, un)
+    assert "text_top" not in gate.features and "text_top" not in EVIDENCE_FEATURES and "text_per_word" in gate.features
+    e = Evidence(dense_top=0.5, text_top=4, text_per_word=2.0)
+    assert gate.probability(replace(e, text_top=40)) == gate.probability(e)
+    assert gate.probability(replace(e, text_per_word=3.0)) > gate.probability(e)
 
 
 def test_explain_only_blames_evidence_below_its_calibration_mean():
-    # On this sample BM25 happens to be higher on the unanswerable questions: an unconstrained fit
-    # then blames a high BM25 score ("weakest evidence: best BM25 score 12.0").
+    # On this sample sentence relevance happens to be higher on the unanswerable questions: an
+    # unconstrained fit then blames a high one ("weakest evidence: best sentence relevance 2.0").
     rng = random.Random(4)
-    ans = [Evidence(*(rng.gauss(0.3 if i == 1 else 1.0, 1) for i in range(7))) for _ in range(30)]
-    un = [Evidence(*(rng.gauss(1.0 if i == 1 else 0.3, 1) for i in range(7))) for _ in range(30)]
+    names = ("dense_top", "context_top", "agreement", "support", "logprob", "margin", "question_cover")
+    labels = dict(zip(names, ["best similarity", "best sentence relevance", "retriever agreement", "answer support",
+                              "answer log-prob per token", "lead over the next span",
+                              "question words in the sources"]))  # fmt: skip
+    ans = [Evidence(**{f: rng.gauss(0.3 if i == 1 else 1.0, 1) for i, f in enumerate(names)}) for _ in range(30)]
+    un = [Evidence(**{f: rng.gauss(1.0 if i == 1 else 0.3, 1) for i, f in enumerate(names)}) for _ in range(30)]
     gate = fit_gate(ans, un)
-    labels = {f: label for f, label in zip(EVIDENCE_FEATURES, [
-        "best similarity", "best BM25 score", "retriever agreement", "best sentence relevance",
-        "answer support", "answer log-prob per token", "lead over the next span"])}  # fmt: skip
     for _ in range(200):
-        ev = Evidence(*(rng.gauss(0.6, 1.5) for _ in range(7)))
+        ev = Evidence(**{f: rng.gauss(0.6, 1.5) for f in names})
         why = gate.explain(ev, gate.probability(ev))
         for f, m, s in zip(gate.features, gate.mean, gate.scale):
             if (getattr(ev, f) - m) / s >= 0:
@@ -193,6 +213,8 @@ def test_pipeline_gate_abstains_with_a_reason_and_exclusion_hides_the_document(f
     refused = Pipeline(facts_index, gen, RagConfig(k=3), gate=strict).answer("Who built the Alder bridge?")
     assert refused.abstained and refused.citations == [] and "confidence" in refused.abstain_reason
     assert refused.evidence is not None and refused.raw == "Mara Voss [1]"
+    ev = refused.evidence  # BM25 per content word of "Who built the Alder bridge?" (built, alder, bridge)
+    assert ev.text_top > 0 and ev.text_per_word == pytest.approx(ev.text_top / 3)
     kept = pipe.answer_batch(["Who built the Alder bridge?"], exclude_docs=[{"alder"}])[0]
     assert all(h.chunk.doc_id != "alder" for h in kept.hits) and kept.hits
 

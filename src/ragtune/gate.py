@@ -80,6 +80,7 @@ class Gate:
 _LABELS = {
     "dense_top": "best similarity",
     "text_top": "best BM25 score",
+    "text_per_word": "best BM25 score per question word",
     "agreement": "retriever agreement",
     "context_top": "best sentence relevance",
     "support": "answer support",

@@ -65,12 +65,18 @@ class Evidence:
     margin: float = 0.0  # extract: log-probability lead of the model's likeliest span over the runner-up
     question_cover: float = 0.0  # share of the question's content words found in the selected context
     names_cover: float = 0.0  # share of the question's names and numbers found in the retrieved text (1 if none)
+    # text_top per content word of the question. A raw BM25 score grows with the question's length:
+    # a gate calibrated on short synthetic questions read PubMedQA's long real ones (paper titles) as
+    # answerable, 59% abstention on unanswerable ones (target 80%); per word, 89% / 5% false, and SQuAD
+    # 80% / 7% (benchmarks/abstention.py, 60 calibration questions as `ragtune tune`; docs/reader.md).
+    text_per_word: float = 0.0
 
     def vector(self) -> list[float]:
         return [getattr(self, f) for f in EVIDENCE_FEATURES]
 
 
-EVIDENCE_FEATURES = tuple(f.name for f in fields(Evidence))
+# What a gate is fitted on: text_per_word, not text_top (kept for gates recorded before it).
+EVIDENCE_FEATURES = tuple(f.name for f in fields(Evidence) if f.name != "text_top")
 
 
 @dataclass(frozen=True)
@@ -283,9 +289,11 @@ def evidence(answer: Answer, likelihood: tuple[float, float] = (0.0, 0.0)) -> Ev
     hits = answer.hits
     cover, names = question_coverage(answer.question, answer.sources, hits)
     both = [h for h in hits if h.dense_score is not None and h.text_score is not None]
+    text_top = max((h.text_score for h in hits if h.text_score is not None), default=0.0)
     return Evidence(
         dense_top=max((h.dense_score for h in hits if h.dense_score is not None), default=0.0),
-        text_top=max((h.text_score for h in hits if h.text_score is not None), default=0.0),
+        text_top=text_top,
+        text_per_word=text_top / max(len(content_words(answer.question)), 1),
         agreement=len(both) / len(hits) if hits else 0.0,
         context_top=max((s.score for s in answer.sources), default=0.0),
         support=answer.support,
