@@ -57,3 +57,37 @@ def pyplot():
         print("(matplotlib not installed: no plot)")
         return None
     return plt
+
+
+def demo_first_questions(n: int):
+    """(an index of the bundled demo paragraphs in a temporary folder, the first question of each
+    of the first `n` paragraphs): the span reader's workload in score_backends.py and score_prefix.py."""
+    import tempfile
+
+    from ragtune import Index
+    from ragtune.demo import demo_data_path
+    from ragtune.documents import load_squad
+
+    docs, examples = load_squad(demo_data_path())
+    first = {}  # each paragraph's first question
+    for e in examples:
+        first.setdefault(e.doc_ids[0], e.question)
+    index = Index.create(Path(tempfile.mkdtemp(prefix="ragtune-reader-")) / "ix")
+    index.ingest(docs, sync=True)
+    return index, list(first.values())[:n]
+
+
+def record_scoring(gen, work) -> list:
+    """Run `work()` and return every `gen.score_batch(prompts, continuations)` call it made."""
+    calls, score_batch = [], gen.score_batch
+
+    def record(prompts, continuations):
+        calls.append((prompts, continuations))
+        return score_batch(prompts, continuations)
+
+    gen.score_batch = record
+    try:
+        work()
+    finally:
+        del gen.score_batch  # the instance attribute: the class's method again
+    return calls

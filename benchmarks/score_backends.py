@@ -18,9 +18,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 
 def main() -> int:
@@ -30,29 +28,14 @@ def main() -> int:
     ap.add_argument("--backends", default="ort,llama", help="of ort (onnxruntime-genai), llama (llama.cpp)")
     args = ap.parse_args()
 
-    from ragtune import Index, Pipeline, make_generator
-    from ragtune.demo import demo_data_path
-    from ragtune.documents import load_squad
+    from common import demo_first_questions, record_scoring
+    from ragtune import Pipeline, make_generator
 
-    docs, examples = load_squad(demo_data_path())
-    first = {}  # each paragraph's first question
-    for e in examples:
-        first.setdefault(e.doc_ids[0], e.question)
-    questions = list(first.values())[: args.questions]
-    index = Index.create(Path(tempfile.mkdtemp(prefix="ragtune-score-")) / "ix")
-    index.ingest(docs, sync=True)
-
+    index, questions = demo_first_questions(args.questions)
     tf = make_generator()
-    calls, score_batch = [], tf.score_batch
-
-    def record(prompts, continuations):
-        calls.append((prompts, continuations))
-        return score_batch(prompts, continuations)
-
-    tf.score_batch = record
+    score_batch = tf.score_batch
     pipe = Pipeline(index, tf, gate=False)
-    for q in questions:
-        pipe.answer(q)
+    calls = record_scoring(tf, lambda: [pipe.answer(q) for q in questions])
     spans = sum(len(c) for _, cs in calls for c in cs)
     print(f"{len(calls)} reader calls, {spans} spans ({spans / len(calls):.1f} per call)")
 

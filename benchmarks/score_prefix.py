@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 
 def main() -> int:
@@ -34,34 +32,14 @@ def main() -> int:
     args = ap.parse_args()
 
     import ragtune.generators as generators
-    from ragtune import Index, Pipeline, make_generator
-    from ragtune.demo import demo_data_path
-    from ragtune.documents import load_squad
+    from common import demo_first_questions, record_scoring
+    from ragtune import Pipeline, make_generator
 
-    docs, examples = load_squad(demo_data_path())
-    first = {}  # each paragraph's first question
-    for e in examples:
-        first.setdefault(e.doc_ids[0], e.question)
-    questions = list(first.values())[: args.questions]
-    index = Index.create(Path(tempfile.mkdtemp(prefix="ragtune-prefix-")) / "ix")
-    index.ingest(docs, sync=True)
-
+    index, questions = demo_first_questions(args.questions)
     gen = make_generator()
-    calls, score_batch = [], gen.score_batch
-
-    def record(prompts, continuations):
-        calls.append((prompts, continuations))
-        return score_batch(prompts, continuations)
-
-    gen.score_batch = record
     pipe = Pipeline(index, gen, gate=False)
-    for q in questions:
-        pipe.answer(q)
-    singles = list(calls)
-    calls.clear()
-    pipe.answer_batch(questions)
-    batched = list(calls)
-    gen.score_batch = score_batch
+    singles = record_scoring(gen, lambda: [pipe.answer(q) for q in questions])
+    batched = record_scoring(gen, lambda: pipe.answer_batch(questions))
     prompts = sum(len(p) for p, _ in singles)
     print(f"{len(questions)} questions: {prompts} prompts ({len(singles)} calls one question at a time, "
           f"{len(batched)} call(s) for the batch)")  # fmt: skip
