@@ -8,7 +8,7 @@ for the PMI features), with its gold paragraph as the only source; each candidat
 labelled with its F1 against the gold answers, and `span_ranker.fit_ranker` fits the conditional
 logit. Five-fold cross-validation (by question) prints the mean F1 of the chosen span (two sentences
 and one read) against the model's likelihood alone (the reader before the ranker) and the best
-candidate (the ceiling). Takes ~15 minutes for 1500 questions on 2 cores.
+candidate (the ceiling). Takes ~8 minutes for 1500 questions on 2 cores.
 
     python scripts/fit_span_ranker.py [--n 1500] [--seed 0] [--out src/ragtune/data/span-ranker.json]
 """
