@@ -61,64 +61,53 @@ def extra_features(question: str, items) -> np.ndarray:
     return np.array(out).reshape(len(items), len(EXTRA))
 
 
-def cv_f1(rows, features: list[str], extra: list[int], one_sentence: bool) -> float:
-    """5-fold CV (by question) mean F1 of the chosen span, ranking on `features` (names from
-    `span_ranker.FEATURES`) plus the `extra` columns of `extra_features`."""
-    from ragtune.span_ranker import FEATURES, fit_ranker, span_features
+def design(rows, features: list[str], extra: list[int]) -> list:
+    """[(the questions' candidates on `features` (names from `span_ranker.FEATURES`) plus the `extra`
+    columns of `extra_features`, their F1, the candidates)] for rows of (question, items, F1)."""
+    from ragtune.span_ranker import FEATURES, span_features
 
     cols = [FEATURES.index(f) for f in features]
-    groups = []
+    out = []
     for q, items, f1 in rows:
         x = span_features(q, items)[:, cols]
         if extra:
             x = np.concatenate([x, extra_features(q, items)[:, extra]], 1)
-        groups.append((x, np.array(f1), items))
-    chosen = []
-    for k in range(5):
-        r = fit_ranker([(x, f) for i, (x, f, _) in enumerate(groups) if i % 5 != k])
-        w, mean, scale = np.array(r.weights), np.array(r.mean), np.array(r.scale)
-        for x, f, items in (g for i, g in enumerate(groups) if i % 5 == k):
-            idx = [j for j, it in enumerate(items) if it.rank == 0] if one_sentence else list(range(len(items)))
-            if any(it.kind == "yes/no" for it in items):  # as span_ranker.choose
-                j = max(idx, key=lambda j: items[j].logprob)
-            else:
-                j = idx[int(np.argmax(((x[idx] - mean) / scale) @ w))]
-            chosen.append(f[j])
-    return 100 * float(np.mean(chosen))
+        out.append((x, np.array(f1), items))
+    return out
 
 
-def held_out_f1(train, test, features: list[str], extra: list[int], one_sentence: bool) -> np.ndarray:
-    """Each test question's F1 of the chosen span, the ranker fitted on every training question."""
-    from ragtune.span_ranker import FEATURES, fit_ranker, span_features
+def chosen_f1(train, test, one_sentence: bool) -> list[float]:
+    """The F1 of the span chosen for each `test` question by a ranker fitted on `train` (both from
+    `design`); a yes/no question keeps the model's choice, as `span_ranker.choose`."""
+    from ragtune.span_ranker import fit_ranker, likelihood_decides
 
-    cols = [FEATURES.index(f) for f in features]
-
-    def x_of(q, items):
-        x = span_features(q, items)[:, cols]
-        return np.concatenate([x, extra_features(q, items)[:, extra]], 1) if extra else x
-
-    r = fit_ranker([(x_of(q, items), np.array(f1)) for q, items, f1 in train])
+    r = fit_ranker([(x, f) for x, f, _ in train])
     w, mean, scale = np.array(r.weights), np.array(r.mean), np.array(r.scale)
     out = []
-    for q, items, f1 in test:
+    for x, f, items in test:
         idx = [j for j, it in enumerate(items) if it.rank == 0] if one_sentence else list(range(len(items)))
-        if any(it.kind == "yes/no" for it in items):
+        if likelihood_decides(it.kind for it in items):
             j = max(idx, key=lambda j: items[j].logprob)
         else:
-            j = idx[int(np.argmax(((x_of(q, items)[idx] - mean) / scale) @ w))]
-        out.append(f1[j])
-    return 100 * np.array(out)
+            j = idx[int(np.argmax(((x[idx] - mean) / scale) @ w))]
+        out.append(f[j])
+    return out
 
 
-def bootstrap(diff: np.ndarray, n: int = 2000) -> tuple[float, float]:
-    rng = np.random.default_rng(0)
-    means = np.array([diff[rng.integers(0, len(diff), len(diff))].mean() for _ in range(n)])
-    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+def cv_f1(rows, features: list[str], extra: list[int], one_sentence: bool) -> float:
+    """5-fold CV (by question) mean F1 of the chosen span."""
+    groups = design(rows, features, extra)
+    chosen = []
+    for k in range(5):
+        train = [g for i, g in enumerate(groups) if i % 5 != k]
+        chosen += chosen_f1(train, [g for i, g in enumerate(groups) if i % 5 == k], one_sentence)
+    return 100 * float(np.mean(chosen))
 
 
 def main() -> int:
     from fit_span_ranker import collect
 
+    from ragtune.evaluation.stats import paired_bootstrap
     from ragtune.span_ranker import FEATURES
 
     ap = argparse.ArgumentParser()
@@ -148,10 +137,11 @@ def main() -> int:
         print("| features | 1 sentence | 2 sentences |\n|---|---:|---:|")
         base = None
         for name, (features, extra) in sets.items():
-            f1 = [held_out_f1(rows, test, features, extra, one) for one in (True, False)]
+            train, held = design(rows, features, extra), design(test, features, extra)
+            f1 = [100 * np.array(chosen_f1(train, held, one)) for one in (True, False)]
             base = base if base is not None else f1
-            cells = [f"{a.mean():.1f} ({(a - b).mean():+.1f}, {lo:+.1f} to {hi:+.1f})"
-                     for a, b in zip(f1, base) for lo, hi in [bootstrap(a - b)]]  # fmt: skip
+            tests = [paired_bootstrap(a, b, (name, "baseline"), "F1", n_boot=2000) for a, b in zip(f1, base)]
+            cells = [f"{a.mean():.1f} ({t.diff:+.1f}, {t.low:+.1f} to {t.high:+.1f})" for a, t in zip(f1, tests)]
             print(f"| {name} | {cells[0]} | {cells[1]} |", flush=True)
     return 0
 

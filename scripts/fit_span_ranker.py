@@ -30,7 +30,7 @@ from common import SQUAD_DEV, squad_dev  # noqa: E402
 
 
 def fit_reads(n: int, seed: int, held_out: bool = False):
-    """Yield (a batch of the n training questions, their `read_spans` reads, the generator), the
+    """Yield (a batch of the n training questions, their `read_spans` reads), the
     questions a seeded sample outside `synth.qg.HELD_OUT_ARTICLES` (`held_out`: of those articles,
     for a test never fitted on), each read with its gold paragraph as the only source."""
     from ragtune import RagConfig, make_generator
@@ -51,7 +51,7 @@ def fit_reads(n: int, seed: int, held_out: bool = False):
     for b in range(0, len(pool), 32):
         batch = pool[b : b + 32]
         contexts = [[Source(1, e.doc_ids[0], e.doc_ids[0], "", text[e.doc_ids[0]], 1.0)] for e in batch]
-        yield batch, read_spans(gen, embedder, [e.question for e in batch], contexts, config), gen
+        yield batch, read_spans(gen, embedder, [e.question for e in batch], contexts, config)
         print(f"  {b + len(batch)}/{len(pool)} questions read, {time.perf_counter() - t0:.0f} s", flush=True)
 
 
@@ -68,7 +68,7 @@ def collect(n: int, seed: int, cache: Path | None, held_out: bool = False):
     if cache and cache.is_file():
         return pickle.loads(cache.read_bytes())
     out, articles = [], set()
-    for batch, reads, _ in fit_reads(n, seed, held_out):
+    for batch, reads in fit_reads(n, seed, held_out):
         articles |= {e.doc_ids[0].rsplit("/", 1)[0] for e in batch}
         for e, read in zip(batch, reads):
             if read is not None:

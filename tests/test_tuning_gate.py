@@ -119,24 +119,26 @@ def test_gate_meets_its_false_abstention_target_and_survives_the_manifest(facts_
 
 
 def test_a_nonnegative_gate_never_weighs_evidence_against_answering():
-    # 10 + 10 questions: similarity separates them; by chance, sentence relevance runs the wrong way.
-    # An unconstrained fit gives it a negative weight (a better match counting against answering).
+    # 10 + 10 questions: similarity separates them; by chance, BM25 runs the wrong way. An
+    # unconstrained fit gives BM25 a negative weight (a better match counting against answering).
     rng = random.Random(3)
     ans = [
-        Evidence(dense_top=rng.gauss(0.7, 0.1), context_top=rng.gauss(5, 1), agreement=rng.random()) for _ in range(10)
+        Evidence(dense_top=rng.gauss(0.7, 0.1), text_per_word=rng.gauss(5, 1), agreement=rng.random())
+        for _ in range(10)
     ]
     un = [
-        Evidence(dense_top=rng.gauss(0.4, 0.1), context_top=rng.gauss(7, 1), agreement=rng.random()) for _ in range(10)
+        Evidence(dense_top=rng.gauss(0.4, 0.1), text_per_word=rng.gauss(7, 1), agreement=rng.random())
+        for _ in range(10)
     ]
     free = dict(zip(*(lambda g: (g.features, g.weights))(fit_gate(ans, un))))
-    assert free["context_top"] < 0  # the default, free fit follows the sample
+    assert free["text_per_word"] < 0  # the default, free fit follows the sample
     gate = fit_gate(ans, un, nonnegative=True)
     w = dict(zip(gate.features, gate.weights))
-    assert all(v >= 0 for v in gate.weights) and w["dense_top"] > 0 and w["context_top"] == 0
+    assert all(v >= 0 for v in gate.weights) and w["dense_top"] > 0 and w["text_per_word"] == 0
     # more of any evidence never lowers the confidence
-    e = Evidence(dense_top=0.5, context_top=6, agreement=0.5)
-    assert gate.probability(Evidence(dense_top=0.5, context_top=9, agreement=0.5)) >= gate.probability(e)
-    assert gate.probability(Evidence(dense_top=0.8, context_top=6, agreement=0.5)) > gate.probability(e)
+    e = Evidence(dense_top=0.5, text_per_word=6, agreement=0.5)
+    assert gate.probability(Evidence(dense_top=0.5, text_per_word=9, agreement=0.5)) >= gate.probability(e)
+    assert gate.probability(Evidence(dense_top=0.8, text_per_word=6, agreement=0.5)) > gate.probability(e)
 
 
 def test_the_gate_reads_bm25_per_question_word_not_raw():
@@ -154,13 +156,13 @@ def test_the_gate_reads_bm25_per_question_word_not_raw():
 
 
 def test_explain_only_blames_evidence_below_its_calibration_mean():
-    # On this sample sentence relevance happens to be higher on the unanswerable questions: an
-    # unconstrained fit then blames a high one ("weakest evidence: best sentence relevance 2.0").
+    # On this sample BM25 happens to be higher on the unanswerable questions: an unconstrained fit
+    # then blames a high BM25 score ("weakest evidence: best BM25 score per question word 2.0").
     rng = random.Random(4)
-    names = ("dense_top", "context_top", "agreement", "support", "logprob", "margin", "question_cover")
-    labels = dict(zip(names, ["best similarity", "best sentence relevance", "retriever agreement", "answer support",
-                              "answer log-prob per token", "lead over the next span",
-                              "question words in the sources"]))  # fmt: skip
+    names = ("dense_top", "text_per_word", "agreement", "context_top", "support", "logprob", "margin")
+    labels = dict(zip(names, ["best similarity", "best BM25 score per question word", "retriever agreement",
+                              "best sentence relevance", "answer support", "answer log-prob per token",
+                              "lead over the next span"]))  # fmt: skip
     ans = [Evidence(**{f: rng.gauss(0.3 if i == 1 else 1.0, 1) for i, f in enumerate(names)}) for _ in range(30)]
     un = [Evidence(**{f: rng.gauss(1.0 if i == 1 else 0.3, 1) for i, f in enumerate(names)}) for _ in range(30)]
     gate = fit_gate(ans, un)

@@ -248,7 +248,7 @@ class TransformersGenerator(ChatModel):
                 if shared:
                     head = torch.tensor([prompt_ids[todo[0]][:shared]], device=model.device)
                     read = model(head, use_cache=True)
-                    past = getattr(read, "cache", None) or read.past_key_values
+                    past = read.cache if hasattr(read, "cache") else read.past_key_values
                 for group in groups:
                     trees = [
                         (prompt_ids[units[u][1][0]][shared : units[u][0]],
@@ -299,7 +299,7 @@ class TransformersGenerator(ChatModel):
                 seen[b, at : at + r, start : start + len(head)] = True
                 seen[b, at : at + r, at : at + r] = torch.ones(r, r, dtype=torch.bool).tril()
                 pos[b, at : at + r] = torch.arange(shared + len(head), shared + len(head) + r)
-                last = at + r - 1 if r else start + len(head) - 1  # the prompt's last token
+                last = at + r - 1  # the prompt's last token (never in the prefix: `_shared_prefixes`)
                 tail = (slice(start, start + len(head)), slice(at, at + r))  # what a continuation sees of the prompt
                 at += r
                 length = shared + len(head) + r
@@ -323,7 +323,7 @@ class TransformersGenerator(ChatModel):
             past.batch_repeat_interleave(len(seqs))
         mask = torch.zeros(seen.shape, dtype=dtype).masked_fill_(~seen, torch.finfo(dtype).min)[:, None]
         mask = self._windowed(mask, pos)  # (no shared part on a sliding-window model: score_batch)
-        lent = {_cache_argument(model): past} if past is not None else {}
+        lent = {_cache_argument(type(model)): past} if past is not None else {}
         logits = model(
             x.to(device), attention_mask=_to(mask, device), position_ids=pos.to(device), use_cache=past is not None,
             logits_to_keep=keep, **lent,
@@ -386,10 +386,11 @@ class TransformersGenerator(ChatModel):
 MIN_SHARED_PREFIX = 8
 
 
-def _cache_argument(model) -> str:
+@functools.lru_cache(maxsize=8)
+def _cache_argument(model_class) -> str:
     """The forward's name for a cache of earlier tokens: `cache` in recent transformers 5 releases,
     `past_key_values` before (deprecated there, to be removed in 5.40)."""
-    return "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
+    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
 
 
 def _common_prefix(seqs: list[list[int]]) -> int:
@@ -411,9 +412,7 @@ def _shared_prefixes(
         ids = prompt_ids[i]
         if units:
             head, members = units[-1]
-            prev = prompt_ids[members[0]]
-            common = next((k for k, (a, b) in enumerate(zip(prev[:head], ids)) if a != b), min(head, len(ids)))
-            common = min(common, len(ids) - 1)
+            common = min(head, _common_prefix([prompt_ids[members[0]], ids]))
             longest = max(len(ids), *(len(prompt_ids[j]) for j in members))
             if 2 * common >= longest and sum(rows_of[j] for j in members) + rows_of[i] <= max_rows:
                 units[-1] = (common, members + [i])

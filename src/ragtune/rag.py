@@ -25,7 +25,7 @@ from .prompts import (
     strip_citations,
 )
 from .safety import StreamSanitizer, sanitize_answer
-from .span_ranker import NULL_QUESTION, SpanItem, choose, load_ranker
+from .span_ranker import NULL_QUESTION, SpanItem, choose, likelihood_decides, load_ranker
 
 SNIPPET_CHARS = 300
 SUPPORT_TO_ATTRIBUTE = 0.6  # share of the answer's content words a source must hold to be credited
@@ -359,8 +359,7 @@ def read_spans(
     ]
     prompts = [reader_messages(sentence, questions[i]) for i, _, sentence, _ in reads]
     spans = [[c.text for c in pool] for pool in pools]
-    yes_no = {i for i, c in enumerate(candidates) if any(s.kind == "yes/no" for s in c)}
-    nulls = [r for r, (i, *_) in enumerate(reads) if null and i not in yes_no]
+    nulls = [r for r, (i, *_) in enumerate(reads) if null and not likelihood_decides(c.kind for c in candidates[i])]
     scores = score_spans(
         generator,
         prompts + [reader_messages(reads[r][2], NULL_QUESTION) for r in nulls],

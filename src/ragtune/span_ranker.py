@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from importlib import resources
@@ -168,9 +168,15 @@ def choose(question: str, items: Sequence[SpanItem], ranker: SpanRanker | None) 
     a ranker and for a yes/no question — SQuAD, where the ranker was fitted, has none, and ranking
     them took PubMedQA's answerable F1 from 41.0 to 7.0 (spans beside the question's words won
     over "yes" / "no", which sit in no sentence). Ties go to the earlier item."""
-    if ranker is None or any(it.kind == "yes/no" for it in items):
+    if ranker is None or likelihood_decides(it.kind for it in items):
         return max(range(len(items)), key=lambda j: (items[j].logprob, -j))
     return int(np.argmax(ranker.scores(question, items)))
+
+
+def likelihood_decides(kinds: Iterable[str]) -> bool:
+    """Whether the model's likelihood, not the ranker, chooses among candidates of these kinds: a
+    yes/no question's (`choose`; `rag.read_spans` scores no content-free prompt for them)."""
+    return "yes/no" in kinds
 
 
 @lru_cache(maxsize=4)
