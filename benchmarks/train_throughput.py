@@ -3,17 +3,19 @@
 Same model (SmolLM2-135M-Instruct), same data (SQuAD dev: passage + question -> answer, loss
 on the answer tokens only), same batch size, sequence length, LoRA settings, optimizer and
 steps. Each side runs in its own process, so its peak RSS is its own.
-ragtune runs once per variant (activations keep|recompute, precision fp32|bf16|auto) and each
-reports its final training loss, so bf16 is judged at equal loss, not speed alone.
-Targets (issue 12): tokens/s >= 2x HF and peak memory <= 1/3 of HF's, for the default variant.
+ragtune runs once per variant, ACTIVATIONS:PRECISION[:EVERY[:IMPL]] — activations keep |
+recompute-mlp | recompute, precision fp32 | base-bf16 | bf16 | auto, recompute every n-th block,
+LoRA implementation lean (default) | peft — and each reports its final training loss, so a
+variant is judged at equal loss, not speed alone.
+Targets (issue 12): tokens/s >= 2x HF and peak memory <= 1/3 of HF's.
 
     python benchmarks/train_throughput.py [--examples 48] [--batch 8] [--steps 6]
-        [--variants keep:fp32 recompute:fp32 recompute:fp32:2]
+        [--variants keep:fp32 keep:fp32:1:peft recompute-mlp:base-bf16 recompute:fp32] [--val-steps 24]
 
-bf16 is left out by default: on this project's CPU (avx512_bf16, no AMX) one bf16 autocast step took over
-10 minutes against 40 s in fp32; `--variants recompute:bf16` measures it. With AMX it is faster but
-learns slower: `--val-steps 24` then trains each variant 24 steps on other examples and prints its
-validation loss every 6 steps and its wall time (equal loss is the test, not speed alone).
+`base-bf16` (the frozen base's matmuls in bfloat16, LoRA in float32) needs a CPU with AMX: without
+it bf16 matmuls are far slower than float32 (on an avx512_bf16-only host one bf16 autocast step took
+over 10 minutes against 40 s). `--val-steps 24` then trains each variant 24 steps on other examples
+and prints its validation loss every 6 steps and its wall time (equal loss is the test).
 
 (examples = batch x steps: one epoch)
 """
@@ -61,10 +63,11 @@ def make_data(folder: Path, name: str, n: int, seed: int, validation: int = 0) -
 
 
 def ragtune_config(batch: int, steps: int, variant: str, **options):
-    """ragtune's LoRA settings for `variant` (keep|recompute:fp32|bf16[:every n-th layer]), no warm-up."""
+    """ragtune's LoRA settings for `variant` (keep|recompute:fp32|bf16[:every n-th layer[:lean|peft]]),
+    no warm-up."""
     from ragtune.finetune.config import FinetuneConfig
 
-    activations, precision, every = (variant.split(":") + ["1"])[:3]
+    activations, precision, every, impl = (variant.split(":") + ["", ""])[:4]
     return FinetuneConfig(
         mode="qa",
         method="lora",
@@ -76,7 +79,8 @@ def ragtune_config(batch: int, steps: int, variant: str, **options):
         max_seq_len=512,
         activations=activations,
         precision=precision,
-        recompute_every=int(every),
+        recompute_every=int(every or 1),
+        lora_impl=impl or "lean",
         **LORA,
         **options,
     )
@@ -190,7 +194,7 @@ def main() -> int:
     ap.add_argument("--side", choices=("ragtune", "hf", "val"))
     ap.add_argument("--val-steps", type=int, default=0, help="also train each variant this long; validation losses")
     ap.add_argument("--variant", default="keep:fp32", help="for --side ragtune: ACTIVATIONS:PRECISION")
-    ap.add_argument("--variants", nargs="+", default=["keep:fp32", "recompute:fp32", "recompute:fp32:2"])
+    ap.add_argument("--variants", nargs="+", default=["keep:fp32", "keep:fp32:1:peft", "recompute:fp32"])
     ap.add_argument("--folder")
     args = ap.parse_args()
     if args.side:

@@ -198,7 +198,7 @@ def training_precision(cfg: FinetuneConfig, device: str):
 
     from ..devices import auto_dtype
 
-    if cfg.precision == "fp32":
+    if cfg.precision in ("fp32", "base-bf16"):  # base-bf16: the lean LoRA functions cast, not autocast
         return None
     if cfg.precision == "bf16":
         return torch.bfloat16
@@ -217,7 +217,15 @@ def prepare_memory(model, cfg: FinetuneConfig) -> None:
     batch 8, 85 vs 129 tokens/s kept, 9.9 vs 14.9 GB) — `keep` is the fast mode, `recompute` the
     frugal one; `keep` switches to handing memory back only when the machine runs short
     (`release_memory_under_pressure`). The setting is process-wide: a later `keep` run in the same
-    process keeps it."""
+    process keeps it.
+
+    `recompute-mlp` (lean LoRA: each MLP computes gate and up again in its backward pass) halves what
+    is kept, but glibc's heap still grew to twice what was live (the forward pass's short-lived
+    tensors leave holes between the kept ones): blocks of 8 MB and more therefore come from mmap and
+    go back on free — few and large, so their faults cost little, and they leave no holes. LoRA on
+    8 x 512 tokens, base-bf16: 292 tokens/s at 7.1 GB without it, 236 at 5.2 GB with it."""
+    if cfg.activations == "recompute-mlp":
+        fixed_mmap_threshold(LARGE_BLOCK)
     if cfg.activations == "recompute":
         fixed_mmap_threshold()
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -235,6 +243,7 @@ def prepare_memory(model, cfg: FinetuneConfig) -> None:
 
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+LARGE_BLOCK = 8 * 1024 * 1024  # recompute-mlp: blocks this large come from mmap
 RELEASE_AT = 0.7  # `keep` hands freed memory back once the process holds this share of the machine's
 
 
@@ -482,6 +491,13 @@ def train(
     if cfg.quantize == "none":
         model = model.to(device)
     prepare_memory(model, cfg)
+    if cfg.method == "lora" and cfg.lora_impl == "lean":
+        import torch
+
+        from .lean import enable
+
+        base_dtype = torch.bfloat16 if cfg.precision == "base-bf16" else None
+        enable(model, base_dtype=base_dtype, recompute_mlp=cfg.activations == "recompute-mlp")
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     n_total = sum(p.numel() for p in model.parameters())
     log_path = out / LOG
@@ -617,7 +633,7 @@ def train(
             opt.step()
             opt.zero_grad(set_to_none=True)
             freed = None
-            if cfg.activations == "keep" and not released:
+            if cfg.activations != "recompute" and not released:
                 freed = release_memory_under_pressure()
                 released = freed is not None
             state["pos"] += seen
