@@ -51,17 +51,25 @@ def grads(model) -> dict:
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
+def step_both(ref, model, seed: int | None = None) -> list[tuple[float, dict]]:
+    """One loss and backward pass on the same batch for each model (after `seed`, if given, so both
+    draw the same masks): [(loss, gradients) of ref, (loss, gradients) of model]."""
+    out = []
+    for m in (ref, model):
+        if seed is not None:
+            torch.manual_seed(seed)
+        loss, _ = lm_loss(m, *batch())
+        loss.backward()
+        out.append((float(loss.detach()), grads(m)))
+    return out
+
+
 def test_lean_gives_peft_loss_and_gradients():
     ref = tiny_lora()
     model = copy.deepcopy(ref)
     assert lean.enable(model) == {"linear": 14, "mlp": 2, "norm": 5, "attention": 2}
-    ids, mask, labels = batch()
-    want, _ = lm_loss(ref, ids, mask, labels)
-    want.backward()
-    got, _ = lm_loss(model, ids, mask, labels)
-    got.backward()
-    assert float(got.detach()) == pytest.approx(float(want.detach()), rel=1e-5)
-    g_ref, g = grads(ref), grads(model)
+    (want, g_ref), (got, g) = step_both(ref, model)
+    assert got == pytest.approx(want, rel=1e-5)
     assert set(g) == set(g_ref) and len(g) == 2 * 2 * len(TARGETS)
     for name in g:
         assert torch.allclose(g[name], g_ref[name], rtol=1e-4, atol=1e-6), name
@@ -210,14 +218,9 @@ def test_base_in_bfloat16_keeps_lora_in_float32_and_close_gradients():
     ref = tiny_lora(dropout=0.0)
     model = copy.deepcopy(ref)
     lean.enable(model, base_dtype=torch.bfloat16)
-    ids, mask, labels = batch()
-    want, _ = lm_loss(ref, ids, mask, labels)
-    want.backward()
-    got, _ = lm_loss(model, ids, mask, labels)
-    got.backward()
-    assert float(got.detach()) == pytest.approx(float(want.detach()), rel=2e-2)
-    assert float(got.detach()) != float(want.detach())  # the base really ran in bfloat16
-    g_ref, g = grads(ref), grads(model)
+    (want, g_ref), (got, g) = step_both(ref, model)
+    assert got == pytest.approx(want, rel=2e-2)
+    assert got != want  # the base really ran in bfloat16
     for name in g:
         assert g[name].dtype == torch.float32
         cos = torch.nn.functional.cosine_similarity(g[name].flatten(), g_ref[name].flatten(), dim=0)
@@ -235,12 +238,7 @@ def test_recomputed_mlp_gives_the_same_gradients_from_less_memory():
     keep, again = copy.deepcopy(ref), copy.deepcopy(ref)
     lean.enable(keep)
     lean.enable(again, recompute_mlp=True)
-    ids, mask, labels = batch()
-    for model in (keep, again):
-        torch.manual_seed(7)  # the same mask seeds for both
-        loss, _ = lm_loss(model, ids, mask, labels)
-        loss.backward()
-    g_keep, g_again = grads(keep), grads(again)
+    (_, g_keep), (_, g_again) = step_both(keep, again, seed=7)
     for name in g_keep:
         assert torch.allclose(g_again[name], g_keep[name], rtol=1e-5, atol=1e-7), name
     torch.manual_seed(7)
