@@ -186,6 +186,17 @@ def run_side(name: str, folder: Path, batch: int, steps: int, variant: str) -> d
     return json.loads(line[7:])
 
 
+def default_variants() -> list[str]:
+    """fp32 lean (keep, recompute-mlp), peft, recompute; base-bf16 too where the CPU has AMX (without
+    it bf16 matmuls are far slower than float32)."""
+    variants = ["keep:fp32", "recompute-mlp:fp32", "keep:fp32:1:peft", "recompute:fp32"]
+    try:
+        amx = " amx_bf16" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        amx = False
+    return variants + (["keep:base-bf16", "recompute-mlp:base-bf16"] if amx else [])
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--examples", type=int, default=48)
@@ -194,7 +205,7 @@ def main() -> int:
     ap.add_argument("--side", choices=("ragtune", "hf", "val"))
     ap.add_argument("--val-steps", type=int, default=0, help="also train each variant this long; validation losses")
     ap.add_argument("--variant", default="keep:fp32", help="for --side ragtune: ACTIVATIONS:PRECISION")
-    ap.add_argument("--variants", nargs="+", default=["keep:fp32", "keep:fp32:1:peft", "recompute:fp32"])
+    ap.add_argument("--variants", nargs="+", default=default_variants())
     ap.add_argument("--folder")
     args = ap.parse_args()
     if args.side:
