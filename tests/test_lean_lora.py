@@ -245,3 +245,22 @@ def test_recomputed_mlp_gives_the_same_gradients_from_less_memory():
     kept = saved_bytes(keep)
     torch.manual_seed(7)
     assert saved_bytes(again) < 0.8 * kept
+
+
+def test_auto_precision_takes_base_bf16_on_a_cpu_with_amx_only(monkeypatch):
+    from ragtune import devices
+    from ragtune.finetune.config import FinetuneConfig
+    from ragtune.finetune.train import lean_base_bf16, training_precision
+
+    auto = FinetuneConfig(precision="auto")
+    monkeypatch.setattr(devices, "cpu_has_amx", lambda: True)
+    assert lean_base_bf16(auto, "cpu") and training_precision(auto, "cpu") is None  # no autocast
+    assert not lean_base_bf16(FinetuneConfig(precision="auto", lora_impl="peft"), "cpu")
+    assert not lean_base_bf16(FinetuneConfig(precision="auto", method="full"), "cpu")
+    assert not lean_base_bf16(FinetuneConfig(), "cpu")  # fp32 stays fp32
+    assert lean_base_bf16(FinetuneConfig(precision="base-bf16"), "cpu")
+    monkeypatch.setattr(devices, "cpu_has_amx", lambda: False)
+    assert not lean_base_bf16(auto, "cpu")
+    assert lean_base_bf16(FinetuneConfig(precision="base-bf16"), "cpu")  # asked for: done (slowly)
+    with pytest.raises(Exception, match="base-bf16 only with method='lora'"):
+        FinetuneConfig(precision="base-bf16", method="full")

@@ -81,8 +81,9 @@ class FinetuneConfig:
         "fp32",
         "fp32 | bf16: bfloat16 autocast | base-bf16: lora with lora_impl=lean: only the frozen base's matmuls"
         " in bfloat16, LoRA and the rest in float32 (on CPUs with AMX 1.3x faster steps, validation loss"
-        " +0.14 %; without AMX far slower) | auto: bf16 on a GPU that has it (on CPUs: >15x slower without"
-        " AMX; 1.2x faster with AMX but a higher validation loss at equal time)",
+        " +0.14 %; without AMX far slower) | auto: bf16 autocast on a GPU that has it, base-bf16 for lean LoRA"
+        " on a CPU with AMX, else fp32 (bf16 autocast on CPUs: >15x slower without AMX; 1.2x faster with AMX"
+        " but a higher validation loss at equal time)",
         ("fp32", "bf16", "base-bf16", "auto"),
     )
     quantize: str = opt(

@@ -208,6 +208,16 @@ def training_precision(cfg: FinetuneConfig, device: str):
     return torch.bfloat16 if device.startswith("cuda") and auto_dtype(device) == "bfloat16" else None
 
 
+def lean_base_bf16(cfg: FinetuneConfig, device: str) -> bool:
+    """Whether lean LoRA runs the frozen base's matmuls in bfloat16: asked for (`base-bf16`), or
+    `auto` on a CPU with AMX (1.3x faster steps at the same validation loss, README)."""
+    from .. import devices
+
+    if cfg.method != "lora" or cfg.lora_impl != "lean":
+        return False
+    return cfg.precision == "base-bf16" or (cfg.precision == "auto" and device == "cpu" and devices.cpu_has_amx())
+
+
 def prepare_memory(model, cfg: FinetuneConfig) -> None:
     """Gradient checkpointing when asked: each decoder block's activations are recomputed in the
     backward pass instead of kept (non-reentrant, so frozen inputs under LoRA need no tricks), and
@@ -497,7 +507,7 @@ def train(
 
         from .lean import enable
 
-        base_dtype = torch.bfloat16 if cfg.precision == "base-bf16" else None
+        base_dtype = torch.bfloat16 if lean_base_bf16(cfg, device) else None
         enable(model, base_dtype=base_dtype, recompute_mlp=cfg.activations == "recompute-mlp")
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     n_total = sum(p.numel() for p in model.parameters())
