@@ -400,18 +400,6 @@ def _is_rms_norm(module) -> bool:
     )
 
 
-def _norm_same_as_own_forward(norm) -> bool:
-    """A module named like an RMSNorm that computes something else (Gemma's 1 + weight) is left alone."""
-    import torch
-
-    x = torch.randn(2, 3, norm.weight.shape[0], generator=torch.Generator().manual_seed(0)).to(norm.weight)
-    with torch.no_grad():
-        want = type(norm).forward(norm, x)
-    with torch.enable_grad():
-        got = _norm_forward(norm, x)
-    return bool(torch.allclose(got, want, rtol=1e-4, atol=1e-5))
-
-
 def _is_swiglu(module) -> bool:
     import torch
 
@@ -421,23 +409,33 @@ def _is_swiglu(module) -> bool:
     return all(hasattr(module, n) for n in parts) and silu
 
 
-def _same_as_own_forward(mlp) -> bool:
-    """The fused MLP against the module's own forward on a random input, dropout off: a module
-    named like a SwiGLU MLP that computes something else is left alone."""
+def _same_as_own_forward(module, lean_forward, width: int, weight, rtol: float, atol: float) -> bool:
+    """`lean_forward` against the module's own forward on a random input of `width` features
+    (dropout off, the module in eval mode): a module named like an RMSNorm or a SwiGLU MLP that
+    computes something else (Gemma's 1 + weight norm) is left alone. `atol` is relative to the
+    largest output."""
     import torch
 
-    was = mlp.training
-    mlp.eval()
+    was = module.training
+    module.eval()
     try:
-        weight = mlp.gate_proj.weight if hasattr(mlp.gate_proj, "weight") else mlp.gate_proj.base_layer.weight
-        x = torch.randn(2, 3, weight.shape[1], generator=torch.Generator().manual_seed(0)).to(weight)
+        x = torch.randn(2, 3, width, generator=torch.Generator().manual_seed(0)).to(weight)
         with torch.no_grad():
-            want = type(mlp).forward(mlp, x)
+            want = type(module).forward(module, x)
         with torch.enable_grad():
-            got = _mlp_forward(mlp, x)
-        return bool(torch.allclose(got, want, rtol=1e-3, atol=1e-4 * float(want.abs().max()) + 1e-6))
+            got = lean_forward(module, x)
+        return bool(torch.allclose(got, want, rtol=rtol, atol=atol * float(want.abs().max()) + 1e-6))
     finally:
-        mlp.train(was)
+        module.train(was)
+
+
+def _norm_matches(norm) -> bool:
+    return _same_as_own_forward(norm, _norm_forward, norm.weight.shape[0], norm.weight, 1e-4, 1e-5)
+
+
+def _mlp_matches(mlp) -> bool:
+    weight = mlp.gate_proj.weight if hasattr(mlp.gate_proj, "weight") else mlp.gate_proj.base_layer.weight
+    return _same_as_own_forward(mlp, _mlp_forward, weight.shape[1], weight, 1e-3, 1e-4)
 
 
 def enable(model, base_dtype=None, recompute_mlp: bool = False) -> dict:
@@ -453,7 +451,7 @@ def enable(model, base_dtype=None, recompute_mlp: bool = False) -> dict:
         if _is_grouped_sdpa(module):
             module.forward = MethodType(_attention_forward, module)
             counts["attention"] += 1
-        elif _is_rms_norm(module) and _norm_same_as_own_forward(module):
+        elif _is_rms_norm(module) and _norm_matches(module):
             module.forward = MethodType(_norm_forward, module)
             counts["norm"] += 1
         elif _is_lora_linear(module) and projection(module) is not None:
@@ -461,7 +459,7 @@ def enable(model, base_dtype=None, recompute_mlp: bool = False) -> dict:
             counts["linear"] += 1
         elif _is_swiglu(module):
             projs = [projection(getattr(module, n)) for n in ("gate_proj", "up_proj", "down_proj")]
-            if None not in projs and any(p.lora_a is not None for p in projs) and _same_as_own_forward(module):
+            if None not in projs and any(p.lora_a is not None for p in projs) and _mlp_matches(module):
                 module.forward = MethodType(_mlp_forward, module)
                 module._lean_recompute = recompute_mlp
                 counts["mlp"] += 1
