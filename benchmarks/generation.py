@@ -83,7 +83,7 @@ class Transformers:
     def __init__(self, base: str, adapter: str | None):
         from ragtune.generators import TransformersGenerator
 
-        self.gen = TransformersGenerator(base, adapter=adapter)
+        self.gen = TransformersGenerator(base, adapter=adapter, dtype="float32")  # the named baseline
         self.gen.model  # noqa: B018 (load now, not inside the first timing)
 
     def tokens(self, messages, max_new: int) -> Iterator[int]:

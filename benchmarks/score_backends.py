@@ -1,16 +1,16 @@
-"""Span scoring (the default `extract` answer mode) through each backend: transformers vs onnxruntime-genai
-and llama.cpp (those installed).
+"""Span scoring (the default `extract` answer mode) through each backend: transformers float32 (the
+reference) vs transformers bfloat16, onnxruntime-genai and llama.cpp (those installed).
 
 The reader's calls are recorded once: the bundled demo paragraphs are indexed, and `rag` answers the
-first question of each paragraph with transformers (the default generator), keeping every
-`score_batch(prompts, continuations)` it makes. The same calls are then timed on transformers
-(`score_batch`: prompt and spans in one forward pass), on `NAME@ort` (`score` per prompt: the
+first question of each paragraph with transformers float32, keeping every `score_batch(prompts,
+continuations)` it makes. The same calls are then timed on transformers (`score_batch`: prompt and
+spans in one forward pass) in float32 and in bfloat16, on `NAME@ort` (`score` per prompt: the
 prompt is read once, each span appended and rewound) and on `NAME@llama` (`score` per prompt: the prompt
 read once, then every span in one batch, each in its own sequence sharing the prompt's cache),
 alternating, `--rounds` times each; the chosen span (the argmax) must be the same. This is what
-decides the default backend for the CPU: the default answer path scores, it does not decode.
+decides the default backend and dtype for the CPU: the default answer path scores, it does not decode.
 
-    python benchmarks/score_backends.py [--questions 40] [--rounds 3] [--backends ort,llama]
+    python benchmarks/score_backends.py [--questions 40] [--rounds 3] [--backends bf16,ort,llama]
 """
 
 from __future__ import annotations
@@ -25,14 +25,16 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--questions", type=int, default=40)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--backends", default="ort,llama", help="of ort (onnxruntime-genai), llama (llama.cpp)")
+    ap.add_argument(
+        "--backends", default="bf16,ort,llama", help="of bf16 (transformers bfloat16), ort (onnxruntime-genai), llama"
+    )
     args = ap.parse_args()
 
     from common import demo_first_questions, record_scoring
     from ragtune import Pipeline, make_generator
 
     index, questions = demo_first_questions(args.questions)
-    tf = make_generator()
+    tf = make_generator(dtype="float32")  # the reference
     score_batch = tf.score_batch
     pipe = Pipeline(index, tf, gate=False)
     calls = record_scoring(tf, lambda: [pipe.answer(q) for q in questions])
@@ -42,6 +44,10 @@ def main() -> int:
     packages = {"ort": ("onnxruntime-genai", "onnxruntime_genai"), "llama": ("llama.cpp", "llama_cpp")}
     runs = {"transformers": lambda: [score_batch(p, c) for p, c in calls]}
     for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
+        if backend == "bf16":  # transformers in bfloat16 (the default where the CPU has it natively)
+            bf16 = make_generator(dtype="bfloat16")
+            runs["transformers bf16"] = lambda gen=bf16: [gen.score_batch(p, c) for p, c in calls]
+            continue
         label, package = packages[backend]
         if importlib.util.find_spec(package) is None:
             print(f"{label}: not installed ({package})")

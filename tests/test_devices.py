@@ -4,7 +4,7 @@ the CPU's answers (that test runs only where torch sees a CUDA GPU)."""
 import pytest
 import torch
 
-from ragtune.devices import auto_dtype, cpu_has_native_bf16, resolve_device
+from ragtune.devices import auto_dtype, cpu_has_native_bf16, describe, resolve_device
 from ragtune.errors import ConfigError
 from ragtune.generators import TransformersGenerator, torch_dtype
 
@@ -32,14 +32,25 @@ def test_dtype_auto_follows_the_device():
     with pytest.raises(ConfigError, match="dtype='int3'"):
         torch_dtype("int3")
     gen = TransformersGenerator("x", device="cpu")
-    assert gen.device == "cpu" and gen.dtype == "float32"  # the CPU default stays the reference float32
+    assert gen.device == "cpu" and gen.dtype == "auto" and gen.precision == auto_dtype("cpu")
+    assert describe(gen)["dtype"] == gen.precision  # what results.json and index-info report
+    assert TransformersGenerator("x", device="cpu", dtype="float32").precision == "float32"
+
+
+def test_the_cli_dtype_reaches_every_generator(monkeypatch):
+    monkeypatch.setenv("RAGTUNE_DTYPE", "float32")
+    assert TransformersGenerator("x", device="cpu").precision == "float32"
+    assert TransformersGenerator("x", device="cpu", dtype="bfloat16").precision == "bfloat16"  # explicit wins
+    monkeypatch.setenv("RAGTUNE_DTYPE", "int3")
+    with pytest.raises(ConfigError, match="dtype='int3'"):
+        TransformersGenerator("x", device="cpu")
 
 
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
 def test_cuda_generates_and_scores_like_the_cpu(tmp_path):
     path = build_tiny_llama(tmp_path / "tiny")
     prompt = [{"role": "user", "content": "the capital of france is"}]
-    cpu = TransformersGenerator(str(path), device="cpu")
+    cpu = TransformersGenerator(str(path), device="cpu", dtype="float32")
     gpu = TransformersGenerator(str(path), device="cuda", dtype="float32")
     assert gpu.model.device.type == "cuda"
     assert gpu.generate([prompt], 8) == cpu.generate([prompt], 8)

@@ -88,7 +88,7 @@ def test_conversion_is_cached_atomically_and_reused(tiny_llama, tmp_path, monkey
 
 
 def test_greedy_answers_and_stream_equal_transformers(tiny_llama):
-    fast, ref = CT2Generator(str(tiny_llama)), TransformersGenerator(str(tiny_llama))
+    fast, ref = CT2Generator(str(tiny_llama)), TransformersGenerator(str(tiny_llama), dtype="float32")
     answers = fast.generate(PROMPTS, max_new_tokens=12)
     assert answers == ref.generate(PROMPTS, max_new_tokens=12)
     assert all(answers) and answers[0] != answers[1]
@@ -99,7 +99,7 @@ def test_greedy_answers_and_stream_equal_transformers(tiny_llama):
 
 
 def test_span_scores_match_transformers(tiny_llama):
-    fast, ref = CT2Generator(str(tiny_llama)), TransformersGenerator(str(tiny_llama))
+    fast, ref = CT2Generator(str(tiny_llama)), TransformersGenerator(str(tiny_llama), dtype="float32")
     got, want = fast.score(READER, SPANS), ref.score(READER, SPANS)
     assert got == pytest.approx(want, abs=1e-3)
     assert fast.score(READER, []) == []
@@ -116,7 +116,7 @@ def test_adapter_is_merged_and_its_hash_keys_the_cache(tiny_llama, lora, tmp_pat
 
     monkeypatch.setenv("RAGTUNE_CACHE", str(tmp_path / "cache"))
     fast = CT2Generator(str(tiny_llama), adapter=lora)
-    ref = TransformersGenerator(str(tiny_llama), adapter=lora)
+    ref = TransformersGenerator(str(tiny_llama), adapter=lora, dtype="float32")
     assert fast.generate(PROMPTS, 12) == ref.generate(PROMPTS, 12)
     assert fast.score(READER, SPANS) == pytest.approx(ref.score(READER, SPANS), abs=1e-3)
     assert fast.generate(PROMPTS, 12) != CT2Generator(str(tiny_llama)).generate(PROMPTS, 12)  # the adapter matters
@@ -146,7 +146,7 @@ def test_backend_is_picked_by_name_or_option(tiny_llama):
 
 def test_ort_build_is_cached_and_answers_equal_transformers(tiny_llama, lora, ort, tmp_path, monkeypatch):
     monkeypatch.setenv("RAGTUNE_CACHE", str(tmp_path))
-    fast, ref = OrtGenaiGenerator(str(tiny_llama)), TransformersGenerator(str(tiny_llama))
+    fast, ref = OrtGenaiGenerator(str(tiny_llama)), TransformersGenerator(str(tiny_llama), dtype="float32")
     answers = fast.generate(PROMPTS, max_new_tokens=12)
     assert answers == ref.generate(PROMPTS, max_new_tokens=12) and answers[0] != answers[1]
     assert "".join(fast.stream(PROMPTS[0], max_new_tokens=12)).strip() == answers[0]
@@ -154,7 +154,9 @@ def test_ort_build_is_cached_and_answers_equal_transformers(tiny_llama, lora, or
     folder = ort_converted(str(tiny_llama))[1]
     assert [p.name for p in folder.parent.iterdir()] == [folder.name]  # built once, no temp folder left
     tuned = OrtGenaiGenerator(str(tiny_llama), adapter=lora)
-    assert tuned.generate(PROMPTS, 12) == TransformersGenerator(str(tiny_llama), adapter=lora).generate(PROMPTS, 12)
+    assert tuned.generate(PROMPTS, 12) == TransformersGenerator(
+        str(tiny_llama), adapter=lora, dtype="float32"
+    ).generate(PROMPTS, 12)
     assert ort_converted(str(tiny_llama), lora)[1] != folder
     assert isinstance(make_generator(f"{tiny_llama}@ort"), OrtGenaiGenerator)
 
@@ -252,7 +254,7 @@ def test_ort_speculative_decoding_equals_plain_greedy(tiny_llama, ort, tmp_path,
             want = list(plain.token_ids(p, limit))
             assert list(spec.token_ids(p, limit)) == want and len(want) <= limit
     assert spec.drafts.passes > 0 and spec.drafts.accepted > 0
-    assert spec.generate(prompts, 24) == TransformersGenerator(str(tiny_llama)).generate(prompts, 24)
+    assert spec.generate(prompts, 24) == TransformersGenerator(str(tiny_llama), dtype="float32").generate(prompts, 24)
     assert "".join(spec.stream(prompts[2], 24)).strip() == spec.generate(prompts[2:], 24)[0]
     with pytest.raises(ConfigError, match="min_ngram=4"):
         OrtGenaiGenerator(str(tiny_llama), ngram=3, min_ngram=4)

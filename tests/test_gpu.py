@@ -129,7 +129,7 @@ def test_qlora_trains_a_4bit_base_and_its_adapter_serves_on_the_full_model(tiny,
     from ragtune.generators import TransformersGenerator
 
     prompt = [{"role": "user", "content": "w1 w2 w3 the capital of w1 w3"}]
-    on_cpu = TransformersGenerator(str(tiny), adapter=str(tmp_path / "q" / "adapter"), device="cpu")
+    on_cpu = TransformersGenerator(str(tiny), adapter=str(tmp_path / "q" / "adapter"), device="cpu", dtype="float32")
     on_gpu = TransformersGenerator(str(tiny), adapter=str(tmp_path / "q" / "adapter"), device="cuda", dtype="float32")
     assert on_cpu.generate([prompt], 4) == on_gpu.generate([prompt], 4)
 
@@ -181,7 +181,7 @@ def test_batched_generation_on_cuda_gives_each_prompt_its_own_answer(tmp_path):
     path = build_tiny_llama(tmp_path / "tiny")
     prompts = [[{"role": "user", "content": text}] for text in
                ("the capital of france is", "w1", "w3 w4 w5 w6 w7 w8 w9 the capital of italy is rome or")]  # fmt: skip
-    cpu = TransformersGenerator(str(path), device="cpu")
+    cpu = TransformersGenerator(str(path), device="cpu", dtype="float32")
     gpu = TransformersGenerator(str(path), device="cuda", dtype="float32")
     assert gpu.generate(prompts, 6) == [cpu.generate([p], 6)[0] for p in prompts]
     spans = [["paris", "rome"], ["w2"], ["rome", "italy", "w9 w1"]]

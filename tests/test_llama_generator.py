@@ -120,7 +120,7 @@ def test_the_gguf_written_back_from_transformers_weights_is_the_gguf_read(tiny_g
 
 
 def test_greedy_answers_stream_and_scores_equal_transformers(tiny_gguf):
-    fast, ref = LlamaCppGenerator(str(tiny_gguf)), TransformersGenerator(str(tiny_gguf))
+    fast, ref = LlamaCppGenerator(str(tiny_gguf)), TransformersGenerator(str(tiny_gguf), dtype="float32")
     answers = fast.generate(PROMPTS, max_new_tokens=12)
     assert answers == ref.generate(PROMPTS, max_new_tokens=12)
     assert all(answers) and answers[0] != answers[1]
@@ -154,7 +154,7 @@ def test_prompts_decoded_together_give_the_one_by_one_answers(tiny_gguf, monkeyp
     for new in (1, 12):
         together = fast.generate(prompts, max_new_tokens=new)
         assert together == _TokenStream.generate(fast, prompts, new)  # one by one, in the main context
-        assert together == TransformersGenerator(str(tiny_gguf)).generate(prompts, max_new_tokens=new)
+        assert together == TransformersGenerator(str(tiny_gguf), dtype="float32").generate(prompts, max_new_tokens=new)
     assert together[0] == together[4] and len(set(together)) > 2
     assert fast.generate(prompts, max_new_tokens=0) == [""] * 5
 
@@ -172,7 +172,7 @@ def test_adapter_is_written_into_its_own_gguf_keyed_by_its_hash(tiny_gguf, lora,
     from safetensors.torch import load_file, save_file
 
     fast = LlamaCppGenerator(str(tiny_gguf), adapter=lora)
-    ref = TransformersGenerator(str(tiny_gguf), adapter=lora)
+    ref = TransformersGenerator(str(tiny_gguf), adapter=lora, dtype="float32")
     assert fast.generate(PROMPTS, 12) == ref.generate(PROMPTS, 12)
     assert fast.score(READER, SPANS) == pytest.approx(ref.score(READER, SPANS), abs=1e-3)
     assert fast.generate(PROMPTS, 12) != LlamaCppGenerator(str(tiny_gguf)).generate(PROMPTS, 12)
@@ -196,7 +196,7 @@ def test_f16_q8_and_the_source_gguf_run_and_name_themselves(tiny_gguf):
         types = {t.name: t.tensor_type.name for t in gguf.GGUFReader(str(written)).tensors}
         assert types["blk.0.ffn_up.weight"] == matrix and types["blk.0.attn_norm.weight"] == "F32"
     q8 = LlamaCppGenerator(str(tiny_gguf), precision="q8_0")
-    ref = TransformersGenerator(str(tiny_gguf))
+    ref = TransformersGenerator(str(tiny_gguf), dtype="float32")
     # 8-bit weights move the scores a little, not the ranking of clearly different spans
     assert q8.score(READER, SPANS) == pytest.approx(ref.score(READER, SPANS), abs=0.5)
 

@@ -87,6 +87,27 @@ def test_tiny_model_matches_sentence_transformers(tmp_path, monkeypatch, pooling
     assert onnx.count_tokens(texts) == st.count_tokens(texts)
 
 
+def test_vector_cache_embeds_each_distinct_text_once(tmp_path):
+    folder = _tiny_bert(tmp_path / "tiny", {"pooling_mode_mean_tokens": True}, False)
+    plain = OnnxEmbedder(str(folder), batch_size=4, cache_size=0)
+    onnx = OnnxEmbedder(str(folder), batch_size=4, cache_size=3)
+    seen: list[list[str]] = []
+    compute = onnx._embed_all
+    onnx._embed_all = lambda texts: (seen.append(list(texts)), compute(texts))[1]
+    a, b, c, d = TEXTS[:4]
+    got = onnx.embed([a, b, a, c, a])
+    assert seen == [[a, b, c]]  # a call's duplicates once
+    assert np.allclose(got, plain.embed([a, b, a, c, a]), atol=1e-6)
+    assert np.array_equal(got[0], got[2]) and np.array_equal(got[0], got[4])
+    assert np.allclose(onnx.embed([c, a]), got[[3, 0]], atol=1e-6) and len(seen) == 1  # both cached
+    onnx.embed([d])  # a fourth text: the least recently used (b) goes
+    assert list(onnx.cache._vecs) == [c, a, d]
+    onnx.embed([b, a])
+    assert seen[1:] == [[d], [b]] and (onnx.cache.hits, onnx.cache.misses) == (3, 5)
+    with pytest.raises(ConfigError, match="cache size"):
+        OnnxEmbedder(str(folder), cache_size=-1)
+
+
 @pytest.mark.e2e
 def test_bundled_model_matches_sentence_transformers():
     onnx = sentence_embedder("all-minilm-l6-v2")

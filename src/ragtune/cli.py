@@ -516,6 +516,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--device", choices=("auto", "cpu", "cuda", "mps"), help="where models run (default auto: a GPU if present)"
     )
+    p.add_argument(
+        "--dtype",
+        choices=("auto", "float32", "bfloat16", "float16"),
+        help="what a transformers generator computes in (default auto: bfloat16 on a GPU and on a CPU with "
+        "native bfloat16, AVX512-BF16 or AMX; float32 elsewhere). Training has --precision",
+    )
     sub = p.add_subparsers(dest="verb", required=True)
 
     def common(sp, index_required=True):
@@ -775,6 +781,8 @@ def main(argv: list[str] | None = None) -> int:
     quiet_libraries(args.verbose)
     if args.device:
         os.environ["RAGTUNE_DEVICE"] = args.device  # read wherever a model is loaded
+    if args.dtype:
+        os.environ["RAGTUNE_DTYPE"] = args.dtype  # read wherever a transformers generator is made
     for f in getattr(args, "filter", None) or []:
         if "=" not in f:
             print(f"ragtune: error: --filter {f!r} must be KEY=VALUE", file=sys.stderr)

@@ -68,5 +68,7 @@ def describe(model) -> dict:
         return {}
     backend = getattr(model, "backend", None) or type(model).__name__
     device = getattr(model, "device", None)
+    precision = getattr(model, "precision", None)  # a transformers generator's resolved dtype
     return {"name": getattr(model, "name", type(model).__name__), "backend": str(backend),
-            "device": str(device) if device is not None else "cpu"}  # fmt: skip
+            "device": str(device) if device is not None else "cpu",
+            **({"dtype": precision} if isinstance(precision, str) else {})}  # fmt: skip

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -112,8 +113,11 @@ class ChatModel:
 
 class TransformersGenerator(ChatModel):
     """A causal LM through transformers, optionally with a PEFT adapter, on `device` (auto: a CUDA
-    GPU, else MPS, else the CPU). float32 by default on a CPU, bfloat16 on a GPU that has it;
-    `dtype="auto"` also uses bfloat16 where the CPU has it natively (faster, outputs may differ slightly)."""
+    GPU, else MPS, else the CPU). `dtype` None means $RAGTUNE_DTYPE (`ragtune --dtype`), else `auto`:
+    bfloat16 on a GPU that has it and on a CPU that computes it natively (AVX512-BF16 or AMX), float32
+    elsewhere. On this AMX CPU bfloat16 reads the reader's prompts 2x faster at batch 1 and 4x at
+    batch 16, with the same answer on 199 of 200 demo questions (docs/generation-backends.md);
+    `dtype="float32"` is the reference the fast backends are checked against."""
 
     backend = "transformers"
 
@@ -122,26 +126,32 @@ class TransformersGenerator(ChatModel):
         model: str,
         adapter: str | Path | None = None,
         batch_size: int = 8,
-        dtype: str = "float32",
+        dtype: str | None = None,  # None: $RAGTUNE_DTYPE (`ragtune --dtype`), else auto
         device: str | None = None,  # None: $RAGTUNE_DEVICE (`ragtune --device`), else auto
     ):
         self.name = model if adapter is None else f"{model}+{_run_name(Path(adapter))}"
         self.model_name = model
         self.adapter = adapter
         self.batch_size = batch_size
+        dtype = dtype or os.environ.get("RAGTUNE_DTYPE") or "auto"
         torch_dtype(dtype)  # a bad name fails here, not at the first answer
         self.device = resolve_device(device)
-        # float32 on a GPU wastes it: the default dtype means "the device's best" there.
-        self.dtype = "auto" if dtype == "float32" and self.device.startswith("cuda") else dtype
+        self.dtype = dtype
         self._model = None
         self._tokenizer = None
         self._lock = threading.Lock()  # generate() mutates no state, but one forward at a time keeps memory flat
+
+    @property
+    def precision(self) -> str:
+        """The dtype the weights run in here (what `auto` resolves to on this device)."""
+        return auto_dtype(self.device) if self.dtype == "auto" else self.dtype
 
     @classmethod
     def from_loaded(cls, model, tokenizer, name: str = "in-memory") -> TransformersGenerator:
         """Wrap a model already in memory (e.g. right after training)."""
         gen = cls(name)
         gen._model, gen._tokenizer = model, tokenizer
+        gen.dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
         return gen
 
     def _load(self) -> None:
