@@ -10,6 +10,7 @@ without batching. `--rounds N` runs the 1/4/16 levels N times, interleaved (the 
 and compares medians. The mean batch (questions per model call) comes from the server's /metrics.
 
     python benchmarks/serve_load.py [--seconds 20] [--rounds 1] [--queue 16] [--batch-window-ms 5] [--max-batch 16]
+        [--questions 200] [--embed-cache N]
 """
 
 from __future__ import annotations
@@ -29,8 +30,11 @@ from pathlib import Path
 # The server, in its own process (the load's client threads must not share its interpreter lock).
 SERVER = """
 import sys, uvicorn
+import ragtune.embedders
 from ragtune.server.app import ServeConfig, create_app
-index, port, queue, window, batch = sys.argv[1:6]
+index, port, queue, window, batch, cache = sys.argv[1:7]
+if cache != "default":
+    ragtune.embedders.CACHE_SIZE = int(cache)  # texts whose vectors the embedder keeps (0: none)
 cfg = ServeConfig(index=index, max_queue=int(queue), request_timeout_s=120.0, batch_window_ms=float(window),
                   max_batch=int(batch))
 uvicorn.run(create_app(cfg), host="127.0.0.1", port=int(port), log_level="warning")
@@ -107,6 +111,16 @@ def main() -> int:
     ap.add_argument("--max-batch", type=int, default=16, help="ServeConfig.max_batch; 1 = no batching")
     ap.add_argument("--index", help="an existing index of the demo data (default: build one in a temporary folder)")
     ap.add_argument("--no-overload", action="store_true", help="skip the level past the queue limit")
+    ap.add_argument(
+        "--embed-cache", type=int, help="vectors the embedder keeps (ragtune.embedders.CACHE_SIZE); 0: none"
+    )
+    ap.add_argument(
+        "--questions",
+        type=int,
+        default=200,
+        help="distinct demo questions the clients cycle through (the demo has 713); fewer repeats, fewer "
+        "answers from the embedder's cache of recent texts",
+    )
     args = ap.parse_args()
 
     from ragtune.demo import demo_data_path
@@ -125,7 +139,7 @@ def main() -> int:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     server = subprocess.Popen(
         [sys.executable, "-c", SERVER, index, str(port), str(args.queue), str(args.batch_window_ms),
-         str(args.max_batch)],
+         str(args.max_batch), "default" if args.embed_cache is None else str(args.embed_cache)],
         env=env,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
@@ -139,7 +153,7 @@ def main() -> int:
                     break
             except httpx.HTTPError:
                 time.sleep(0.2)
-        questions = [e.question for e in examples[:200]]
+        questions = [e.question for e in examples[: args.questions]]
         httpx.post(url + "/v1/ask", json={"question": questions[0]}, timeout=300)  # warm: loads the models
         rows = []
         print(f"batch window {args.batch_window_ms:g} ms, max batch {args.max_batch}, queue {args.queue}", flush=True)

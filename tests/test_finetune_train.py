@@ -281,7 +281,7 @@ def test_only_recompute_hands_freed_memory_back_to_the_os(tiny, monkeypatch):
     the project's VM); `recompute` is the frugal one: freed activations go back to the OS."""
     calls = []
     monkeypatch.setattr(train_mod, "fixed_mmap_threshold", lambda *a: calls.append(a) or True)
-    for activations, expected in (("keep", 0), ("recompute", 1)):
+    for activations, expected in (("keep", 0), ("recompute", 1), ("auto", 1)):  # auto: recompute-mlp here
         calls.clear()
         rc = cfg_for(tiny, activations=activations)
         _, model, _ = load_base(str(tiny))
@@ -296,7 +296,7 @@ def test_keep_hands_memory_back_once_the_machine_runs_short(tiny, data_dir, tmp_
     monkeypatch.setattr(train_mod, "fixed_mmap_threshold", lambda *a: calls.append(a) or True)
     shares = iter([0.2, 0.5, 0.9, 0.95, 0.99])
     monkeypatch.setattr(train_mod, "memory_share", lambda: next(shares))
-    train(cfg_for(tiny, max_steps=4, generate_max=0), data_dir, tmp_path / "run")
+    train(cfg_for(tiny, max_steps=4, generate_max=0, activations="keep"), data_dir, tmp_path / "run")
     lines = [json.loads(x) for x in (tmp_path / "run" / train_mod.LOG).read_text().splitlines()]
     assert len(calls) == 1  # at the third step, and not again
     assert [x.get("memory_released_at") for x in lines] == [None, None, 0.9, None]

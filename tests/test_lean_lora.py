@@ -257,7 +257,8 @@ def test_auto_precision_takes_base_bf16_on_a_cpu_with_amx_only(monkeypatch):
     assert lean_base_bf16(auto, "cpu") and training_precision(auto, "cpu") is None  # no autocast
     assert not lean_base_bf16(FinetuneConfig(precision="auto", lora_impl="peft"), "cpu")
     assert not lean_base_bf16(FinetuneConfig(precision="auto", method="full"), "cpu")
-    assert not lean_base_bf16(FinetuneConfig(), "cpu")  # fp32 stays fp32
+    assert not lean_base_bf16(FinetuneConfig(precision="fp32"), "cpu")  # fp32 stays fp32
+    assert FinetuneConfig().precision == "auto" and lean_base_bf16(FinetuneConfig(), "cpu")  # the default
     assert lean_base_bf16(FinetuneConfig(precision="base-bf16"), "cpu")
     monkeypatch.setattr(devices, "cpu_has_amx", lambda: False)
     assert not lean_base_bf16(auto, "cpu")

@@ -235,9 +235,9 @@ def prepare_memory(model, cfg: FinetuneConfig) -> None:
     go back on free — few and large, so their faults cost little, and they leave no holes. LoRA,
     batches of 8 SQuAD examples (up to 512 tokens), base-bf16: 292 tokens/s at 7.1 GB peak RSS
     without it, 236 at 5.2 GB with it."""
-    if cfg.activations == "recompute-mlp":
+    if cfg.activation_mode == "recompute-mlp":
         fixed_mmap_threshold(LARGE_BLOCK)
-    if cfg.activations == "recompute":
+    if cfg.activation_mode == "recompute":
         fixed_mmap_threshold()
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         if hasattr(base, "activation_checkpointing_enable"):  # transformers >= 5.x
@@ -508,7 +508,7 @@ def train(
         from .lean import enable
 
         base_dtype = torch.bfloat16 if lean_base_bf16(cfg, device) else None
-        enable(model, base_dtype=base_dtype, recompute_mlp=cfg.activations == "recompute-mlp")
+        enable(model, base_dtype=base_dtype, recompute_mlp=cfg.activation_mode == "recompute-mlp")
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     n_total = sum(p.numel() for p in model.parameters())
     log_path = out / LOG
@@ -644,7 +644,7 @@ def train(
             opt.step()
             opt.zero_grad(set_to_none=True)
             freed = None
-            if cfg.activations != "recompute" and not released:
+            if cfg.activation_mode != "recompute" and not released:
                 freed = release_memory_under_pressure()
                 released = freed is not None
             state["pos"] += seen
