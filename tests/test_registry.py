@@ -84,10 +84,20 @@ def test_models_command_lists_plugins_and_their_source(installed_plugin):
     assert rows[("generator", "echo-gen")]["from"] == "ragtune-echo-plugin"
     assert rows[("embedder", "echo-embed")]["from"] == "ragtune-echo-plugin"
     assert rows[("generator", "smollm2-135m-instruct")]["from"] == "ragtune"
+    from ragtune.devices import auto_dtype, resolve_device
+
+    runtime = json.loads(out.stdout)["runtime"]
+    assert runtime["device"] == resolve_device() and runtime["dtype_setting"] == "auto"
+    assert runtime["generator_dtype"] == auto_dtype(runtime["device"])
     text = subprocess.run(
-        [sys.executable, "-m", "ragtune.cli", "models"], capture_output=True, text=True, env=env, check=True
+        [sys.executable, "-m", "ragtune.cli", "--device", "cpu", "--dtype", "float32", "models"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
     ).stdout
     assert "echo-gen" in text and "[ragtune-echo-plugin]" in text and "pg" in text
+    assert "runs here: device cpu; a transformers generator computes in float32 (--dtype float32" in text
 
 
 def test_a_broken_plugin_is_reported_not_fatal(tmp_path, monkeypatch):

@@ -190,8 +190,9 @@ def cmd_models(args) -> int:
         for kind in ("embedder", "generator", "store")
         for e in sorted(reg.entries[kind].values(), key=lambda e: e.name)
     ]
+    runtime = _runtime_here()
     if args.json:
-        print(_dump({"entries": rows, "plugin_errors": reg.errors}))
+        print(_dump({"entries": rows, "plugin_errors": reg.errors, "runtime": runtime}))
         return 0
     for kind in ("embedder", "generator", "store"):
         print(f"{kind}s:" if kind != "store" else "stores (by --index scheme):")
@@ -199,9 +200,25 @@ def cmd_models(args) -> int:
             print(f"  {r['name']:<24} [{r['from']}] {r['description']}")
     print("local paths: a sentence-transformers folder (embedder), a Hugging Face folder or .gguf file (generator);")
     print("an OpenAI-compatible server: openai:http://HOST:PORT/v1#MODEL (key in $RAGTUNE_OPENAI_API_KEY)")
+    print(
+        f"runs here: device {runtime['device']}; a transformers generator computes in {runtime['generator_dtype']}"
+        f" (--dtype {runtime['dtype_setting']}; this CPU: native bfloat16 {'yes' if runtime['cpu_bf16'] else 'no'},"
+        f" AMX {'yes' if runtime['cpu_amx'] else 'no'})"
+    )
     for err in reg.errors:
         print(f"plugin failed to load: {err}", file=sys.stderr)
     return 0
+
+
+def _runtime_here() -> dict:
+    """Where a model a command loads would run, and in what dtype (`--device`, `--dtype`, this machine)."""
+    from .devices import auto_dtype, cpu_has_amx, cpu_has_native_bf16, resolve_device
+
+    device = resolve_device()
+    setting = os.environ.get("RAGTUNE_DTYPE") or "auto"
+    dtype = auto_dtype(device) if setting == "auto" else setting
+    return {"device": device, "generator_dtype": dtype, "dtype_setting": setting,
+            "cpu_bf16": cpu_has_native_bf16(), "cpu_amx": cpu_has_amx()}  # fmt: skip
 
 
 def cmd_synth(args) -> int:
