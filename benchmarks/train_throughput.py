@@ -4,9 +4,9 @@ Same model (SmolLM2-135M-Instruct), same data (SQuAD dev: passage + question -> 
 on the answer tokens only), same batch size, sequence length, LoRA settings, optimizer and
 steps. Each side runs in its own process, so its peak RSS is its own.
 ragtune runs once per variant, ACTIVATIONS:PRECISION[:EVERY[:IMPL]] — activations keep |
-recompute-mlp | recompute | auto, precision fp32 | base-bf16 | bf16 | auto (auto:auto: the defaults), recompute every n-th block,
-LoRA implementation lean (default) | peft — and each reports its final training loss, so a
-variant is judged at equal loss, not speed alone.
+recompute-mlp | recompute | auto, precision fp32 | base-bf16 | bf16 | auto (auto:auto: the
+defaults), recompute every n-th block, LoRA implementation lean (default) | peft — and each
+reports its final training loss, so a variant is judged at equal loss, not speed alone.
 Targets (issue 12): tokens/s >= 2x HF and peak memory <= 1/3 of HF's.
 
     python benchmarks/train_throughput.py [--examples 48] [--batch 8] [--steps 6]
