@@ -171,6 +171,7 @@ def test_small_compare_with_scripted_generators(tmp_path, corpus_dir, embedder, 
     assert "base" in parser.th and "rag" in parser.th and "svg" in parser.tags and "script" in parser.tags
     assert "http" not in page.replace("http-equiv", "")  # self-contained: nothing to fetch
     assert "Recommendation for this data: rag" in page
+    assert "<td>ScriptedGenerator, cpu</td>" in page and "(HashingEmbedder, cpu)" in page  # what ran where
 
     # Blind rating sheet out, scores back in.
     sheet, key = write_rate_sheet(res, tmp_path / "sheet.csv")

@@ -258,6 +258,12 @@ const okText=(!q||tr.dataset.text.includes(q));const okKind=(!k||tr.dataset.kind
 const v=okText&&okKind&&okC;tr.classList.toggle('hide',!v);if(v)shown++;}document.getElementById('shown').textContent=shown;}"""
 
 
+def _runs_on(runtime: dict | None) -> str:
+    """A model's runtime record (devices.describe) as "transformers, cpu, bfloat16"; "-" when not recorded."""
+    runtime = runtime or {}
+    return ", ".join(str(runtime[k]) for k in ("backend", "device", "dtype") if runtime.get(k)) or "-"
+
+
 def render(res: Results) -> str:
     names = list(res.aggregates)
     A = res.aggregates
@@ -297,6 +303,7 @@ def render(res: Results) -> str:
                 f"{C[n]['setup_wall_s']:.0f} s; {C[n]['per_question_wall_s']:.2f} s; {C[n]['peak_rss_mb']:.0f} MB; {(C[n]['index_bytes'] + C[n]['adapter_bytes']) / 1e6:.1f} MB"
             ),
         ),
+        ("Runs on (generator: backend, device, dtype)", lambda n: e(_runs_on(res.runtime.get(n)))),
         (
             "Complexity (set-up steps; labelled examples)",
             lambda n: (
@@ -358,6 +365,7 @@ def render(res: Results) -> str:
 {"".join(f"<p><i>{e(n)}</i></p>" for n in res.notes)}
 <h2>Summary</h2>{summary}
 <h2>The classic RAG-vs-fine-tuning dimensions, measured</h2><table><tr><th>dimension</th>{"".join(f"<th>{e(n)}</th>" for n in names)}</tr>{dim_rows}</table>
+{f"<p>Embedder: {e(res.runtime['embedder'].get('name', ''))} ({e(_runs_on(res.runtime['embedder']))}).</p>" if res.runtime.get("embedder") else ""}
 <h2>Are the differences real?</h2><table><tr><th>pair</th><th>metric</th><th>difference [95% CI]</th><th>p (paired bootstrap)</th><th>significant</th></tr>{paired}</table>
 <h2>Charts</h2><div class="charts">{"".join(charts)}</div>
 {ratings}{phases}{fresh}
