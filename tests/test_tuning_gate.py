@@ -334,3 +334,26 @@ def test_calibrate_by_exclusion_with_known_answers(facts_index):
     assert len(gate.weights) == len(gate.features) and gate.calibration["answerable"] == len(answered)
     with pytest.raises(InputError, match="answers"):
         fit_answers(answered, refused, answers=[("x",)])
+
+
+def test_a_gate_records_the_dtype_it_read_and_warns_once_when_it_runs_in_another(facts_index, caplog):
+    from ragtune import rag
+    from ragtune.gate import calibrate, check_dtype
+
+    questions = [q for q, _, _ in QUESTIONS]
+    calibrated_with = SpanScorer("zzz")
+    calibrated_with.precision = "bfloat16"
+    gate = calibrate(facts_index, calibrated_with, questions, answerable_doc_ids=[d for _, _, d in QUESTIONS],
+                     config=RagConfig(k=3))  # fmt: skip
+    assert gate.calibration["dtype"] == "bfloat16"
+    assert Gate.from_dict(gate.to_dict()).calibration["dtype"] == "bfloat16"  # recorded in the index
+    assert check_dtype(gate, calibrated_with) is None
+    assert check_dtype(gate, ScriptedGenerator(lambda m: "x")) is None  # no dtype to compare (a remote model)
+    other = SpanScorer("zzz")
+    other.precision = "float32"
+    rag._WARNED.clear()
+    with caplog.at_level("WARNING", logger="ragtune"):
+        Pipeline(facts_index, other, RagConfig(k=3), gate=gate)
+        Pipeline(facts_index, other, RagConfig(k=3), gate=gate)
+    said = [r.getMessage() for r in caplog.records if "calibrated with" in r.getMessage()]
+    assert len(said) == 1 and "in bfloat16, and it now runs in float32" in said[0]

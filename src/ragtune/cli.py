@@ -788,6 +788,7 @@ def quiet_libraries(verbose: bool) -> None:
     os.environ.setdefault("LANCE_LOG", "error")
     os.environ.setdefault("LANCEDB_LOG", "error")
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("ragtune").setLevel(logging.WARNING)  # ours: a fallback taken, a gate read in another dtype
     warnings.filterwarnings("ignore")
 
 

@@ -255,4 +255,20 @@ def calibrate(
     """Answer both sets through `index` and `generator` (`calibration_answers`) and fit a gate
     (`fit_answers`; `answers`: the answerable questions' known answers, optional)."""
     answered, refused = calibration_answers(index, generator, answerable, unanswerable, answerable_doc_ids, config)
-    return fit_answers(answered, refused, target, answers)
+    gate = fit_answers(answered, refused, target, answers)
+    precision = getattr(generator, "precision", None)
+    if isinstance(precision, str):  # the likelihoods it read were computed in this dtype
+        gate.calibration["dtype"] = precision
+    return gate
+
+
+def check_dtype(gate: Gate, generator) -> str | None:
+    """A warning when `generator` computes in another dtype than the gate's calibration read (a
+    bfloat16 likelihood differs from a float32 one by up to ~1%, enough to move a close call), else None."""
+    was, now = gate.calibration.get("dtype"), getattr(generator, "precision", None)
+    if not isinstance(was, str) or not isinstance(now, str) or was == now:
+        return None
+    return (
+        f"the answerability gate was calibrated with {generator.name} in {was}, and it now runs in {now}: "
+        f"abstention rates may differ slightly from the calibration's (ragtune --dtype {was}, or tune again)"
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -26,6 +27,9 @@ from .prompts import (
 )
 from .safety import StreamSanitizer, sanitize_answer
 from .span_ranker import NULL_QUESTION, SpanItem, choose, likelihood_decides, load_ranker
+
+log = logging.getLogger(__name__)
+_WARNED: set[str] = set()  # warnings said once a process
 
 SNIPPET_CHARS = 300
 SUPPORT_TO_ATTRIBUTE = 0.6  # share of the answer's content words a source must hold to be credited
@@ -406,6 +410,13 @@ class Pipeline:
         self._retriever = index.retriever(self.config) if index is not None else None
         # The index's calibrated answerability gate; `gate=False` turns it off (calibration does).
         self.gate = None if gate is False or index is None else (gate or index.gate(generator.name))
+        if self.gate is not None:
+            from .gate import check_dtype
+
+            warning = check_dtype(self.gate, generator)
+            if warning and warning not in _WARNED:
+                _WARNED.add(warning)
+                log.warning(warning)
         # A written answer's likelihood costs one more prompt pass: taken when a gate reads it
         # (or `score_answers`, as calibration does).
         self.score_answers = self.gate is not None if score_answers is None else score_answers

@@ -79,6 +79,7 @@ class TuneReport:
                 f"{c['unanswerable']} unanswerable questions: abstains on {100 * c['abstention']:.0f}% of "
                 f"unanswerable, {100 * c['false_abstention']:.0f}% of answerable "
                 f"(target <= {100 * self.gate['target_false_abstention']:.0f}%)"
+                + (f"; the reader in {c['dtype']}" if c.get("dtype") else "")
             )
         return out
 
