@@ -212,12 +212,10 @@ def cmd_models(args) -> int:
 
 def _runtime_here() -> dict:
     """Where a model a command loads would run, and in what dtype (`--device`, `--dtype`, this machine)."""
-    from .devices import auto_dtype, cpu_has_amx, cpu_has_native_bf16, resolve_device
+    from .devices import cpu_has_amx, cpu_has_native_bf16, dtype_setting, resolve_device, resolve_dtype
 
-    device = resolve_device()
-    setting = os.environ.get("RAGTUNE_DTYPE") or "auto"
-    dtype = auto_dtype(device) if setting == "auto" else setting
-    return {"device": device, "generator_dtype": dtype, "dtype_setting": setting,
+    device, setting = resolve_device(), dtype_setting()
+    return {"device": device, "generator_dtype": resolve_dtype(setting, device), "dtype_setting": setting,
             "cpu_bf16": cpu_has_native_bf16(), "cpu_amx": cpu_has_amx()}  # fmt: skip
 
 

@@ -62,6 +62,16 @@ def auto_dtype(device: str) -> str:
     return "float32"
 
 
+def dtype_setting(dtype: str | None = None) -> str:
+    """A generator's dtype as set: `dtype`, else $RAGTUNE_DTYPE (`ragtune --dtype`), else auto."""
+    return dtype or os.environ.get("RAGTUNE_DTYPE") or "auto"
+
+
+def resolve_dtype(setting: str, device: str) -> str:
+    """The dtype a setting computes in on `device` (`auto` -> `auto_dtype`)."""
+    return auto_dtype(device) if setting == "auto" else setting
+
+
 def describe(model) -> dict:
     """What runs a model and where: {"name", "backend", "device"} (for results.json and index-info)."""
     if model is None:

@@ -46,7 +46,8 @@ class VectorCache:
     188 distinct). Thread-safe; `size=0` keeps nothing across calls but still embeds a call's
     duplicates once. A vector does not depend on the batch it was computed in beyond float rounding."""
 
-    def __init__(self, size: int = CACHE_SIZE):
+    def __init__(self, size: int | None = None):  # None: CACHE_SIZE as it is when the embedder is made
+        size = CACHE_SIZE if size is None else size
         if size < 0:
             raise ConfigError(f"cache size {size!r}: must be 0 (off) or more")
         self.size = size
@@ -81,17 +82,13 @@ class VectorCache:
                         self._vecs.popitem(last=False)
         return out
 
-    def clear(self) -> None:
-        with self._lock:
-            self._vecs.clear()
-
 
 class SentenceTransformerEmbedder:
     """sentence-transformers model, loaded on first use."""
 
     backend = "sentence-transformers"
 
-    def __init__(self, name: str, batch_size: int = 32, device: str | None = None, cache_size: int = CACHE_SIZE):
+    def __init__(self, name: str, batch_size: int = 32, device: str | None = None, cache_size: int | None = None):
         from .devices import resolve_device
 
         self.name = name

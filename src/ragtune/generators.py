@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import functools
 import inspect
-import os
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from .devices import auto_dtype, cpu_has_native_bf16, resolve_device  # noqa: F401 (cpu_has_native_bf16: re-exported)
+from .devices import (  # noqa: F401 (cpu_has_native_bf16: re-exported)
+    cpu_has_native_bf16,
+    dtype_setting,
+    resolve_device,
+    resolve_dtype,
+)
 from .errors import ConfigError, ModelNotFoundError
 from .models import resolve_generator
 from .prompts import Messages
@@ -41,9 +45,7 @@ def torch_dtype(dtype: str, device: str = "cpu"):
 
     if dtype not in DTYPES:
         raise ConfigError(f"dtype={dtype!r}: use one of {', '.join(DTYPES)}")
-    if dtype == "auto":
-        dtype = auto_dtype(device)
-    return getattr(torch, dtype)
+    return getattr(torch, resolve_dtype(dtype, device))
 
 
 def _run_name(adapter: Path) -> str:
@@ -133,7 +135,7 @@ class TransformersGenerator(ChatModel):
         self.model_name = model
         self.adapter = adapter
         self.batch_size = batch_size
-        dtype = dtype or os.environ.get("RAGTUNE_DTYPE") or "auto"
+        dtype = dtype_setting(dtype)
         torch_dtype(dtype)  # a bad name fails here, not at the first answer
         self.device = resolve_device(device)
         self.dtype = dtype
@@ -144,7 +146,7 @@ class TransformersGenerator(ChatModel):
     @property
     def precision(self) -> str:
         """The dtype the weights run in here (what `auto` resolves to on this device)."""
-        return auto_dtype(self.device) if self.dtype == "auto" else self.dtype
+        return resolve_dtype(self.dtype, self.device)
 
     @classmethod
     def from_loaded(cls, model, tokenizer, name: str = "in-memory") -> TransformersGenerator:

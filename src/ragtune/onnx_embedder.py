@@ -126,7 +126,7 @@ class OnnxEmbedder:
         fallback: bool = True,
         cache_size: int | None = None,
     ):
-        from .embedders import CACHE_SIZE, VectorCache
+        from .embedders import VectorCache
 
         self.name = name
         self.fallback = fallback  # sentence-transformers if the export fails (no torch, an unexportable model)
@@ -141,7 +141,7 @@ class OnnxEmbedder:
         self._tokenizer = None
         self._counter = None
         self._st = None  # sentence-transformers, when the export failed
-        self.cache = VectorCache(CACHE_SIZE if cache_size is None else cache_size)
+        self.cache = VectorCache(cache_size)
 
     @property
     def backend(self) -> str:

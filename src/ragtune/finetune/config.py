@@ -137,7 +137,7 @@ class FinetuneConfig:
                 "auto, keep, recompute-mlp or recompute",
             ),
             (
-                self.activations != "recompute-mlp" or (self.method == "lora" and self.lora_impl == "lean"),
+                self.activations != "recompute-mlp" or self.lean_lora,
                 "activations",
                 "recompute-mlp only with method='lora' and lora_impl='lean'",
             ),
@@ -145,7 +145,7 @@ class FinetuneConfig:
             (self.lora_impl in ("lean", "peft"), "lora_impl", "lean or peft"),
             (self.precision in ("fp32", "bf16", "base-bf16", "auto"), "precision", "fp32, bf16, base-bf16 or auto"),
             (
-                self.precision != "base-bf16" or (self.method == "lora" and self.lora_impl == "lean"),
+                self.precision != "base-bf16" or self.lean_lora,
                 "precision",
                 "base-bf16 only with method='lora' and lora_impl='lean'",
             ),
@@ -157,12 +157,17 @@ class FinetuneConfig:
                 raise ConfigError(f"{name}={getattr(self, name)!r}: must be {want}")
 
     @property
+    def lean_lora(self) -> bool:
+        """LoRA through lean.py's hand-written passes (what recompute-mlp and base-bf16 need)."""
+        return self.method == "lora" and self.lora_impl == "lean"
+
+    @property
     def activation_mode(self) -> str:
         """What `activations` means for this run: `auto` is recompute-mlp for lean LoRA (with base-bf16 on
         an AMX CPU 2.5x HF+PEFT's tokens/s at 0.31x its peak memory; keep: 2.95x at 0.49x), else keep."""
         if self.activations != "auto":
             return self.activations
-        return "recompute-mlp" if self.method == "lora" and self.lora_impl == "lean" else "keep"
+        return "recompute-mlp" if self.lean_lora else "keep"
 
     def fingerprint(self) -> str:
         """What must match for a run to resume from a checkpoint (monitoring knobs excluded)."""

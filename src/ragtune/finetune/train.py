@@ -213,7 +213,7 @@ def lean_base_bf16(cfg: FinetuneConfig, device: str) -> bool:
     `auto` on a CPU with AMX (1.3x faster steps at the same validation loss, README)."""
     from .. import devices
 
-    if cfg.method != "lora" or cfg.lora_impl != "lean":
+    if not cfg.lean_lora:
         return False
     return cfg.precision == "base-bf16" or (cfg.precision == "auto" and device == "cpu" and devices.cpu_has_amx())
 
@@ -502,7 +502,7 @@ def train(
     if cfg.quantize == "none":
         model = model.to(device)
     prepare_memory(model, cfg)
-    if cfg.method == "lora" and cfg.lora_impl == "lean":
+    if cfg.lean_lora:
         import torch
 
         from .lean import enable
