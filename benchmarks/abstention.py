@@ -12,7 +12,9 @@ Targets: abstains on >= 80% of unanswerable questions, <= 10% of answerable ones
 
     python benchmarks/abstention.py [--corpus squad pubmedqa] [--n 100] [--calibrate 60] [--records DIR]
 
-Besides the library's gate, a few variants fitted on the same calibration answers are shown
+The bundled default gate (what an index uses before `ragtune tune`; fitted by
+scripts/fit_default_gate.py on SQuAD dev articles none of these questions come from) is applied to
+the same answers. Besides the library's gate, a few variants fitted on the same calibration answers are shown
 (weights fitted on right answers only; without the question-side evidence). `--records` keeps
 every calibration and test answer's evidence, F1 and texts, to compare other fits offline.
 """
@@ -79,7 +81,7 @@ def rates(answers, examples) -> dict:
 
 def run(name: str, args, generator) -> dict:
     from ragtune import ChunkConfig, Index, Pipeline
-    from ragtune.gate import calibration_answers, fit_answers
+    from ragtune.gate import calibration_answers, default_gate, fit_answers
     from ragtune.rag import apply_gate
     from ragtune.tuning import synthetic_examples
 
@@ -123,6 +125,13 @@ def run(name: str, args, generator) -> dict:
         "no gate (the model's own abstention)": (rates(ans, answerable), rates(una, unanswerable)),
         "calibrated gate": (rates(g_ans, answerable), rates(g_una, unanswerable)),
     }
+    # What an index gets before `ragtune tune`: the bundled default gate (fitted on other SQuAD articles).
+    fallback = default_gate(generator.name, index.manifest.embedder)
+    if fallback is not None:
+        rows["default gate (not calibrated on this index)"] = (
+            rates([apply_gate(a, fallback) for a in ans], answerable),
+            rates([apply_gate(a, fallback) for a in una], unanswerable),
+        )
     for label, g in variants.items():
         if label.startswith("gate without"):
             v_ans, v_una = ([apply_gate(_no_question_side(a), g) for a in x] for x in (ans, una))
@@ -140,6 +149,10 @@ def run(name: str, args, generator) -> dict:
     print(f"  {'':<40}{'abstain unanswerable':>21}{'false abstention':>18}{'F1 answerable':>15}")
     for label, (a, u) in rows.items():
         print(f"  {label:<40}{100 * u['abstain']:>20.1f}%{100 * a['abstain']:>17.1f}%{a['f1']:>15.1f}")
+    for label in [r for r in rows if "default" in r]:
+        a, u = rows[label]
+        met = u["abstain"] >= 0.8 and a["abstain"] <= 0.1
+        print(f"  {label}: target >= 80% and <= 10%: {'met' if met else 'NOT met'}")
     a, u = rows["calibrated gate"]
     print(f"  target: >= 80% and <= 10%: {'met' if u['abstain'] >= 0.8 and a['abstain'] <= 0.1 else 'NOT met'}; "
           f"{secs:.2f} s per answer ({'extract' if pipe.extracts else 'generate'})")  # fmt: skip

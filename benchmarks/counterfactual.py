@@ -119,6 +119,7 @@ def main() -> int:
     ap.add_argument("--modes", nargs="+", default=["generate", "extract"], choices=MODES)
     ap.add_argument("--json", help="write the edits, answers and figures here")
     ap.add_argument("--baseline-ranker", help="a span ranker's .json for the mode extract-baseline")
+    ap.add_argument("--reader-sentences", type=int, default=0, help="sentences the reader reads (0: the config's)")
     args = ap.parse_args()
 
     from ragtune import Pipeline, make_generator
@@ -139,7 +140,8 @@ def main() -> int:
     out: dict = {"edits": [{"question": e.example.question, "old": e.old, "new": e.new, "kind": e.kind} for e in edits]}
     for mode in args.modes:
         ranker = {"likelihood": "likelihood", "baseline": args.baseline_ranker}.get(mode.partition("-")[2])
-        cfg = replace(config, answer_mode=mode.split("-")[0], span_ranker=ranker or config.span_ranker)
+        cfg = replace(config, answer_mode=mode.split("-")[0], span_ranker=ranker or config.span_ranker,
+                      reader_sentences=args.reader_sentences or config.reader_sentences)
         t0 = time.perf_counter()
         answers = Pipeline(edited, gen, cfg, gate=gate).answer_batch([e.example.question for e in edits])
         before = Pipeline(original, gen, cfg, gate=gate).answer_batch([e.question for e in scored])

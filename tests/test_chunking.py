@@ -10,6 +10,25 @@ def test_sentence_split_keeps_abbreviations_and_all_text():
     assert "".join(sents).replace(" ", "") == text.replace(" ", "")
 
 
+def test_no_sentence_ends_inside_a_bracket_just_opened():
+    """A date with its old-style twin was cut after "[O.S." and the reader answered "10" for a birth date."""
+    text = "Tesla was born on 10 July [O.S. 28 June] 1856 into a Serb family. His father (see below.) was a priest."
+    assert split_sentences(text) == [
+        "Tesla was born on 10 July [O.S. 28 June] 1856 into a Serb family.",
+        "His father (see below.) was a priest.",
+    ]
+    # a bracket closed before the stop does not hold the sentence open
+    assert split_sentences("He left (for good.) Then it rained.") == ["He left (for good.)", "Then it rained."]
+
+
+def test_a_markdown_heading_line_is_a_sentence_of_its_own():
+    """A slide's title ran into its first sentence: "Nikola Tesla Tesla was ..." became an answer candidate."""
+    text = "## Slide 1: Nikola Tesla\nTesla was renowned. He won.\n# Two\nMore text here"
+    assert split_sentences(text) == ["## Slide 1: Nikola Tesla", "Tesla was renowned.", "He won.", "# Two",
+                                     "More text here"]  # fmt: skip
+    assert split_sentences("Item #1 is good. Next.") == ["Item #1 is good.", "Next."]
+
+
 def test_chunks_respect_size_overlap_and_paragraphs():
     paras = [" ".join(f"Para{p} sentence{s} has some words here." for s in range(6)) for p in range(3)]
     doc = Document(id="d", text="\n\n".join(paras))

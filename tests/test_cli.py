@@ -37,7 +37,7 @@ def test_errors_are_one_line_and_change_nothing(tmp_path, corpus_dir, capsys):
     code, _, err = run(capsys, "search", "   ", "--index", str(index))
     assert code == 1 and "empty" in err
     code, _, err = run(capsys, "search", "x", "--index", str(index), "--k", "0")
-    assert code == 1 and "k=0" in err
+    assert code == 1 and "--k 0" in err
     (corpus_dir / "empty.txt").write_text("")
     code, _, err = run(capsys, "ingest", str(corpus_dir), "--index", str(index), "--strict")
     assert code == 1 and "empty.txt" in err

@@ -65,6 +65,11 @@ def test_validation_names_the_field(index):
     assert r.status_code == 422 and "limit" in r.json()["detail"][0]["msg"]
     r = client.post("/v1/chat/completions", json={"messages": []})
     assert r.status_code == 422 and r.json()["detail"][0]["loc"][-1] == "messages"
+    # a document upload's errors come as the same structured list (they were one pydantic string)
+    r = client.post("/v1/documents", json={"documents": [{"id": "e", "text": ""}]})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"][-1] == "text", r.json()
+    r = client.post("/v1/documents", content=b"{not json", headers={"Content-Type": "application/json"})
+    assert r.status_code == 422 and "not valid JSON" in r.json()["detail"]
     schema = client.get("/openapi.json").json()
     for route in ("/v1/ask", "/v1/chat/completions", "/v1/documents", "/v1/documents/{doc_id}", "/healthz", "/metrics"):
         assert route in schema["paths"], route

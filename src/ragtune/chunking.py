@@ -13,7 +13,9 @@ TokenCounter = Callable[[Sequence[str]], list[int]]
 # A sentence ends at . ! ? (optionally followed by a closing quote or bracket) before
 # whitespace and an upper-case letter, digit or opening quote. Common abbreviations stay put.
 _SENT_END = re.compile(r"(?<=[.!?])[\"')\]]?\s+(?=[\"'(\[]?[A-Z0-9])")
-_ABBREV = re.compile(r"\b(?:Mr|Mrs|Ms|Dr|Prof|Sr|Jr|St|vs|etc|e\.g|i\.e|U\.S|No|Fig|Vol|Inc|Ltd|Co|Gen|Col|Lt|Mt)\.$")
+_ABBREV = re.compile(
+    r"\b(?:Mr|Mrs|Ms|Dr|Prof|Sr|Jr|St|vs|etc|e\.g|i\.e|U\.S|No|Fig|Vol|Inc|Ltd|Co|Gen|Col|Lt|Mt|O\.S|N\.S)\.$"
+)
 _SPACES = re.compile(r"\s+")  # the characters str.split() splits at
 
 
@@ -31,15 +33,35 @@ def _collapse(text: str, piece: int = 1 << 16) -> str:
     return "".join(parts).strip()
 
 
+# A Markdown heading line (office files load as Markdown)
+_HEADING_LINE = re.compile(r"(?m)^[ \t]*#{1,6}[ \t]+\S[^\n]*$")
+
+
 def split_sentences(text: str) -> list[str]:
     """Split a paragraph into sentences (regex rules; good enough for prose, never loses text);
-    whitespace inside a sentence becomes one space."""
+    whitespace inside a sentence becomes one space. A Markdown heading line is a sentence of its
+    own: it has no full stop to end it, and "## Slide 1: Nikola Tesla" + "Tesla was ..." made one
+    sentence whose words ran together ("Nikola Tesla Tesla")."""
+    if "#" not in text:
+        return _split(text)
+    out, pos = [], 0
+    for m in _HEADING_LINE.finditer(text):
+        out += _split(text[pos : m.start()]) + _split(m.group(0))
+        pos = m.end()
+    return out + _split(text[pos:])
+
+
+def _split(text: str) -> list[str]:
     out: list[str] = []
     start = 0
     for m in _SENT_END.finditer(text):
         # The abbreviation test reads a short window before the stop, not the whole prefix:
         # slicing the prefix made a paragraph of n sentences cost O(n^2).
         if _ABBREV.search(text[max(start, m.start() - 12) : m.start()]):
+            continue
+        # Not inside a bracket opened just before ("born on 10 July [O.S. 28 June] 1856").
+        near = text[max(start, m.start() - 40) : m.end()]
+        if near.count("[") > near.count("]") or near.count("(") > near.count(")"):
             continue
         if len(text[start : m.start()].split(None, 2)) < 2:
             continue

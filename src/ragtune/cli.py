@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
+import shutil
+import socket
 import sys
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
 from .config import RETRIEVAL_MODES, Settings, load_settings
-from .errors import ConfigError, InputError, RagtuneError
+from .errors import ConfigError, DocumentError, InputError, RagtuneError
 from .fast_generators import BACKENDS as GENERATOR_BACKENDS
 from .index import Index, open_or_none
 from .rag import Pipeline
@@ -55,23 +58,124 @@ def _filters(args) -> dict | None:
     return dict(f.split("=", 1) for f in getattr(args, "filter", None) or []) or None
 
 
+def _filter_problem(given: list[str]) -> str | None:
+    """What is wrong with the --filter options, or None: each is KEY=VALUE, one value per key."""
+    from .stores.base import COLUMNS
+
+    seen = set()
+    for f in given:
+        key = f.split("=", 1)[0]
+        if "=" not in f or not key:
+            return f"--filter {f!r} must be KEY=VALUE"
+        same = key if key in COLUMNS else "meta." + key.removeprefix("meta.")  # lang and meta.lang: one key
+        if same in seen:
+            return f"--filter {key} given twice; one value per key"
+        seen.add(same)
+    return None
+
+
+HINT_SCAN_CHUNKS = 20_000  # an index larger than this is not read whole just to explain an empty result
+
+
+def _no_match_hint(index, filters: dict | None) -> str:
+    """Why a filtered search may have found nothing: a filter key no document has ("" if they all exist,
+    or if the index is too large to check cheaply). doc_id, title and source always exist."""
+    from .stores.base import COLUMNS, GROUPS
+
+    missing = {k.removeprefix("meta.") for k in filters or {} if k not in COLUMNS and k != GROUPS}
+    if not missing or index.store.count_chunks() > HINT_SCAN_CHUNKS:
+        return ""
+    for chunk in index.chunks():
+        missing -= chunk.meta.keys()
+        if not missing:
+            return ""
+    return "; ".join(f"no document has a field or meta key {k!r}" for k in sorted(missing))
+
+
+def _flag_error(exc: ConfigError, prefix: str, flags: dict[str, str]) -> ConfigError:
+    """`exc` ("{prefix}{field}=value: why") with the field named as the command-line flag that set it."""
+    msg = str(exc)
+    for field, flag in flags.items():
+        for sep, joined in (("=", " "), (":", ":")):
+            if msg.startswith(f"{prefix}{field}{sep}"):
+                return ConfigError(flag + joined + msg[len(prefix) + len(field) + 1 :])
+    return exc
+
+
 def _rag_config(args, index=None):
     """Defaults < the index's recorded retrieval settings < --config file < command-line flags."""
     base = Settings(rag=index.rag_config()) if index is not None else None
     rag = {k: getattr(args, k, None) for k in ("k", "mode")}
-    return load_settings(getattr(args, "config", None), base=base, rag=rag).rag
+    try:
+        return load_settings(getattr(args, "config", None), base=base, rag=rag).rag
+    except ConfigError as exc:  # a bad flag is named as the flag; a bad file or index value as the field
+        raise _flag_error(exc, "", {k: f"--{k}" for k, v in rag.items() if v is not None}) from exc
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _missing_top(url: str) -> Path | None:
+    """The outermost folder a new local index at `url` would create, or None (it exists, or is no local path)."""
+    if ":" in url and not (len(url) > 1 and url[1] == ":"):  # a scheme (pg:, s3://, postgresql://)
+        return None
+    path = Path(url).absolute()
+    if os.path.lexists(path):
+        return None
+    while not os.path.lexists(path.parent):
+        path = path.parent
+    return path
 
 
 def cmd_ingest(args) -> int:
+    missing = [p for p in args.paths if not os.path.lexists(p)]
+    if missing:  # before the index is created: a typo leaves no empty index behind
+        raise DocumentError("; ".join(f"{p}: no such file or directory" for p in missing))
     settings = load_settings(args.config)
     console = _console()
     # An existing index keeps its embedder (and chunking, unless a --config names one).
     exists = open_or_none(args.index) is not None
-    index = Index.create(
-        args.index,
-        embedder=args.embedder or (None if exists else settings.rag.embedder),
-        chunking=settings.chunk if args.config or not exists else None,
-    )
+    new_dir, index = None if exists else _missing_top(args.index), None
+    try:
+        index = Index.create(
+            args.index,
+            embedder=args.embedder or (None if exists else settings.rag.embedder),
+            chunking=settings.chunk if args.config or not exists else None,
+        )
+        report = _ingest(index, args, console)
+    except BaseException:
+        if new_dir is not None and _holds_nothing(index):  # a new index and nothing written: leave nothing behind
+            shutil.rmtree(new_dir, ignore_errors=True)
+        raise
+    if args.json:
+        print(_dump({"counts": report.counts(), **asdict(report)}))
+    else:
+        c = report.counts()
+        print(
+            f"ingested into {args.index}: {c['added']} added, {c['updated']} updated, {c['deleted']} deleted, "
+            f"{c['unchanged']} unchanged, {c['skipped']} skipped;"
+            f" {_plural(report.chunks_written, 'chunk')} embedded in {report.seconds:.1f}s"
+        )
+        for s in report.skipped:
+            print(f"  skipped {s.path}: {s.reason}")
+    return EXIT_SKIPPED if report.skipped else 0
+
+
+def _holds_nothing(index) -> bool:
+    """Whether `index` (None: its creation failed) holds no chunks; an empty one is closed, to be removed."""
+    if index is None:
+        return True
+    try:
+        empty = index.store.count_chunks() == 0
+    except Exception:  # cannot tell: keep it
+        return False
+    if empty:
+        index.store.close()
+    return empty
+
+
+def _ingest(index, args, console):
     with _progress_bar(console) as bar:
         task = bar.add_task("embedding documents", total=None)
         options = dict(
@@ -83,21 +187,8 @@ def cmd_ingest(args) -> int:
         if args.ray is not None:
             from .distributed import ray_ingest
 
-            report = ray_ingest(index, args.paths, address=args.ray, **options)
-        else:
-            report = index.ingest(args.paths, **options)
-    if args.json:
-        print(_dump({"counts": report.counts(), **asdict(report)}))
-    else:
-        c = report.counts()
-        print(
-            f"ingested into {args.index}: {c['added']} added, {c['updated']} updated, {c['deleted']} deleted, "
-            f"{c['unchanged']} unchanged, {c['skipped']} skipped;"
-            f" {report.chunks_written} chunks embedded in {report.seconds:.1f}s"
-        )
-        for s in report.skipped:
-            print(f"  skipped {s.path}: {s.reason}")
-    return EXIT_SKIPPED if report.skipped else 0
+            return ray_ingest(index, args.paths, address=args.ray, **options)
+        return index.ingest(args.paths, **options)
 
 
 def cmd_search(args) -> int:
@@ -107,7 +198,12 @@ def cmd_search(args) -> int:
         print(_dump(hits))
     elif not hits:
         n = len(index.documents())
-        print(f"no results for {args.query!r} in {args.index} ({n} documents" + (", filtered)" if args.filter else ")"))
+        hint = _no_match_hint(index, _filters(args))
+        print(
+            f"no results for {args.query!r} in {args.index} ({_plural(n, 'document')}"
+            + (", filtered)" if args.filter else ")")
+            + (f": {hint}" if hint else "")
+        )
     else:
         for h in hits:
             text = " ".join(h.chunk.text.split())
@@ -131,6 +227,9 @@ def cmd_ask(args) -> int:
         print(_dump(ans))
         return 0
     print(ans.text if not ans.abstained else f"(abstained) {ans.text}  — {ans.abstain_reason}")
+    hint = _no_match_hint(index, _filters(args)) if index is not None and not ans.hits else ""
+    if hint:
+        print(f"  no passages matched the filters: {hint}")
     for c in ans.citations:
         how = "" if c.by_model else " (attributed: the model gave no marker)"
         print(f"  [{c.number}] {c.title} — {c.chunk_id}{how}\n      {c.snippet[:160]}")
@@ -220,7 +319,9 @@ def _runtime_here() -> dict:
 
 
 def cmd_synth(args) -> int:
-    from .synth.generate import SynthConfig, synthesize, write_questions
+    from .synth.generate import SynthConfig, check_output, synthesize, write_questions
+
+    check_output(args.out)  # before minutes of writing questions, not after
 
     top = {"round_trip_top": args.round_trip_top} if args.round_trip_top is not None else {}
     cfg = SynthConfig(
@@ -430,7 +531,7 @@ def cmd_evaluate(args) -> int:
     from .evaluation.evaluate import STRATEGIES, EvaluateConfig, run_evaluate
     from .evaluation.report import summary_table
 
-    budget = args.budget_min or (15.0 if args.quick else 30.0)
+    budget = args.budget_min if args.budget_min is not None else (15.0 if args.quick else 30.0)
     strategies = tuple(args.strategies.split(",")) if args.strategies else STRATEGIES
     cfg = EvaluateConfig(budget_min=budget, strategies=strategies, questions=args.questions or "", seed=args.seed,
                          ray=args.ray, workers=args.workers, rag_ft_mode=args.rag_ft_mode,
@@ -490,23 +591,51 @@ def cmd_rate_sheet(args) -> int:
     return 0
 
 
+SERVE_FLAGS = {  # ServeConfig field -> the serve flag that sets it
+    "max_queue": "--max-queue",
+    "request_timeout_s": "--timeout",
+    "batch_window_ms": "--batch-window-ms",
+    "max_batch": "--max-batch",
+    "cors_origins": "--cors",
+}
+
+
+def _check_listen(host: str, port: int) -> None:
+    """Bind (host, port) as uvicorn will, then let go: a busy port is one clear line, not a banner and a trace."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+    except (OSError, OverflowError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        busy = getattr(exc, "errno", None) == errno.EADDRINUSE
+        raise ConfigError(
+            f"cannot listen on {host}:{port}: {reason}" + (" (is another server running? use --port)" if busy else "")
+        ) from exc
+
+
 def cmd_serve(args) -> int:
     import uvicorn
 
     from .server.app import ServeConfig, create_app
 
     Index.open(args.index)  # a missing index is one clear line, before the server starts
-    cfg = ServeConfig(
-        index=args.index,
-        adapter=args.adapter or "",
-        generator=args.generator or "",
-        max_queue=args.max_queue,
-        request_timeout_s=args.timeout,
-        keys_file=args.keys or "",
-        cors_origins=tuple(args.cors or ()),
-        batch_window_ms=args.batch_window_ms,
-        max_batch=args.max_batch,
-    )
+    try:
+        cfg = ServeConfig(
+            index=args.index,
+            adapter=args.adapter or "",
+            generator=args.generator or "",
+            max_queue=args.max_queue,
+            request_timeout_s=args.timeout,
+            keys_file=args.keys or "",
+            cors_origins=tuple(args.cors or ()),
+            batch_window_ms=args.batch_window_ms,
+            max_batch=args.max_batch,
+        )
+    except ConfigError as exc:
+        raise _flag_error(exc, "ServeConfig.", SERVE_FLAGS) from exc
+    _check_listen(args.host, args.port)
     print(
         f"ragtune serving {args.index} on http://{args.host}:{args.port} (OpenAPI at /docs; chat page at /)",
         file=sys.stderr,
@@ -540,10 +669,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="verb", required=True)
 
     def common(sp, index_required=True):
+        ask = sp.prog.split()[-1] == "ask"
         sp.add_argument(
             "--index",
-            required=index_required and sp.prog.split()[-1] != "ask",
-            help="index: a directory (LanceDB), pg:DIR (embedded PostgreSQL) or postgresql://user@host/db",
+            required=index_required and not ask,
+            help="index: a directory (LanceDB), pg:DIR (embedded PostgreSQL) or postgresql://user@host/db"
+            + ("; required unless --no-retrieval" if ask else ""),
         )
         sp.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -739,20 +870,36 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_rate_sheet)
 
     sp = sub.add_parser("serve", help="HTTP API, OpenAI-compatible endpoint and chat page")
-    sp.add_argument("--index", required=True)
+    sp.add_argument(
+        "--index",
+        required=True,
+        help="index to answer from: a directory (LanceDB), pg:DIR (embedded PostgreSQL) or postgresql://user@host/db",
+    )
     sp.add_argument("--adapter", help="fine-tuned adapter: adds the ft and rag+ft strategies")
     sp.add_argument(
         "--generator", help="base generator: registry name, HF folder, .gguf or openai:URL#MODEL (`ragtune models`)"
     )
-    sp.add_argument("--host", default="127.0.0.1")
-    sp.add_argument("--port", type=int, default=8000)
-    sp.add_argument("--max-queue", type=int, default=8, help="requests that may wait for the model before 503")
-    sp.add_argument("--timeout", type=float, default=120.0, help="seconds before a request gives up (504)")
     sp.add_argument(
-        "--batch-window-ms", type=float, default=5.0, help="an idle model waits this long to batch concurrent questions"
+        "--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 for every interface (default %(default)s)"
+    )
+    sp.add_argument("--port", type=int, default=8000, help="port to listen on (default %(default)s)")
+    sp.add_argument(
+        "--max-queue", type=int, default=8, help="requests that may wait for the model before 503 (default %(default)s)"
     )
     sp.add_argument(
-        "--max-batch", type=int, default=16, help="most questions answered in one model call; 1 = no batching"
+        "--timeout", type=float, default=120.0, help="seconds before a request gives up with 504 (default %(default)s)"
+    )
+    sp.add_argument(
+        "--batch-window-ms",
+        type=float,
+        default=5.0,
+        help="an idle model waits this long to batch concurrent questions (default %(default)s)",
+    )
+    sp.add_argument(
+        "--max-batch",
+        type=int,
+        default=16,
+        help="most questions answered in one model call; 1 = no batching (default %(default)s)",
     )
     sp.add_argument(
         "--keys",
@@ -799,15 +946,29 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["RAGTUNE_DEVICE"] = args.device  # read wherever a model is loaded
     if args.dtype:
         os.environ["RAGTUNE_DTYPE"] = args.dtype  # read wherever a transformers generator is made
-    for f in getattr(args, "filter", None) or []:
-        if "=" not in f:
-            print(f"ragtune: error: --filter {f!r} must be KEY=VALUE", file=sys.stderr)
-            return 2
+    problem = _filter_problem(getattr(args, "filter", None) or [])
+    if problem:
+        print(f"ragtune: error: {problem}", file=sys.stderr)
+        return 2
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not as a traceback at interpreter exit
+        return code
     except RagtuneError as exc:
         print(f"ragtune: error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # `ragtune ... | head`: the reader has gone, which is not an error
+        _silence_stdout()
+        return 141  # what a shell reports for a command that SIGPIPE ended (128 + 13)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that Python's flush at exit does not raise again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real file descriptor (stdout replaced in tests)
+        pass
 
 
 if __name__ == "__main__":

@@ -27,7 +27,15 @@ import numpy as np
 from .config import ChunkConfig
 from .documents import Chunk, Document, Skipped
 from .errors import ConfigError, RagtuneError
-from .ingest import MAX_CHUNKS_PER_DOCUMENT, IngestReport, Progress, embed_text, finish_ingest, plan_ingest
+from .ingest import (
+    MAX_CHUNKS_PER_DOCUMENT,
+    IngestReport,
+    Progress,
+    SyncScope,
+    embed_text,
+    finish_ingest,
+    plan_ingest,
+)
 
 LOCAL = "local"  # `--ray` without an address: start a Ray on this machine
 CPU_BATCH = 128  # chunks per embedding call on a CPU worker: a few seconds of work, small enough to spread
@@ -221,9 +229,11 @@ def ray_ingest(
     c0 = time.process_time()
     store = index.store
     chunking = index.chunking
-    docs, skipped = load_items(items, strict, groups)
-    # a bad line keeps its file's stored records
-    report, todo = plan_ingest(docs, store, chunking, sync, [s.source for s in skipped])
+    docs, skipped = load_items(items, strict, groups, store=store)  # a file already stored keeps its id
+    paths = [p for p in items if not isinstance(p, Document)]
+    # a bad line keeps its file's stored records; sync deletes only what came from the paths given
+    report, todo = plan_ingest(docs, store, chunking, sync, [s.source for s in skipped],
+                               SyncScope.of(paths) if paths else None)  # fmt: skip
     started = connect(address) if todo else False
     try:
         if todo:

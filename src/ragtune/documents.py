@@ -834,6 +834,9 @@ LOADERS: dict[str, Loader] = {
     ".jsonl": load_jsonl,
     ".json": _load_json,
 }
+# Formats whose file holds records (JSONL lines, a JSON list, SQuAD paragraphs), each a document with
+# an id of its own; every other format is one document a file, under the id `iter_files` gives it.
+RECORD_FORMATS = frozenset({".jsonl", ".json"})
 
 
 # -- Office and e-mail ----------------------------------------------------------------------------

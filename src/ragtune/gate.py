@@ -11,13 +11,22 @@ target share of the answerable calibration questions is refused (default 10 %).
 Without labelled unanswerable questions, `unanswerable_by_exclusion` makes them: the same
 questions asked with their own document kept out of retrieval — the hard case of a corpus that
 talks about the subject but does not hold the fact.
+
+Until an index has its own gate, the bundled generator and embedder use ragtune's default one
+(`default_gate`, `data/default-gate.json`, fitted by `scripts/fit_default_gate.py` on SQuAD dev
+articles that no benchmark tests on): an answer is never shown unchecked, and the reason for an
+abstention says the gate was not calibrated on this index.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from importlib import resources
 
 import numpy as np
 
@@ -61,7 +70,13 @@ class Gate:
         said = ", ".join(f"{_LABELS[f]} {getattr(ev, f):.2f}" for f in worst)
         return f"the sources do not seem to hold the answer (confidence {p:.2f} < {self.threshold:.2f})" + (
             f"; weakest evidence: {said}" if said else ""
-        )
+        ) + ("; ragtune's default gate, not calibrated on this index (`ragtune tune` calibrates one)"
+             if self.is_default else "")  # fmt: skip
+
+    @property
+    def is_default(self) -> bool:
+        """Whether this is ragtune's bundled default gate rather than one calibrated on the index."""
+        return bool(self.calibration.get("default"))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -262,10 +277,40 @@ def calibrate(
     return gate
 
 
+DEFAULT_GATE = "default-gate.json"
+
+
+@lru_cache(maxsize=1)
+def _default_gate_data() -> dict:
+    try:
+        return json.loads(resources.files("ragtune").joinpath("data", DEFAULT_GATE).read_text())
+    except FileNotFoundError:  # a checkout without its data file: no default gate, and say so once
+        logging.getLogger(__name__).warning(
+            "ragtune's default answerability gate (data/%s) is missing: answers of an index that "
+            "`ragtune tune` has not calibrated are not checked (scripts/fit_default_gate.py makes it)",
+            DEFAULT_GATE,
+        )
+        return {}
+
+
+def default_gate(generator: str, embedder: str) -> Gate | None:
+    """ragtune's default gate for an index that has none of its own, or None: it was fitted on the
+    bundled generator's likelihoods and the bundled embedder's similarities, so it is only used with
+    both (any backend of the base model — the fast ones score alike — but not a fine-tuned adapter,
+    whose likelihoods differ; `ragtune tune` calibrates a gate for any model)."""
+    data = _default_gate_data()
+    model, _, _backend = generator.partition("@")
+    if not data or model != data["generator"] or embedder != data["embedder"]:
+        return None
+    return Gate.from_dict(data["gate"])
+
+
 def check_dtype(gate: Gate, generator) -> str | None:
     """A warning when `generator` computes in another dtype than the gate's calibration read (a
     bfloat16 likelihood differs from a float32 one by up to ~1%, enough to move a close call), else None."""
     was, now = gate.calibration.get("dtype"), getattr(generator, "precision", None)
+    if gate.is_default:  # fitted elsewhere: a dtype's shift is small against the corpus's
+        return None
     if not isinstance(was, str) or not isinstance(now, str) or was == now:
         return None
     return (

@@ -1,13 +1,14 @@
 """`Index`: a store, the embedder it was built with, and its chunking and retrieval settings.
 
 index = Index.create("my-index")                  # or "pg:pgdata", "postgresql://me@db/x"
-index.ingest(["docs/"])                           # incremental; sync=True deletes vanished files
+index.ingest(["docs/"])                           # incremental; sync=True deletes docs/'s vanished files
 hits = index.search("Who built the bridge?", k=5) # hybrid by default
 index = Index.open("my-index")                    # later
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, fields, replace
@@ -18,7 +19,7 @@ from .config import ChunkConfig, RagConfig
 from .devices import describe
 from .documents import Chunk, Document, Hit
 from .errors import DocumentError, IndexMismatchError, IndexNotFoundError, InputError, RagtuneError
-from .ingest import IngestReport, Progress, ingest_documents
+from .ingest import IngestReport, Progress, SyncScope, ingest_documents
 from .stores import DocumentInfo, IndexInfo, IndexManifest, Store, backend_for
 from .stores.base import FORMAT, GROUPS, doc_groups
 
@@ -30,15 +31,19 @@ def with_groups(doc: Document, groups: Sequence[str]) -> Document:
     clean = doc_groups({GROUPS: list(groups)})
     return replace(doc, meta={**doc.meta, GROUPS: clean}) if clean else doc
 
+
 # RagConfig fields an index may record (`ragtune tune` chooses them)
 RETRIEVAL_KEYS = ("k", "mode", "rrf_k", "fusion", "dense_weight", "candidates", "context_tokens", "reranker",
-                  "rerank_depth")
+                  "rerank_depth")  # fmt: skip
 
 
-def load_items(items, strict: bool = False, groups: Sequence[str] | None = None) -> tuple[list[Document], list]:
+def load_items(
+    items, strict: bool = False, groups: Sequence[str] | None = None, store: Store | None = None
+) -> tuple[list[Document], list]:
     """Files, folders and Document objects as documents to ingest, and the files skipped (with
     reasons). With `strict`, any skipped file aborts before anything is written; `groups` go to
-    every document that names none itself."""
+    every document that names none itself. With `store`, a file given by itself keeps the id its
+    document is stored under (`reuse_stored_ids`)."""
     from .documents import load_paths
 
     docs = [d for d in items if isinstance(d, Document)]
@@ -50,10 +55,47 @@ def load_items(items, strict: bool = False, groups: Sequence[str] | None = None)
             f"{skipped[0].path}: {skipped[0].reason} ({len(skipped)} file(s) unreadable; nothing was written)"
         )
     if loaded:
-        docs += loaded.documents
+        files = {os.path.realpath(p): Path(p).name for p in paths if os.path.isfile(p)}
+        docs += reuse_stored_ids(loaded.documents, files, store) if store is not None and files else loaded.documents
     if groups:
         docs = [with_groups(d, groups) for d in docs]
     return docs, skipped
+
+
+def reuse_stored_ids(docs: list[Document], files: dict[str, str], store: Store) -> list[Document]:
+    """`docs`, with the document of each file given by itself (`files`: its resolved path -> the
+    id it loads under, its bare name) renamed to the id of the one stored document from that file
+    (stored sources resolved here), if there is exactly one: `ingest docs/a.txt` after `ingest docs`
+    then updates `docs/a.txt` instead of adding a newer `a.txt` beside it. Files of one document
+    only: the records of a JSONL or JSON file keep their own ids."""
+    from .documents import RECORD_FORMATS
+
+    names = set(files.values())
+    mine: dict[str, int] = {}  # resolved file -> its document's position in docs
+    for i, d in enumerate(docs):
+        if d.id in names and Path(d.source).suffix.lower() not in RECORD_FORMATS:
+            real = os.path.realpath(d.source)
+            if files.get(real) == d.id:
+                mine[real] = i
+    if not mine:
+        return docs
+    # A stored file source has the base name of its resolved path (a symlink is stored as its
+    # target): comparing base names first spares resolving every stored source.
+    bases = {os.path.basename(r) for r in mine}
+    found: dict[str, list[str]] = {}
+    for info in store.documents():
+        if info.source and os.path.basename(info.source) in bases:
+            real = os.path.realpath(info.source)
+            if real in mine:
+                found.setdefault(real, []).append(info.id)
+    out = list(docs)
+    taken = {d.id for d in docs}
+    for real, i in mine.items():
+        ids = found.get(real, [])
+        if len(ids) == 1 and ids[0] not in taken:  # taken: loaded in this run already (its folder given too)
+            out[i] = replace(docs[i], id=ids[0])
+            taken.add(ids[0])
+    return out
 
 
 class Index:
@@ -185,7 +227,22 @@ class Index:
             disk_bytes=self.store.disk_bytes(),
             retrieval=dict(m.retrieval),
             embedder_runtime=describe(self._embedder_or_none()),
+            gates=self._gates(),
         )
+
+    def _gates(self) -> dict:
+        """What checks each generator's answers here: a gate calibrated on this index, or the default one."""
+        from .config import DEFAULT_GENERATOR
+        from .gate import Gate, default_gate
+
+        out = {}
+        for name, data in self.manifest.gate.items():
+            cal = Gate.from_dict(data).calibration
+            out[name] = (f"calibrated on {cal.get('answerable', 0)} answerable and {cal.get('unanswerable', 0)} "
+                         f"unanswerable questions, threshold {data['threshold']:.3f}")  # fmt: skip
+        if DEFAULT_GENERATOR not in out and default_gate(DEFAULT_GENERATOR, self.manifest.embedder) is not None:
+            out[DEFAULT_GENERATOR] = "ragtune's default gate: not calibrated on this index (`ragtune tune` does that)"
+        return out
 
     def _embedder_or_none(self):
         try:
@@ -216,14 +273,20 @@ class Index:
         groups: Sequence[str] | None = None,
         atomic: bool = False,
     ) -> IngestReport:
-        """Add new and changed documents (files, folders or Document objects); with `sync`,
-        delete stored documents that are not among them. With `strict`, a file that cannot be
+        """Add new and changed documents (files, folders or Document objects); a file given by
+        itself updates the document stored from it under its stored id (`ingest docs/a.txt` after
+        `ingest docs` updates `docs/a.txt`). With `sync`, also delete stored documents that are not
+        among them: given files or folders, only those that came from them (`SyncScope`: a folder's
+        files and records that are gone, a file's records that are gone), so other folders'
+        documents and the server's uploads stay; given only Document objects, every one. Documents
+        of a file that failed to load this time stay. With `strict`, a file that cannot be
         read aborts the run before anything is written. `groups`: the access groups of every
         document of this call that does not name its own (a JSONL record's `groups` field).
         `atomic`: every document of the call in one commit (all or nothing; the server's uploads),
         instead of one commit per batch of 64 (bounded memory for big folders)."""
         t0 = time.perf_counter()
-        docs, skipped = load_items(items, strict, groups)
+        docs, skipped = load_items(items, strict, groups, store=self.store)
+        paths = [p for p in items if not isinstance(p, Document)]
         report = ingest_documents(
             docs,
             self.store,
@@ -231,6 +294,7 @@ class Index:
             self.chunking,
             sync=sync,
             keep_sources=[s.source for s in skipped],  # a bad line keeps its file's stored records
+            scope=SyncScope.of(paths) if paths else None,
             progress=progress,
             batch_docs=max(1, len(docs)) if atomic else 64,
         )

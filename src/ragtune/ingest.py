@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -9,7 +10,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 from .chunking import chunk_documents
 from .config import ChunkConfig
-from .documents import Document, Skipped
+from .documents import Document, Skipped, _inside
 from .embedders import Embedder
 from .errors import DocumentError
 from .stores import Store
@@ -32,6 +33,33 @@ class IngestReport:
         return {k: len(getattr(self, k)) for k in ("added", "updated", "deleted", "unchanged", "skipped")}
 
 
+@dataclass(frozen=True)
+class SyncScope:
+    """The stored documents that `sync` may delete: those from the files and folders an ingest was
+    given, found by their source resolved against the current directory. A folder covers the sources
+    inside it; a source that names no file here (one gone since, one written relative to another
+    directory, or no path at all, like the server's "api") is judged by its id: `<folder name>/...`
+    is what the files of a folder are stored as. A file covers the documents from that file."""
+
+    folders: tuple[str, ...] = ()  # resolved paths
+    files: tuple[str, ...] = ()  # resolved paths
+
+    @classmethod
+    def of(cls, paths: Sequence[str | os.PathLike]) -> SyncScope:
+        """The scope of these ingest arguments; one that is neither a file nor a folder (a broken
+        symlink, a FIFO) covers nothing: it failed to load, and its stored documents stay."""
+        real = [os.path.realpath(p) for p in paths]
+        return cls(tuple(r for r in real if os.path.isdir(r)), tuple(r for r in real if os.path.isfile(r)))
+
+    def covers(self, doc_id: str, source: str) -> bool:
+        real = os.path.realpath(source) if source and (os.path.dirname(source) or os.path.exists(source)) else ""
+        if real and (real in self.files or any(_inside(real, f) for f in self.folders)):
+            return True
+        if real and os.path.exists(real):  # a file somewhere else
+            return False
+        return any(doc_id.startswith(f"{os.path.basename(f)}/") for f in self.folders if os.path.basename(f))
+
+
 def embed_text(title: str, text: str) -> str:
     """What the embedder reads for a chunk: the title gives context the chunk may lack."""
     return f"{title}\n{text}" if title else text
@@ -42,11 +70,18 @@ MAX_CHUNKS_PER_DOCUMENT = 100_000  # ~100 MB of text at the default chunk size: 
 
 
 def plan_ingest(
-    docs: Sequence[Document], store, chunking: ChunkConfig, sync: bool = False, keep_sources: Sequence[str] = ()
+    docs: Sequence[Document],
+    store,
+    chunking: ChunkConfig,
+    sync: bool = False,
+    keep_sources: Sequence[str] = (),
+    scope: SyncScope | None = None,
 ) -> tuple[IngestReport, list[Document]]:
     """Compare content hashes with the store before anything is embedded: a report with the added,
     updated, unchanged (and with `sync` deleted) document ids, and the documents to (re)write.
-    One document id twice is refused. (`ingest_documents` and `ragtune ingest --ray` share it.)"""
+    `sync` deletes the stored documents that are not in `docs`, are covered by `scope` (every one
+    when `scope` is None) and do not come from `keep_sources`. One document id twice is refused.
+    (`ingest_documents` and `ragtune ingest --ray` share it.)"""
     report = IngestReport()
     ids = Counter(d.id for d in docs)
     twice = sorted(i for i, n in ids.items() if n > 1)
@@ -66,9 +101,12 @@ def plan_ingest(
             report.unchanged.append(d.id)
     if sync:
         seen = {d.id for d in docs}
+        gone = [i for i in stored if i not in seen]
         keep = set(keep_sources)
-        sources = {d.id: d.source for d in store.documents()} if keep else {}
-        report.deleted = sorted(i for i in stored if i not in seen and sources.get(i) not in keep)
+        sources = {d.id: d.source for d in store.documents()} if gone and (keep or scope) else {}
+        report.deleted = sorted(
+            i for i in gone if sources.get(i) not in keep and (scope is None or scope.covers(i, sources.get(i, "")))
+        )
     return report, todo
 
 
@@ -79,17 +117,18 @@ def ingest_documents(
     chunking: ChunkConfig,
     sync: bool = False,
     keep_sources: Sequence[str] = (),
+    scope: SyncScope | None = None,
     batch_docs: int = 64,
     progress: Progress | None = None,
     max_chunks: int = MAX_CHUNKS_PER_DOCUMENT,
 ) -> IngestReport:
-    """Write new and changed documents; with `sync`, delete stored documents not in `docs`
-    (except those from `keep_sources`, files that failed to load this time). A document that
-    would make more than `max_chunks` chunks is skipped with the limit named; its stored
-    version, if any, stays."""
+    """Write new and changed documents; with `sync`, delete stored documents not in `docs` that
+    `scope` covers (all of them when it is None), except those from `keep_sources` (files that
+    failed to load this time). A document that would make more than `max_chunks` chunks is
+    skipped with the limit named; its stored version, if any, stays."""
     t0 = time.perf_counter()
     c0 = time.process_time()
-    report, todo = plan_ingest(docs, store, chunking, sync, keep_sources)
+    report, todo = plan_ingest(docs, store, chunking, sync, keep_sources, scope)
 
     # One commit per batch of documents: a crash leaves each document wholly old or new.
     for start in range(0, len(todo), batch_docs):

@@ -115,6 +115,9 @@ def support(answer: str, text: str) -> float:
     return len(words & content_words(text)) / len(words) if words else 0.0
 
 
+NOTHING_FOUND = "retrieval found no passage for the question (with the filters given, if any)"
+
+
 def allowed_text(question: str, sources: Sequence[Source]) -> list[str]:
     """Where a URL in an answer must appear verbatim to stay in it: the sources and the question."""
     return [s.text for s in sources] + [question]
@@ -392,6 +395,15 @@ def score_spans(
     return [generator.score(p, c) for p, c in zip(prompts, continuations)]
 
 
+def index_gate(index, generator: str):
+    """The gate a Pipeline on `index` with `generator` (its name) uses: the one calibrated on the
+    index (`ragtune tune`), else ragtune's default gate where it applies (`gate.default_gate`), else None."""
+    from .gate import default_gate
+
+    manifest = getattr(index, "manifest", None)
+    return index.gate(generator) or (default_gate(generator, manifest.embedder) if manifest else None)
+
+
 class Pipeline:
     """Answer questions: retrieve from `index` (None = closed book), select context, prompt,
     generate, cite or abstain. One config object says how.
@@ -408,8 +420,9 @@ class Pipeline:
         self.generator = generator
         self.config = index.rag_config(config) if index is not None and config is None else (config or RagConfig())
         self._retriever = index.retriever(self.config) if index is not None else None
-        # The index's calibrated answerability gate; `gate=False` turns it off (calibration does).
-        self.gate = None if gate is False or index is None else (gate or index.gate(generator.name))
+        # The index's calibrated answerability gate, else ragtune's default one where it applies (the
+        # bundled generator and embedder); `gate=False` turns it off (calibration does).
+        self.gate = None if gate is False or index is None else (gate or index_gate(index, generator.name))
         if self.gate is not None:
             from .gate import check_dtype
 
@@ -472,16 +485,29 @@ class Pipeline:
             raws, likelihood, prompts = (list(x) for x in zip(*picked))
         else:
             prompts = [self._prompt(q, c) for q, c in zip(questions, contexts)]
-            raws = self.generator.generate(prompts, config.max_new_tokens)
+            # Retrieval found nothing (filters, an empty index): abstain without asking the model to
+            # answer from no source.
+            ask = [i for i, h in enumerate(hits) if h or self._retriever is None]
+            written = iter(self.generator.generate([prompts[i] for i in ask], config.max_new_tokens) if ask else [])
+            asked = set(ask)
+            raws = [next(written) if i in asked else ABSTAIN for i in range(n)]
             likelihood = self._likelihoods(prompts, raws, contexts)
         t3 = time.perf_counter()
         timings = Timings((t1 - t0) / n, (t2 - t1) / n, (t3 - t2) / n, (t3 - t0) / n)
         tokens_in = self.generator.count_tokens([self.generator.render(p) for p in prompts])
+        tokens_in = [t if h or self._retriever is None else 0 for t, h in zip(tokens_in, hits)]  # not asked
         tokens_out = self.generator.count_tokens(raws)
         return [
-            self._finish(make_answer(q, raw, ctx, hits=h, timings=timings, tokens_in=ti, tokens_out=to), lm)
+            self._finish(self._nothing_found(make_answer(q, raw, ctx, hits=h, timings=timings, tokens_in=ti,
+                                                         tokens_out=to)), lm)  # fmt: skip
             for q, raw, ctx, h, ti, to, lm in zip(questions, raws, contexts, hits, tokens_in, tokens_out, likelihood)
         ]
+
+    def _nothing_found(self, answer: Answer) -> Answer:
+        """An answer of a retrieving pipeline whose search found nothing says so as its reason."""
+        if self._retriever is None or answer.hits or not answer.abstained:
+            return answer
+        return replace(answer, abstain_reason=NOTHING_FOUND)
 
     @property
     def extracts(self) -> bool:
@@ -562,7 +588,9 @@ class Pipeline:
     def stream(self, question: str, filters: dict | None = None) -> Iterator[str | Answer]:
         """Yield the answer text as the model writes it, then the finished Answer. Pieces are
         sanitised as the answer is (safety.py): text is released a word at a time, and a link,
-        image, tag or URL only once it is complete and judged, so none the sources lack is shown."""
+        image, tag or URL only once it is complete and judged, so none the sources lack is shown.
+        A chosen span (the extract reader) and an abstention come whole, once the gate has judged
+        them; a written answer's pieces come before its verdict (the final Answer carries it)."""
         question = check_question(question, self.config)
         t0 = time.perf_counter()
         hits, sources = self._retrieve([question], _per_question(filters, 1))
@@ -571,11 +599,13 @@ class Pipeline:
         t2 = time.perf_counter()
         likelihood = None
         allowed = allowed_text(question, sources[0])
-        if self.extracts:  # a chosen span arrives whole
+        whole = True  # the answer is shown whole at the end, after the gate has judged it
+        if self._retriever is not None and not hits[0]:  # nothing to answer from: the model is not asked
+            raw, likelihood, prompt = ABSTAIN, (0.0, 0.0), self._prompt(question, sources[0])
+        elif self.extracts:  # a chosen span arrives whole
             raw, likelihood, prompt = self._extract(question, sources[0])
-            shown = sanitize_answer(raw, allowed)[0]
-            yield strip_citations(shown) if not is_abstention(shown) else ABSTAIN
-        else:
+        else:  # written: shown as it comes (the gate's verdict, which reads the whole answer, comes last)
+            whole = False
             prompt = self._prompt(question, sources[0])
             pieces, sanitizer = [], StreamSanitizer(allowed)
             for piece in self.generator.stream(prompt, self.config.max_new_tokens):
@@ -587,6 +617,7 @@ class Pipeline:
             raw = "".join(pieces).strip()
         t3 = time.perf_counter()
         tin, tout = self.generator.count_tokens([self.generator.render(prompt), raw])
+        tin = tin if hits[0] or self._retriever is None else 0  # the model was not asked
         answer = make_answer(
             question,
             raw,
@@ -596,7 +627,10 @@ class Pipeline:
             tokens_in=tin,
             tokens_out=tout,
         )
-        yield self._finish(answer, likelihood or self._likelihood(prompt, raw, sources[0]))
+        final = self._finish(self._nothing_found(answer), likelihood or self._likelihood(prompt, raw, sources[0]))
+        if whole:  # with its [n] marker, as a written answer's pieces have theirs
+            yield final.text if final.abstained else final.raw
+        yield final
 
     # -- stages ------------------------------------------------------------------------------
     def _retrieve(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import random
 import shutil
 import time
@@ -67,6 +68,12 @@ GATE_SHARE = 0.08
 # 3e-4, +0.4 (p 0.91, the same 86), +6.7, +0.0, +3.7 (p 0.02 / - / 0.11) on three other sets.
 RAG_FT_LR = 1e-3
 DATA_MARKER = "evaluate-data.json"  # in a fine-tuning folder: the questions it was trained on (a hash)
+GATE_MARKER = "evaluate-gate.json"  # in a fine-tuning folder: the gate calibrated for its adapter, and on what
+TUNE_MARKER = "tune.json"  # in DIR: the tune phase's result, the inputs it was computed from, what it left in the index
+COMPARE_MARKER = "compare.json"  # in DIR: the inputs the comparison in results.json was answered from
+MAX_BUDGET_MIN = 7 * 24 * 60.0  # a week: beyond it a budget is a typo (and its seconds overflow the plan's arithmetic)
+MIN_SYNTHETIC = 10  # the fewest synthetic questions a split into training and test questions takes (`_ratios`)
+OVER_BUDGET = 1.02  # an estimate this far over the budget is reported as over it (the plan's own rounding stays under)
 
 
 @dataclass(frozen=True)
@@ -83,8 +90,10 @@ class EvaluateConfig:
     synth_backend: str = "transformers"  # what runs the question writer: SynthConfig.writer_backend
 
     def __post_init__(self) -> None:
-        if self.budget_min < 2:
-            raise ConfigError(f"budget_min={self.budget_min!r}: must be at least 2 minutes")
+        if not isinstance(self.budget_min, (int, float)) or not math.isfinite(self.budget_min):
+            raise ConfigError(f"budget_min={self.budget_min!r}: must be a finite number of minutes")
+        if not 2 <= self.budget_min <= MAX_BUDGET_MIN:
+            raise ConfigError(f"budget_min={self.budget_min!r}: must be between 2 and {MAX_BUDGET_MIN:g} minutes")
         if self.rag_ft_mode not in RAG_FT_MODES:
             raise ConfigError(f"rag_ft_mode={self.rag_ft_mode!r}: choose from {list(RAG_FT_MODES)}")
         unknown = sorted(set(self.strategies) - set(STRATEGIES))
@@ -109,23 +118,69 @@ class Plan:
     seconds_per_answer: float  # measured here
     minutes: dict = field(default_factory=dict)  # phase -> estimated minutes
     gate_questions: int = 0  # training questions the answerability gate is calibrated on (each asked twice)
+    budget_min: float = 0.0  # the budget it was planned for (0: unknown, a plan from an older version)
+    candidates: int = 0  # answer candidates in the indexed passages (counted as far as the plan needs; 0: not counted)
+
+    @property
+    def total_min(self) -> float:
+        """The estimated minutes of the whole run."""
+        return sum(self.minutes.values())
+
+    @property
+    def over_budget(self) -> bool:
+        """Whether even this plan, the smallest useful one, is estimated to take longer than the budget."""
+        return bool(self.budget_min) and self.total_min > self.budget_min * OVER_BUDGET
+
+    def budget_warning(self) -> str:
+        """A sentence on how far over the budget the plan is and what to do ("" when it fits)."""
+        if not self.over_budget:
+            return ""
+        least = [f"{self.test} test questions"]
+        if self.gate_questions:
+            least.append(f"{self.gate_questions} questions to calibrate the gate, each asked twice")
+        if self.qa_steps or self.rag_ft_steps:
+            least.append(f"{self.qa_steps + self.rag_ft_steps} fine-tuning steps")
+        ingest = self.minutes.get("ingest", 0.0)
+        return (
+            f"estimated {self.total_min:.1f} min exceeds the budget of {self.budget_min:g} min: the smallest useful "
+            f"plan ({', '.join(least)}) needs that at {self.seconds_per_answer:.2f} s per answer on this machine"
+            + (f" (ingesting alone {ingest:.1f} min)" if ingest > self.budget_min / 2 else "")
+            + f"; use --budget-min {math.ceil(self.total_min)} or fewer --strategies"
+        )
+
+    def to_dict(self) -> dict:
+        """The plan as plan.json and results.json keep it, with its estimate against the budget."""
+        return {**asdict(self), "total_min": round(self.total_min, 2), "over_budget": self.over_budget}
 
     def describe(self) -> str:
         est = ", ".join(f"{k} {v:.1f}" for k, v in self.minutes.items())
-        return (
+        budget = f" of a budget of {self.budget_min:g}" if self.budget_min else ""
+        text = (
             f"{self.documents} documents: {self.indexed} indexed ({self.chunks} chunks), {self.held_out} kept out for "
             f"unanswerable questions\nquestions: {self.synthetic} synthetic answerable ({self.test} for the test), "
             f"{self.unanswerable} unanswerable, {self.edits} fact edits, {self.gate_questions} to calibrate the "
             f"answerability gate\nfine-tuning: ft {self.qa_steps} steps, "
-            f"rag+ft {self.rag_ft_steps} steps\nestimated minutes: {est}; total {sum(self.minutes.values()):.1f} "
+            f"rag+ft {self.rag_ft_steps} steps\nestimated minutes: {est}; total {self.total_min:.1f}{budget} "
             f"(measured {self.seconds_per_answer:.2f} s per answer here)"
         )
+        warning = self.budget_warning()
+        return text + (f"\nOVER BUDGET: {warning}" if warning else "")
 
 
 def make_plan(
-    n_docs: int, n_indexed: int, chunks: int, cfg: EvaluateConfig, s_answer: float, real_test: int = 0
+    n_docs: int,
+    n_indexed: int,
+    chunks: int,
+    cfg: EvaluateConfig,
+    s_answer: float,
+    real_test: int = 0,
+    candidates: int | None = None,
 ) -> Plan:
-    """Spend the budget: ingest first (fixed), then synthesis, fine-tuning and comparison share what is left."""
+    """Spend the budget: ingest first (fixed), then synthesis, fine-tuning and comparison share what is left.
+    `candidates` (answer candidates in the indexed passages, `synth.generate.count_candidates`) caps
+    the synthetic questions: each is written for one, so the documents cannot yield more. Below its
+    floors (10 test questions, GATE_QUESTIONS[0] for the gate, a few fine-tuning steps) a plan does
+    not shrink: `Plan.over_budget` then says that it does not fit."""
     budget_s = cfg.budget_min * 60
     ingest_s = chunks / CHUNKS_PER_S + 20  # plus model loading
     left = max(0.95 * (budget_s - ingest_s), 60.0)  # 5% for model loading and the report
@@ -157,6 +212,15 @@ def make_plan(
         edits = max(2, test // 6)
         synthetic = 3 * test  # a third for the test, the rest to train and validate on
     synthetic = min(synthetic, 12 * n_indexed + (0 if real_test else test))  # a dozen per document at most
+    attempts = synthetic * ATTEMPTS_PER_KEPT
+    if candidates is not None and synthetic > candidates:
+        # What the documents can yield: no more questions than answer candidates, and then every
+        # candidate is tried (not ATTEMPTS_PER_KEPT per question); the test takes at most half of them.
+        synthetic, attempts = candidates, candidates
+        if not real_test:
+            test = min(test, max(synthetic // 2, 1))
+            unanswerable = max(4, test // 3) if held else 0
+            edits = max(2, test // 6)
     train_s = share_train * left
     speed = s_answer / REF_ANSWER_S  # > 1: this machine (now) is slower than the reference
     qa_s = QA_STEP_S * speed
@@ -166,13 +230,13 @@ def make_plan(
     rag_ft_steps = max(2, int(train_s * (RAG_FT_SHARE if both else 1) / step_s)) if "rag+ft" in cfg.strategies else 0
     minutes = {
         "ingest": ingest_s / 60,
-        "synthesise": (synthetic + unanswerable) * synth_cost / 60,
+        "synthesise": (attempts + unanswerable * ATTEMPTS_PER_KEPT) * ATTEMPT_COST * s_answer / 60,
         "fine-tune": (qa_steps * qa_s + rag_ft_steps * step_s) / 60,
         "tune": gate_s / 60,
         "compare": n_strat * (test + unanswerable + edits) * ANSWER_COST * s_answer / 60,
     }
     return Plan(n_docs, n_indexed, n_docs - n_indexed, chunks, synthetic, unanswerable, test, qa_steps, rag_ft_steps,
-                edits, s_answer, minutes, gate_q)  # fmt: skip
+                edits, s_answer, minutes, gate_q, budget_min=cfg.budget_min, candidates=candidates or 0)  # fmt: skip
 
 
 def measure_seconds_per_answer(generator) -> float:
@@ -216,7 +280,9 @@ Say = Callable[[str], None]
 def run_evaluate(paths: Sequence[str | Path], out: str | Path, cfg: EvaluateConfig = EvaluateConfig(), say: Say = print,
                  generators: dict | None = None):  # fmt: skip
     """Run every phase (reusing what a previous run with the same inputs left in `out`) and
-    return the comparison Results; writes results.json, records.csv and report.html in `out`."""
+    return the comparison Results; writes results.json, records.csv and report.html in `out`.
+    The inputs (documents, questions, models named, `out` itself) are checked before `out` is
+    made: a run that cannot start leaves nothing behind."""
     from ..chunking import chunk_documents
     from ..config import DEFAULT_GENERATOR, ChunkConfig
     from ..documents import load_paths
@@ -225,17 +291,18 @@ def run_evaluate(paths: Sequence[str | Path], out: str | Path, cfg: EvaluateConf
     from ..finetune.run import CHECKPOINT
     from ..finetune.train import train
     from ..index import Index
-    from ..registry import make_generator
-    from ..synth.generate import SynthConfig, synth_models, synthesize, write_questions
-    from .compare import ExperimentConfig, run_experiment, write_atomic, write_results
+    from ..registry import make_embedder, make_generator
+    from ..synth.generate import SynthConfig, check_output, count_candidates, synth_models, synthesize, write_questions
+    from .compare import ExperimentConfig, load_results, run_experiment, write_atomic, write_results
     from .report import write_report
     from .strategies import Strategy
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    # -- inputs, checked before anything is written ----------------------------------------------
+    out = check_output(out, folder=True)
     t_all = time.perf_counter()
     phases: dict[str, float] = {}
-
+    if not paths:
+        raise DocumentError("nothing to evaluate: no folder or file was given")
     loaded = load_paths(list(paths))
     for s in loaded.skipped:
         say(f"  skipped {s.path}: {s.reason}")
@@ -244,6 +311,9 @@ def run_evaluate(paths: Sequence[str | Path], out: str | Path, cfg: EvaluateConf
         raise DocumentError(
             f"nothing to evaluate: no document in {[str(p) for p in paths]} could be loaded ({reasons})"
         )
+    real = _real_questions(cfg.questions) if cfg.questions else []
+    embedder = make_embedder(cfg.embedder) if cfg.embedder else None  # an unknown name fails here
+    base = (generators or {}).get("base") or make_generator(DEFAULT_GENERATOR)
     docs = sorted(loaded.documents, key=lambda d: d.id)
     rng = random.Random(cfg.seed)
     n_hold = math.ceil(cfg.holdout_share * len(docs)) if len(docs) >= 4 and cfg.holdout_share else 0
@@ -251,29 +321,57 @@ def run_evaluate(paths: Sequence[str | Path], out: str | Path, cfg: EvaluateConf
     indexed = [d for d in docs if d.id not in held]
     held_docs = [d for d in docs if d.id in held]
 
+    # -- ingest ----------------------------------------------------------------------------------
     t0 = time.perf_counter()
-    index = Index.create(out / "index", embedder=cfg.embedder or None, chunking=ChunkConfig())
-    with_progress = say
-    rep = index.ingest(indexed, sync=True)
+    made = _make_folder(out)
+    try:
+        index = Index.create(out / "index", embedder=embedder, chunking=ChunkConfig())
+        rep = index.ingest(indexed, sync=True)
+    except Exception:
+        # (an embedder that cannot load, a store that cannot write): in a folder this run made, there is
+        # nothing yet worth keeping, so none is left behind. An interrupted ingest keeps its progress.
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
+        raise
     phases["ingest"] = time.perf_counter() - t0
-    with_progress(f"ingest: {rep.counts()} -> {index.info().chunks} chunks in {phases['ingest']:.0f}s")
-
-    base = (generators or {}).get("base") or make_generator(DEFAULT_GENERATOR)
-    real = _real_questions(cfg.questions) if cfg.questions else []
-    doc_key = sorted((d.id, d.content_hash) for d in docs)
+    for s in rep.skipped:
+        say(f"  skipped {s.path}: {s.reason}")
     n_chunks = index.info().chunks
+    skipped = [*loaded.skipped, *rep.skipped]
+    say(_ingest_line(len(docs), len(indexed), len(held), rep.counts(), skipped, n_chunks, phases["ingest"]))
+    ingest_info = {
+        "paths": [str(p) for p in paths], "documents": len(docs), "indexed": len(indexed), "held_out": len(held),
+        "chunks": n_chunks, "skipped": [{"path": s.path, "reason": s.reason} for s in skipped],
+    }  # fmt: skip
+
+    doc_key = sorted((d.id, d.content_hash) for d in docs)
     # The plan of an earlier run on the same inputs is kept: a plan re-measured after a kill could
     # differ and invalidate every phase that run finished.
     settings = {k: v for k, v in asdict(cfg).items() if k not in ("ray", "workers")}  # where it runs: same plan
     plan_key = _fingerprint("plan", doc_key, settings, real, n_chunks)
     plan = _load_plan(out / "plan.json", plan_key)
     if plan is None:
+        # Each synthetic question is written for one answer candidate: the plan asks for no more than
+        # the documents hold (counted as far as it matters: extracting them costs ~4 ms a sentence).
+        least = 1 if real else MIN_SYNTHETIC
+        candidates = count_candidates(index.chunks(), limit=least)
+        if candidates < least:
+            raise DocumentError(
+                f"the {len(indexed)} indexed documents hold {candidates} answer candidates (names, numbers, dates, "
+                f"key phrases in English prose): too few to write the {least}+ synthetic questions an evaluation "
+                "needs" + ("" if real else "; add documents, or give labelled questions (`questions`)")
+            )
         s_answer = measure_seconds_per_answer(base)
         plan = make_plan(len(docs), len(indexed), n_chunks, cfg, s_answer, real_test=len(real))
-        write_atomic(out / "plan.json", json.dumps({**asdict(plan), "key": plan_key}, indent=2))
+        candidates = count_candidates(index.chunks(), limit=plan.synthetic)
+        plan = make_plan(len(docs), len(indexed), n_chunks, cfg, s_answer, real_test=len(real), candidates=candidates)
+        write_atomic(out / "plan.json", json.dumps({**plan.to_dict(), "key": plan_key}, indent=2))
     else:
         say("plan: kept from the previous run on these inputs")
     say("plan:\n  " + plan.describe().replace("\n", "\n  "))
+    if plan.over_budget:
+        say("warning: the plan does not fit the budget (see OVER BUDGET above); going on with it. Stop now to "
+            "give a bigger budget or fewer strategies.")  # fmt: skip
 
     # -- questions -----------------------------------------------------------------------------
     t0 = time.perf_counter()
@@ -319,11 +417,21 @@ def run_evaluate(paths: Sequence[str | Path], out: str | Path, cfg: EvaluateConf
         write_atomic(test_path, "".join(json.dumps(r) + "\n" for r in real))
     phases["split"] = time.perf_counter() - t0
     say(f"split: {prep.splits}" + (f"; test = {len(real)} real questions" if real else ""))
+    data_key = _fingerprint(*(_read(out / "data" / f"{s}.jsonl") for s in ("train", "validation")))
 
     # -- tune: retrieval settings and the gate, from training questions only --------------------------
     t0 = time.perf_counter()
-    tuned = tune_phase(index, out / "data", base, plan.gate_questions if "rag" in cfg.strategies else 0, say,
-                       ranks=round_trip_ranks(synth_path))  # fmt: skip
+    gate_n = plan.gate_questions if "rag" in cfg.strategies else 0
+    ranks = round_trip_ranks(synth_path)
+    tune_key = _fingerprint("tune", _content_key(index), data_key, ranks, gate_n, base.name, _version())
+    tuned = _reused_tune(out / TUNE_MARKER, tune_key, index, base.name)
+    if tuned is not None:
+        say("tune: reusing the retrieval settings and gate of the previous run on these questions")
+        tuned["examples"] = training_examples(out / "data", ranks)
+    else:
+        _unmark(out / TUNE_MARKER)
+        tuned = tune_phase(index, out / "data", base, gate_n, say, ranks=ranks)
+        _mark(out / TUNE_MARKER, tune_key, retrieval=tuned["retrieval"], state=_index_state(index, base.name))
     phases["tune"] = time.perf_counter() - t0
     loaded = {"base": base, "rag": base}  # models already in memory; the comparison reuses them
 
@@ -332,7 +440,6 @@ def run_evaluate(paths: Sequence[str | Path], out: str | Path, cfg: EvaluateConf
     base_ft = FinetuneConfig(method="lora", lora_r=16, lora_alpha=32, lr=3e-4, eval_every=10, patience=3,
                              generate_max=0, warmup_steps=4, eval_batches=6, seed=cfg.seed)  # fmt: skip
     rag_ft = (cfg.rag_ft_mode, plan.rag_ft_steps, 4 if cfg.rag_ft_mode == "raft" else 8, RAG_FT_LR)
-    data_key = _fingerprint(*(_read(out / "data" / f"{s}.jsonl") for s in ("train", "validation")))
     for name, mode, steps, batch, lr in (("ft", "qa", plan.qa_steps, 8, base_ft.lr), ("rag+ft", *rag_ft)):
         if name not in cfg.strategies:
             continue
@@ -351,6 +458,7 @@ def run_evaluate(paths: Sequence[str | Path], out: str | Path, cfg: EvaluateConf
                 say(f"fine-tune {name}: resuming from the checkpoint in {folder}")
             say(f"fine-tune {name}: LoRA, mode {mode}, {steps} steps")
             folder.mkdir(parents=True, exist_ok=True)
+            _unmark(folder / GATE_MARKER)  # its adapter is about to change
             _mark(folder / DATA_MARKER, data_key)  # a resumed checkpoint is only ever of these questions
             res = train(ft_cfg, out / "data", folder, index=index.url if mode == "raft" else None,
                         progress=_train_progress(say, steps))  # fmt: skip
@@ -360,8 +468,17 @@ def run_evaluate(paths: Sequence[str | Path], out: str | Path, cfg: EvaluateConf
         if name == "rag+ft" and plan.gate_questions:
             t0 = time.perf_counter()
             tuned_gen = (generators or {}).get("rag+ft") or make_generator(DEFAULT_GENERATOR, adapter=str(folder))
-            tuned["gates"]["rag+ft"] = calibrate_gate(index, tuned_gen, tuned["examples"][: plan.gate_questions], say)
             loaded["rag+ft"] = tuned_gen
+            marker = folder / GATE_MARKER
+            gate_key = _fingerprint("gate", tune_key, dict(index.manifest.retrieval), wanted, data_key,
+                                    _weights_key(folder), tuned_gen.name, plan.gate_questions)  # fmt: skip
+            if _done(marker, gate_key) and _stored(marker).get("state") == _index_state(index, tuned_gen.name):
+                say(f"gate for {tuned_gen.name}: reusing the calibration of the previous run")
+            else:
+                _unmark(marker)
+                gate = calibrate_gate(index, tuned_gen, tuned["examples"][: plan.gate_questions], say)
+                tuned["gates"]["rag+ft"] = gate
+                _mark(marker, gate_key, state=_index_state(index, tuned_gen.name))
             phases["tune"] += time.perf_counter() - t0
 
     # -- compare -------------------------------------------------------------------------------------
@@ -376,15 +493,27 @@ def run_evaluate(paths: Sequence[str | Path], out: str | Path, cfg: EvaluateConf
     )  # fmt: skip
     # On Ray the workers load each strategy's model themselves: the models loaded here stay here.
     ready = dict(generators or {}) if cfg.ray is not None else {**loaded, **(generators or {})}
-    results = run_experiment(exp, out, progress=lambda m: say(f"  {m}"), generators=ready, ray=cfg.ray,
-                             workers=cfg.workers)  # fmt: skip
+    compare_key = _compare_key(exp, index, {**loaded, **(generators or {})}, runs, doc_key, una_path)
+    results = _reused_compare(out, compare_key, load_results)
+    if results is not None:
+        say("compare: reusing the answers of the previous run on these inputs (results.json)")
+    else:
+        _unmark(out / COMPARE_MARKER)
+        results = run_experiment(exp, out, progress=lambda m: say(f"  {m}"), generators=ready, ray=cfg.ray,
+                                 workers=cfg.workers)  # fmt: skip
+        if compare_key:
+            _mark(out / COMPARE_MARKER, compare_key, notes=results.notes)
     phases["compare"] = time.perf_counter() - t0
     results.phases = dict(phases, total=time.perf_counter() - t_all)
     results.questions = {
-        "source": "real" if real else "synthetic", "synthetic": synth_report, "plan": asdict(plan),
-        "test_file": str(test_path), "held_out_documents": sorted(held),
+        "source": "real" if real else "synthetic", "synthetic": synth_report, "plan": plan.to_dict(),
+        "test_file": str(test_path), "held_out_documents": sorted(held), "ingest": ingest_info,
     }  # fmt: skip
     results.tuning["retrieval"] = tuned["retrieval"]
+    if plan.over_budget:
+        results.notes.append(f"The plan did not fit the time budget: {plan.budget_warning()}.")
+    if skipped:
+        results.notes.append(_skipped_note(skipped))
     if not real:
         results.notes.append(
             f"The test questions are synthetic: written by ragtune from your documents and kept only if they passed "
@@ -395,6 +524,131 @@ def run_evaluate(paths: Sequence[str | Path], out: str | Path, cfg: EvaluateConf
     return results
 
 
+def _make_folder(out: Path) -> Path | None:
+    """Make `out` (and its missing parents); the topmost folder this made, None if `out` existed."""
+    top = None
+    p = out
+    while not os.path.lexists(p) and p != p.parent:
+        top, p = p, p.parent
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # checked already; something changed since
+        raise ConfigError(f"cannot make the folder {out}: {exc.strerror or exc}") from exc
+    return top
+
+
+def _ingest_line(n_docs: int, n_indexed: int, n_held: int, counts: dict, skipped: list, chunks: int,
+                 seconds: float) -> str:  # fmt: skip
+    """The ingest phase in a line: documents loaded, skipped, indexed (what changed), kept out, chunks."""
+    files = sum(1 for s in skipped if not s.file)
+    records = len(skipped) - files
+    gone = [f"{files} file{'s' * (files != 1)}"] * bool(files) + [f"{records} record{'s' * (records != 1)}"] * bool(
+        records
+    )
+    what = ", ".join(f"{counts[k]} {k}" for k in ("added", "updated", "unchanged", "deleted") if counts.get(k))
+    return (
+        f"ingest: {n_docs} documents loaded"
+        + (f" ({' and '.join(gone)} skipped, listed above)" if gone else "")
+        + f"; {n_indexed} indexed ({what or 'nothing changed'})"
+        + (f", {n_held} kept out for unanswerable questions" if n_held else "")
+        + f" -> {chunks} chunks in {seconds:.0f}s"
+    )
+
+
+def _skipped_note(skipped: list) -> str:
+    shown = "; ".join(f"{s.path} ({s.reason})" for s in skipped[:5])
+    more = f"; and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+    return f"{len(skipped)} of the inputs could not be read and are not part of this evaluation: {shown}{more}."
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+def _content_key(index) -> str:
+    """What an index holds, its tuned settings aside: embedder, chunking, every document's content hash."""
+    m = index.manifest
+    return _fingerprint(m.embedder, m.dim, m.chunking, sorted(index.store.document_hashes().items()))
+
+
+def _index_state(index, generator: str) -> dict:
+    """What tuning leaves in an index for `generator`: the retrieval settings and its gate (as JSON keeps them)."""
+    m = index.manifest
+    return json.loads(json.dumps({"retrieval": m.retrieval, "gate": m.gate.get(generator)}, default=str))
+
+
+def _stored(marker: Path) -> dict:
+    try:
+        data = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _reused_tune(marker: Path, key: str, index, generator: str) -> dict | None:
+    """The tune phase's recorded result when it was computed from these inputs and the index still
+    holds what it left there (no `ragtune tune` since); else None."""
+    data = _stored(marker)
+    if data.get("key") != key or data.get("state") != _index_state(index, generator):
+        return None
+    return {"retrieval": data.get("retrieval") or {}, "gates": {}}
+
+
+def _weights_key(folder: Path) -> str:
+    """A fine-tuning run's weights, by content (a resumed or retrained run may differ)."""
+    from ..finetune.run import RunFolder
+
+    try:
+        weights = RunFolder.open(folder).weights
+        files = sorted(p for p in Path(weights).rglob("*") if p.is_file())
+        h = hashlib.sha256()
+        for p in files:
+            h.update(str(p.relative_to(weights)).encode())
+            with p.open("rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+        return h.hexdigest()
+    except (OSError, RagtuneError):
+        return f"unknown-{time.time()}"  # never matches: the calibration is redone
+
+
+def _compare_key(exp, index, generators: dict, runs: dict, doc_key, una_path: Path) -> str | None:
+    """Everything the comparison's answers depend on: the experiment (questions, strategies, counts),
+    the questions' contents, the documents (the freshness edits come from them), the index's contents,
+    retrieval settings and the gate each retrieval strategy will use, each adapter's weights and each
+    generator's name. None (never reused) when a generator is not known here."""
+    from ..rag import index_gate
+
+    names, gates = {}, {}
+    for s in exp.strategies:
+        gen = generators.get(s.name)
+        if gen is None and s.retrieval:
+            return None  # loaded by the comparison itself: its gate is not known here
+        names[s.name] = getattr(gen, "name", "") if gen is not None else ""
+        if s.retrieval:
+            gate = index_gate(index, names[s.name])
+            gates[s.name] = gate.to_dict() if gate is not None else None
+    weights = {n: _weights_key(f) for n, f in sorted(runs.items())}
+    test = _read(Path(exp.questions))
+    return _fingerprint("compare", asdict(exp), test, _read(una_path) if exp.unanswerable else "", doc_key,
+                        _content_key(index), index.manifest.retrieval, gates, names, weights, _version())  # fmt: skip
+
+
+def _reused_compare(out: Path, key: str | None, load_results):
+    """The Results of the previous run's comparison when it was answered from the same inputs; else None."""
+    data = _stored(out / COMPARE_MARKER)
+    if not key or data.get("key") != key or not (out / "results.json").is_file():
+        return None
+    try:
+        results = load_results(out)
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    results.notes = list(data.get("notes") or [])  # the comparison's own; this run adds its notes again
+    return results
+
+
 def _load_plan(path: Path, key: str) -> Plan | None:
     try:
         data = json.loads(path.read_text())
@@ -402,6 +656,7 @@ def _load_plan(path: Path, key: str) -> Plan | None:
         return None
     if not isinstance(data, dict) or data.pop("key", None) != key:
         return None
+    data.pop("total_min", None), data.pop("over_budget", None)  # derived (Plan.to_dict)
     try:
         return Plan(**data)
     except TypeError:  # written by another version
@@ -430,12 +685,8 @@ def tune_phase(index, data: Path, generator, gate_questions: int, say: Say, rank
     The gate's questions are those the round-trip reader answered itself first (`ranks`): those it
     ranked 2nd-3rd are more often malformed, and look unanswerable (benchmarks/abstention.py)."""
     from ..tuning import tune_retrieval
-    from .compare import load_questions
 
-    examples = [e for f in ("train.jsonl", "validation.jsonl") if (data / f).is_file()
-                for e in load_questions(str(data / f), 10**9) if e.doc_ids]  # fmt: skip
-    ranks = ranks or {}
-    examples.sort(key=lambda e: ranks.get(e.id, 1))  # stable: the split's order within a rank
+    examples = training_examples(data, ranks)
     out: dict = {"examples": examples, "retrieval": {}, "gates": {}}
     try:
         report = tune_retrieval(index, examples)
@@ -448,6 +699,18 @@ def tune_phase(index, data: Path, generator, gate_questions: int, say: Say, rank
     if gate_questions:
         out["gates"]["rag"] = calibrate_gate(index, generator, examples[:gate_questions], say)
     return out
+
+
+def training_examples(data: Path, ranks: dict | None = None) -> list:
+    """The training and validation questions of a prepared `data` folder that name their document,
+    those the round-trip reader answered itself (`ranks` 1) first."""
+    from .compare import load_questions
+
+    examples = [e for f in ("train.jsonl", "validation.jsonl") if (data / f).is_file()
+                for e in load_questions(str(data / f), 10**9) if e.doc_ids]  # fmt: skip
+    ranks = ranks or {}
+    examples.sort(key=lambda e: ranks.get(e.id, 1))  # stable: the split's order within a rank
+    return examples
 
 
 def calibrate_gate(index, generator, examples, say: Say) -> dict:
@@ -486,7 +749,7 @@ def _read(path: Path) -> str:
 
 def _ratios(kept: int, test: int) -> tuple[float, float, float]:
     """Train / validation / test shares that give about `test` test questions (at most half of them)."""
-    if kept < 10:
+    if kept < MIN_SYNTHETIC:
         raise ConfigError(f"only {kept} synthetic questions survived: too few to train and test on (see the report)")
     t = min(0.5, max(0.2, test / kept))
     v = 0.1

@@ -216,13 +216,17 @@ def recommendation(res: Results) -> list[str]:
             )
             + "."
         )
-    cheapest = min(names, key=lambda n: res.costs[n]["per_1000_questions_usd"])
+    def usd(n: str) -> str:
+        return f"{res.costs[n]['per_1000_questions_usd']:.4f}"
+
+    low = min(usd(n) for n in names)  # as shown: strategies that print the same figure tie
+    cheapest = [n for n in names if usd(n) == low]
     out.append(
-        f"Cost: <b>{e(cheapest)}</b> is cheapest to run (${res.costs[cheapest]['per_1000_questions_usd']:.4f} per 1,000 questions on CPU); "
-        + ", ".join(
-            f"{e(n)} ${res.costs[n]['per_1000_questions_usd']:.4f} + ${res.costs[n]['setup_usd']:.4f} set-up"
-            for n in names
-            if n != cheapest
+        f"Cost: <b>{e(' and '.join(cheapest))}</b> {'is' if len(cheapest) == 1 else 'are'} cheapest to run "
+        f"(${low} per 1,000 questions on CPU)"
+        + "".join(
+            ("; " if i == 0 else ", ") + f"{e(n)} ${usd(n)} + ${res.costs[n]['setup_usd']:.4f} set-up"
+            for i, n in enumerate(n for n in names if n not in cheapest)
         )
         + "."
     )
@@ -404,10 +408,15 @@ def tuning_section(res: Results) -> str:
             "false abstention on answerable (%)",
             "abstention on unanswerable (%)",
         ) if curve else ""  # fmt: skip
+        source = (
+            f"ragtune's default gate, not calibrated on this index (<code>ragtune tune</code> calibrates one): fitted on "
+            f"{e(cal.get('fitted_on', 'questions of other documents'))}"
+            if cal.get("default") else
+            f"Calibrated on {cal.get('answerable', 0)} answerable and {cal.get('unanswerable', 0)} unanswerable questions "
+            f"(training questions asked again with their document kept out of retrieval)"
+        )  # fmt: skip
         out.append(
-            f"<h3>Answerability gate of {e(name)}</h3><p>Calibrated on {cal.get('answerable', 0)} answerable and "
-            f"{cal.get('unanswerable', 0)} unanswerable questions (training questions asked again with their document kept out of "
-            f"retrieval). Threshold {g['threshold']:.3f}: abstains on {100 * cal.get('abstention', 0):.0f}% of unanswerable, "
+            f"<h3>Answerability gate of {e(name)}</h3><p>{source}. Threshold {g['threshold']:.3f}: abstains on {100 * cal.get('abstention', 0):.0f}% of unanswerable, "
             f"{100 * cal.get('false_abstention', 0):.0f}% of answerable calibration questions (target at most "
             f"{100 * g['target_false_abstention']:.0f}%). Evidence read: {e(', '.join(g['features']))}.</p>{chart}"
         )

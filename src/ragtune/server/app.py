@@ -25,10 +25,11 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
+from pydantic import ValidationError
 
 from ..errors import ConfigError, InputError, RagtuneError
 from ..index import Index
-from ..rag import Answer, Pipeline
+from ..rag import NOTHING_FOUND, Answer, Pipeline
 from ..registry import make_generator
 from ..stores.base import GROUPS, doc_groups
 from .auth import (
@@ -159,39 +160,16 @@ class Service:
         return await self.batchers[id(pipe.generator)].submit(key, pipe, question, filters)
 
     def answer_batch(self, pipe: Pipeline, questions: list[str], filters: list[dict | None]) -> list[Answer]:
-        """Answers for `questions`, each retrieved with its own `filters` (its caller's access)."""
-        found = self.nothing_found_batch(pipe, questions, filters)
-        todo = [i for i, f in enumerate(found) if f is None]
-        answers = pipe.answer_batch([questions[i] for i in todo], [filters[i] for i in todo]) if todo else []
-        for i, ans in zip(todo, answers):
-            found[i] = ans
-        return found
-
-    def nothing_found_batch(self, pipe: Pipeline, questions: list[str], filters: list[dict | None]) -> list:
-        """`nothing_found` for many questions: one probe search per distinct filters."""
-        questions = [pipe.check(q) for q in questions]
-        if pipe.index is None:
-            return [None] * len(questions)
-        probe = replace(pipe.config, reranker="", candidates=1)
-        out: list[Answer | None] = [None] * len(questions)
-        done: set[int] = set()
-        for i, f in enumerate(filters):
-            if i in done:
-                continue
-            same = [j for j in range(i, len(filters)) if filters[j] == f]
-            done.update(same)
-            hits = self.index.search([questions[j] for j in same], k=1, filters=f, config=probe)
-            for j, h in zip(same, hits):
-                out[j] = None if h else _nothing(questions[j])
-        return out
+        """Answers for `questions`, each retrieved with its own `filters` (its caller's access). A
+        question whose search finds nothing the caller may read is not put to the model (the
+        Pipeline abstains on it) and gets the server's "nothing matched" answer."""
+        answers = pipe.answer_batch(questions, filters)
+        return [_nothing(a.question) if a.abstain_reason == NOTHING_FOUND else a for a in answers]
 
     def collect(self, pipe: Pipeline, question: str, filters: dict | None) -> Answer:
         """The streamed answer, whole (chat without `stream`)."""
-        found = self.nothing_found(pipe, question, filters)
-        if found is not None:
-            return found
         *_, final = pipe.stream(question, filters)
-        return final
+        return _nothing(final.question) if final.abstain_reason == NOTHING_FOUND else final
 
     @staticmethod
     def tuned(name: str) -> bool:
@@ -463,9 +441,13 @@ def create_app(cfg: ServeConfig, generators: dict | None = None) -> FastAPI:
                     for d in loaded.documents]  # fmt: skip
         else:
             try:
-                payload = DocumentsIn.model_validate(await request.json())
+                body = await request.json()
             except ValueError as exc:
-                raise HTTPException(422, detail=str(exc)[:2000]) from None
+                raise HTTPException(422, detail=f"the body is not valid JSON: {exc}"[:2000]) from None
+            try:
+                payload = DocumentsIn.model_validate(body)
+            except ValidationError as exc:  # the same structured list as every other 422
+                raise RequestValidationError(exc.errors(include_url=False)) from None
             docs = []
             for i, d in enumerate(payload.documents):
                 loc = f"documents.{i}"

@@ -58,6 +58,7 @@ class IndexInfo:
     disk_bytes: int
     retrieval: dict = field(default_factory=dict)
     embedder_runtime: dict = field(default_factory=dict)  # what runs the embedder here and where (index-info)
+    gates: dict = field(default_factory=dict)  # generator -> the answerability gate its answers pass (index-info)
 
 
 def meta_filters(filters: dict | None) -> tuple[dict, dict]:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -32,8 +33,11 @@ FILTERS = (  # (name, what it removes), in the order they run
     ("not a question", "the model's output is empty, junk, or not a single question"),
     ("length", "questions outside the word-count bounds"),
     ("contains the answer", "questions that give their own answer away"),
-    ("round trip", "the reader, given the passage and the question, ranks no answer with F1 >= the threshold "
-     "among its most likely (`round_trip_top`)"),
+    (
+        "round trip",
+        "the reader, given the passage and the question, ranks no answer with F1 >= the threshold "
+        "among its most likely (`round_trip_top`)",
+    ),
     ("near duplicate", "questions nearly identical to one already kept"),
 )
 
@@ -240,6 +244,22 @@ def plan_attempts(chunks: Sequence[Chunk], cfg: SynthConfig, rng: random.Random,
     return plan
 
 
+def count_candidates(chunks: Iterable[Chunk], limit: int | None = None) -> int:
+    """The answer candidates `plan_attempts` can draw on in `chunks` (one per sentence and answer
+    span, in passages of prose): each synthetic question is written for one, so no more questions
+    can come from these passages. Stops counting at `limit` (and returns it)."""
+    n = 0
+    for chunk in chunks:
+        if not looks_like_prose(chunk.text):
+            continue
+        keywords = passage_keywords(chunk.text)
+        for sentence in split_sentences(chunk.text):
+            n += len(sentence_candidates(sentence, keywords=keywords))
+            if limit is not None and n >= limit:
+                return limit
+    return n
+
+
 def clean_question(raw: str) -> str | None:
     """The first question in the model's output, or None if there is none."""
     text = " ".join(raw.replace("Question:", " ").split()).strip(" \"'“”")
@@ -429,19 +449,56 @@ def synth_models(cfg: SynthConfig = SynthConfig(), qg=None, reader=None):
     return qg, reader, name
 
 
+def check_output(path: str | Path, folder: bool = False) -> Path:
+    """Raise a RagtuneError naming `path` if it cannot be written: it (or a folder on the way to it)
+    exists as something else (a file where a folder is needed, or a folder where a file is), or the
+    nearest existing folder is not writable. Creates nothing; returns `path` as a Path. Call it
+    before long work whose output would otherwise be lost.
+
+        check_output("out/questions.jsonl")        # a file (its folders may not exist yet)
+        check_output("out", folder=True)           # a folder to write into
+    """
+    path = Path(path)
+    if folder and os.path.lexists(path) and not path.is_dir():
+        raise ConfigError(f"cannot write into {path}: it is {_kind(path)}, not a folder")
+    if not folder and path.is_dir():
+        raise ConfigError(f"cannot write {path}: it is a folder, and a file is needed there")
+    nearest = path if folder else path.parent  # the folder that must exist, or the nearest one that does
+    while not os.path.lexists(nearest) and nearest != nearest.parent:
+        nearest = nearest.parent
+    if not nearest.is_dir():
+        raise ConfigError(f"cannot write {path}: {nearest} is {_kind(nearest)}, not a folder")
+    # (Writing goes through a temp file in the same folder, so the folder is what must be writable.)
+    if not os.access(nearest, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write {path}: no permission to write in {nearest}")
+    return path
+
+
+def _kind(path: Path) -> str:
+    if path.is_symlink() and not path.exists():
+        return "a broken symlink"
+    return "a file" if path.is_file() else "not a regular file or folder"
+
+
 def write_questions(questions: Sequence[SynthQuestion], report: SynthReport, out: str | Path) -> tuple[Path, Path]:
     """QA JSONL at `out`, the report beside it (`<stem>.report.md` and `.json`). Writes nothing
-    but the report when no question survived, and says so."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    but the report when no question survived, and says so. An output that cannot be written
+    raises the RagtuneError of `check_output` (or one naming the file and the OS's reason)."""
+    out = check_output(out)
     md = out.with_name(out.stem + ".report.md")
-    md.write_text(report.to_markdown(), encoding="utf-8")
-    out.with_name(out.stem + ".report.json").write_text(
-        json.dumps(report.to_dict(), indent=2, default=str), encoding="utf-8"
-    )
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        md.write_text(report.to_markdown(), encoding="utf-8")
+        out.with_name(out.stem + ".report.json").write_text(
+            json.dumps(report.to_dict(), indent=2, default=str), encoding="utf-8"
+        )
+        if questions:
+            tmp = out.with_name(out.name + ".tmp")
+            lines = "".join(json.dumps(q.to_record(), ensure_ascii=False) + "\n" for q in questions)
+            tmp.write_text(lines, encoding="utf-8")
+            tmp.replace(out)
+    except OSError as exc:  # a full disk, or the folder changed under us since the check
+        raise RagtuneError(f"cannot write {exc.filename or out}: {exc.strerror or exc}") from exc
     if not questions:
         raise RagtuneError(f"no synthetic question survived the filters; {md} says why")
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text("".join(json.dumps(q.to_record(), ensure_ascii=False) + "\n" for q in questions), encoding="utf-8")
-    tmp.replace(out)
     return out, md
