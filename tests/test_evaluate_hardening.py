@@ -13,23 +13,12 @@ from ragtune.errors import ConfigError, DocumentError, RagtuneError
 from ragtune.evaluation import compare as _compare  # noqa: F401  (imported before a test patches its load_paths)
 from ragtune.evaluation import evaluate as ev
 from ragtune.evaluation.evaluate import EvaluateConfig, make_plan, run_evaluate
-from ragtune.synth import generate as gen_mod
 from ragtune.synth.generate import SynthConfig, check_output, count_candidates, synthesize, write_questions
 from ragtune.testing import ScriptedGenerator, make_chunks
 
-from .test_synth import Scripted, town_folder
+from .test_synth import Scripted, json_prompts, town_folder  # noqa: F401  (json_prompts: autouse fixture)
 
 CFG = EvaluateConfig(budget_min=3, strategies=("base", "rag"), embedder="hashing-64")
-
-
-@pytest.fixture(autouse=True)
-def json_prompts(monkeypatch):
-    """The scripted question writer reads the answer it must ask about from a JSON prompt."""
-    monkeypatch.setattr(
-        gen_mod,
-        "qg_messages",
-        lambda passage, answer: [{"role": "user", "content": json.dumps({"passage": passage, "answer": answer})}],
-    )
 
 
 def _no_loading(monkeypatch):
