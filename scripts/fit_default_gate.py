@@ -11,7 +11,8 @@ fits one (`gate.fit_answers`, target false abstention 10 %).
 
     python scripts/fit_default_gate.py [--n 300] [--out src/ragtune/data/default-gate.json]
 
-About 10 minutes on a 2-core CPU (index ~2 min, 600 answers).
+About 4 minutes on an idle 2-core CPU (index ~70 s, 600 answers; bfloat16 scores move with batch shape,
+so a rerun's figures may differ in the third decimal).
 """
 
 from __future__ import annotations
