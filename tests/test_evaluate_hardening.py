@@ -13,7 +13,8 @@ from ragtune.errors import ConfigError, DocumentError, RagtuneError
 from ragtune.evaluation import compare as _compare  # noqa: F401  (imported before a test patches its load_paths)
 from ragtune.evaluation import evaluate as ev
 from ragtune.evaluation.evaluate import EvaluateConfig, make_plan, run_evaluate
-from ragtune.synth.generate import SynthConfig, check_output, count_candidates, synthesize, write_questions
+from ragtune.paths import check_output
+from ragtune.synth.generate import SynthConfig, count_candidates, synthesize, write_questions
 from ragtune.testing import ScriptedGenerator, make_chunks
 
 from .test_synth import Scripted, json_prompts, town_folder  # noqa: F401  (json_prompts: autouse fixture)

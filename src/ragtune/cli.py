@@ -120,12 +120,9 @@ def _missing_top(url: str) -> Path | None:
     """The outermost folder a new local index at `url` would create, or None (it exists, or is no local path)."""
     if ":" in url and not (len(url) > 1 and url[1] == ":"):  # a scheme (pg:, s3://, postgresql://)
         return None
-    path = Path(url).absolute()
-    if os.path.lexists(path):
-        return None
-    while not os.path.lexists(path.parent):
-        path = path.parent
-    return path
+    from .paths import outermost_missing
+
+    return outermost_missing(url)
 
 
 def cmd_ingest(args) -> int:
@@ -319,7 +316,8 @@ def _runtime_here() -> dict:
 
 
 def cmd_synth(args) -> int:
-    from .synth.generate import SynthConfig, check_output, synthesize, write_questions
+    from .paths import check_output
+    from .synth.generate import SynthConfig, synthesize, write_questions
 
     check_output(args.out)  # before minutes of writing questions, not after
 

@@ -233,11 +233,11 @@ class Index:
     def _gates(self) -> dict:
         """What checks each generator's answers here: a gate calibrated on this index, or the default one."""
         from .config import DEFAULT_GENERATOR
-        from .gate import Gate, default_gate
+        from .gate import default_gate
 
         out = {}
         for name, data in self.manifest.gate.items():
-            cal = Gate.from_dict(data).calibration
+            cal = data.get("calibration") or {}
             out[name] = (f"calibrated on {cal.get('answerable', 0)} answerable and {cal.get('unanswerable', 0)} "
                          f"unanswerable questions, threshold {data['threshold']:.3f}")  # fmt: skip
         if DEFAULT_GENERATOR not in out and default_gate(DEFAULT_GENERATOR, self.manifest.embedder) is not None:

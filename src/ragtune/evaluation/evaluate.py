@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import random
 import shutil
 import time
@@ -291,8 +290,9 @@ def run_evaluate(paths: Sequence[str | Path], out: str | Path, cfg: EvaluateConf
     from ..finetune.run import CHECKPOINT
     from ..finetune.train import train
     from ..index import Index
+    from ..paths import check_output
     from ..registry import make_embedder, make_generator
-    from ..synth.generate import SynthConfig, check_output, count_candidates, synth_models, synthesize, write_questions
+    from ..synth.generate import SynthConfig, count_candidates, synth_models, synthesize, write_questions
     from .compare import ExperimentConfig, load_results, run_experiment, write_atomic, write_results
     from .report import write_report
     from .strategies import Strategy
@@ -526,10 +526,9 @@ def run_evaluate(paths: Sequence[str | Path], out: str | Path, cfg: EvaluateConf
 
 def _make_folder(out: Path) -> Path | None:
     """Make `out` (and its missing parents); the topmost folder this made, None if `out` existed."""
-    top = None
-    p = out
-    while not os.path.lexists(p) and p != p.parent:
-        top, p = p, p.parent
+    from ..paths import outermost_missing
+
+    top = outermost_missing(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # checked already; something changed since

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -22,6 +21,7 @@ from ..errors import ConfigError, RagtuneError
 from ..evaluation.metrics import f1_score, normalize_answer
 from ..fast_generators import BACKENDS
 from ..finetune.data import StepReport
+from ..paths import check_output
 from ..prompts import rag_messages, strip_citations
 from .candidates import looks_like_prose, passage_keywords, sentence_candidates
 from .qg import qg_messages, qg_passage, reader_messages
@@ -212,16 +212,16 @@ def plan_attempts(chunks: Sequence[Chunk], cfg: SynthConfig, rng: random.Random,
             if len(queue) >= cap:
                 break
             report.passages += 1
-            if not looks_like_prose(chunk.text):
+            found = passage_candidates(chunk.text)
+            if found is None:
                 report.step("not prose").catch(f"{chunk.id}: {chunk.text[:120]!r}")
                 continue
-            sentences = split_sentences(chunk.text)
-            keywords = passage_keywords(chunk.text)
+            sentences = [s for s, _ in found]
             order = list(range(len(sentences)))
             rng.shuffle(order)
             per_sentence = []
             for i in order:
-                cands = sentence_candidates(sentences[i], keywords=keywords)
+                cands = found[i][1]
                 if not cands:
                     report.step("no candidate").catch(f"{chunk.id}: {sentences[i][:120]}")
                     continue
@@ -244,19 +244,23 @@ def plan_attempts(chunks: Sequence[Chunk], cfg: SynthConfig, rng: random.Random,
     return plan
 
 
+def passage_candidates(text: str) -> list[tuple[str, list]] | None:
+    """Each sentence of a passage with its answer candidates, or None when it is not prose."""
+    if not looks_like_prose(text):
+        return None
+    keywords = passage_keywords(text)
+    return [(s, sentence_candidates(s, keywords=keywords)) for s in split_sentences(text)]
+
+
 def count_candidates(chunks: Iterable[Chunk], limit: int | None = None) -> int:
     """The answer candidates `plan_attempts` can draw on in `chunks` (one per sentence and answer
     span, in passages of prose): each synthetic question is written for one, so no more questions
     can come from these passages. Stops counting at `limit` (and returns it)."""
     n = 0
     for chunk in chunks:
-        if not looks_like_prose(chunk.text):
-            continue
-        keywords = passage_keywords(chunk.text)
-        for sentence in split_sentences(chunk.text):
-            n += len(sentence_candidates(sentence, keywords=keywords))
-            if limit is not None and n >= limit:
-                return limit
+        n += sum(len(cands) for _, cands in passage_candidates(chunk.text) or [])
+        if limit is not None and n >= limit:
+            return limit
     return n
 
 
@@ -447,37 +451,6 @@ def synth_models(cfg: SynthConfig = SynthConfig(), qg=None, reader=None):
             gen.dtype = cfg.dtype  # before the first use, which loads the weights
     name = getattr(qg, "name", "generator") + ("" if cfg.generator else " (bundled question-generation adapter)")
     return qg, reader, name
-
-
-def check_output(path: str | Path, folder: bool = False) -> Path:
-    """Raise a RagtuneError naming `path` if it cannot be written: it (or a folder on the way to it)
-    exists as something else (a file where a folder is needed, or a folder where a file is), or the
-    nearest existing folder is not writable. Creates nothing; returns `path` as a Path. Call it
-    before long work whose output would otherwise be lost.
-
-        check_output("out/questions.jsonl")        # a file (its folders may not exist yet)
-        check_output("out", folder=True)           # a folder to write into
-    """
-    path = Path(path)
-    if folder and os.path.lexists(path) and not path.is_dir():
-        raise ConfigError(f"cannot write into {path}: it is {_kind(path)}, not a folder")
-    if not folder and path.is_dir():
-        raise ConfigError(f"cannot write {path}: it is a folder, and a file is needed there")
-    nearest = path if folder else path.parent  # the folder that must exist, or the nearest one that does
-    while not os.path.lexists(nearest) and nearest != nearest.parent:
-        nearest = nearest.parent
-    if not nearest.is_dir():
-        raise ConfigError(f"cannot write {path}: {nearest} is {_kind(nearest)}, not a folder")
-    # (Writing goes through a temp file in the same folder, so the folder is what must be writable.)
-    if not os.access(nearest, os.W_OK | os.X_OK):
-        raise ConfigError(f"cannot write {path}: no permission to write in {nearest}")
-    return path
-
-
-def _kind(path: Path) -> str:
-    if path.is_symlink() and not path.exists():
-        return "a broken symlink"
-    return "a file" if path.is_file() else "not a regular file or folder"
 
 
 def write_questions(questions: Sequence[SynthQuestion], report: SynthReport, out: str | Path) -> tuple[Path, Path]:
