@@ -304,13 +304,15 @@ def run_evaluate(paths: Sequence[str | Path], out: str | Path, cfg: EvaluateConf
     if not paths:
         raise DocumentError("nothing to evaluate: no folder or file was given")
     loaded = load_paths(list(paths))
+    if not loaded.documents:  # the error names each file's reason (not said twice)
+        reasons = "; ".join(f"{s.path}: {s.reason}" for s in loaded.skipped[:10]) or "no files found"
+        more = len(loaded.skipped) - 10
+        raise DocumentError(
+            f"nothing to evaluate: no document in {[str(p) for p in paths]} could be loaded ({reasons}"
+            + (f"; and {more} more" if more > 0 else "") + ")"
+        )
     for s in loaded.skipped:
         say(f"  skipped {s.path}: {s.reason}")
-    if not loaded.documents:
-        reasons = "; ".join(f"{s.path}: {s.reason}" for s in loaded.skipped[:10]) or "no files found"
-        raise DocumentError(
-            f"nothing to evaluate: no document in {[str(p) for p in paths]} could be loaded ({reasons})"
-        )
     real = _real_questions(cfg.questions) if cfg.questions else []
     embedder = make_embedder(cfg.embedder) if cfg.embedder else None  # an unknown name fails here
     base = (generators or {}).get("base") or make_generator(DEFAULT_GENERATOR)
