@@ -9,8 +9,14 @@ queue limit, 503s that come back fast rather than time-outs. `--max-batch 1` mea
 without batching. `--rounds N` runs the 1/4/16 levels N times, interleaved (the CPU may be shared),
 and compares medians. The mean batch (questions per model call) comes from the server's /metrics.
 
+`--ceiling` first measures, in this process and without HTTP, what batching can gain on this machine
+at most: the same Pipeline answering 64 demo questions one at a time and then in batches of 16
+(medians of 3 rounds, the embedder's cache off so that neither pass reuses the other's vectors). A
+server adds per-request work that does not batch (HTTP, JSON, the queue), so its 16/1 ratio stays
+below this one.
+
     python benchmarks/serve_load.py [--seconds 20] [--rounds 1] [--queue 16] [--batch-window-ms 5] [--max-batch 16]
-        [--questions 200] [--embed-cache N]
+        [--questions 200] [--embed-cache N] [--ceiling]
 """
 
 from __future__ import annotations
@@ -102,6 +108,36 @@ def load(url: str, clients: int, seconds: float, questions: list[str]) -> dict:
     }
 
 
+def ceiling(index: str, questions: list[str], rounds: int = 3, n: int = 64, batch: int = 16) -> float:
+    """Answers/s of one Pipeline in batches of `batch` over answers/s one question at a time, in this
+    process (no HTTP); prints both and returns the ratio of the medians."""
+    import ragtune.embedders
+    from ragtune import Index, Pipeline, make_generator
+
+    ragtune.embedders.CACHE_SIZE = 0  # read when the embedder is made: neither pass reuses the other's vectors
+    pipe = Pipeline(Index.open(index), make_generator())
+    qs = questions[:n]
+    pipe.answer_batch(qs[:batch])  # warm: loads the models
+    one, many = [], []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for q in qs:
+            pipe.answer_batch([q])
+        one.append(len(qs) / (time.perf_counter() - t0))
+        t0 = time.perf_counter()
+        for i in range(0, len(qs), batch):
+            pipe.answer_batch(qs[i : i + batch])
+        many.append(len(qs) / (time.perf_counter() - t0))
+    ratio = statistics.median(many) / statistics.median(one)
+    print(
+        f"in-process ceiling ({len(qs)} questions, {rounds} rounds, medians): one at a time "
+        f"{statistics.median(one):.2f} answers/s, batches of {batch} {statistics.median(many):.2f}/s: "
+        f"ratio {ratio:.2f} (the most a server's batching can gain here)",
+        flush=True,
+    )
+    return ratio
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=20)
@@ -121,6 +157,7 @@ def main() -> int:
         help="distinct demo questions the clients cycle through (the demo has 713); fewer repeats, fewer "
         "answers from the embedder's cache of recent texts",
     )
+    ap.add_argument("--ceiling", action="store_true", help="first measure batching's gain in-process, without HTTP")
     args = ap.parse_args()
 
     from ragtune.demo import demo_data_path
@@ -135,6 +172,8 @@ def main() -> int:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+    if args.ceiling:
+        ceiling(index, [e.question for e in examples[: args.questions]])
     port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     server = subprocess.Popen(

@@ -1,5 +1,6 @@
 import json
 import re
+import time
 from html.parser import HTMLParser
 
 import pytest
@@ -145,9 +146,16 @@ def test_small_compare_with_scripted_generators(tmp_path, corpus_dir, embedder, 
         fresh_edits=0,
         bootstrap=200,
     )
-    gens = {"base": ScriptedGenerator(lambda m: "Madrid"), "rag": ScriptedGenerator(_answers_from_sources)}
+    class SlowGenerator(ScriptedGenerator):  # a model call costs 0.4 s, whatever the batch
+        def generate(self, prompts, max_new_tokens=48):
+            time.sleep(0.4)
+            return super().generate(prompts, max_new_tokens)
+
+    gens = {"base": ScriptedGenerator(lambda m: "Madrid"), "rag": SlowGenerator(_answers_from_sources)}
     res = run_experiment(cfg, tmp_path / "out", generators=gens)
     A = res.aggregates
+    # Latency: a question asked alone waits for a whole model call; in batches of 8 the call is shared.
+    assert A["rag"]["latency_alone_s"] >= 0.4 > 2 * A["rag"]["latency_p50_s"]
     assert A["rag"]["f1"]["mean"] == 100.0 and A["rag"]["em"]["mean"] == 100.0
     assert A["base"]["f1"]["mean"] == 0.0
     assert A["rag"]["abstain_unanswerable"]["mean"] == 1.0 and A["base"]["abstain_unanswerable"]["mean"] == 0.0
@@ -157,7 +165,7 @@ def test_small_compare_with_scripted_generators(tmp_path, corpus_dir, embedder, 
     assert (p["a"], p["b"]) == ("base", "rag") and p["diff"] == -100.0 and p["p_value"] < 0.05
     assert len(res.records) == 2 * 17
     # What ran each model is recorded (index-info shows the embedder's too).
-    assert res.runtime["rag"] == {"name": "scripted", "backend": "ScriptedGenerator", "device": "cpu"}
+    assert res.runtime["rag"] == {"name": "scripted", "backend": "SlowGenerator", "device": "cpu"}
     assert res.runtime["embedder"]["backend"] == "HashingEmbedder"
     assert Index.open(tmp_path / "ix", embedder=embedder).info().embedder_runtime["backend"] == "HashingEmbedder"
     # Files: results.json round-trips, records.csv has a row per question and strategy.
@@ -172,6 +180,7 @@ def test_small_compare_with_scripted_generators(tmp_path, corpus_dir, embedder, 
     assert "http" not in page.replace("http-equiv", "")  # self-contained: nothing to fetch
     assert "Recommendation for this data: rag" in page
     assert "<td>ScriptedGenerator, cpu</td>" in page and "(HashingEmbedder, cpu)" in page  # what ran where
+    assert "Latency, one question alone (s)" in page
 
     # Blind rating sheet out, scores back in.
     sheet, key = write_rate_sheet(res, tmp_path / "sheet.csv")
