@@ -66,6 +66,14 @@ GATE_SHARE = 0.08
 # 86 training questions), +8.2 after 14 steps and +4.9 after 30 (80 questions, p 0.006 / 0.024); at
 # 3e-4, +0.4 (p 0.91, the same 86), +6.7, +0.0, +3.7 (p 0.02 / - / 0.11) on three other sets.
 RAG_FT_LR = 1e-3
+# The most test questions a plan asks (enough for a paired test to tell ~3 F1 apart); past them, a
+# bigger budget buys more training questions rather than sitting unused. More synthetic training
+# questions, not more steps on the same ones, is what lifted rag+ft's reader (benchmarks/
+# training_value.py's folder, 200 real test questions, no gate, 2026-12-06): rag 41.8; rag+ft trained
+# on 135 synthetic questions 43.3 (+1.5, p 0.35), the same 135 for up to 76 steps (early stopping kept
+# step 30) 42.5 (+0.7, p 0.73), 394 synthetic questions for 76 steps 45.0 (+3.1 [+0.2, +6.3], p 0.03),
+# 135 real questions 45.4 (+3.6, p 0.03).
+MAX_TEST = 200
 DATA_MARKER = "evaluate-data.json"  # in a fine-tuning folder: the questions it was trained on (a hash)
 GATE_MARKER = "evaluate-gate.json"  # in a fine-tuning folder: the gate calibrated for its adapter, and on what
 TUNE_MARKER = "tune.json"  # in DIR: the tune phase's result, the inputs it was computed from, what it left in the index
@@ -206,10 +214,12 @@ def make_plan(
         # Two training questions per test question: rag+ft's reader trained on ~45 synthetic questions
         # gained +6.7 F1 on real questions in one run and +0.0 in another (benchmarks/training_value.py).
         per_test = (3 + (1 / 3 if held else 0)) * synth_cost + n_strat * 1.5 * ANSWER_COST * s_answer
-        test = max(10, min(200, int(rest / per_test)))
+        test = max(10, min(MAX_TEST, int(rest / per_test)))
         unanswerable = max(4, test // 3) if held else 0
         edits = max(2, test // 6)
         synthetic = 3 * test  # a third for the test, the rest to train and validate on
+        if trains and test == MAX_TEST:  # what the capped test leaves buys training questions (TRAINING_QUESTIONS)
+            synthetic += max(int((rest - test * per_test) / synth_cost), 0)
     synthetic = min(synthetic, 12 * n_indexed + (0 if real_test else test))  # a dozen per document at most
     attempts = synthetic * ATTEMPTS_PER_KEPT
     if candidates is not None and synthetic > candidates:
@@ -752,7 +762,7 @@ def _ratios(kept: int, test: int) -> tuple[float, float, float]:
     """Train / validation / test shares that give about `test` test questions (at most half of them)."""
     if kept < MIN_SYNTHETIC:
         raise ConfigError(f"only {kept} synthetic questions survived: too few to train and test on (see the report)")
-    t = min(0.5, max(0.2, test / kept))
+    t = min(0.5, max(0.1, test / kept))  # past MAX_TEST, the plan asks for more training questions
     v = 0.1
     return (round(1 - t - v, 4), v, round(t, 4))
 
