@@ -218,7 +218,7 @@ def make_plan(
         unanswerable = max(4, test // 3) if held else 0
         edits = max(2, test // 6)
         synthetic = 3 * test  # a third for the test, the rest to train and validate on
-        if trains and test == MAX_TEST:  # what the capped test leaves buys training questions (TRAINING_QUESTIONS)
+        if trains and test == MAX_TEST:  # what the capped test leaves buys training questions (see MAX_TEST)
             synthetic += max(int((rest - test * per_test) / synth_cost), 0)
     synthetic = min(synthetic, 12 * n_indexed + (0 if real_test else test))  # a dozen per document at most
     attempts = synthetic * ATTEMPTS_PER_KEPT
