@@ -380,6 +380,21 @@ def test_the_plan_prices_training_steps_at_this_machines_speed():
     assert only.rag_ft_steps > fast.rag_ft_steps and only.qa_steps == 0  # no ft: rag+ft gets its time
 
 
+def test_synthesis_keeps_to_its_time_once_it_has_the_questions_it_must_have():
+    m = Scripted()
+    cfg = SynthConfig(n=10, seed=1, batch=2)
+    everything, _ = synthesize(chunks_of(DOCS), cfg, qg=m.qg, reader=m.reader)
+    assert len(everything) == 10
+    m = Scripted()
+    qs, report = synthesize(chunks_of(DOCS), cfg, qg=m.qg, reader=m.reader, deadline_s=0.0, keep_at_least=3)
+    assert 3 <= len(qs) < 10 and report.kept == len(qs)  # past the deadline, no batch starts once 3 are kept
+    assert any("stopped at the time planned" in n for n in report.notes)
+    assert not any("survived" in n for n in report.notes)  # not blamed on a filter
+    m = Scripted()
+    qs, _ = synthesize(chunks_of(DOCS), cfg, qg=m.qg, reader=m.reader, deadline_s=60.0, keep_at_least=3)
+    assert len(qs) == 10  # in time: as without a deadline
+
+
 def test_a_short_document_gives_more_than_one_answer_per_sentence():
     m = Scripted()
     one = {"doc0": DOCS["doc0"]}  # two sentences, several candidates each

@@ -287,11 +287,14 @@ def synthesize(
     reader=None,
     unanswerable: bool = False,
     progress: Progress | None = None,
+    deadline_s: float | None = None,
+    keep_at_least: int = 0,
 ) -> tuple[list[SynthQuestion], SynthReport]:
     """Questions for passages of `chunks`, each checked by every filter; with the report that says
     how many each filter removed and why. `qg` writes questions (default: the bundled model and
     its question-generation adapter, or `cfg.generator`); `reader` answers them for the
-    round-trip check (default: the base generator)."""
+    round-trip check (default: the base generator). With `deadline_s`, no batch starts after that
+    many seconds once `keep_at_least` questions are kept (`evaluate` keeps to its plan's time)."""
     t0 = time.perf_counter()
     qg, reader, gen_name = synth_models(cfg, qg, reader)
     report = SynthReport(
@@ -316,8 +319,16 @@ def synthesize(
     kept_words: list[set] = []
     per_doc: dict[str, int] = {}
     share = cfg.per_doc or max(1, math.ceil(cfg.n / max(report.documents, 1)))
+    stopped = False
     for start in range(0, len(plan), cfg.batch):
         if len(kept) >= cfg.n:
+            break
+        if deadline_s is not None and len(kept) >= keep_at_least and time.perf_counter() - t0 > deadline_s:
+            stopped = True
+            report.notes.append(
+                f"stopped at the time planned for writing questions ({deadline_s:.0f} s): "
+                f"{len(kept)} of the {cfg.n} asked for were kept"
+            )
             break
         batch = [a for a in plan[start : start + cfg.batch] if per_doc.get(a.chunk.doc_id, 0) < share]
         ok = []
@@ -380,7 +391,7 @@ def synthesize(
         report.kept_by_rank[k.round_trip_rank] = report.kept_by_rank.get(k.round_trip_rank, 0) + 1
     report.samples = [k.to_record() for k in kept[:10]]
     report.seconds = time.perf_counter() - t0
-    if chunks and len(kept) < cfg.n:
+    if chunks and len(kept) < cfg.n and not stopped:
         worst = max(report.steps, key=lambda s: s.removed)
         report.notes.append(
             f"only {len(kept)} of the {cfg.n} questions asked for survived; the filter that removed most was "
