@@ -75,8 +75,8 @@ RAG_FT_LR = 1e-3
 # 135 real questions 45.4 (+3.6, p 0.03).
 MAX_TEST = 200
 # Writing questions runs this far past the plan's estimate at most, once the test and two training
-# questions each are written (on this AMX host the estimate was 1.7x short: 60 kept per minute
-# where it priced 100; a plan on 100 documents then ran ~6 minutes over a 30-minute budget).
+# questions each are written (on an AMX host the estimate was 1.5x short: 67 kept per minute where
+# it priced 99; benchmarks/evaluate_folder.py --budget-min 30, 2026-12-06).
 SYNTH_SLACK = 1.1
 DATA_MARKER = "evaluate-data.json"  # in a fine-tuning folder: the questions it was trained on (a hash)
 GATE_MARKER = "evaluate-gate.json"  # in a fine-tuning folder: the gate calibrated for its adapter, and on what
