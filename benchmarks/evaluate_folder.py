@@ -76,7 +76,9 @@ def main() -> int:
     t0 = time.perf_counter()
     res = run_evaluate([folder], out / "run", EvaluateConfig(budget_min=args.budget_min), say=say)
     wall = time.perf_counter() - t0
-    print(f"\nevaluate --quick on {len(chosen)} documents: {wall / 60:.1f} min (target <= 15)")
+    run = "--quick" if args.budget_min == 15 else f"--budget-min {args.budget_min:g}"
+    print(f"\nevaluate {run} on {len(chosen)} documents: {wall / 60:.1f} min (budget {args.budget_min:g}"
+          + ("; target <= 15)" if args.budget_min == 15 else ")"))  # fmt: skip
     for k, v in res.phases.items():
         print(f"  {k:<22} {v:7.1f} s")
 
