@@ -72,7 +72,8 @@ RAG_FT_LR = 1e-3
 # training_value.py's folder, 200 real test questions, no gate, 2026-12-06): rag 41.8; rag+ft trained
 # on 135 synthetic questions 43.3 (+1.5, p 0.35), the same 135 for up to 76 steps (early stopping kept
 # step 30) 42.5 (+0.7, p 0.73), 394 synthetic questions for 76 steps 45.0 (+3.1 [+0.2, +6.3], p 0.03),
-# 135 real questions 45.4 (+3.6, p 0.03).
+# 135 real questions 45.4 (+3.6, p 0.03). Not yet reliable: a whole `--budget-min 30` run (302 synthetic
+# training questions, 94 steps, gated) gave rag 40.2, rag+ft 40.9 (+0.7, p 0.70) on its 200 real questions.
 MAX_TEST = 200
 # Writing questions runs this far past the plan's estimate at most, once the test and two training
 # questions each are written (on an AMX host the estimate was 1.5x short: 67 kept per minute where
