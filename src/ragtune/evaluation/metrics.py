@@ -163,7 +163,7 @@ METRICS: tuple[MetricSpec, ...] = (
     # One question asked alone (compare.latency_alone), and the time per answer when answered in
     # batches (records' timings: a batch's time over its questions, so its percentiles are of batches).
     MetricSpec("latency_alone_s", "latency, one question alone (s)", "s", False, "alone s"),
-    MetricSpec("latency_p50_s", "seconds per answer, batched", "s", False, "s/answer"),
+    MetricSpec("latency_p50_s", "seconds per answer, batched", "s", False),
 )
 METRIC = {m.key: m for m in METRICS}
 PAIRED = tuple(m for m in METRICS if m.key in ("f1", "em"))  # differences tested between every pair of strategies
