@@ -22,7 +22,6 @@ every calibration and test answer's evidence, F1 and texts, to compare other fit
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import random
 import sys
@@ -30,28 +29,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, held_out_squad  # noqa: E402
+from common import ROOT, bucket, exclusion_split, held_out_squad  # noqa: E402
 
 PUBMED = ROOT.parent / "shared" / "datasets" / "pubmedqa_pqal" / "ori_pqal.json"
 
 
-def _bucket(key: str) -> float:
-    return int(hashlib.sha1(key.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-
-
 def squad_split(rng: random.Random, n: int):
-    from ragtune.evaluation.metrics import normalize_answer
-
-    docs, examples = held_out_squad()
-    keep = {d.id for d in docs if _bucket(d.id) >= 0.25}
-    indexed = [d for d in docs if d.id in keep]
-    text = " " + " ".join(normalize_answer(d.text) for d in indexed) + " "
-    answerable = [e for e in examples if e.doc_ids[0] in keep]
-    unanswerable = [
-        e
-        for e in examples
-        if e.doc_ids[0] not in keep and not any(f" {normalize_answer(a)} " in text for a in e.answers)
-    ]
+    indexed, answerable, unanswerable = exclusion_split(*held_out_squad())
     return indexed, rng.sample(answerable, min(n, len(answerable))), rng.sample(unanswerable, min(n, len(unanswerable)))
 
 
@@ -61,7 +45,7 @@ def pubmed_split(rng: random.Random, n: int):
     data = json.loads(PUBMED.read_text())
     docs = [Document(pmid, " ".join(r["CONTEXTS"]), "") for pmid, r in data.items()]  # no title: it is the question
     examples = [QAExample(pmid, r["QUESTION"], (r["final_decision"],), (pmid,)) for pmid, r in data.items()]
-    indexed = [d for d in docs if _bucket(d.id) < 0.5]
+    indexed = [d for d in docs if bucket(d.id) < 0.5]
     keep = {d.id for d in indexed}
     answerable = [e for e in examples if e.doc_ids[0] in keep]
     unanswerable = [e for e in examples if e.doc_ids[0] not in keep]

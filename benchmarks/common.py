@@ -30,6 +30,31 @@ def held_out_squad():
     return docs, [e for e in examples if e.doc_ids[0] in ids]
 
 
+def bucket(key: str) -> float:
+    """A stable pseudo-random number in [0, 1] for `key` (a document id): splits that do not move."""
+    import hashlib
+
+    return int(hashlib.sha1(key.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+
+
+def exclusion_split(docs, examples):
+    """SQuAD paragraphs split for abstention: three quarters indexed (by `bucket`), the questions of
+    indexed paragraphs (answerable) and those of the others whose answer is nowhere in the indexed
+    text (unanswerable). Returns (indexed documents, answerable, unanswerable)."""
+    from ragtune.evaluation.metrics import normalize_answer
+
+    keep = {d.id for d in docs if bucket(d.id) >= 0.25}
+    indexed = [d for d in docs if d.id in keep]
+    text = " " + " ".join(normalize_answer(d.text) for d in indexed) + " "
+    answerable = [e for e in examples if e.doc_ids[0] in keep]
+    unanswerable = [
+        e
+        for e in examples
+        if e.doc_ids[0] not in keep and not any(f" {normalize_answer(a)} " in text for a in e.answers)
+    ]
+    return indexed, answerable, unanswerable
+
+
 def squad_index(path: Path, embedder, docs):
     """Open (or build, incrementally) an index of the given SQuAD paragraphs; returns a ragtune.Index.
     `path` may be any index URL (a folder, pg:DIR, postgresql://...); `embedder` a name or an Embedder."""

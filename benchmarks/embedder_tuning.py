@@ -13,7 +13,6 @@ hybrid (`tune_retrieval` on the training questions) against the better single re
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 import sys
@@ -21,13 +20,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, squad_dev  # noqa: E402
+from common import ROOT, bucket, squad_dev  # noqa: E402
 
 PUBMED = ROOT.parent / "shared" / "datasets" / "pubmedqa_pqal" / "ori_pqal.json"
-
-
-def _bucket(key: str) -> float:
-    return int(hashlib.sha1(key.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
 
 
 def scores(index, examples, mode="dense", config=None) -> dict:
@@ -109,8 +104,8 @@ def main() -> int:
     if args.squad:
         docs, examples = squad_dev()
         title = {d.id: d.title for d in docs}
-        train = [e for e in examples if _bucket(title[e.doc_ids[0]]) < 0.3][: args.squad_train]
-        test = [e for e in examples if _bucket(title[e.doc_ids[0]]) >= 0.3][:3000]
+        train = [e for e in examples if bucket(title[e.doc_ids[0]]) < 0.3][: args.squad_train]
+        test = [e for e in examples if bucket(title[e.doc_ids[0]]) >= 0.3][:3000]
         print("\n== SQuAD dev: trained on real questions of 30% of the articles, tested on the others'")
         out["squad"] = experiment("squad", docs, train, test, args)
     if args.json:

@@ -12,7 +12,6 @@ the hybrid ranking without it. Printed: R@1/R@5/MRR and seconds per query, both 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 import sys
@@ -20,11 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import squad_dev, squad_index  # noqa: E402
-
-
-def _bucket(key: str) -> float:
-    return int(hashlib.sha1(key.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+from common import bucket, squad_dev, squad_index  # noqa: E402
 
 
 def main() -> int:
@@ -51,8 +46,8 @@ def main() -> int:
     docs, examples = squad_dev()
     title = {d.id: d.title for d in docs}
     index = squad_index(args.index, make_embedder(), docs)
-    train = [e for e in examples if _bucket(title[e.doc_ids[0]]) < 0.3][: args.train]
-    test = [e for e in examples if _bucket(title[e.doc_ids[0]]) >= 0.3][:: 7][: args.test]
+    train = [e for e in examples if bucket(title[e.doc_ids[0]]) < 0.3][: args.train]
+    test = [e for e in examples if bucket(title[e.doc_ids[0]]) >= 0.3][:: 7][: args.test]
 
     t0 = time.perf_counter()
     negs = index.search([e.question for e in train], k=6, mode="bm25")

@@ -12,20 +12,15 @@ max(dense R@5, BM25 R@5); target: tuned hybrid >= baseline + 2 points, never bel
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, squad_dev  # noqa: E402
+from common import ROOT, bucket, squad_dev  # noqa: E402
 
 PUBMED = ROOT.parent / "shared" / "datasets" / "pubmedqa_pqal" / "ori_pqal.json"
-
-
-def _bucket(key: str) -> float:
-    return int(hashlib.sha1(key.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
 
 
 def corpus(name: str):
@@ -64,8 +59,8 @@ def run(name: str, args) -> dict:
     rep = index.ingest(docs, sync=True)
     print(f"\n== {name}: {len(docs)} documents, {len(examples)} questions; index {rep.counts()} "
           f"in {time.perf_counter() - t0:.0f}s", flush=True)  # fmt: skip
-    tune = [e for e, g in zip(examples, groups) if _bucket(g) < args.tune_share]
-    test = [e for e, g in zip(examples, groups) if _bucket(g) >= args.tune_share]
+    tune = [e for e, g in zip(examples, groups) if bucket(g) < args.tune_share]
+    test = [e for e, g in zip(examples, groups) if bucket(g) >= args.tune_share]
     tune, test = tune[: args.tune], test[: args.test]
     if args.synthetic:
         tune = synthetic_examples(index, args.synthetic, args.seed)

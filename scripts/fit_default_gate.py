@@ -18,7 +18,6 @@ so a rerun's figures may differ in the third decimal).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import random
 import sys
@@ -28,10 +27,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SQUAD = ROOT.parent / "shared" / "datasets" / "squad_v1.1_dev" / "dev-v1.1.json"
-
-
-def _bucket(key: str) -> float:
-    return int(hashlib.sha1(key.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from common import exclusion_split  # noqa: E402
 
 
 def main() -> int:
@@ -45,7 +42,6 @@ def main() -> int:
     from ragtune import ChunkConfig, Index, make_generator
     from ragtune.config import DEFAULT_EMBEDDER, DEFAULT_GENERATOR
     from ragtune.documents import load_squad
-    from ragtune.evaluation.metrics import normalize_answer
     from ragtune.gate import calibration_answers, fit_answers
     from ragtune.synth.qg import HELD_OUT_ARTICLES
 
@@ -53,14 +49,7 @@ def main() -> int:
     docs = [d for d in docs if d.id.rsplit("/", 1)[0] not in HELD_OUT_ARTICLES]
     ids = {d.id for d in docs}
     examples = [e for e in examples if e.doc_ids[0] in ids]
-    keep = {d.id for d in docs if _bucket(d.id) >= 0.25}
-    indexed = [d for d in docs if d.id in keep]
-    text = " " + " ".join(normalize_answer(d.text) for d in indexed) + " "
-    answerable = [e for e in examples if e.doc_ids[0] in keep]
-    unanswerable = [
-        e for e in examples
-        if e.doc_ids[0] not in keep and not any(f" {normalize_answer(a)} " in text for a in e.answers)
-    ]  # fmt: skip
+    indexed, answerable, unanswerable = exclusion_split(docs, examples)  # as benchmarks/abstention.py splits
     rng = random.Random(args.seed)
     answerable, unanswerable = rng.sample(answerable, args.n), rng.sample(unanswerable, args.n)
     articles = sorted({d.id.rsplit("/", 1)[0] for d in docs})

@@ -118,11 +118,10 @@ def _plural(n: int, word: str) -> str:
 
 def _missing_top(url: str) -> Path | None:
     """The outermost folder a new local index at `url` would create, or None (it exists, or is no local path)."""
-    if ":" in url and not (len(url) > 1 and url[1] == ":"):  # a scheme (pg:, s3://, postgresql://)
-        return None
     from .paths import outermost_missing
+    from .registry import url_scheme
 
-    return outermost_missing(url)
+    return None if url_scheme(url) else outermost_missing(url)
 
 
 def cmd_ingest(args) -> int:

@@ -230,10 +230,8 @@ def ray_ingest(
     store = index.store
     chunking = index.chunking
     docs, skipped = load_items(items, strict, groups, store=store)  # a file already stored keeps its id
-    paths = [p for p in items if not isinstance(p, Document)]
     # a bad line keeps its file's stored records; sync deletes only what came from the paths given
-    report, todo = plan_ingest(docs, store, chunking, sync, [s.source for s in skipped],
-                               SyncScope.of(paths) if paths else None)  # fmt: skip
+    report, todo = plan_ingest(docs, store, chunking, sync, [s.source for s in skipped], SyncScope.of_items(items))
     started = connect(address) if todo else False
     try:
         if todo:

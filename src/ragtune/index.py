@@ -286,7 +286,6 @@ class Index:
         instead of one commit per batch of 64 (bounded memory for big folders)."""
         t0 = time.perf_counter()
         docs, skipped = load_items(items, strict, groups, store=self.store)
-        paths = [p for p in items if not isinstance(p, Document)]
         report = ingest_documents(
             docs,
             self.store,
@@ -294,7 +293,7 @@ class Index:
             self.chunking,
             sync=sync,
             keep_sources=[s.source for s in skipped],  # a bad line keeps its file's stored records
-            scope=SyncScope.of(paths) if paths else None,
+            scope=SyncScope.of_items(items),
             progress=progress,
             batch_docs=max(1, len(docs)) if atomic else 64,
         )

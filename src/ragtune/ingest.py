@@ -51,6 +51,13 @@ class SyncScope:
         real = [os.path.realpath(p) for p in paths]
         return cls(tuple(r for r in real if os.path.isdir(r)), tuple(r for r in real if os.path.isfile(r)))
 
+    @classmethod
+    def of_items(cls, items: Sequence) -> SyncScope | None:
+        """The scope of an ingest's items (files, folders, Document objects): that of its paths, or
+        None (sync may delete any stored document) when it was given Document objects only."""
+        paths = [p for p in items if not isinstance(p, Document)]
+        return cls.of(paths) if paths else None
+
     def covers(self, doc_id: str, source: str) -> bool:
         real = os.path.realpath(source) if source and (os.path.dirname(source) or os.path.exists(source)) else ""
         if real and (real in self.files or any(_inside(real, f) for f in self.folders)):

@@ -487,21 +487,24 @@ class Pipeline:
             prompts = [self._prompt(q, c) for q, c in zip(questions, contexts)]
             # Retrieval found nothing (filters, an empty index): abstain without asking the model to
             # answer from no source.
-            ask = [i for i, h in enumerate(hits) if h or self._retriever is None]
-            written = iter(self.generator.generate([prompts[i] for i in ask], config.max_new_tokens) if ask else [])
-            asked = set(ask)
-            raws = [next(written) if i in asked else ABSTAIN for i in range(n)]
+            ask = [p for p, h in zip(prompts, hits) if self._asks(h)]
+            written = iter(self.generator.generate(ask, config.max_new_tokens) if ask else [])
+            raws = [next(written) if self._asks(h) else ABSTAIN for h in hits]
             likelihood = self._likelihoods(prompts, raws, contexts)
         t3 = time.perf_counter()
         timings = Timings((t1 - t0) / n, (t2 - t1) / n, (t3 - t2) / n, (t3 - t0) / n)
         tokens_in = self.generator.count_tokens([self.generator.render(p) for p in prompts])
-        tokens_in = [t if h or self._retriever is None else 0 for t, h in zip(tokens_in, hits)]  # not asked
+        tokens_in = [t if self._asks(h) else 0 for t, h in zip(tokens_in, hits)]
         tokens_out = self.generator.count_tokens(raws)
         return [
             self._finish(self._nothing_found(make_answer(q, raw, ctx, hits=h, timings=timings, tokens_in=ti,
                                                          tokens_out=to)), lm)  # fmt: skip
             for q, raw, ctx, h, ti, to, lm in zip(questions, raws, contexts, hits, tokens_in, tokens_out, likelihood)
         ]
+
+    def _asks(self, hits: Sequence[Hit]) -> bool:
+        """Whether the model is put a question with these hits: not when retrieval found nothing."""
+        return bool(hits) or self._retriever is None
 
     def _nothing_found(self, answer: Answer) -> Answer:
         """An answer of a retrieving pipeline whose search found nothing says so as its reason."""
@@ -600,7 +603,7 @@ class Pipeline:
         likelihood = None
         allowed = allowed_text(question, sources[0])
         whole = True  # the answer is shown whole at the end, after the gate has judged it
-        if self._retriever is not None and not hits[0]:  # nothing to answer from: the model is not asked
+        if not self._asks(hits[0]):  # nothing to answer from: the model is not asked
             raw, likelihood, prompt = ABSTAIN, (0.0, 0.0), self._prompt(question, sources[0])
         elif self.extracts:  # a chosen span arrives whole
             raw, likelihood, prompt = self._extract(question, sources[0])
@@ -617,7 +620,7 @@ class Pipeline:
             raw = "".join(pieces).strip()
         t3 = time.perf_counter()
         tin, tout = self.generator.count_tokens([self.generator.render(prompt), raw])
-        tin = tin if hits[0] or self._retriever is None else 0  # the model was not asked
+        tin = tin if self._asks(hits[0]) else 0
         answer = make_answer(
             question,
             raw,

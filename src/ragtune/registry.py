@@ -94,11 +94,16 @@ class Registry:
         raise ModelNotFoundError(f"unknown {kind} {name!r}; registered: {self.names(kind)}")
 
     def store_backend(self, url: str):
-        scheme = url.split(":", 1)[0] if ":" in url and not _windows_drive(url) else ""
+        scheme = url_scheme(url)
         entry = self.entries["store"].get(scheme.lower()) or self.entries["store"].get("")
         if entry is None:
             raise ConfigError(f"no store backend for {url!r}; registered schemes: {self.names('store')}")
         return entry.factory()
+
+
+def url_scheme(url: str) -> str:
+    """An index URL's scheme ("pg", "s3", "postgresql"), or "" for a local path (a Windows drive included)."""
+    return url.split(":", 1)[0] if ":" in url and not _windows_drive(url) else ""
 
 
 def _windows_drive(url: str) -> bool:

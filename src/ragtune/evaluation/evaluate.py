@@ -209,10 +209,13 @@ def make_plan(
     # Per test question: its share of synthesis (about as many again for training, and a third as many
     # unanswerable ones) and every strategy answering it, its unanswerable third and a sixth as many edits.
     held = n_docs != n_indexed
+
+    def beside(test: int) -> tuple[int, int]:  # a test's unanswerable questions (a third) and fact edits (a sixth)
+        return (max(4, test // 3) if held else 0), max(2, test // 6)
+
     if real_test:
         test = real_test
-        unanswerable = max(4, test // 3) if held else 0
-        edits = max(2, test // 6)
+        unanswerable, edits = beside(test)
         compare_s = n_strat * (test + unanswerable + edits) * ANSWER_COST * s_answer
         synthetic = max(20, int((rest - compare_s) / synth_cost) - unanswerable)  # all of them for training
     else:
@@ -220,8 +223,6 @@ def make_plan(
         # gained +6.7 F1 on real questions in one run and +0.0 in another (benchmarks/training_value.py).
         per_test = (3 + (1 / 3 if held else 0)) * synth_cost + n_strat * 1.5 * ANSWER_COST * s_answer
         test = max(10, min(MAX_TEST, int(rest / per_test)))
-        unanswerable = max(4, test // 3) if held else 0
-        edits = max(2, test // 6)
         synthetic = 3 * test  # a third for the test, the rest to train and validate on
         if trains and test == MAX_TEST:  # what the capped test leaves buys training questions (see MAX_TEST)
             synthetic += max(int((rest - test * per_test) / synth_cost), 0)
@@ -233,8 +234,7 @@ def make_plan(
         synthetic, attempts = candidates, candidates
         if not real_test:
             test = min(test, max(synthetic // 2, 1))
-            unanswerable = max(4, test // 3) if held else 0
-            edits = max(2, test // 6)
+    unanswerable, edits = beside(test)
     train_s = share_train * left
     speed = s_answer / REF_ANSWER_S  # > 1: this machine (now) is slower than the reference
     qa_s = QA_STEP_S * speed
@@ -458,6 +458,7 @@ def run_evaluate(paths: Sequence[str | Path], out: str | Path, cfg: EvaluateConf
 
     # -- fine-tune ----------------------------------------------------------------------------------
     runs: dict[str, Path] = {}
+    weights: dict[str, str] = {}  # each run's weights by content (_weights_key), read once
     base_ft = FinetuneConfig(method="lora", lora_r=16, lora_alpha=32, lr=3e-4, eval_every=10, patience=3,
                              generate_max=0, warmup_steps=4, eval_batches=6, seed=cfg.seed)  # fmt: skip
     rag_ft = (cfg.rag_ft_mode, plan.rag_ft_steps, 4 if cfg.rag_ft_mode == "raft" else 8, RAG_FT_LR)
@@ -485,6 +486,7 @@ def run_evaluate(paths: Sequence[str | Path], out: str | Path, cfg: EvaluateConf
                         progress=_train_progress(say, steps))  # fmt: skip
             say(f"  best validation loss {res.best_val_loss:.3f} at step {res.best_step}")
         runs[name] = folder
+        weights[name] = _weights_key(folder)
         phases[f"fine-tune {name}"] = time.perf_counter() - t0
         if name == "rag+ft" and plan.gate_questions:
             t0 = time.perf_counter()
@@ -492,7 +494,7 @@ def run_evaluate(paths: Sequence[str | Path], out: str | Path, cfg: EvaluateConf
             loaded["rag+ft"] = tuned_gen
             marker = folder / GATE_MARKER
             gate_key = _fingerprint("gate", tune_key, dict(index.manifest.retrieval), wanted, data_key,
-                                    _weights_key(folder), tuned_gen.name, plan.gate_questions)  # fmt: skip
+                                    weights[name], tuned_gen.name, plan.gate_questions)  # fmt: skip
             if _done(marker, gate_key) and _stored(marker).get("state") == _index_state(index, tuned_gen.name):
                 say(f"gate for {tuned_gen.name}: reusing the calibration of the previous run")
             else:
@@ -514,7 +516,7 @@ def run_evaluate(paths: Sequence[str | Path], out: str | Path, cfg: EvaluateConf
     )  # fmt: skip
     # On Ray the workers load each strategy's model themselves: the models loaded here stay here.
     ready = dict(generators or {}) if cfg.ray is not None else {**loaded, **(generators or {})}
-    compare_key = _compare_key(exp, index, {**loaded, **(generators or {})}, runs, doc_key, una_path)
+    compare_key = _compare_key(exp, index, {**loaded, **(generators or {})}, weights, doc_key, una_path)
     results = _reused_compare(out, compare_key, load_results)
     if results is not None:
         say("compare: reusing the answers of the previous run on these inputs (results.json)")
@@ -634,7 +636,7 @@ def _weights_key(folder: Path) -> str:
         return f"unknown-{time.time()}"  # never matches: the calibration is redone
 
 
-def _compare_key(exp, index, generators: dict, runs: dict, doc_key, una_path: Path) -> str | None:
+def _compare_key(exp, index, generators: dict, weights: dict, doc_key, una_path: Path) -> str | None:
     """Everything the comparison's answers depend on: the experiment (questions, strategies, counts),
     the questions' contents, the documents (the freshness edits come from them), the index's contents,
     retrieval settings and the gate each retrieval strategy will use, each adapter's weights and each
@@ -650,10 +652,10 @@ def _compare_key(exp, index, generators: dict, runs: dict, doc_key, una_path: Pa
         if s.retrieval:
             gate = index_gate(index, names[s.name])
             gates[s.name] = gate.to_dict() if gate is not None else None
-    weights = {n: _weights_key(f) for n, f in sorted(runs.items())}
     test = _read(Path(exp.questions))
     return _fingerprint("compare", asdict(exp), test, _read(una_path) if exp.unanswerable else "", doc_key,
-                        _content_key(index), index.manifest.retrieval, gates, names, weights, _version())  # fmt: skip
+                        _content_key(index), index.manifest.retrieval, gates, names, dict(sorted(weights.items())),
+                        _version())  # fmt: skip
 
 
 def _reused_compare(out: Path, key: str | None, load_results):

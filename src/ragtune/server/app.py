@@ -163,13 +163,12 @@ class Service:
         """Answers for `questions`, each retrieved with its own `filters` (its caller's access). A
         question whose search finds nothing the caller may read is not put to the model (the
         Pipeline abstains on it) and gets the server's "nothing matched" answer."""
-        answers = pipe.answer_batch(questions, filters)
-        return [_nothing(a.question) if a.abstain_reason == NOTHING_FOUND else a for a in answers]
+        return [_served(a) for a in pipe.answer_batch(questions, filters)]
 
     def collect(self, pipe: Pipeline, question: str, filters: dict | None) -> Answer:
         """The streamed answer, whole (chat without `stream`)."""
         *_, final = pipe.stream(question, filters)
-        return _nothing(final.question) if final.abstain_reason == NOTHING_FOUND else final
+        return _served(final)
 
     @staticmethod
     def tuned(name: str) -> bool:
@@ -211,6 +210,11 @@ class Service:
         if self.index.search(question, k=1, filters=filters, config=probe):
             return None
         return _nothing(question)
+
+
+def _served(answer: Answer) -> Answer:
+    """The Pipeline's answer as the server gives it: "nothing matched" where retrieval found nothing."""
+    return _nothing(answer.question) if answer.abstain_reason == NOTHING_FOUND else answer
 
 
 def _nothing(question: str) -> Answer:

@@ -468,6 +468,8 @@ def write_questions(questions: Sequence[SynthQuestion], report: SynthReport, out
     """QA JSONL at `out`, the report beside it (`<stem>.report.md` and `.json`). Writes nothing
     but the report when no question survived, and says so. An output that cannot be written
     raises the RagtuneError of `check_output` (or one naming the file and the OS's reason)."""
+    from ..evaluation.compare import write_atomic
+
     out = check_output(out)
     md = out.with_name(out.stem + ".report.md")
     try:
@@ -477,10 +479,7 @@ def write_questions(questions: Sequence[SynthQuestion], report: SynthReport, out
             json.dumps(report.to_dict(), indent=2, default=str), encoding="utf-8"
         )
         if questions:
-            tmp = out.with_name(out.name + ".tmp")
-            lines = "".join(json.dumps(q.to_record(), ensure_ascii=False) + "\n" for q in questions)
-            tmp.write_text(lines, encoding="utf-8")
-            tmp.replace(out)
+            write_atomic(out, "".join(json.dumps(q.to_record(), ensure_ascii=False) + "\n" for q in questions))
     except OSError as exc:  # a full disk, or the folder changed under us since the check
         raise RagtuneError(f"cannot write {exc.filename or out}: {exc.strerror or exc}") from exc
     if not questions:
