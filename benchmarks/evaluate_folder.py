@@ -6,7 +6,8 @@ adapter's training (EVAL_ARTICLES), one .txt file each. Measured:
 - wall time of `evaluate --quick` with the time of each phase (target <= 15 minutes here);
 - decision agreement: the same four strategies (same adapters) compared on the synthetic test
   questions and on the real questions of the indexed documents: per-strategy F1 on both, the
-  ranking by F1, and the recommendation — they must agree;
+  ranking by F1, and the recommendation — they must agree; and each pair's verdict (better, worse, or
+  within noise by the paired bootstrap) on both, since the ranking orders ties by noise;
   (the paired bootstrap tests of the real-question run say which differences are real).
 
     python benchmarks/evaluate_folder.py [--docs 100] [--out /tmp/ragtune-bench/evaluate] [--fresh]
@@ -38,6 +39,16 @@ def pick(res) -> str:
 
 def f1s(res) -> dict[str, float]:
     return {n: round(a["f1"]["mean"], 2) for n, a in res.aggregates.items()}
+
+
+def verdicts(res) -> dict[tuple[str, str], tuple[str, float, float]]:
+    """(a, b) -> ('>' | '<' | '~', F1 difference, p): a better, worse, or tied with b within noise."""
+    out = {}
+    for p in res.paired:
+        if p["metric"] == "f1":
+            v = "~" if p["p_value"] >= 0.05 else ">" if p["diff"] > 0 else "<"
+            out[(p["a"], p["b"])] = (v, p["diff"], p["p_value"])
+    return out
 
 
 def main() -> int:
@@ -93,7 +104,9 @@ def main() -> int:
     real_path = out / "real-questions.jsonl"
     real_path.write_text("".join(json.dumps({"id": e.id, "question": e.question, "answers": list(e.answers),
                                              "doc_id": inv[e.doc_ids[0]]}) + "\n" for e in real))  # fmt: skip
-    changes = {"questions": str(real_path), "max_questions": args.real_test, "fresh_edits": 0}
+    # The same unanswerable questions and as many fact edits as the synthetic run: the recommendation
+    # weighs freshness, so both runs must measure it.
+    changes = {"questions": str(real_path), "max_questions": args.real_test}
     exp = ExperimentConfig(**{**res.config, "strategies": tuple(Strategy(**s) for s in res.strategies), **changes})
     exp = replace(exp, prices=Prices(**res.config["prices"]))
     real_res = run_experiment(exp, out / "real")
@@ -107,12 +120,18 @@ def main() -> int:
     figures = {"docs": len(chosen), "wall_s": wall, "phases": res.phases, "f1_synthetic": syn_f1, "f1_real": real_f1,
                "rank_agree": rank(syn_f1) == rank(real_f1), "recommendation": [pick(res), pick(real_res)],
                "questions": res.questions.get("synthetic", {}).get("kept")}  # fmt: skip
-    for p in real_res.paired:
-        if p["metric"] == "f1":
-            print(
-                f"  real questions, F1 {p['a']} - {p['b']}: {p['diff']:+.1f} "
-                f"[{p['low']:+.1f}, {p['high']:+.1f}], p={p['p_value']:.3f}"
-            )
+    # Each pair's verdict on each test: better, worse or within noise (paired bootstrap, p < 0.05). The
+    # ranking above orders ties by noise; the verdicts say which of its orders either test can stand behind.
+    syn_v, real_v = verdicts(res), verdicts(real_res)
+    for pair, (v, d, pv) in real_v.items():
+        sv, sd, sp = syn_v[pair]
+        print(f"  F1 {pair[0]} - {pair[1]}: synthetic {sv} {sd:+.1f} (p={sp:.3f}); real {v} {d:+.1f} (p={pv:.3f})"
+              f"{'' if sv == v else '  <- differ'}")  # fmt: skip
+    same = sum(syn_v[k][0] == real_v[k][0] for k in real_v)
+    print(f"pairwise verdicts agree: {same} of {len(real_v)}")
+    figures["verdicts_agree"] = [same, len(real_v)]
+    figures["verdicts"] = {f"{a} - {b}": [syn_v[(a, b)], real_v[(a, b)]] for a, b in real_v}
+    figures["recommendation_agree"] = pick(res) == pick(real_res)
     (out / "figures.json").write_text(json.dumps(figures, indent=2, default=str))
     return 0
 

@@ -1,6 +1,7 @@
 import json
 import re
 import time
+from dataclasses import asdict
 from html.parser import HTMLParser
 
 import pytest
@@ -252,3 +253,44 @@ def test_edit_sheet_is_blind_and_reads_back_believability(tmp_path):
     assert got["original"]["believable"] == 1.0 and got["edited"] == {"believable": believed / n_edited, "n": n_edited}
     with pytest.raises(InputError, match="no edited facts"):
         write_edit_sheet(Results(config={}, strategies=[]), tmp_path / "x.csv")
+
+
+def _tied_results(fresh_rag: list[bool], fresh_ft: list[bool], test_freshness: bool = True):
+    """rag and rag+ft tied on F1 (rag+ft a hair ahead), rag cheaper; freshness as given, one record per edit."""
+    from ragtune.evaluation.compare import Results
+    from ragtune.evaluation.strategies import EvalRecord
+
+    records = [
+        EvalRecord(s, f"e{i}", "edited", "q", ["a"], "a", abstained=False, fresh=f)
+        for s, fr in (("rag", fresh_rag), ("rag+ft", fresh_ft))
+        for i, f in enumerate(fr)
+    ]
+    res = Results(config={}, strategies=[{"name": "rag", "adapter": None}, {"name": "rag+ft", "adapter": "ft-raft"}],
+                  records=records, freshness={"edits": [{}] * len(fresh_rag)})  # fmt: skip
+    res.aggregates = {
+        s: {"f1": {"mean": f1, "low": 0, "high": 100}, "n_answerable": 200, "fresh_rate": sum(fr) / len(fr)}
+        for s, f1, fr in (("rag", 44.4, fresh_rag), ("rag+ft", 44.6, fresh_ft))
+    }
+    res.costs = {"rag": {"setup_usd": 0.0, "per_1000_questions_usd": 0.01},
+                 "rag+ft": {"setup_usd": 0.02, "per_1000_questions_usd": 0.01}}  # fmt: skip
+    res.paired = [{"a": "rag", "b": "rag+ft", "metric": "f1", "diff": -0.2, "low": -3.0, "high": 2.6, "p_value": 0.9}]
+    if test_freshness:
+        fa, fb = ([100.0 * f for f in fr] for fr in (fresh_rag, fresh_ft))
+        res.paired.append(asdict(paired_bootstrap(fa, fb, ("rag", "rag+ft"), "fresh", 1000, 0)))
+    return res
+
+
+def test_recommendation_weighs_freshness_by_its_noise_too():
+    from ragtune.evaluation.report import recommendation
+
+    def pick(res) -> str:
+        return re.search(r"Recommendation for this data: (.+?)</b>", recommendation(res)[-1]).group(1)
+
+    # One edit of twelve more for rag+ft is noise: the cheaper rag, tied on F1, is the pick.
+    one_more = _tied_results([True] * 10 + [False] * 2, [True] * 11 + [False])
+    assert pick(one_more) == "rag"
+    assert "as accurate and as fresh as the best within noise, and cheaper" in recommendation(one_more)[-1]
+    # rag+ft really fresher (12 of 12 against 3 of 12): it stays the pick.
+    assert pick(_tied_results([True] * 3 + [False] * 9, [True] * 12)) == "rag+ft"
+    # Results written before freshness was tested compare the rates as they are.
+    assert pick(_tied_results([True] * 10 + [False] * 2, [True] * 11 + [False], test_freshness=False)) == "rag+ft"

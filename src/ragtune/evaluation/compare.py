@@ -339,6 +339,11 @@ def run_experiment(
                     if r.strategy == b and r.kind == QuestionKind.ANSWERABLE
                 ]
                 results.paired.append(asdict(paired_bootstrap(xa, xb, (a, b), m.key, cfg.bootstrap, cfg.seed)))
+            # Freshness too: a few edited facts, so whether one strategy is really fresher is a test as well.
+            fa, fb = ([100.0 * bool(r.fresh) for r in results.records if r.strategy == s and r.kind == "edited"]
+                      for s in (a, b))  # fmt: skip
+            if fa:
+                results.paired.append(asdict(paired_bootstrap(fa, fb, (a, b), "fresh", cfg.bootstrap, cfg.seed)))
     write_results(results, out)
     (out / PARTIAL).unlink(missing_ok=True)  # finished: results.json holds every record now
     return results

@@ -141,11 +141,10 @@ def recommendation(res: Results) -> list[str]:
     names = list(res.aggregates)
     f1 = {n: _val(res.aggregates[n], "f1") for n in names}
     best = max(names, key=lambda n: f1[n])
-    sig = {(p["a"], p["b"]): p for p in res.paired if p["metric"] == "f1"}
+    sig = {(p["a"], p["b"], p["metric"]): p for p in res.paired}
 
-    def test(a, b):
-        p = sig.get((a, b)) or sig.get((b, a))
-        return p
+    def test(a, b, metric="f1"):
+        return sig.get((a, b, metric)) or sig.get((b, a, metric))
 
     out = []
     beaten, ties = [], []
@@ -237,7 +236,15 @@ def recommendation(res: Results) -> list[str]:
         )
         + "."
     )
-    # The pick: the most accurate, unless a cheaper or fresher one is statistically tied with it.
+    def as_fresh(n: str) -> bool:
+        """n is as fresh as the best: it gives the new value as often, or the best's lead is within noise
+        (a few edited facts: one edit more or less is not a difference; results without the test compare rates)."""
+        if (fresh.get(n) or 0) >= (fresh.get(best) or 0):
+            return True
+        p = test(best, n, "fresh")
+        return p is not None and p["p_value"] >= 0.05
+
+    # The pick: the most accurate, unless a cheaper one is statistically tied with it and as fresh.
     pick = best
     for n in names:
         p = test(best, n)
@@ -245,14 +252,14 @@ def recommendation(res: Results) -> list[str]:
             n != best
             and p
             and p["p_value"] >= 0.05
-            and (fresh.get(n) or 0) >= (fresh.get(best) or 0)
+            and as_fresh(n)
             and res.costs[n]["setup_usd"] + res.costs[n]["per_1000_questions_usd"]
             < res.costs[pick]["setup_usd"] + res.costs[pick]["per_1000_questions_usd"]
         ):
             pick = n
     out.append(
         f"<b>Recommendation for this data: {e(pick)}</b>"
-        + (" — as accurate as the best within noise, and cheaper or fresher." if pick != best else ".")
+        + (" — as accurate and as fresh as the best within noise, and cheaper." if pick != best else ".")
     )
     return out
 
