@@ -10,7 +10,7 @@ adapter's training (EVAL_ARTICLES), one .txt file each. Measured:
   within noise by the paired bootstrap) on both, since the ranking orders ties by noise;
   (the paired bootstrap tests of the real-question run say which differences are real).
 
-    python benchmarks/evaluate_folder.py [--docs 100] [--out /tmp/ragtune-bench/evaluate] [--fresh]
+    python benchmarks/evaluate_folder.py [--docs 100] [--out /tmp/ragtune-bench/evaluate] [--fresh] [--seed S]
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ def main() -> int:
     ap.add_argument("--out", default="/tmp/ragtune-bench/evaluate")
     ap.add_argument("--fresh", action="store_true", help="delete the output folder first (no reuse)")
     ap.add_argument("--real-test", type=int, default=80, help="real questions in the agreement test")
+    ap.add_argument("--seed", type=int, default=0, help="evaluate's seed: which questions are written and split")
     args = ap.parse_args()
 
     from ragtune.evaluation.compare import ExperimentConfig, run_experiment
@@ -85,7 +86,7 @@ def main() -> int:
         print(m, flush=True)
 
     t0 = time.perf_counter()
-    res = run_evaluate([folder], out / "run", EvaluateConfig(budget_min=args.budget_min), say=say)
+    res = run_evaluate([folder], out / "run", EvaluateConfig(budget_min=args.budget_min, seed=args.seed), say=say)
     wall = time.perf_counter() - t0
     run = "--quick" if args.budget_min == 15 else f"--budget-min {args.budget_min:g}"
     print(f"\nevaluate {run} on {len(chosen)} documents: {wall / 60:.1f} min (budget {args.budget_min:g}"

@@ -147,16 +147,17 @@ def test_small_compare_with_scripted_generators(tmp_path, corpus_dir, embedder, 
         fresh_edits=0,
         bootstrap=200,
     )
-    class SlowGenerator(ScriptedGenerator):  # a model call costs 0.4 s, whatever the batch
+    class SlowGenerator(ScriptedGenerator):  # a model call costs 0.8 s, whatever the batch
         def generate(self, prompts, max_new_tokens=48):
-            time.sleep(0.4)
+            time.sleep(0.8)
             return super().generate(prompts, max_new_tokens)
 
     gens = {"base": ScriptedGenerator(lambda m: "Madrid"), "rag": SlowGenerator(_answers_from_sources)}
     res = run_experiment(cfg, tmp_path / "out", generators=gens)
     A = res.aggregates
-    # Latency: a question asked alone waits for a whole model call; in batches of 8 the call is shared.
-    assert A["rag"]["latency_alone_s"] >= 0.4 > 2 * A["rag"]["latency_p50_s"]
+    # Latency: a question asked alone waits for a whole model call; in batches of 8 the call is shared
+    # (0.1 s each, and the rest of the pipeline's time: 0.13 s in all was seen on a busy machine).
+    assert A["rag"]["latency_alone_s"] >= 0.8 > 2 * A["rag"]["latency_p50_s"]
     assert A["rag"]["f1"]["mean"] == 100.0 and A["rag"]["em"]["mean"] == 100.0
     assert A["base"]["f1"]["mean"] == 0.0
     assert A["rag"]["abstain_unanswerable"]["mean"] == 1.0 and A["base"]["abstain_unanswerable"]["mean"] == 0.0
