@@ -3,7 +3,7 @@ import json
 import pytest
 
 from ragtune.errors import DocumentError, RagtuneError
-from ragtune.finetune.data import PrepareConfig, prepare, read_split
+from ragtune.finetune.data import PrepareConfig, add_training_only, prepare, read_split
 
 
 def write_jsonl(path, rows):
@@ -142,3 +142,27 @@ def test_documents_folder_becomes_corpus_examples(tmp_path, corpus_dir):
     report = prepare([corpus_dir], tmp_path / "o", PrepareConfig(ratios=(1.0, 0.0, 0.0)))
     train = read_split(tmp_path / "o" / "train.jsonl")
     assert report.kept == 3 and all(e.kind == "text" and e.text for e in train)
+
+
+def test_training_only_examples_join_train_but_never_as_a_twin_of_a_held_out_one(tmp_path):
+    things = "bridge abbey tower harbour mill chapel market school castle library theatre station museum prison".split()
+    qa = [{"id": f"q{i}", "question": f"Who built the {t} of the town?", "answer": f"Builder {t}", "doc_id": f"d{i}"}
+          for i, t in enumerate(things)]  # fmt: skip
+    (tmp_path / "qa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in qa))
+    out = tmp_path / "data"
+    prepare([tmp_path / "qa.jsonl"], out, PrepareConfig(ratios=(0.5, 0.25, 0.25), seed=0))
+    before = {s: (out / f"{s}.jsonl").read_text() for s in ("train", "validation", "test")}
+    test, val = read_split(out / "test.jsonl"), read_split(out / "validation.jsonl")
+    extra = [
+        # the same fact asked another way, the same question, and a validation question's fact: left out
+        {"id": "x1", "question": "Which builder made it?", "answer": test[0].answer, "doc_id": test[0].doc_id},
+        {"id": "x2", "question": test[1].question, "answer": "someone else", "doc_id": "d99"},
+        {"id": "x3", "question": "What colour is the old gate?", "answer": "red", "doc_id": "d98"},
+        {"id": "x4", "question": "And who made this one?", "answer": val[0].answer, "doc_id": val[0].doc_id},
+        {"id": "x5", "question": "How many arches has the weir?", "answer": "seven", "doc_id": "d97"},
+    ]
+    (tmp_path / "extra.jsonl").write_text("".join(json.dumps(r) + "\n" for r in extra))
+    assert add_training_only(out, [tmp_path / "extra.jsonl"]) == 2
+    train = read_split(out / "train.jsonl")
+    assert [e.id for e in train][-2:] == ["x3", "x5"] and len(train) == len(before["train"].splitlines()) + 2
+    assert all((out / f"{s}.jsonl").read_text() == before[s] for s in ("validation", "test"))

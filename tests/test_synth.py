@@ -162,6 +162,29 @@ class RankingReader:
         return [-float(order.index(s)) for s in spans]
 
 
+def test_round_trip_failures_are_collected_apart_when_asked(monkeypatch):
+    monkeypatch.setattr(gen_mod, "passage_keywords", lambda text: [])  # one candidate per document: its year
+    docs = {f"f{i}": [f"It was first founded in the year {1800 + i}."] for i in range(6)}
+    m = Scripted()
+    second = "When was the second town founded?"
+    m.script = {"1801": second, "1802": second, "1803": "In what year was the old abbey of Brey founded?",
+                "1800": "Was it founded in 1800?"}  # fmt: skip
+    m.replies = {"When was the second town founded?": "in the spring",
+                 "In what year was the old abbey of Brey founded?": "by Ola Venn"}  # fmt: skip
+    cfg = SynthConfig(n=20, seed=0)
+    kept_alone, _ = synthesize(chunks_of(docs), cfg, qg=m.qg, reader=m.reader)
+    failed = []
+    qs, report = synthesize(chunks_of(docs), cfg, qg=m.qg, reader=m.reader, failed=failed)
+    assert [q.answer for q in qs] == [q.answer for q in kept_alone]  # what is kept does not change
+    assert {q.answer for q in qs} == {"1804", "1805"}
+    # Failed only the round trip (not 1800: it gives its answer away); the twice-written question once.
+    assert sorted(f.answer for f in failed) in (["1801", "1803"], ["1802", "1803"])
+    assert all(f.round_trip_rank == 0 and f.to_record()["scores"]["round_trip_rank"] == 0 for f in failed)
+    assert len({f.id for f in failed}) == 2 and not {f.id for f in failed} & {q.id for q in qs}
+    assert report.step("round trip").removed == 3
+    assert any("2 questions that failed only the round trip were kept for training" in n for n in report.notes)
+
+
 def test_the_round_trip_keeps_a_target_among_the_readers_top_spans_and_records_its_rank():
     m = Scripted()
     second = RankingReader(lambda q: m.answer_of[q], place=2)
@@ -254,7 +277,13 @@ def test_evaluate_on_a_folder_with_scripted_models(tmp_path, monkeypatch):
         user = messages[-1]["content"]
         return user.split(">", 1)[1].split(".")[0] + " [1]" if "<source" in user else "Madrid"
 
-    gens = {"qg": m.qg, "reader": m.reader, "base": m.reader, "rag": ScriptedGenerator(rag_answer)}
+    def reader(messages):  # fails the round trip of every fourth question it is asked
+        q = messages[-1]["content"].rsplit("Question:", 1)[1].strip()
+        n = int(q.split()[-2]) if q.startswith("Which item does note") else 1
+        return "nothing at all" if n % 4 == 0 else m._answer(messages)
+
+    round_trip = ScriptedGenerator(reader, name="failing-reader")
+    gens = {"qg": m.qg, "reader": round_trip, "base": m.reader, "rag": ScriptedGenerator(rag_answer)}
     cfg = EvaluateConfig(budget_min=3, strategies=("base", "rag"), embedder="hashing-64")
     said = []
     res = run_evaluate([folder], tmp_path / "out", cfg, say=said.append, generators=gens)
@@ -266,6 +295,12 @@ def test_evaluate_on_a_folder_with_scripted_models(tmp_path, monkeypatch):
     test_ids = {json.loads(l)["id"] for l in (out / "data" / "test.jsonl").read_text().splitlines()}
     train_ids = {json.loads(l)["id"] for l in (out / "data" / "train.jsonl").read_text().splitlines()}
     assert test_ids and not test_ids & train_ids  # test questions are never trained on
+    # Questions that failed only the round trip are trained on, never tested or validated on.
+    failed = [json.loads(l) for l in (out / "questions" / "training-only.jsonl").read_text().splitlines()]
+    assert failed and all(f["scores"]["round_trip_rank"] == 0 and f["training_only"] for f in failed)
+    val_ids = {json.loads(l)["id"] for l in (out / "data" / "validation.jsonl").read_text().splitlines()}
+    assert {f["id"] for f in failed} & train_ids and not {f["id"] for f in failed} & (test_ids | val_ids)
+    assert any("failed only the round trip, for training" in s for s in said)
     held = res.questions["held_out_documents"]
     assert held and not set(held) & {d.id for d in Index.open(out / "index").documents()}
     html = (out / "report.html").read_text()
@@ -450,7 +485,8 @@ def test_the_gate_is_calibrated_on_the_questions_the_round_trip_reader_answered_
     data = tmp_path / "data"
     data.mkdir()
     rows = [{"id": i, "question": f"q {i}?", "answer": "a", "doc_id": f"d{i}"} for i in ranks]
-    (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:4]))
+    failed = {"id": "t0", "question": "q t0?", "answer": "a", "doc_id": "dt"}  # trained on, not ranked: not tuned on
+    (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [*rows[:4], failed]))
     (data / "validation.jsonl").write_text(json.dumps(rows[4]) + "\n")
     seen = {}
 

@@ -377,10 +377,9 @@ def clean(
     return out
 
 
-def split(examples: list[Example], cfg: PrepareConfig) -> dict[str, list[Example]]:
-    """Deterministic split by ratio and seed. Near-identical questions form one group, and so do
-    questions with the same answer in the same document (one fact asked two ways); a group never
-    straddles two splits, so no test question has a twin in training."""
+def twin_groups(examples: Sequence[Example], cfg: PrepareConfig) -> list[int]:
+    """Group id per example: near-identical questions share a group, and so do questions with the same
+    answer in the same document (one fact asked two ways)."""
     groups = near_duplicate_groups([e.key_text() for e in examples], min(cfg.near_dup_threshold, 0.7))
     parent = list(range(max(groups, default=-1) + 1))
 
@@ -395,7 +394,13 @@ def split(examples: list[Example], cfg: PrepareConfig) -> dict[str, list[Example
         if e.kind == "qa" and e.doc_id and _key(e.answer):
             other = first_of.setdefault((e.doc_id, _key(e.answer)), g)
             parent[root(g)] = root(other)
-    groups = [root(g) for g in groups]
+    return [root(g) for g in groups]
+
+
+def split(examples: list[Example], cfg: PrepareConfig) -> dict[str, list[Example]]:
+    """Deterministic split by ratio and seed. A group of twins (`twin_groups`) never straddles two
+    splits, so no test question has a twin in training."""
+    groups = twin_groups(examples, cfg)
     members: dict[int, list[Example]] = defaultdict(list)
     for e, g in zip(examples, groups):
         members[g].append(e)
@@ -428,6 +433,28 @@ def read_split(path: Path) -> list[Example]:
     ]
 
 
+def _rough_tokens(texts: Sequence[str]) -> list[int]:
+    return [len(t.split()) * 4 // 3 for t in texts]
+
+
+def add_training_only(out: str | Path, inputs: Sequence[str | Path], cfg: PrepareConfig = PrepareConfig()) -> int:
+    """Append the examples of `inputs` to the train.jsonl of `out` (a prepared folder), cleaned as
+    `prepare` cleans, except each that has a twin (`twin_groups`) in its validation or test split:
+    examples that may be trained on and are never tested on. Returns how many were added."""
+    out = Path(out)
+    held = [e for name in ("validation", "test") if (out / f"{name}.jsonl").is_file()
+            for e in read_split(out / f"{name}.jsonl")]  # fmt: skip
+    report = DataReport(inputs=[str(i) for i in inputs], config=asdict(cfg))
+    new = clean(read_inputs(inputs, cfg.skip_bad, StepReport("malformed input (skipped)")), cfg, _rough_tokens, report)
+    groups = twin_groups([*held, *new], cfg)
+    taken = set(groups[: len(held)])
+    added = [e for e, g in zip(new, groups[len(held) :]) if g not in taken]
+    with (out / "train.jsonl").open("a", encoding="utf-8") as fh:
+        for e in added:
+            fh.write(json.dumps(asdict(e), ensure_ascii=False) + "\n")
+    return len(added)
+
+
 def prepare(
     inputs: Sequence[str | Path],
     out: str | Path,
@@ -436,7 +463,7 @@ def prepare(
     chunk_text: Callable | None = None,
 ) -> DataReport:
     """Read, clean, split and write the data set to `out`; returns the data report."""
-    count_tokens = count_tokens or (lambda texts: [len(t.split()) * 4 // 3 for t in texts])
+    count_tokens = count_tokens or _rough_tokens
     report = DataReport(inputs=[str(i) for i in inputs], config=asdict(cfg))
     bad = StepReport("malformed input (skipped)")
     examples = read_inputs(inputs, cfg.skip_bad, bad, chunk_text)

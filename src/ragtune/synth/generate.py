@@ -113,7 +113,7 @@ class SynthQuestion:
     round_trip_answer: str
     round_trip_f1: float
     unanswerable: bool = False  # generated from a document kept out of the index
-    round_trip_rank: int = 1  # where the target stood among the reader's spans (1 = its answer)
+    round_trip_rank: int = 1  # where the target stood among the reader's spans (1 = its answer; 0 = not in its top)
 
     def to_record(self) -> dict:
         """A QA JSONL line that `prepare`, `finetune` and `compare` read unchanged."""
@@ -289,12 +289,16 @@ def synthesize(
     progress: Progress | None = None,
     deadline_s: float | None = None,
     keep_at_least: int = 0,
+    failed: list[SynthQuestion] | None = None,
 ) -> tuple[list[SynthQuestion], SynthReport]:
     """Questions for passages of `chunks`, each checked by every filter; with the report that says
     how many each filter removed and why. `qg` writes questions (default: the bundled model and
     its question-generation adapter, or `cfg.generator`); `reader` answers them for the
     round-trip check (default: the base generator). With `deadline_s`, no batch starts after that
-    many seconds once `keep_at_least` questions are kept (`evaluate` keeps to its plan's time)."""
+    many seconds once `keep_at_least` questions are kept (`evaluate` keeps to its plan's time).
+    With `failed` (a list), the questions that passed every filter but the round trip are added to it
+    (round_trip_rank 0; no near-duplicate of each other or of a kept one): they cost nothing more, and
+    `evaluate` trains on them — never tests on them (see TRAIN_ON_ROUND_TRIP_FAILURES there)."""
     t0 = time.perf_counter()
     qg, reader, gen_name = synth_models(cfg, qg, reader)
     report = SynthReport(
@@ -365,6 +369,12 @@ def synthesize(
                 report.step("round trip").catch(
                     f"{q} → reader said {reply[:80]!r}, target {a.answer!r} (F1 {f1s[0]:.2f})"
                 )
+                if failed is not None:
+                    failed.append(SynthQuestion(
+                        id=f"synth-t-{len(failed):05d}", question=q, answer=a.answer, doc_id=a.chunk.doc_id,
+                        chunk_id=a.chunk.id, title=a.chunk.title, passage=a.passage, candidate_kind=a.kind,
+                        round_trip_answer=reply, round_trip_f1=f1s[0], unanswerable=unanswerable, round_trip_rank=0,
+                    ))  # fmt: skip
                 continue
             f1 = f1s[rank]
             words = set(normalize_answer(q).split())
@@ -386,6 +396,16 @@ def synthesize(
             progress(len(kept), cfg.n)
     report.kept = len(kept)
     report.documents_with_questions = len(per_doc)
+    if failed:
+        seen = list(kept_words)
+        distinct = []
+        for f in failed:
+            words = set(normalize_answer(f.question).split())
+            if all(_jaccard(words, w) < cfg.near_duplicate for w in seen):
+                distinct.append(f)
+                seen.append(words)
+        failed[:] = distinct
+        report.notes.append(f"{len(failed)} questions that failed only the round trip were kept for training")
     for k in kept:
         report.kept_by_kind[k.candidate_kind] = report.kept_by_kind.get(k.candidate_kind, 0) + 1
         report.kept_by_rank[k.round_trip_rank] = report.kept_by_rank.get(k.round_trip_rank, 0) + 1
