@@ -117,9 +117,10 @@ def main() -> int:
     for n in syn_f1:
         print(f"| {n} | {syn_f1[n]:.1f} | {real_f1[n]:.1f} |")
     print(f"ranking by F1: synthetic {rank(syn_f1)}; real {rank(real_f1)}; agree: {rank(syn_f1) == rank(real_f1)}")
-    print(f"recommendation: synthetic {pick(res)!r}; real {pick(real_res)!r}; agree: {pick(res) == pick(real_res)}")
+    picks = [pick(res), pick(real_res)]
+    print(f"recommendation: synthetic {picks[0]!r}; real {picks[1]!r}; agree: {picks[0] == picks[1]}")
     figures = {"docs": len(chosen), "wall_s": wall, "phases": res.phases, "f1_synthetic": syn_f1, "f1_real": real_f1,
-               "rank_agree": rank(syn_f1) == rank(real_f1), "recommendation": [pick(res), pick(real_res)],
+               "rank_agree": rank(syn_f1) == rank(real_f1), "recommendation": picks,
                "questions": res.questions.get("synthetic", {}).get("kept")}  # fmt: skip
     # Each pair's verdict on each test: better, worse or within noise (paired bootstrap, p < 0.05). The
     # ranking above orders ties by noise; the verdicts say which of its orders either test can stand behind.
@@ -132,7 +133,7 @@ def main() -> int:
     print(f"pairwise verdicts agree: {same} of {len(real_v)}")
     figures["verdicts_agree"] = [same, len(real_v)]
     figures["verdicts"] = {f"{a} - {b}": [syn_v[(a, b)], real_v[(a, b)]] for a, b in real_v}
-    figures["recommendation_agree"] = pick(res) == pick(real_res)
+    figures["recommendation_agree"] = picks[0] == picks[1]
     (out / "figures.json").write_text(json.dumps(figures, indent=2, default=str))
     return 0
 

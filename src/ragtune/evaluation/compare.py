@@ -325,23 +325,18 @@ def run_experiment(
         say(f"reused {reused} of {total} records from {out / PARTIAL}")
 
     names = [s.name for s in cfg.strategies]
+
+    def scores(strategy: str, kind: str, value) -> list[float]:  # one per question, in the records' order
+        return [value(r) for r in results.records if r.strategy == strategy and r.kind == kind]
+
     for i, a in enumerate(names):
         for b in names[i + 1 :]:
             for m in PAIRED:
-                xa = [
-                    getattr(r, m.key) * m.scale
-                    for r in results.records
-                    if r.strategy == a and r.kind == QuestionKind.ANSWERABLE
-                ]
-                xb = [
-                    getattr(r, m.key) * m.scale
-                    for r in results.records
-                    if r.strategy == b and r.kind == QuestionKind.ANSWERABLE
-                ]
+                value = lambda r, m=m: getattr(r, m.key) * m.scale  # noqa: E731
+                xa, xb = (scores(s, QuestionKind.ANSWERABLE, value) for s in (a, b))
                 results.paired.append(asdict(paired_bootstrap(xa, xb, (a, b), m.key, cfg.bootstrap, cfg.seed)))
             # Freshness too: a few edited facts, so whether one strategy is really fresher is a test as well.
-            fa, fb = ([100.0 * bool(r.fresh) for r in results.records if r.strategy == s and r.kind == "edited"]
-                      for s in (a, b))  # fmt: skip
+            fa, fb = (scores(s, QuestionKind.EDITED, lambda r: 100.0 * bool(r.fresh)) for s in (a, b))
             if fa:
                 results.paired.append(asdict(paired_bootstrap(fa, fb, (a, b), "fresh", cfg.bootstrap, cfg.seed)))
     write_results(results, out)
