@@ -390,8 +390,8 @@ def test_the_plan_fits_the_budget_and_grows_with_it(s_answer):
 def test_past_the_test_cap_a_bigger_budget_buys_training_questions():
     from ragtune.evaluation.evaluate import MAX_TEST, EvaluateConfig, _ratios, make_plan
 
-    plans = {b: make_plan(100, 90, 103, EvaluateConfig(budget_min=b), 0.2, candidates=10_000) for b in (20, 30)}
-    assert plans[20].test < MAX_TEST and plans[20].synthetic == 3 * plans[20].test  # below the cap: as before
+    plans = {b: make_plan(100, 90, 103, EvaluateConfig(budget_min=b), 0.2, candidates=10_000) for b in (15, 30)}
+    assert plans[15].test < MAX_TEST and plans[15].synthetic == 3 * plans[15].test  # below the cap: as before
     capped = plans[30]
     assert capped.test == MAX_TEST and capped.synthetic > 3 * MAX_TEST  # the spare time buys training questions
     assert sum(capped.minutes.values()) <= 30 * 1.02
