@@ -30,9 +30,13 @@ STRATEGIES = ("base", "rag", "ft", "rag+ft")
 # of 8 short QA examples, per step of 8 reader examples (a sentence and a question), per RAFT step of
 # 4 examples with retrieved sources (evaluations included), when a closed-book answer took
 # REF_ANSWER_S; a plan scales them by the answer time it measures, so a slower or busier machine
-# gets fewer steps. Chunks embedded per second.
+# gets fewer steps. Chunks embedded per second. The QA and reader step costs (the whole phase over its
+# steps: model loading, validation, the gate calibrated for the adapter) re-measured on three 30-minute
+# runs of benchmarks/evaluate_folder.py (2026-12-06, bfloat16 training where the CPU has it): QA 2.0-2.1,
+# reader 3.6-5.0 s per step at REF_ANSWER_S; they were 2.75 and 7.5, and those runs spent 7 of the 11
+# minutes planned for fine-tuning (rag+ft's best validation loss at its last step).
 REF_ANSWER_S = 0.32
-QA_STEP_S, READER_STEP_S, RAFT_STEP_S, CHUNKS_PER_S = 2.75, 7.5, 9.5, 22.0
+QA_STEP_S, READER_STEP_S, RAFT_STEP_S, CHUNKS_PER_S = 2.2, 5.2, 9.5, 22.0
 # Of the fine-tuning time, rag+ft's share: its reader is what can gain with steps (on 80 real
 # questions, trained on the same 47 synthetic ones: +2.4 F1 over rag after 14 steps, p = 0.53; +6.7
 # after 30, p = 0.02; on another synthetic set of 44, +0.0 after 29), while closed-book ft's F1 stays
