@@ -194,9 +194,16 @@ def test_the_round_trip_keeps_a_target_among_the_readers_top_spans_and_records_i
     assert report.kept_by_rank == {2: 5} and "among its 3 most likely" in report.reader
     qs, report = synthesize(chunks_of(DOCS), SynthConfig(n=5, seed=1, round_trip_top=1), qg=m.qg, reader=second)
     assert qs == [] and report.step("round trip").removed > 0  # Alberti et al.'s filter: the reader's answer only
-    last = RankingReader(lambda q: m.answer_of[q])  # every passage here has more than 3 candidates
+    last = RankingReader(lambda q: m.answer_of[q])  # every passage here has 9 candidates
     qs, report = synthesize(chunks_of(DOCS), SynthConfig(n=5, seed=1, round_trip_top=3), qg=m.qg, reader=last)
     assert qs == [] and report.step("round trip").examples
+    # The default reaches as far down the reader's ranking as real questions do (90% within 6): a target
+    # ranked 6th is kept, the last of 9 is not.
+    sixth = RankingReader(lambda q: m.answer_of[q], place=6)
+    qs, report = synthesize(chunks_of(DOCS), SynthConfig(n=5, seed=1), qg=m.qg, reader=sixth)
+    assert len(qs) == 5 and report.kept_by_rank == {6: 5} and "among its 6 most likely" in report.reader
+    qs, report = synthesize(chunks_of(DOCS), SynthConfig(n=5, seed=1), qg=m.qg, reader=last)
+    assert qs == [] and report.step("round trip").removed > 0
     with pytest.raises(ConfigError, match="round_trip_top"):
         SynthConfig(round_trip_top=0)
 

@@ -58,11 +58,11 @@ class SynthConfig:
     min_round_trip_f1: float = 0.5  # Alberti et al. 2019: keep a question only if the reader recovers its answer
     # ...among its `round_trip_top` most likely spans (a span reader; 1 is Alberti et al.'s filter). The
     # reader is the untrained model `rag` reads with, so the filter selects the questions `rag` answers: a
-    # synthetic test then favours it over a trained `rag+ft` where real questions do not. Measured on the
-    # 444 real SQuAD questions of 100 held-out paragraphs (2026-12-06, /tmp figures in the closing note of
-    # that day): the bundled reader ranks the gold answer first for 45%, within 3 for 74%, within 6 for
-    # 90%, within 12 for all but 2 (of a median 12 spans). On 200 of them, rag+ft (trained on synthetic
-    # questions) minus rag: +1.4 F1 at rank 1 (n 96), -1.1 at 2-3 (53), +10.3 beyond 3 (51) — a test
+    # synthetic test then favours it over a trained `rag+ft` where real questions do not. On the 444 real
+    # SQuAD questions of benchmarks/evaluate_folder.py's 100 held-out paragraphs (2026-12-06), the bundled
+    # reader ranks the gold answer first for 45%, within 3 for 74%, within 6 for 90%, within 12 for all but
+    # 2 (of a median 12 spans). On 200 of them, rag+ft (trained on synthetic questions) minus rag: +1.4 F1
+    # at rank 1 (n 96), -1.1 at 2-3 (53), +10.3 beyond 3 (51; benchmarks/round_trip_bias.py) — a test
     # filtered at 3 cannot see the gain; at 1 (kept 45% of real ones) rag's synthetic F1 was 48.5 vs 35-37
     # on real questions. 6 keeps 90% of real questions and still removes a question whose target the
     # reader ranks in the bottom half of a passage's spans.
