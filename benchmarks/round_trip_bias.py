@@ -66,18 +66,16 @@ def main() -> int:
 
     from ragtune.chunking import split_sentences
     from ragtune.evaluation.metrics import f1_score
-    from ragtune.synth.generate import SynthConfig, span_candidates, synth_models
-    from ragtune.synth.qg import qg_passage, reader_messages
+    from ragtune.synth.generate import SynthConfig, ranked_spans, synth_models
+    from ragtune.synth.qg import qg_passage
 
     root = Path(args.folder)
     cfg = SynthConfig()
     _, reader, _ = synth_models(cfg)
 
-    def rank(passage: str, question: str, answer: str) -> int:
-        spans = span_candidates(passage, answer, cfg.reader_spans)
-        scores = reader.score(reader_messages(passage, question), spans)
-        order = sorted(range(len(spans)), key=lambda i: -scores[i])
-        return next((k + 1 for k, i in enumerate(order) if f1_score(spans[i], [answer]) >= 0.5), 999)
+    def rank(passage: str, question: str, answer: str) -> int:  # as the round trip ranks (999: not at all)
+        spans = ranked_spans(reader, passage, question, answer, cfg.reader_spans)
+        return next((k + 1 for k, s in enumerate(spans) if f1_score(s, [answer]) >= cfg.min_round_trip_f1), 999)
 
     real_table = f1_table(root / "real" / "records.csv")
     real_ranks: dict[str, int] = {}

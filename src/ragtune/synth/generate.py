@@ -328,6 +328,13 @@ def synthesize(
     kept_words: list[set] = []
     per_doc: dict[str, int] = {}
     share = cfg.per_doc or max(1, math.ceil(cfg.n / max(report.documents, 1)))
+    def question(id_: str, a: Attempt, q: str, reply: str, f1: float, rank: int) -> SynthQuestion:
+        return SynthQuestion(
+            id=id_, question=q, answer=a.answer, doc_id=a.chunk.doc_id, chunk_id=a.chunk.id, title=a.chunk.title,
+            passage=a.passage, candidate_kind=a.kind, round_trip_answer=reply, round_trip_f1=f1,
+            unanswerable=unanswerable, round_trip_rank=rank,
+        )  # fmt: skip
+
     stopped = False
     for start in range(0, len(plan), cfg.batch):
         if len(kept) >= cfg.n:
@@ -375,11 +382,7 @@ def synthesize(
                     f"{q} → reader said {reply[:80]!r}, target {a.answer!r} (F1 {f1s[0]:.2f})"
                 )
                 if failed is not None:
-                    failed.append(SynthQuestion(
-                        id=f"synth-t-{len(failed):05d}", question=q, answer=a.answer, doc_id=a.chunk.doc_id,
-                        chunk_id=a.chunk.id, title=a.chunk.title, passage=a.passage, candidate_kind=a.kind,
-                        round_trip_answer=reply, round_trip_f1=f1s[0], unanswerable=unanswerable, round_trip_rank=0,
-                    ))  # fmt: skip
+                    failed.append(question(f"synth-t-{len(failed):05d}", a, q, reply, f1s[0], 0))
                 continue
             f1 = f1s[rank]
             words = set(normalize_answer(q).split())
@@ -389,12 +392,7 @@ def synthesize(
                 continue
             if len(kept) >= cfg.n or per_doc.get(a.chunk.doc_id, 0) >= share:
                 break
-            kept.append(SynthQuestion(
-                id=f"synth-{'u' if unanswerable else 'a'}-{len(kept):05d}", question=q, answer=a.answer,
-                doc_id=a.chunk.doc_id,
-                chunk_id=a.chunk.id, title=a.chunk.title, passage=a.passage, candidate_kind=a.kind,
-                round_trip_answer=reply, round_trip_f1=f1, unanswerable=unanswerable, round_trip_rank=rank + 1,
-            ))  # fmt: skip
+            kept.append(question(f"synth-{'u' if unanswerable else 'a'}-{len(kept):05d}", a, q, reply, f1, rank + 1))
             kept_words.append(words)
             per_doc[a.chunk.doc_id] = per_doc.get(a.chunk.doc_id, 0) + 1
         if progress:
@@ -442,19 +440,21 @@ def span_candidates(passage: str, answer: str, per_sentence: int = 8) -> list[st
     return spans if answer in spans else [*spans, answer]
 
 
+def ranked_spans(reader, passage: str, question: str, answer: str, per_sentence: int = 8) -> list[str]:
+    """The passage's candidate spans (`span_candidates`, `answer` among them), the span reader's most
+    likely reply to `question` first."""
+    spans = span_candidates(passage, answer, per_sentence)
+    scores = reader.score(reader_messages(passage, question), spans)
+    return [spans[i] for i in sorted(range(len(spans)), key=lambda i: -scores[i])]
+
+
 def round_trip(reader, asked: Sequence[tuple[Attempt, str]], cfg: SynthConfig) -> list[list[str]]:
     """The reader's answers to each (attempt, question), given the attempt's passage, most likely
     first. A reader that can score continuations (`score`) is a span reader, as in Alberti et al.
     (2019): it ranks the candidate spans of the passage, and its `cfg.round_trip_top` most likely
     are returned. Any other reader answers once, in its own words, its citations stripped."""
     if hasattr(reader, "score"):
-        out = []
-        for a, q in asked:
-            spans = span_candidates(a.passage, a.answer, cfg.reader_spans)
-            scores = reader.score(reader_messages(a.passage, q), spans)
-            order = sorted(range(len(spans)), key=lambda i: -scores[i])
-            out.append([spans[i] for i in order[: cfg.round_trip_top]])
-        return out
+        return [ranked_spans(reader, a.passage, q, a.answer, cfg.reader_spans)[: cfg.round_trip_top] for a, q in asked]
     prompts = [
         rag_messages(q, [Source(1, a.chunk.id, a.chunk.doc_id, a.chunk.title, a.passage, 1.0)]) for a, q in asked
     ]
