@@ -308,8 +308,9 @@ def test_the_rag_ft_gate_is_reused_only_with_the_same_adapter(tmp_path, monkeypa
         return type("R", (), {"best_val_loss": 1.0, "best_step": cfg.max_steps})()
 
     monkeypatch.setattr(train_mod, "train", fake_train)
-    gated = []
-    monkeypatch.setattr(ev, "calibrate_gate", lambda index, gen, ex, say: gated.append(gen.name) or {})
+    gated, asked = [], []
+    monkeypatch.setattr(ev, "calibrate_gate",
+                        lambda index, gen, ex, say: gated.append(gen.name) or asked.append([e.id for e in ex]) or {})
     folder = town_folder(tmp_path / "docs")
     m = Scripted()
     gens = {"qg": m.qg, "reader": m.reader, "base": Counted(m._answer, "closed"),
@@ -317,6 +318,10 @@ def test_the_rag_ft_gate_is_reused_only_with_the_same_adapter(tmp_path, monkeypa
     cfg = EvaluateConfig(budget_min=3, strategies=("base", "rag+ft"), embedder="hashing-64")
     run_evaluate([folder], tmp_path / "out", cfg, say=lambda s: None, generators=gens)
     assert gated == ["tuned-reader"]
+    # ...on validation questions, which its adapter never trained on (on training ones it is overconfident)
+    ids = {s: {json.loads(x)["id"] for x in (tmp_path / "out" / "data" / f"{s}.jsonl").read_text().splitlines()}
+           for s in ("train", "validation")}  # fmt: skip
+    assert len(asked[0]) >= 8 and set(asked[0]) <= ids["validation"] and not set(asked[0]) & ids["train"]
     said = []
     run_evaluate([folder], tmp_path / "out", cfg, say=said.append, generators=gens)
     assert gated == ["tuned-reader"] and any("reusing the calibration" in s for s in said)
