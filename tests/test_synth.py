@@ -119,6 +119,24 @@ def test_each_filter_is_counted_with_examples(monkeypatch):
     assert "| round trip |" in md and "accepted per minute" in md
 
 
+def test_a_question_that_repeats_a_word_of_its_answer_is_filtered_unless_allowed():
+    m = Scripted(script={f"Marta Kell{i}": f"Which Marta founded the town of Alder{i}?" for i in range(5)})
+    qs, report = synthesize(chunks_of(DOCS), SynthConfig(n=40, per_doc=8, seed=0), qg=m.qg, reader=m.reader)
+    step = report.step("echoes the answer")
+    marta = sum(x["answer"].startswith("Marta") for x in m.asked)
+    assert step.removed == marta >= 2 and "Which Marta founded" in step.examples[0]
+    assert qs and not any(q.answer.startswith("Marta") for q in qs)  # the others are kept
+    assert all(gen_mod.echo(q.question, q.answer) == 0 for q in qs)
+    m = Scripted(script=m.script)
+    qs, report = synthesize(chunks_of(DOCS), SynthConfig(n=40, per_doc=8, seed=0, max_echo=1.0), qg=m.qg,
+                            reader=m.reader)  # fmt: skip
+    marta = sum(x["answer"].startswith("Marta") for x in m.asked)
+    assert report.step("echoes the answer").removed == 0 and sum(q.answer.startswith("Marta") for q in qs) == marta
+    assert gen_mod.echo("Which Marta founded it?", "Marta Kell0") == 0.5
+    with pytest.raises(ConfigError, match="max_echo"):
+        SynthConfig(max_echo=1.5)
+
+
 class SpanReader:
     """A span reader (it has `score`): prefers `favourite(spans, question)` among the spans offered."""
 

@@ -321,6 +321,8 @@ def cmd_synth(args) -> int:
     check_output(args.out)  # before minutes of writing questions, not after
 
     top = {"round_trip_top": args.round_trip_top} if args.round_trip_top is not None else {}
+    if args.max_echo is not None:
+        top["max_echo"] = args.max_echo
     cfg = SynthConfig(
         n=args.n, per_doc=args.per_doc, seed=args.seed, generator=args.generator or "",
         writer_backend=args.writer_backend, **top,
@@ -767,6 +769,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep a question when the reader ranks its answer among this many most likely spans "
         "(default 6, which keeps 90%% of real SQuAD questions; 1 = Alberti et al.'s filter: only questions the "
         "untrained reader already answers)",
+    )  # fmt: skip
+    sp.add_argument(
+        "--max-echo", type=float,
+        help="the share of its answer's words a question may repeat (default 0: 'What is the most common practice "
+        "of immunology?' for 'everyday practice' gives it away in part; 1 keeps every such question)",
     )  # fmt: skip
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--json", action="store_true")

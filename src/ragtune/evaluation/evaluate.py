@@ -49,10 +49,10 @@ RAG_FT_SHARE = 0.7
 RAG_FT_MODES = ("reader", "raft")
 # Synthetic questions asked per question that survives the filters (345 / 150, 973 / 391 and 1161 / 482
 # on held-out SQuAD articles with the round trip's top 3, benchmarks/evaluate_folder.py; 3.8 with its
-# top 1; with its top 6, 1161 / ~720 estimated from the ranks of the 380 that failed the top 3), and the
-# cost of one attempt (a question written, the reader's span scores; bfloat16 where the CPU has it) in
-# units of one float32 answer.
-ATTEMPTS_PER_KEPT, ATTEMPT_COST = 1.7, 1.2
+# top 1; with its top 6, 1161 / 773 measured; the filter of questions that repeat a word of their answer
+# (`SynthConfig.max_echo`) removes about a sixth of those), and the cost of one attempt (a question
+# written, the reader's span scores; bfloat16 where the CPU has it) in units of one float32 answer.
+ATTEMPTS_PER_KEPT, ATTEMPT_COST = 1.8, 1.2
 # One answer in the comparison (RAG answers are extracted spans; retrieval, loading the adapters, the
 # freshness re-ingest and scoring included), in units of one closed-book answer: measured 0.77, 0.89
 # and 1.01 in three runs (100 s for 404 answers at 0.32 s; 86 s for 284 at 0.34 s; 181 s for 544 at
