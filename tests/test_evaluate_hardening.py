@@ -309,8 +309,8 @@ def test_the_rag_ft_gate_is_reused_only_with_the_same_adapter(tmp_path, monkeypa
 
     monkeypatch.setattr(train_mod, "train", fake_train)
     gated, asked = [], []
-    monkeypatch.setattr(ev, "calibrate_gate",
-                        lambda index, gen, ex, say: gated.append(gen.name) or asked.append([e.id for e in ex]) or {})
+    monkeypatch.setattr(ev, "calibrate_gate", lambda index, gen, ex, say, split="training": gated.append(gen.name)
+                        or asked.append(([e.id for e in ex], split)) or {})  # fmt: skip
     folder = town_folder(tmp_path / "docs")
     m = Scripted()
     gens = {"qg": m.qg, "reader": m.reader, "base": Counted(m._answer, "closed"),
@@ -321,7 +321,19 @@ def test_the_rag_ft_gate_is_reused_only_with_the_same_adapter(tmp_path, monkeypa
     # ...on validation questions, which its adapter never trained on (on training ones it is overconfident)
     ids = {s: {json.loads(x)["id"] for x in (tmp_path / "out" / "data" / f"{s}.jsonl").read_text().splitlines()}
            for s in ("train", "validation")}  # fmt: skip
-    assert len(asked[0]) >= 8 and set(asked[0]) <= ids["validation"] and not set(asked[0]) & ids["train"]
+    (first, split), = asked
+    assert len(first) >= 8 and set(first) <= ids["validation"] and not set(first) & ids["train"]
+    assert split == "validation"  # the report says so (below)
+    from types import SimpleNamespace
+
+    from ragtune.evaluation.report import tuning_section
+
+    gate = {"calibration": {"answerable": 8, "unanswerable": 8, "split": split}, "threshold": 0.5,
+            "features": ["logprob"], "target_false_abstention": 0.1}  # fmt: skip
+    assert "validation questions, which its adapter never trained on" in tuning_section(
+        SimpleNamespace(tuning={"gates": {"rag+ft": gate}}))
+    assert "(training questions asked" in tuning_section(SimpleNamespace(tuning={"gates": {"rag": {
+        **gate, "calibration": {"answerable": 8, "unanswerable": 8}}}}))  # fmt: skip
     said = []
     run_evaluate([folder], tmp_path / "out", cfg, say=said.append, generators=gens)
     assert gated == ["tuned-reader"] and any("reusing the calibration" in s for s in said)

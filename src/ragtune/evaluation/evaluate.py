@@ -537,7 +537,8 @@ def run_evaluate(paths: Sequence[str | Path], out: str | Path, cfg: EvaluateConf
                 say(f"gate for {tuned_gen.name}: reusing the calibration of the previous run")
             else:
                 _unmark(marker)
-                gate = calibrate_gate(index, tuned_gen, gate_ex[: plan.gate_questions], say)
+                split = "training" if gate_ex is tuned["examples"] else "validation"
+                gate = calibrate_gate(index, tuned_gen, gate_ex[: plan.gate_questions], say, split=split)
                 tuned["gates"]["rag+ft"] = gate
                 _mark(marker, gate_key, state=_index_state(index, tuned_gen.name))
             phases["tune"] += time.perf_counter() - t0
@@ -794,9 +795,9 @@ def adapter_gate_examples(data: Path, ranks: dict, training: list, say: Say) -> 
     return training
 
 
-def calibrate_gate(index, generator, examples, say: Say) -> dict:
+def calibrate_gate(index, generator, examples, say: Say, split: str = "training") -> dict:
     """Fit and record `generator`'s gate on `examples` (asked as they are, then with their own
-    document kept out of retrieval); {} with a note when there are too few."""
+    document kept out of retrieval; from the `split` the report names); {} with a note when there are too few."""
     from ..gate import calibrate
 
     try:
@@ -805,6 +806,7 @@ def calibrate_gate(index, generator, examples, say: Say) -> dict:
     except RagtuneError as exc:
         say(f"gate for {generator.name}: not calibrated ({exc})")
         return {}
+    gate.calibration["split"] = split
     index.set_gate(gate, generator.name)
     c = gate.calibration
     say(f"gate for {generator.name}: abstains on {100 * c['abstention']:.0f}% of calibration questions with their "

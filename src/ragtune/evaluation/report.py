@@ -427,7 +427,8 @@ def tuning_section(res: Results) -> str:
             f"{e(cal.get('fitted_on', 'questions of other documents'))}"
             if cal.get("default") else
             f"Calibrated on {cal.get('answerable', 0)} answerable and {cal.get('unanswerable', 0)} unanswerable questions "
-            f"(training questions asked again with their document kept out of retrieval)"
+            f"({'validation questions, which its adapter never trained on,' if cal.get('split') == 'validation' else 'training questions'} "
+            "asked again with their document kept out of retrieval)"
         )  # fmt: skip
         out.append(
             f"<h3>Answerability gate of {e(name)}</h3><p>{source}. Threshold {g['threshold']:.3f}: abstains on {100 * cal.get('abstention', 0):.0f}% of unanswerable, "
