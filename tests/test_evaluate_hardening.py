@@ -227,7 +227,8 @@ def test_skipped_files_budget_and_a_repeated_run(tmp_path, monkeypatch):
     tuned, gated = [], []
     real_tune, real_gate = ev.tune_phase, ev.calibrate_gate
     monkeypatch.setattr(ev, "tune_phase", lambda *a, **k: tuned.append(1) or real_tune(*a, **k))
-    monkeypatch.setattr(ev, "calibrate_gate", lambda *a, **k: gated.append(1) or real_gate(*a, **k))
+    monkeypatch.setattr(ev, "calibrate_gate",
+                        lambda *a, **k: gated.append(([e.id for e in a[2]], k.get("split"))) or real_gate(*a, **k))
     m = Scripted()
 
     def rag_answer(messages):
@@ -260,6 +261,11 @@ def test_skipped_files_budget_and_a_repeated_run(tmp_path, monkeypatch):
     assert json.loads((out / "plan.json").read_text())["over_budget"] is True
     assert any("did not fit the time budget" in n for n in res.notes)
     assert tuned == [1] and base.calls and rag.calls
+    # rag's gate: on validation questions, as rag+ft's is; this tiny run has too few, and says so
+    val = {json.loads(x)["id"] for x in (out / "data" / "validation.jsonl").read_text().splitlines()}
+    ((ids, split),) = gated
+    assert len(val) < 8 and split == "training" and ids and not set(ids) <= val
+    assert any(f"only {len(val)} validation questions" in s for s in said)
     first = (res.aggregates, len(res.records), res.tuning["retrieval"])
 
     # 7: the same run again reuses the tuning (no retrieval tuning, no gate) and every answer

@@ -518,8 +518,18 @@ def test_the_gate_is_calibrated_on_the_questions_the_round_trip_reader_answered_
     def no_tuning(index, examples):
         raise RagtuneError("not tuned here")
 
-    monkeypatch.setattr(ev, "calibrate_gate", lambda index, gen, ex, say: seen.setdefault("ids", [e.id for e in ex]))
+    monkeypatch.setattr(ev, "calibrate_gate",
+                        lambda index, gen, ex, say, split: seen.update(ids=[e.id for e in ex], split=split))
     monkeypatch.setattr("ragtune.tuning.tune_retrieval", no_tuning)
     out = ev.tune_phase(None, data, None, 3, lambda m: None, ranks=ev.round_trip_ranks(synth))
-    assert seen["ids"] == ["s1", "s3", "s4"]  # rank 1 first (validation questions too), then 2, then 3
+    # one validation question is too few for a gate: the training questions then, rank 1 first (validation's
+    # too), then 2, then 3
+    assert seen["ids"] == ["s1", "s3", "s4"] and seen["split"] == "training"
+    # with enough validation questions (a gate needs 8), those alone: rag+ft's adapter never trained on them
+    val = [{"id": f"v{i}", "question": f"q v{i}?", "answer": "a", "doc_id": f"dv{i}"} for i in range(9)]
+    (data / "validation.jsonl").write_text("".join(json.dumps(r) + "\n" for r in val))
+    synth.write_text("".join(json.dumps({"id": f"v{i}", "scores": {"round_trip_rank": 2 - i % 2}}) + "\n"
+                             for i in range(9)))  # fmt: skip
+    ev.tune_phase(None, data, None, 6, lambda m: None, ranks=ev.round_trip_ranks(synth))
+    assert seen["split"] == "validation" and seen["ids"] == ["v1", "v3", "v5", "v7", "v0", "v2"]
     assert [e.id for e in out["examples"]] == ["s1", "s3", "s4", "s2", "s0"]

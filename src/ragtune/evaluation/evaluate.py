@@ -93,15 +93,17 @@ SYNTH_SLACK = 1.1
 # (none a twin of a test question), +2.4 (p 0.21; +2.3 over the 234 alone, p 0.13); on 235 real ones,
 # +3.8 (p 0.01). The failures come free: they were written and read anyway.
 TRAIN_ON_ROUND_TRIP_FAILURES = True
-# rag+ft's gate is calibrated on the validation questions, which its adapter was never trained on, not
-# on training questions as before: the adapter has all but memorised those (its log-likelihood of their
-# answers -1.2 to -1.35 on average, the base model's -5.5 to -6.4), so the gate fitted there refused
-# far more unseen answerable questions than its 10% target. On all 444 real questions of run D of
-# benchmarks/evaluate_folder.py --budget-min 30 (2026-12-06), the same adapter: rag+ft abstained on 72
-# (rag on 51), and beat rag by +2.3 F1 (p 0.11); calibrated on 60 validation questions instead, it
-# abstained on 38 and beat rag by +4.6 (p 0.004), and abstained on 70% of calibration questions with
-# their document kept out (on training questions: 95%, which was the inflated figure).
-ADAPTER_GATE_ON_VALIDATION = True
+# The gates of rag and rag+ft are calibrated on the same questions: the validation split's, which rag+ft's
+# adapter was never trained on. Before, both were calibrated on training questions, the reader's own first
+# answers first. The adapter has all but memorised its training questions (its log-likelihood of their
+# answers -1.2 to -1.35 on average, the base model's -5.5 to -6.4), so its gate refused far more unseen
+# answerable questions than its 10% target; and rag's gate, fitted on the questions the reader answers
+# most surely, refused 16% of real ones. Run D of benchmarks/evaluate_folder.py --budget-min 30 (2026-12-06),
+# its 444 real questions, the same adapter: rag+ft abstained on 72 (rag 51), +2.3 F1 over rag (p 0.11);
+# its gate calibrated on 60 validation questions: 38, +4.6 (p 0.004). Run E (rag+ft's gate so): rag+ft
+# 44.2, rag 38.2 (false abstention 16%); rag's gate also on those validation questions: rag 40.3 (7.7%;
+# abstention on unanswerable questions 82% -> 73%), rag+ft +3.9 [+1.2, +6.5] (p 0.003).
+GATES_ON_VALIDATION = True
 DATA_MARKER = "evaluate-data.json"  # in a fine-tuning folder: the questions it was trained on (a hash)
 GATE_MARKER = "evaluate-gate.json"  # in a fine-tuning folder: the gate calibrated for its adapter, and on what
 TUNE_MARKER = "tune.json"  # in DIR: the tune phase's result, the inputs it was computed from, what it left in the index
@@ -480,7 +482,8 @@ def run_evaluate(paths: Sequence[str | Path], out: str | Path, cfg: EvaluateConf
     t0 = time.perf_counter()
     gate_n = plan.gate_questions if "rag" in cfg.strategies else 0
     ranks = round_trip_ranks(synth_path)
-    tune_key = _fingerprint("tune", _content_key(index), data_key, ranks, gate_n, base.name, _version())
+    tune_key = _fingerprint("tune", _content_key(index), data_key, ranks, gate_n, base.name, _version(),
+                            GATES_ON_VALIDATION)  # fmt: skip
     tuned = _reused_tune(out / TUNE_MARKER, tune_key, index, base.name)
     if tuned is not None:
         say("tune: reusing the retrieval settings and gate of the previous run on these questions")
@@ -529,7 +532,8 @@ def run_evaluate(paths: Sequence[str | Path], out: str | Path, cfg: EvaluateConf
             tuned_gen = (generators or {}).get("rag+ft") or make_generator(DEFAULT_GENERATOR, adapter=str(folder))
             loaded["rag+ft"] = tuned_gen
             marker = folder / GATE_MARKER
-            gate_ex = adapter_gate_examples(out / "data", ranks, tuned["examples"], say)
+            quiet = (lambda _m: None) if gate_n else say  # tune said it for rag's gate
+            gate_ex, split = gate_examples(out / "data", ranks, tuned["examples"], quiet)
             gate_key = _fingerprint("gate", tune_key, dict(index.manifest.retrieval), wanted, data_key,
                                     weights[name], tuned_gen.name, plan.gate_questions,
                                     [e.id for e in gate_ex[: plan.gate_questions]])  # fmt: skip
@@ -537,7 +541,6 @@ def run_evaluate(paths: Sequence[str | Path], out: str | Path, cfg: EvaluateConf
                 say(f"gate for {tuned_gen.name}: reusing the calibration of the previous run")
             else:
                 _unmark(marker)
-                split = "training" if gate_ex is tuned["examples"] else "validation"
                 gate = calibrate_gate(index, tuned_gen, gate_ex[: plan.gate_questions], say, split=split)
                 tuned["gates"]["rag+ft"] = gate
                 _mark(marker, gate_key, state=_index_state(index, tuned_gen.name))
@@ -742,13 +745,13 @@ def round_trip_ranks(synth_path: Path) -> dict[str, int]:
 
 def tune_phase(index, data: Path, generator, gate_questions: int, say: Say, ranks: dict | None = None) -> dict:
     """Tune retrieval on the training and validation questions of a prepared `data` folder and
-    calibrate `generator`'s gate on `gate_questions` of them; the test questions are never used.
-    The gate's questions are those the round-trip reader answered itself first (`ranks`): those it
-    ranked 2nd-3rd are more often malformed, and look unanswerable (benchmarks/abstention.py)."""
+    calibrate `generator`'s gate on `gate_questions` of the validation ones (`gate_examples`); the
+    test questions are never used."""
     from ..tuning import tune_retrieval
 
     examples = training_examples(data, ranks)
-    out: dict = {"examples": examples, "retrieval": {}, "gates": {}}
+    gate_ex, split = gate_examples(data, ranks, examples, say if gate_questions else lambda _m: None)
+    out: dict = {"examples": examples, "gate_examples": gate_ex, "gate_split": split, "retrieval": {}, "gates": {}}
     try:
         report = tune_retrieval(index, examples)
     except RagtuneError as exc:
@@ -758,7 +761,7 @@ def tune_phase(index, data: Path, generator, gate_questions: int, say: Say, rank
                             "questions": report.n_questions}  # fmt: skip
         say("tune: " + "\n  ".join(report.lines()))
     if gate_questions:
-        out["gates"]["rag"] = calibrate_gate(index, generator, examples[:gate_questions], say)
+        out["gates"]["rag"] = calibrate_gate(index, generator, gate_ex[:gate_questions], say, split=split)
     return out
 
 
@@ -776,23 +779,21 @@ def training_examples(data: Path, ranks: dict | None = None, splits=("train", "v
     return examples
 
 
-def adapter_gate_examples(data: Path, ranks: dict, training: list, say: Say) -> list:
-    """The questions a fine-tuned adapter's gate is calibrated on: the validation split's, which it
-    was never trained on (ordered as `training_examples` orders them). On the questions it was
-    trained on, its likelihood of the answer is inflated (log-likelihood -1.3 on average against
-    -6 for the base model), so a gate fitted there refuses far more unseen answerable questions than
-    its target (see ADAPTER_GATE_ON_VALIDATION). With too few validation questions for a gate, the
-    `training` ones, and a note saying so."""
+def gate_examples(data: Path, ranks: dict | None, training: list, say: Say) -> tuple[list, str]:
+    """The questions the gates are calibrated on, and their split: the validation questions, which a
+    fine-tuned adapter never trained on (on those it trained on it is overconfident; see
+    GATES_ON_VALIDATION), those the round-trip reader answered itself first; with too few of them
+    for a gate, the `training` ones, and a note saying so."""
     from ..gate import MIN_EACH
 
-    if not ADAPTER_GATE_ON_VALIDATION:
-        return training
+    if not GATES_ON_VALIDATION:
+        return training, "training"
     held = training_examples(data, ranks, splits=("validation",))
     if len(held) >= MIN_EACH:
-        return held
-    say(f"gate for rag+ft: only {len(held)} validation questions, so it is calibrated on questions its adapter "
-        "was trained on (it may refuse more answerable questions than calibrated)")  # fmt: skip
-    return training
+        return held, "validation"
+    say(f"gates: only {len(held)} validation questions, so they are calibrated on training questions (rag+ft's "
+        "adapter was trained on them: its gate may refuse more answerable questions than calibrated)")  # fmt: skip
+    return training, "training"
 
 
 def calibrate_gate(index, generator, examples, say: Say, split: str = "training") -> dict:
@@ -835,7 +836,7 @@ def _ratios(kept: int, test: int) -> tuple[float, float, float]:
     if kept < MIN_SYNTHETIC:
         raise ConfigError(f"only {kept} synthetic questions survived: too few to train and test on (see the report)")
     t = min(0.5, max(0.1, test / kept))  # past MAX_TEST, the plan asks for more training questions
-    v = max(0.1, min(0.2, GATE_QUESTIONS[0] / kept))  # enough for rag+ft's gate (`adapter_gate_examples`)
+    v = max(0.1, min(0.2, GATE_QUESTIONS[0] / kept))  # enough for the gates (`gate_examples`)
     return (round(1 - t - v, 4), v, round(t, 4))
 
 
