@@ -751,7 +751,7 @@ def tune_phase(index, data: Path, generator, gate_questions: int, say: Say, rank
 
     examples = training_examples(data, ranks)
     gate_ex, split = gate_examples(data, ranks, examples, say if gate_questions else lambda _m: None)
-    out: dict = {"examples": examples, "gate_examples": gate_ex, "gate_split": split, "retrieval": {}, "gates": {}}
+    out: dict = {"examples": examples, "retrieval": {}, "gates": {}}
     try:
         report = tune_retrieval(index, examples)
     except RagtuneError as exc:
