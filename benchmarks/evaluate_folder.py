@@ -14,7 +14,7 @@ adapter's training (EVAL_ARTICLES), one .txt file each. Measured:
         [--budget-min 30] [--real-test 444]
 
 --real-test 444 answers every real question of the 100 documents' indexed ones (the paired interval of
-rag+ft - rag is about +-3 F1 on 444, +-4.5 on 200: the training-value figures since 2026-12-06 use all of them).
+rag+ft - rag is about +-3 F1 on 444, +-4 on 200: the training-value figures since 2026-12-06 use all of them).
 """
 
 from __future__ import annotations
