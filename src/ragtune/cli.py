@@ -320,12 +320,10 @@ def cmd_synth(args) -> int:
 
     check_output(args.out)  # before minutes of writing questions, not after
 
-    top = {"round_trip_top": args.round_trip_top} if args.round_trip_top is not None else {}
-    if args.max_echo is not None:
-        top["max_echo"] = args.max_echo
+    given = {k: v for k, v in (("round_trip_top", args.round_trip_top), ("max_echo", args.max_echo)) if v is not None}
     cfg = SynthConfig(
         n=args.n, per_doc=args.per_doc, seed=args.seed, generator=args.generator or "",
-        writer_backend=args.writer_backend, **top,
+        writer_backend=args.writer_backend, **given,
     )  # fmt: skip
     if args.index:
         chunks = list(Index.open(args.index).chunks())

@@ -39,7 +39,7 @@ PLANS = {"default": DemoPlan(40, 12, 8, 30, 20, 32), "quick": DemoPlan(12, 6, 4,
 def run_demo(out: Path, quick: bool = False, console=None) -> int:
     from .config import DEFAULT_GENERATOR
     from .evaluation.compare import ExperimentConfig, run_experiment, write_results
-    from .evaluation.evaluate import calibrate_gate, gate_examples, tune_phase
+    from .evaluation.evaluate import calibrate_gate, tune_phase
     from .evaluation.report import summary_table, write_report
     from .evaluation.strategies import Strategy
     from .finetune.config import FinetuneConfig
@@ -143,9 +143,9 @@ def run_demo(out: Path, quick: bool = False, console=None) -> int:
             t0 = time.perf_counter()
             loaded["rag+ft"] = make_generator(DEFAULT_GENERATOR, adapter=str(folder))
             # on the questions rag's gate read: validation ones, which the adapter never trained on
-            gate_ex, split = gate_examples(out / "data", None, tuned["examples"], lambda m: None)
-            tuned["gates"]["rag+ft"] = calibrate_gate(index, loaded["rag+ft"], gate_ex[: plan.gate_questions],
-                                                      lambda m: say(f"  {m}"), split=split)  # fmt: skip
+            asked = tuned["gate_examples"][: plan.gate_questions]
+            tuned["gates"]["rag+ft"] = calibrate_gate(index, loaded["rag+ft"], asked, lambda m: say(f"  {m}"),
+                                                      split=tuned["gate_split"])  # fmt: skip
             phases["tune"] += time.perf_counter() - t0
 
     t0 = time.perf_counter()

@@ -487,11 +487,15 @@ def run_evaluate(paths: Sequence[str | Path], out: str | Path, cfg: EvaluateConf
     tuned = _reused_tune(out / TUNE_MARKER, tune_key, index, base.name)
     if tuned is not None:
         say("tune: reusing the retrieval settings and gate of the previous run on these questions")
-        tuned["examples"] = training_examples(out / "data", ranks)
+        tuned.update(tune_questions(out / "data", ranks))
     else:
         _unmark(out / TUNE_MARKER)
         tuned = tune_phase(index, out / "data", base, gate_n, say, ranks=ranks)
         _mark(out / TUNE_MARKER, tune_key, retrieval=tuned["retrieval"], state=_index_state(index, base.name))
+    if plan.gate_questions and GATES_ON_VALIDATION and tuned["gate_split"] != "validation":
+        say(f"gates: only {tuned['validation']} validation questions, so they are calibrated on training questions "
+            "(rag+ft's adapter was trained on them: its gate may refuse more answerable questions than "
+            "calibrated)")  # fmt: skip
     phases["tune"] = time.perf_counter() - t0
     loaded = {"base": base, "rag": base}  # models already in memory; the comparison reuses them
 
@@ -532,16 +536,14 @@ def run_evaluate(paths: Sequence[str | Path], out: str | Path, cfg: EvaluateConf
             tuned_gen = (generators or {}).get("rag+ft") or make_generator(DEFAULT_GENERATOR, adapter=str(folder))
             loaded["rag+ft"] = tuned_gen
             marker = folder / GATE_MARKER
-            quiet = (lambda _m: None) if gate_n else say  # tune said it for rag's gate
-            gate_ex, split = gate_examples(out / "data", ranks, tuned["examples"], quiet)
             gate_key = _fingerprint("gate", tune_key, dict(index.manifest.retrieval), wanted, data_key,
-                                    weights[name], tuned_gen.name, plan.gate_questions,
-                                    [e.id for e in gate_ex[: plan.gate_questions]])  # fmt: skip
+                                    weights[name], tuned_gen.name, plan.gate_questions)  # fmt: skip
             if _done(marker, gate_key) and _stored(marker).get("state") == _index_state(index, tuned_gen.name):
                 say(f"gate for {tuned_gen.name}: reusing the calibration of the previous run")
             else:
                 _unmark(marker)
-                gate = calibrate_gate(index, tuned_gen, gate_ex[: plan.gate_questions], say, split=split)
+                gate = calibrate_gate(index, tuned_gen, tuned["gate_examples"][: plan.gate_questions], say,
+                                      split=tuned["gate_split"])  # fmt: skip
                 tuned["gates"]["rag+ft"] = gate
                 _mark(marker, gate_key, state=_index_state(index, tuned_gen.name))
             phases["tune"] += time.perf_counter() - t0
@@ -745,13 +747,12 @@ def round_trip_ranks(synth_path: Path) -> dict[str, int]:
 
 def tune_phase(index, data: Path, generator, gate_questions: int, say: Say, ranks: dict | None = None) -> dict:
     """Tune retrieval on the training and validation questions of a prepared `data` folder and
-    calibrate `generator`'s gate on `gate_questions` of the validation ones (`gate_examples`); the
+    calibrate `generator`'s gate on `gate_questions` of the validation ones (`tune_questions`); the
     test questions are never used."""
     from ..tuning import tune_retrieval
 
-    examples = training_examples(data, ranks)
-    gate_ex, split = gate_examples(data, ranks, examples, say if gate_questions else lambda _m: None)
-    out: dict = {"examples": examples, "retrieval": {}, "gates": {}}
+    out: dict = {**tune_questions(data, ranks), "retrieval": {}, "gates": {}}
+    examples, gate_ex, split = out["examples"], out["gate_examples"], out["gate_split"]
     try:
         report = tune_retrieval(index, examples)
     except RagtuneError as exc:
@@ -766,7 +767,7 @@ def tune_phase(index, data: Path, generator, gate_questions: int, say: Say, rank
 
 
 def training_examples(data: Path, ranks: dict | None = None, splits=("train", "validation")) -> list:
-    """The training and validation questions of a prepared `data` folder that name their document,
+    """The questions of a prepared `data` folder's `splits` (training and validation) that name their document,
     those the round-trip reader answered itself (`ranks` 1) first; with `ranks`, only the questions
     it ranks (those that failed the round trip, trained on, tune neither retrieval nor the gate)."""
     from .compare import load_questions
@@ -779,21 +780,20 @@ def training_examples(data: Path, ranks: dict | None = None, splits=("train", "v
     return examples
 
 
-def gate_examples(data: Path, ranks: dict | None, training: list, say: Say) -> tuple[list, str]:
-    """The questions the gates are calibrated on, and their split: the validation questions, which a
-    fine-tuned adapter never trained on (on those it trained on it is overconfident; see
-    GATES_ON_VALIDATION), those the round-trip reader answered itself first; with too few of them
-    for a gate, the `training` ones, and a note saying so."""
+def tune_questions(data: Path, ranks: dict | None) -> dict:
+    """The questions of a prepared `data` folder that tune: `examples` (training and validation,
+    `training_examples`) tune retrieval; the gates are calibrated on `gate_examples`, the validation
+    ones (`gate_split` "validation"), which a fine-tuned adapter never trained on — on those it
+    trained on it is overconfident (GATES_ON_VALIDATION) — or, with fewer than a gate needs, on the
+    training ones (`gate_split` "training"); `validation` counts the validation ones."""
     from ..gate import MIN_EACH
 
-    if not GATES_ON_VALIDATION:
-        return training, "training"
-    held = training_examples(data, ranks, splits=("validation",))
+    examples = training_examples(data, ranks)
+    held = training_examples(data, ranks, splits=("validation",)) if GATES_ON_VALIDATION else []
+    out = {"examples": examples, "validation": len(held)}
     if len(held) >= MIN_EACH:
-        return held, "validation"
-    say(f"gates: only {len(held)} validation questions, so they are calibrated on training questions (rag+ft's "
-        "adapter was trained on them: its gate may refuse more answerable questions than calibrated)")  # fmt: skip
-    return training, "training"
+        return {**out, "gate_examples": held, "gate_split": "validation"}
+    return {**out, "gate_examples": examples, "gate_split": "training"}
 
 
 def calibrate_gate(index, generator, examples, say: Say, split: str = "training") -> dict:
@@ -836,7 +836,7 @@ def _ratios(kept: int, test: int) -> tuple[float, float, float]:
     if kept < MIN_SYNTHETIC:
         raise ConfigError(f"only {kept} synthetic questions survived: too few to train and test on (see the report)")
     t = min(0.5, max(0.1, test / kept))  # past MAX_TEST, the plan asks for more training questions
-    v = max(0.1, min(0.2, GATE_QUESTIONS[0] / kept))  # enough for the gates (`gate_examples`)
+    v = max(0.1, min(0.2, GATE_QUESTIONS[0] / kept))  # enough for the gates (`tune_questions`)
     return (round(1 - t - v, 4), v, round(t, 4))
 
 

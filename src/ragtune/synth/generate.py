@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..chunking import split_sentences
-from ..context import Source, content_words
+from ..context import Source
 from ..documents import Chunk
 from ..errors import ConfigError, RagtuneError
 from ..evaluation.metrics import f1_score, normalize_answer
@@ -23,6 +23,7 @@ from ..fast_generators import BACKENDS
 from ..finetune.data import StepReport
 from ..paths import check_output
 from ..prompts import rag_messages, strip_citations
+from ..rag import support
 from .candidates import looks_like_prose, passage_keywords, sentence_candidates
 from .qg import qg_messages, qg_passage, reader_messages
 
@@ -288,12 +289,6 @@ def clean_question(raw: str) -> str | None:
     return q if sum(ch.isalpha() for ch in q) >= 3 else None
 
 
-def echo(question: str, answer: str) -> float:
-    """The share of the answer's content words that its question repeats (0 for an answer with none)."""
-    words = content_words(answer)
-    return len(words & content_words(question)) / len(words) if words else 0.0
-
-
 def _jaccard(a: set, b: set) -> float:
     return len(a & b) / len(a | b) if a | b else 1.0
 
@@ -384,7 +379,7 @@ def synthesize(
                 report.step("length").catch(f"{q} ({len(q.split())} words)")
             elif normalize_answer(a.answer) and normalize_answer(a.answer) in normalize_answer(q):
                 report.step("contains the answer").catch(f"{q} (answer {a.answer!r})")
-            elif echo(q, a.answer) > cfg.max_echo:
+            elif support(a.answer, q) > cfg.max_echo:  # the share of the answer's words the question repeats
                 report.step("echoes the answer").catch(f"{q} (answer {a.answer!r})")
             else:
                 survivors.append((a, q))
