@@ -166,3 +166,29 @@ def test_training_only_examples_join_train_but_never_as_a_twin_of_a_held_out_one
     train = read_split(out / "train.jsonl")
     assert [e.id for e in train][-2:] == ["x3", "x5"] and len(train) == len(before["train"].splitlines()) + 2
     assert all((out / f"{s}.jsonl").read_text() == before[s] for s in ("validation", "test"))
+
+
+def test_untested_examples_and_their_twins_never_reach_the_test_split(tmp_path):
+    """evaluate's reader's-own questions (TEST_WITHOUT_READERS_OWN): trained on or validated on, never tested on; the
+    test still gets its share of all examples from the others, and without `untested` the split is unchanged."""
+    rows = [{"id": f"q{i}", "question": f"Which river flows past town {i}?", "answer": f"River{i}", "doc_id": f"d{i}"}
+            for i in range(60)]  # fmt: skip
+    rows.append({"id": "twin", "question": "Name the water by the fifth town.", "answer": "River5", "doc_id": "d5"})
+    p = write_jsonl(tmp_path / "qa.jsonl", rows)
+    cfg = PrepareConfig(ratios=(0.5, 0.2, 0.3), seed=2)
+    prepare([p], tmp_path / "plain", cfg)
+    plain = {s: read_split(tmp_path / "plain" / f"{s}.jsonl") for s in ("train", "validation", "test")}
+    untested = {f"q{i}" for i in range(0, 60, 2)}  # every other one, q5's twin's partner not among them
+    untested.add("twin")
+    report = prepare([p], tmp_path / "held", cfg, untested=untested)
+    held = {s: read_split(tmp_path / "held" / f"{s}.jsonl") for s in ("train", "validation", "test")}
+    test_ids = {e.id for e in held["test"]}
+    assert not test_ids & untested and "q5" not in test_ids  # q5 is a twin of an untested one
+    assert abs(len(held["test"]) - 0.3 * 61) <= 1 and report.splits["test"] == len(held["test"])
+    assert untested & {e.id for e in held["validation"]}  # validation still draws on them
+    assert sum(map(len, held.values())) == 61
+    # the test of the plain split holds untested ones: the option changed it
+    assert {e.id for e in plain["test"]} & untested
+    again = prepare([p], tmp_path / "plain2", cfg, untested=())
+    assert again.splits == {k: len(v) for k, v in plain.items()}
+    assert (tmp_path / "plain2" / "test.jsonl").read_text() == (tmp_path / "plain" / "test.jsonl").read_text()

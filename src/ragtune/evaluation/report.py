@@ -464,7 +464,12 @@ def questions_section(res: Results) -> str:
         f"<h2>The questions</h2><p>{head}</p><p>{syn.get('kept', 0)} synthetic questions kept from {syn.get('attempts', 0)} asked of "
         f"{e(str(syn.get('generator', '')))}, {syn.get('per_minute', 0):.1f} per minute; {syn.get('documents_with_questions', 0)} of "
         f"{syn.get('documents', 0)} documents have one. Unanswerable questions come from {len(q.get('held_out_documents', []))} "
-        f"documents kept out of the index.</p>"
+        f"documents kept out of the index."
+        + (f" Split: {', '.join(f'{n} {k}' for k, n in q['splits'].items())}." if q.get("splits") else "")
+        + (f" The {q['untested']} questions the round-trip reader answered itself (its first answer was the target) are "
+           "trained on and calibrate the gates, never tested on: they were kept because the base model — the reader of "
+           "<i>rag</i> — got them right, so a test of them would favour it." if q.get("untested") else "")
+        + "</p>"
         f"<table><tr><th>filter</th><th>removed</th><th>examples caught</th></tr>{rows}</table>"
         f"<h3>Ten examples, with the passage each was written from</h3><table><tr><th>question</th><th>answer</th><th>passage</th>"
         f"<th>document</th></tr>{examples}</table>"

@@ -10,7 +10,7 @@ import random
 import re
 import unicodedata
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -397,9 +397,11 @@ def twin_groups(examples: Sequence[Example], cfg: PrepareConfig) -> list[int]:
     return [root(g) for g in groups]
 
 
-def split(examples: list[Example], cfg: PrepareConfig) -> dict[str, list[Example]]:
+def split(examples: list[Example], cfg: PrepareConfig, untested: Collection[str] = ()) -> dict[str, list[Example]]:
     """Deterministic split by ratio and seed. A group of twins (`twin_groups`) never straddles two
-    splits, so no test question has a twin in training."""
+    splits, so no test question has a twin in training. The examples whose ids are in `untested`,
+    and their twins, never go to the test split: its share (of all examples) is then filled from the
+    others, as far as they go."""
     groups = twin_groups(examples, cfg)
     members: dict[int, list[Example]] = defaultdict(list)
     for e, g in zip(examples, groups):
@@ -407,13 +409,21 @@ def split(examples: list[Example], cfg: PrepareConfig) -> dict[str, list[Example
     order = sorted(members, key=lambda g: min(x.id for x in members[g]))
     random.Random(cfg.seed).shuffle(order)
     n = len(examples)
-    bounds = (cfg.ratios[0] * n, (cfg.ratios[0] + cfg.ratios[1]) * n)
     out: dict[str, list[Example]] = {s: [] for s in SPLITS}
-    placed = 0
+    held = set(untested)
+    if not held:
+        bounds = (cfg.ratios[0] * n, (cfg.ratios[0] + cfg.ratios[1]) * n)
+        placed = 0
+        for g in order:
+            name = "train" if placed < bounds[0] else "validation" if placed < bounds[1] else "test"
+            out[name].extend(members[g])
+            placed += len(members[g])
+        return out
+    want = {"test": cfg.ratios[2] * n, "validation": cfg.ratios[1] * n}
     for g in order:
-        name = "train" if placed < bounds[0] else "validation" if placed < bounds[1] else "test"
+        testable = not any(x.id in held for x in members[g])
+        name = next((s for s in ("test", "validation") if len(out[s]) < want[s] and (testable or s != "test")), "train")
         out[name].extend(members[g])
-        placed += len(members[g])
     return out
 
 
@@ -461,8 +471,10 @@ def prepare(
     cfg: PrepareConfig = PrepareConfig(),
     count_tokens: Callable[[Sequence[str]], list[int]] | None = None,
     chunk_text: Callable | None = None,
+    untested: Collection[str] = (),
 ) -> DataReport:
-    """Read, clean, split and write the data set to `out`; returns the data report."""
+    """Read, clean, split and write the data set to `out`; returns the data report. The examples whose
+    ids are in `untested` (and their twins) never go to the test split (`split`)."""
     count_tokens = count_tokens or _rough_tokens
     report = DataReport(inputs=[str(i) for i in inputs], config=asdict(cfg))
     bad = StepReport("malformed input (skipped)")
@@ -475,7 +487,7 @@ def prepare(
             f"no examples left after cleaning {report.read} read from {report.inputs}; see the steps: "
             + ", ".join(f"{s.name}: {s.removed}" for s in report.steps if s.removed)
         )
-    parts = split(cleaned, cfg)
+    parts = split(cleaned, cfg, untested)
     report.kept = len(cleaned)
     report.splits = {k: len(v) for k, v in parts.items()}
     out = Path(out)
