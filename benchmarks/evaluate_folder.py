@@ -55,6 +55,37 @@ def verdicts(res) -> dict[tuple[str, str], tuple[str, float, float]]:
     return out
 
 
+def first(res, exp, n: int):
+    """`res` as if only its first `n` answerable questions had been asked (the unanswerable and edited ones kept):
+    the real questions at the synthetic test's size, so that the two tests differ in where the questions come
+    from and not in how many there are."""
+    from copy import copy
+    from dataclasses import asdict
+
+    from ragtune.evaluation.compare import aggregate
+    from ragtune.evaluation.metrics import PAIRED, QuestionKind
+    from ragtune.evaluation.stats import paired_bootstrap
+
+    ids = []
+    for r in res.records:
+        if r.kind == QuestionKind.ANSWERABLE and r.question_id not in ids:
+            ids.append(r.question_id)
+    keep = set(ids[:n])
+    out = copy(res)
+    out.records = [r for r in res.records if r.kind != QuestionKind.ANSWERABLE or r.question_id in keep]
+    names = list(res.aggregates)
+    out.aggregates = {s: {**res.aggregates[s], **aggregate([r for r in out.records if r.strategy == s], exp)}
+                      for s in names}  # fmt: skip
+    out.paired = [p for p in res.paired if p["metric"] == "fresh"]
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            for m in PAIRED:
+                xa, xb = ([getattr(r, m.key) * m.scale for r in out.records
+                           if r.strategy == s and r.kind == QuestionKind.ANSWERABLE] for s in (a, b))  # fmt: skip
+                out.paired.append(asdict(paired_bootstrap(xa, xb, (a, b), m.key, exp.bootstrap, exp.seed)))
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--docs", type=int, default=100)
@@ -138,6 +169,21 @@ def main() -> int:
     figures["verdicts_agree"] = [same, len(real_v)]
     figures["verdicts"] = {f"{a} - {b}": [syn_v[(a, b)], real_v[(a, b)]] for a, b in real_v}
     figures["recommendation_agree"] = picks[0] == picks[1]
+    # The same at equal size: the real questions cut to the synthetic test's number (a 444-question test tells
+    # apart differences that no 200-question test can, whatever its questions).
+    n_syn = next(iter(res.aggregates.values()))["n_answerable"]
+    if len(real) > n_syn:
+        cut = first(real_res, exp, n_syn)
+        cut_f1, cut_v = f1s(cut), verdicts(cut)
+        same_n = sum(syn_v[k][0] == cut_v[k][0] for k in cut_v)
+        print(f"\nat equal size ({n_syn} real questions): F1 {cut_f1}; ranking agrees: {rank(syn_f1) == rank(cut_f1)}; "
+              f"recommendation {pick(cut)!r}, agrees: {pick(res) == pick(cut)}; pairwise verdicts agree: {same_n} of "
+              f"{len(cut_v)}")  # fmt: skip
+        for pair, (v, d, pv) in cut_v.items():
+            print(f"  F1 {pair[0]} - {pair[1]}: real first {n_syn} {v} {d:+.1f} (p={pv:.3f})")
+        figures["equal_size"] = {"n": n_syn, "f1_real": cut_f1, "rank_agree": rank(syn_f1) == rank(cut_f1),
+                                 "recommendation": pick(cut), "recommendation_agree": pick(res) == pick(cut),
+                                 "verdicts_agree": [same_n, len(cut_v)]}  # fmt: skip
     (out / "figures.json").write_text(json.dumps(figures, indent=2, default=str))
     return 0
 

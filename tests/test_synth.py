@@ -327,6 +327,10 @@ def test_evaluate_on_a_folder_with_scripted_models(tmp_path, monkeypatch):
     val_ids = {json.loads(l)["id"] for l in (out / "data" / "validation.jsonl").read_text().splitlines()}
     assert {f["id"] for f in failed} & train_ids and not {f["id"] for f in failed} & (test_ids | val_ids)
     assert any("failed only the round trip, for training" in s for s in said)
+    # A reader that answers in its own words ranks nothing: every kept question is its own first answer, and
+    # the test cannot leave them out (TEST_WITHOUT_READERS_OWN) — it says so.
+    assert any("the test includes questions the round-trip reader answered itself" in s for s in said)
+    assert res.questions["untested"] == 0 and res.questions["splits"]["test"] == len(test_ids)
     held = res.questions["held_out_documents"]
     assert held and not set(held) & {d.id for d in Index.open(out / "index").documents()}
     html = (out / "report.html").read_text()
@@ -534,3 +538,18 @@ def test_the_gate_is_calibrated_on_the_questions_the_round_trip_reader_answered_
     ev.tune_phase(None, data, None, 6, lambda m: None, ranks=ev.round_trip_ranks(synth))
     assert seen["split"] == "validation" and seen["ids"] == ["v1", "v3", "v5", "v7", "v0", "v2"]
     assert [e.id for e in out["examples"]] == ["s1", "s3", "s4", "s2", "s0"]
+
+
+def test_the_readers_own_questions_are_left_out_of_the_test_only_when_the_rest_suffice():
+    from ragtune.evaluation import evaluate as ev
+
+    ranks = {f"q{i}": 1 + i % 3 for i in range(90)}  # a third the reader's own first answer
+    own, note = ev._readers_own(ranks, test=30)
+    assert own == {f"q{i}" for i in range(0, 90, 3)} and note == ""
+    own, note = ev._readers_own(ranks, test=80)  # 60 others: more than half the questions, so still left out
+    assert len(own) == 30 and note == ""
+    few = {f"q{i}": 1 if i < 80 else 2 for i in range(90)}  # 10 others for a 30-question test
+    own, note = ev._readers_own(few, test=30)
+    assert own == set() and "only 10 are not its own first answer" in note
+    own, note = ev._readers_own({f"q{i}": 1 for i in range(50)}, test=20)
+    assert own == set() and "ranked no answers" in note

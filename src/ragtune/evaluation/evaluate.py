@@ -471,7 +471,7 @@ def run_evaluate(paths: Sequence[str | Path], out: str | Path, cfg: EvaluateConf
     t0 = time.perf_counter()
     ratios = (0.9, 0.1, 0.0) if real else _ratios(synth_report["kept"], plan.test)
     ranks = round_trip_ranks(synth_path)
-    untested = {i for i, r in ranks.items() if r == 1} if TEST_WITHOUT_READERS_OWN and not real else set()
+    untested, own_note = _readers_own(ranks, plan.test) if TEST_WITHOUT_READERS_OWN and not real else (set(), "")
     prep = prepare([synth_path], out / "data", PrepareConfig(ratios=ratios, seed=cfg.seed), untested=untested)
     added = add_training_only(out / "data", [extra_path], PrepareConfig(seed=cfg.seed)) if extra else 0
     test_path = out / "data" / "test.jsonl"
@@ -483,7 +483,7 @@ def run_evaluate(paths: Sequence[str | Path], out: str | Path, cfg: EvaluateConf
         f"split: {prep.splits}" + (f"; test = {len(real)} real questions" if real else "")
         + (f"; {added} round-trip failures added to train (none with a twin in validation or test)" if extra else "")
         + (f"; the {len(untested)} the round-trip reader answered itself are never tested on (TEST_WITHOUT_READERS_OWN)"
-           if untested else "")
+           if untested else "") + own_note
     )  # fmt: skip
     data_key = _fingerprint(*(_read(out / "data" / f"{s}.jsonl") for s in ("train", "validation")))
 
@@ -752,6 +752,18 @@ def round_trip_ranks(synth_path: Path) -> dict[str, int]:
     """Each synthetic question's round-trip rank (1: the reader's own answer), by id."""
     recs = (json.loads(line) for line in _read(synth_path).splitlines() if line.strip())
     return {r.get("id"): r.get("scores", {}).get("round_trip_rank", 1) for r in recs}
+
+
+def _readers_own(ranks: dict[str, int], test: int) -> tuple[set[str], str]:
+    """The synthetic questions never to test on (TEST_WITHOUT_READERS_OWN): those the round-trip reader
+    answered itself (rank 1), when the others are enough for the test; else none, and a note saying why."""
+    own = {i for i, r in ranks.items() if r == 1}
+    others = len(ranks) - len(own)
+    if others >= min(test, len(ranks) // 2) and others >= MIN_SYNTHETIC:
+        return own, ""
+    why = ("the round-trip reader ranked no answers: every question is its own first one" if not others
+           else f"only {others} are not its own first answer, too few for a {test}-question test")  # fmt: skip
+    return set(), f"; the test includes questions the round-trip reader answered itself ({why})"
 
 
 def tune_phase(index, data: Path, generator, gate_questions: int, say: Say, ranks: dict | None = None) -> dict:
