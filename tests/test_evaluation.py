@@ -291,6 +291,8 @@ def test_recommendation_weighs_freshness_by_its_noise_too():
     one_more = _tied_results([True] * 10 + [False] * 2, [True] * 11 + [False])
     assert pick(one_more) == "rag"
     assert "as accurate and as fresh as the best within noise, and cheaper" in recommendation(one_more)[-1]
+    # ...and what "within noise" spans: rag+ft's lead +0.2, its interval [-2.6, +3.0] (the test took rag - rag+ft).
+    assert "rag+ft − rag: F1 +0.2, 95% interval [-2.6, +3.0] on 200 questions" in recommendation(one_more)[-1]
     # rag+ft really fresher (12 of 12 against 3 of 12): it stays the pick.
     assert pick(_tied_results([True] * 3 + [False] * 9, [True] * 12)) == "rag+ft"
     # Results written before freshness was tested compare the rates as they are.

@@ -136,6 +136,13 @@ def _hallucination_score(a: dict) -> float:
     return sum(parts) / len(parts) if parts else 0.0
 
 
+def _lead(p: dict, a: str, end: str) -> float:
+    """The `end` ("low" / "high") of the interval of `a`'s lead in paired test `p` (whichever way it was taken)."""
+    if p["a"] == a:
+        return p[end]
+    return -p["high" if end == "low" else "low"]
+
+
 def recommendation(res: Results) -> list[str]:
     """Sentences written from the measured numbers; nothing canned is claimed without them."""
     names = list(res.aggregates)
@@ -257,9 +264,15 @@ def recommendation(res: Results) -> list[str]:
             < res.costs[pick]["setup_usd"] + res.costs[pick]["per_1000_questions_usd"]
         ):
             pick = n
+    tie = test(best, pick) if pick != best else None
     out.append(
         f"<b>Recommendation for this data: {e(pick)}</b>"
         + (" — as accurate and as fresh as the best within noise, and cheaper." if pick != best else ".")
+        # What "within noise" means at this size: the interval of the difference it set aside.
+        + (f" {e(best)} − {e(pick)}: F1 {tie['diff'] if tie['a'] == best else -tie['diff']:+.1f}, 95% interval [{_lead(tie, best, 'low'):+.1f}, "
+           f"{_lead(tie, best, 'high'):+.1f}] on {res.aggregates[best]['n_answerable']} questions: a real lead of "
+           "that size would go unseen here; more questions (a bigger budget, or your own labelled ones) narrow it."
+           if tie and "low" in tie else "")
     )
     return out
 
