@@ -8,7 +8,9 @@ adapter's training (EVAL_ARTICLES), one .txt file each. Measured:
   questions and on the real questions of the indexed documents: per-strategy F1 on both, the
   ranking by F1, and the recommendation — they must agree; and each pair's verdict (better, worse, or
   within noise by the paired bootstrap) on both, since the ranking orders ties by noise;
-  (the paired bootstrap tests of the real-question run say which differences are real).
+  (the paired bootstrap tests of the real-question run say which differences are real); and the same at equal
+  size: the real questions cut to the synthetic test's number, so the two differ in where their questions
+  come from, not in how many there are.
 
     python benchmarks/evaluate_folder.py [--docs 100] [--out /tmp/ragtune-bench/evaluate] [--fresh] [--seed S]
         [--budget-min 30] [--real-test 444]
