@@ -62,29 +62,18 @@ def first(res, exp, n: int):
     the real questions at the synthetic test's size, so that the two tests differ in where the questions come
     from and not in how many there are."""
     from copy import copy
-    from dataclasses import asdict
 
-    from ragtune.evaluation.compare import aggregate
-    from ragtune.evaluation.metrics import PAIRED, QuestionKind
-    from ragtune.evaluation.stats import paired_bootstrap
+    from ragtune.evaluation.compare import aggregate, paired_tests
+    from ragtune.evaluation.metrics import QuestionKind
 
-    ids = []
-    for r in res.records:
-        if r.kind == QuestionKind.ANSWERABLE and r.question_id not in ids:
-            ids.append(r.question_id)
-    keep = set(ids[:n])
+    ids = dict.fromkeys(r.question_id for r in res.records if r.kind == QuestionKind.ANSWERABLE)
+    keep = set(list(ids)[:n])
     out = copy(res)
     out.records = [r for r in res.records if r.kind != QuestionKind.ANSWERABLE or r.question_id in keep]
     names = list(res.aggregates)
     out.aggregates = {s: {**res.aggregates[s], **aggregate([r for r in out.records if r.strategy == s], exp)}
                       for s in names}  # fmt: skip
-    out.paired = [p for p in res.paired if p["metric"] == "fresh"]
-    for i, a in enumerate(names):
-        for b in names[i + 1 :]:
-            for m in PAIRED:
-                xa, xb = ([getattr(r, m.key) * m.scale for r in out.records
-                           if r.strategy == s and r.kind == QuestionKind.ANSWERABLE] for s in (a, b))  # fmt: skip
-                out.paired.append(asdict(paired_bootstrap(xa, xb, (a, b), m.key, exp.bootstrap, exp.seed)))
+    out.paired = paired_tests(out.records, names, exp)
     return out
 
 

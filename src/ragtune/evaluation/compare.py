@@ -324,24 +324,31 @@ def run_experiment(
     if reused:
         say(f"reused {reused} of {total} records from {out / PARTIAL}")
 
-    names = [s.name for s in cfg.strategies]
+    results.paired += paired_tests(results.records, [s.name for s in cfg.strategies], cfg)
+    write_results(results, out)
+    (out / PARTIAL).unlink(missing_ok=True)  # finished: results.json holds every record now
+    return results
+
+
+def paired_tests(records: Sequence[EvalRecord], names: Sequence[str], cfg: ExperimentConfig) -> list[dict]:
+    """Every pair of strategies' paired bootstrap test on each PAIRED metric of the answerable questions,
+    and on freshness where there are edited facts."""
 
     def scores(strategy: str, kind: str, value) -> list[float]:  # one per question, in the records' order
-        return [value(r) for r in results.records if r.strategy == strategy and r.kind == kind]
+        return [value(r) for r in records if r.strategy == strategy and r.kind == kind]
 
+    out = []
     for i, a in enumerate(names):
         for b in names[i + 1 :]:
             for m in PAIRED:
                 value = lambda r, m=m: getattr(r, m.key) * m.scale  # noqa: E731
                 xa, xb = (scores(s, QuestionKind.ANSWERABLE, value) for s in (a, b))
-                results.paired.append(asdict(paired_bootstrap(xa, xb, (a, b), m.key, cfg.bootstrap, cfg.seed)))
+                out.append(asdict(paired_bootstrap(xa, xb, (a, b), m.key, cfg.bootstrap, cfg.seed)))
             # Freshness too: a few edited facts, so whether one strategy is really fresher is a test as well.
             fa, fb = (scores(s, QuestionKind.EDITED, lambda r: 100.0 * bool(r.fresh)) for s in (a, b))
             if fa:
-                results.paired.append(asdict(paired_bootstrap(fa, fb, (a, b), "fresh", cfg.bootstrap, cfg.seed)))
-    write_results(results, out)
-    (out / PARTIAL).unlink(missing_ok=True)  # finished: results.json holds every record now
-    return results
+                out.append(asdict(paired_bootstrap(fa, fb, (a, b), "fresh", cfg.bootstrap, cfg.seed)))
+    return out
 
 
 def _digest(*parts) -> str:

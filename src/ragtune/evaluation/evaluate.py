@@ -815,8 +815,11 @@ def tune_questions(data: Path, ranks: dict | None) -> dict:
     training ones (`gate_split` "training"); `validation` counts the validation ones."""
     from ..gate import MIN_EACH
 
-    examples = training_examples(data, ranks)
-    held = training_examples(data, ranks, splits=("validation",)) if GATES_ON_VALIDATION else []
+    validation = training_examples(data, ranks, splits=("validation",))
+    # as training_examples(data, ranks) orders them: rank by rank, training questions before validation ones
+    examples = sorted([*training_examples(data, ranks, splits=("train",)), *validation],
+                      key=lambda e: (ranks or {}).get(e.id, 1))  # fmt: skip
+    held = validation if GATES_ON_VALIDATION else []
     out = {"examples": examples, "validation": len(held)}
     if len(held) >= MIN_EACH:
         return {**out, "gate_examples": held, "gate_split": "validation"}

@@ -136,11 +136,11 @@ def _hallucination_score(a: dict) -> float:
     return sum(parts) / len(parts) if parts else 0.0
 
 
-def _lead(p: dict, a: str, end: str) -> float:
-    """The `end` ("low" / "high") of the interval of `a`'s lead in paired test `p` (whichever way it was taken)."""
+def _lead(p: dict, a: str) -> tuple[float, float, float]:
+    """`a`'s lead in paired test `p` and its 95% interval (low, high), whichever way round the test was taken."""
     if p["a"] == a:
-        return p[end]
-    return -p["high" if end == "low" else "low"]
+        return p["diff"], p["low"], p["high"]
+    return -p["diff"], -p["high"], -p["low"]
 
 
 def recommendation(res: Results) -> list[str]:
@@ -264,15 +264,15 @@ def recommendation(res: Results) -> list[str]:
             < res.costs[pick]["setup_usd"] + res.costs[pick]["per_1000_questions_usd"]
         ):
             pick = n
+    # What "within noise" means at this size: the lead it set aside, and that lead's interval.
     tie = test(best, pick) if pick != best else None
+    lead = _lead(tie, best) if tie and "low" in tie else None
     out.append(
         f"<b>Recommendation for this data: {e(pick)}</b>"
         + (" — as accurate and as fresh as the best within noise, and cheaper." if pick != best else ".")
-        # What "within noise" means at this size: the interval of the difference it set aside.
-        + (f" {e(best)} − {e(pick)}: F1 {tie['diff'] if tie['a'] == best else -tie['diff']:+.1f}, 95% interval [{_lead(tie, best, 'low'):+.1f}, "
-           f"{_lead(tie, best, 'high'):+.1f}] on {res.aggregates[best]['n_answerable']} questions: a real lead of "
-           "that size would go unseen here; more questions (a bigger budget, or your own labelled ones) narrow it."
-           if tie and "low" in tie else "")
+        + (f" {e(best)} − {e(pick)}: F1 {lead[0]:+.1f}, 95% interval [{lead[1]:+.1f}, {lead[2]:+.1f}] on "
+           f"{res.aggregates[best]['n_answerable']} questions: a real lead of that size would go unseen here; more "
+           "questions (a bigger budget, or your own labelled ones) narrow it." if lead else "")
     )
     return out
 
