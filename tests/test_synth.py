@@ -420,16 +420,16 @@ def test_the_plan_fits_the_budget_and_grows_with_it(s_answer):
 def test_past_the_test_cap_a_bigger_budget_buys_training_questions():
     from ragtune.evaluation.evaluate import MAX_TEST, EvaluateConfig, _ratios, make_plan
 
-    plans = {b: make_plan(100, 90, 103, EvaluateConfig(budget_min=b), 0.2, candidates=10_000) for b in (15, 30)}
+    plans = {b: make_plan(100, 90, 103, EvaluateConfig(budget_min=b), 0.2, candidates=10_000) for b in (15, 60)}
     assert plans[15].test < MAX_TEST and plans[15].synthetic == 3 * plans[15].test  # below the cap: as before
-    capped = plans[30]
+    capped = plans[60]
     assert capped.test == MAX_TEST and capped.synthetic > 3 * MAX_TEST  # the spare time buys training questions
-    assert sum(capped.minutes.values()) <= 30 * 1.02
+    assert sum(capped.minutes.values()) <= 60 * 1.02
     assert capped.synthetic <= 12 * 90 + MAX_TEST  # a dozen per document at most
     # ... and the split still gives about MAX_TEST test questions, not a fixed share of many more.
     train, _, test = _ratios(capped.synthetic, capped.test)
-    assert abs(test * capped.synthetic - MAX_TEST) <= 1 and train > 0.7
-    no_training = make_plan(100, 90, 103, EvaluateConfig(budget_min=30, strategies=("base", "rag")), 0.2)
+    assert abs(test * capped.synthetic - MAX_TEST) <= 1 and train > 0.6
+    no_training = make_plan(100, 90, 103, EvaluateConfig(budget_min=60, strategies=("base", "rag")), 0.2)
     assert no_training.synthetic == 3 * no_training.test  # nothing to train: no extra questions
 
 
