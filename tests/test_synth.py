@@ -468,6 +468,27 @@ def test_a_short_document_gives_more_than_one_answer_per_sentence():
     assert len({x["answer"] for x in m.asked}) == len(m.asked) >= 4  # each answer asked once
 
 
+def test_a_sentences_extra_candidates_are_tried_only_after_every_sentences_first_ones():
+    import random
+
+    from ragtune.synth.generate import FIRST_CANDIDATES, SynthReport, passage_candidates, plan_attempts
+
+    text = ("In 1889 Gustave Eiffel of Paris built the Eiffel Tower for the World Fair with 300 workers and 7300 tonnes "
+            "of iron. In 1931 Alfred Smith of New York opened the Empire State Building on Fifth Avenue at a cost of "
+            "41 million dollars.")  # fmt: skip
+    firsts = {}
+    for sentence, cands in passage_candidates(text):
+        assert len(cands) > FIRST_CANDIDATES  # the test needs sentences with extra candidates
+        firsts[sentence] = {c.text for c in cands[:FIRST_CANDIDATES]}
+    chunks = make_chunks("doc0", [text])
+    plan = plan_attempts(chunks, SynthConfig(n=100, oversample=1.0), random.Random(0), SynthReport("scripted"))
+    extra = [i for i, a in enumerate(plan) if not any(a.answer in f for f in firsts.values())]
+    first = [i for i, a in enumerate(plan) if i not in extra]
+    assert extra and len(first) == FIRST_CANDIDATES * len(firsts)  # every candidate is tried, each once
+    assert max(first) < min(extra)  # the extras only once every sentence's first ones are queued
+    assert len({a.answer for a in plan}) == len(plan)
+
+
 def test_evaluate_retrains_when_the_training_questions_change(tmp_path, monkeypatch):
     """The fine-tuned adapters are reused only for the same configuration *and* the same training
     questions: an adapter trained on other questions could have seen this run's test questions."""
