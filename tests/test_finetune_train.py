@@ -180,6 +180,13 @@ def test_resume_continues_from_checkpoint_and_matches_uninterrupted(tiny, data_d
 def test_adapter_reloads_in_a_fresh_process_with_the_same_logits(tiny, data_dir, tmp_path):
     cfg = cfg_for(tiny, max_steps=3, generate_max=1)
     train(cfg, data_dir, tmp_path / "run")
+    from ragtune.finetune.data import question_key, read_split
+    from ragtune.finetune.run import RunFolder
+
+    # The run records what it trained on (so that no gate is calibrated on it), and nothing else.
+    trained = RunFolder.open(tmp_path / "run" / "adapter").trained_on
+    assert trained == {question_key(e.question) for e in read_split(data_dir / "train.jsonl")}
+    assert not trained & {question_key(e.question) for e in read_split(data_dir / "test.jsonl")}
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 

@@ -357,3 +357,21 @@ def test_a_gate_records_the_dtype_it_read_and_warns_once_when_it_runs_in_another
         Pipeline(facts_index, other, RagConfig(k=3), gate=gate)
     said = [r.getMessage() for r in caplog.records if "calibrated with" in r.getMessage()]
     assert len(said) == 1 and "in bfloat16, and it now runs in float32" in said[0]
+
+
+def test_a_gate_is_never_calibrated_on_the_questions_its_generator_was_fine_tuned_on(facts_index):
+    from ragtune.finetune.data import question_key
+    from ragtune.tuning import tune
+
+    examples = [QAExample(str(i), q, (a,), (d,)) for i, (q, a, d) in enumerate(QUESTIONS)]
+    before = Index.open(facts_index.url).rag_config()
+    every = {question_key(e.question) for e in examples}
+    with pytest.raises(InputError, match="fine-tuning data"):
+        tune(facts_index, examples, SpanScorer("zzz"), trained_on=every)
+    assert Index.open(facts_index.url).rag_config() == before  # refused before anything was recorded
+    trained = {question_key(e.question.upper() + " ") for e in examples[:2]}  # the key is normalised
+    report = tune(facts_index, examples, SpanScorer("zzz"), trained_on=trained, apply=False)
+    assert report.gate["calibration"]["answerable"] == len(examples) - 2
+    assert any(f"2 of the {len(examples)} questions left out" in line for line in report.lines())
+    untouched = tune(facts_index, examples, SpanScorer("zzz"), apply=False)
+    assert untouched.gate["calibration"]["answerable"] == len(examples) and not untouched.gate_note

@@ -252,9 +252,22 @@ def cmd_tune(args) -> int:
     index = Index.open(args.index)
     gen = make_generator(args.generator) if args.generator else None
     report = tune(index, _given_questions(args), gen, synth_n=args.n, gate=not args.no_gate,
-                  target=args.target_false_abstention, seed=args.seed, apply=not args.dry_run)  # fmt: skip
+                  target=args.target_false_abstention, seed=args.seed, apply=not args.dry_run,
+                  trained_on=_trained_on(args.generator))  # fmt: skip
     print(_dump(report.to_dict()) if args.json else "\n".join(report.lines()))
     return 0
+
+
+def _trained_on(generator: str | None) -> frozenset[str]:
+    """The questions a generator given as a fine-tuning run's folder (or its model/ folder) was trained on."""
+    if not generator or not os.path.isdir(generator):
+        return frozenset()
+    from .finetune.run import RunFolder
+
+    try:
+        return RunFolder.open(generator).trained_on
+    except RagtuneError:
+        return frozenset()
 
 
 def cmd_finetune_embedder(args) -> int:

@@ -10,7 +10,7 @@ the chosen hybrid is never below the better single retriever on the tuning quest
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -52,6 +52,7 @@ class TuneReport:
     applied: bool = False
     questions: str = ""  # where the tuning questions came from
     gate: dict = field(default_factory=dict)  # the calibrated gate (Gate.to_dict()), when one was fitted
+    gate_note: str = ""  # questions left out of the gate's calibration, and why
 
     def to_dict(self) -> dict:
         return {**asdict(self), "trials": [asdict(t) for t in self.trials]}
@@ -81,6 +82,8 @@ class TuneReport:
                 f"(target <= {100 * self.gate['target_false_abstention']:.0f}%)"
                 + (f"; the reader in {c['dtype']}" if c.get("dtype") else "")
             )
+        if self.gate_note:
+            out.append(f"  {self.gate_note}")
         return out
 
 
@@ -208,6 +211,26 @@ def synthetic_examples(index, n: int, seed: int = 0, progress=None) -> list[QAEx
     return [QAExample(q.id, q.question, (q.answer,), (q.doc_id,)) for q in questions]
 
 
+def _gate_sample(examples: Sequence[QAExample], trained_on: Collection[str]) -> tuple[list[QAExample], str]:
+    """The questions that may calibrate a gate (those naming their document, none the generator was
+    fine-tuned on), and a note on those left out."""
+    sample = [e for e in examples if e.doc_ids]
+    if not trained_on:
+        return sample, ""
+    from .finetune.data import question_key
+
+    left = [e for e in sample if question_key(e.question) not in trained_on]
+    if not left and sample:
+        raise InputError(
+            f"every one of the {len(sample)} questions given was in the generator's fine-tuning data: a gate "
+            "calibrated on them misjudges unseen questions; give questions it was not trained on (its validation "
+            "or test split), or --no-gate; nothing was recorded"
+        )
+    dropped = len(sample) - len(left)
+    return left, (f"{dropped} of the {len(sample)} questions left out of the gate's calibration: the generator was "
+                  "fine-tuned on them") if dropped else ""  # fmt: skip
+
+
 def tune(
     index,
     examples: Sequence[QAExample] | None = None,
@@ -219,19 +242,24 @@ def tune(
     seed: int = 0,
     apply: bool = True,
     progress=None,
+    trained_on: Collection[str] = (),
 ) -> TuneReport:
     """`ragtune tune`: retrieval settings, then (with `gate`) the answerability gate, calibrated on
     up to `gate_questions` of the questions — answered as they are and again with their own
     document kept out of retrieval — through the tuned pipeline. Without `examples`, `synth_n`
-    synthetic questions are made from the index first."""
+    synthetic questions are made from the index first. `trained_on` (the `question_key`s of the
+    questions the generator was fine-tuned on, `RunFolder.trained_on`): those never calibrate the gate — the
+    model has all but memorised them, and a gate fitted on them misjudges unseen questions."""
     from .gate import calibrate
 
     source = "given"
     if examples is None:
         examples = synthetic_examples(index, synth_n, seed, progress)
         source = "synthetic"
+    sample, note = _gate_sample(examples, trained_on) if gate else ([], "")  # before anything is recorded
     report = tune_retrieval(index, examples, apply=apply)
     report.questions = f"{report.n_questions} {source}"
+    report.gate_note = note
     if gate:
         from dataclasses import replace
 
@@ -239,7 +267,7 @@ def tune(
 
         config = replace(index.rag_config(), **report.chosen)  # the chosen settings, recorded or not (dry run)
         generator = generator or make_generator(config.generator)
-        sample = [e for e in examples if e.doc_ids][:gate_questions]
+        sample = sample[:gate_questions]
         fitted = calibrate(index, generator, [e.question for e in sample],
                            answerable_doc_ids=[e.doc_ids[0] for e in sample], target=target, config=config)  # fmt: skip
         report.gate = fitted.to_dict()

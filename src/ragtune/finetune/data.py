@@ -238,6 +238,14 @@ def _key(s: str) -> str:
     return re.sub(r"[^\w\s]", "", _norm(s).lower()).strip()
 
 
+def question_key(question: str) -> str:
+    """A short hash of a question, normalised (`_key`): what a fine-tuning run records of the questions it
+    trained on (`run.TRAINED_ON`), so that no gate is calibrated on them later."""
+    import hashlib
+
+    return hashlib.sha1(_key(question).encode()).hexdigest()[:16]
+
+
 def _shingles(s: str, n: int = 3) -> set[str]:
     words = _key(s).split()
     return {" ".join(words[i : i + n]) for i in range(max(1, len(words) - n + 1))} if words else set()

@@ -5,6 +5,8 @@ run/
   adapter/ | model/       weights: a PEFT adapter (lora) or a whole model (top-layers, full)
   results.json            TrainResult: losses, test metrics, wall and CPU time
   training_log.jsonl      one line per step / evaluation
+  trained-questions.json  a short hash of each question trained on (`data.question_key`): a gate is
+                          never calibrated on them (`ragtune tune --generator RUN/model`)
   checkpoint.pt, best.pt  while training (resume: weights, optimizer, RNG states, data position;
                           best validation state with its step); checkpoint.pt goes when the run ends
 
@@ -25,6 +27,7 @@ RESULTS = "results.json"
 LOG = "training_log.jsonl"
 CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"
+TRAINED_ON = "trained-questions.json"
 
 
 def weights_dir(cfg_method: str) -> str:
@@ -74,6 +77,12 @@ class RunFolder:
         if self.is_adapter:
             return json.loads((self.weights / "adapter_config.json").read_text()).get("base_model_name_or_path")
         return None
+
+    @property
+    def trained_on(self) -> frozenset[str]:
+        """The keys (`data.question_key`) of the questions this run trained on; empty when not recorded."""
+        f = self.root / TRAINED_ON
+        return frozenset(json.loads(f.read_text()).get("questions", ())) if f.is_file() else frozenset()
 
     @property
     def results(self) -> dict:

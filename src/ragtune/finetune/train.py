@@ -24,9 +24,9 @@ from pathlib import Path
 
 from ..errors import ConfigError, RagtuneError
 from .config import FinetuneConfig
-from .data import read_split
+from .data import question_key, read_split
 from .examples import IGNORE, Tokenized, encode_examples
-from .run import BEST, CHECKPOINT, LOG, MANIFEST, RESULTS, weights_dir
+from .run import BEST, CHECKPOINT, LOG, MANIFEST, RESULTS, TRAINED_ON, weights_dir
 
 
 @dataclass
@@ -523,6 +523,9 @@ def train(
     splits = {s: read_split(data_dir / f"{s}.jsonl") for s in ("train", "validation", "test")}
     if not splits["train"]:
         raise RagtuneError(f"{data_dir / 'train.jsonl'} holds no examples")
+    if dp.lead:  # what it trained on, so that no gate is calibrated on those questions later
+        keys = sorted({question_key(e.question) for e in splits["train"] if e.kind == "qa" and e.question})
+        _atomic_write(out / TRAINED_ON, json.dumps({"questions": keys}))
     train_set = encode_examples(splits["train"], tok, cfg, retriever, seed=cfg.seed)
     val_set = encode_examples(splits["validation"] or splits["train"][:32], tok, cfg, retriever, seed=cfg.seed + 1)
     test_set = encode_examples(splits["test"], tok, cfg, retriever, seed=cfg.seed + 2)
