@@ -78,8 +78,10 @@ RAG_FT_LR = 1e-3
 # the size of rag+ft's lead over rag on real questions (+3.0 to +6.5 in five runs). The cap was 200 (stated
 # to tell ~3 F1 apart: it told ~5), and at 200 the synthetic test saw that lead within noise where the 444
 # real questions of the same documents did not (runs with test 200 and 142, 2026-12-06; +5.0, p 0.09 on the
-# 142). More synthetic training questions, not more steps on the same ones, is what lifted rag+ft's reader
-# (benchmarks/training_value.py's folder, 200 real test questions, no gate, 2026-12-06): rag 41.8; rag+ft trained
+# 142). With the cap at 450, 100 SQuAD paragraphs (--budget-min 45) ran out of answer candidates at a 380-question
+# test: +2.0 (p 0.28) there, +3.1 (p 0.014) on the 444 real questions. More synthetic training questions, not
+# more steps on the same ones, is what lifted rag+ft's reader (benchmarks/training_value.py's folder, 200 real
+# test questions, no gate, 2026-12-06): rag 41.8; rag+ft trained
 # on 135 synthetic questions 43.3 (+1.5, p 0.35), the same 135 for up to 76 steps (early stopping kept
 # step 30) 42.5 (+0.7, p 0.73), 394 synthetic questions for 76 steps 45.0 (+3.1 [+0.2, +6.3], p 0.03),
 # 135 real questions 45.4 (+3.6, p 0.03).
