@@ -71,6 +71,14 @@ GATE_SHARE = 0.08
 # 86 training questions), +8.2 after 14 steps and +4.9 after 30 (80 questions, p 0.006 / 0.024); at
 # 3e-4, +0.4 (p 0.91, the same 86), +6.7, +0.0, +3.7 (p 0.02 / - / 0.11) on three other sets.
 RAG_FT_LR = 1e-3
+# rag+ft's early stopping: validation loss on up to RAG_FT_EVAL_BATCHES batches (8 questions each), stopped after
+# RAG_FT_PATIENCE evaluations (every 10 steps) without a better one. At 1e-3 its validation loss wobbles early on:
+# with 6 batches and patience 3, two runs (H, I of benchmarks/evaluate_folder.py, 2026-12-06) stopped at step 50 of
+# ~180 with the best at step 20 — and gave the two weakest real leads (+1.6, +3.1 F1 over rag). Run I's questions
+# again with all 76 validation questions and patience 5: best at step 130 (validation loss 0.694, was 0.761),
+# rag+ft +4.8 F1 over rag on the 444 real questions (p 0.000; was +3.1, p 0.014), in 1015 s (was 166; the plan
+# had priced all 180 steps).
+RAG_FT_EVAL_BATCHES, RAG_FT_PATIENCE = 12, 5
 # The most test questions a plan asks; past them, a bigger budget buys more training questions rather than
 # sitting unused. A paired test on n questions tells apart a lead of about 2 SD / sqrt(n): rag+ft - rag
 # per question has an SD of about 33 F1 (34.2 on run G's 200 synthetic test questions, 32.8 on its 444
@@ -531,6 +539,8 @@ def run_evaluate(paths: Sequence[str | Path], out: str | Path, cfg: EvaluateConf
         t0 = time.perf_counter()
         folder = out / f"ft-{mode}"
         ft_cfg = replace(base_ft, mode=mode, max_steps=steps, batch_size=batch, lr=lr)
+        if name == "rag+ft":
+            ft_cfg = replace(ft_cfg, eval_batches=RAG_FT_EVAL_BATCHES, patience=RAG_FT_PATIENCE)
         wanted = json.loads(json.dumps(asdict(ft_cfg)))  # as the manifest keeps it (lists, not tuples)
         same = _run_config(folder) == wanted and _done(folder / DATA_MARKER, data_key)
         done = (folder / "results.json").is_file() and same
