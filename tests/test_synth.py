@@ -473,9 +473,11 @@ def test_a_sentences_extra_candidates_are_tried_only_after_every_sentences_first
 
     from ragtune.synth.generate import FIRST_CANDIDATES, SynthReport, passage_candidates, plan_attempts
 
-    text = ("In 1889 Gustave Eiffel of Paris built the Eiffel Tower for the World Fair with 300 workers and 7300 tonnes "
-            "of iron. In 1931 Alfred Smith of New York opened the Empire State Building on Fifth Avenue at a cost of "
-            "41 million dollars.")  # fmt: skip
+    text = (
+        "In 1889 Gustave Eiffel of Paris built the Eiffel Tower for the World Fair with 300 workers and 7300 "
+        "tonnes of iron. In 1931 Alfred Smith of New York opened the Empire State Building on Fifth Avenue at a "
+        "cost of 41 million dollars."
+    )
     firsts = {}
     for sentence, cands in passage_candidates(text):
         assert len(cands) > FIRST_CANDIDATES  # the test needs sentences with extra candidates
