@@ -533,15 +533,15 @@ def run_evaluate(paths: Sequence[str | Path], out: str | Path, cfg: EvaluateConf
     weights: dict[str, str] = {}  # each run's weights by content (_weights_key), read once
     base_ft = FinetuneConfig(method="lora", lora_r=16, lora_alpha=32, lr=3e-4, eval_every=10, patience=3,
                              generate_max=0, warmup_steps=4, eval_batches=6, seed=cfg.seed)  # fmt: skip
-    rag_ft = (cfg.rag_ft_mode, plan.rag_ft_steps, 4 if cfg.rag_ft_mode == "raft" else 8, RAG_FT_LR)
-    for name, mode, steps, batch, lr in (("ft", "qa", plan.qa_steps, 8, base_ft.lr), ("rag+ft", *rag_ft)):
+    rag_ft = dict(mode=cfg.rag_ft_mode, max_steps=plan.rag_ft_steps, batch_size=4 if cfg.rag_ft_mode == "raft" else 8,
+                  lr=RAG_FT_LR, eval_batches=RAG_FT_EVAL_BATCHES, patience=RAG_FT_PATIENCE)  # fmt: skip
+    for name, settings in (("ft", dict(mode="qa", max_steps=plan.qa_steps, batch_size=8)), ("rag+ft", rag_ft)):
         if name not in cfg.strategies:
             continue
         t0 = time.perf_counter()
+        ft_cfg = replace(base_ft, **settings)
+        mode, steps = ft_cfg.mode, ft_cfg.max_steps
         folder = out / f"ft-{mode}"
-        ft_cfg = replace(base_ft, mode=mode, max_steps=steps, batch_size=batch, lr=lr)
-        if name == "rag+ft":
-            ft_cfg = replace(ft_cfg, eval_batches=RAG_FT_EVAL_BATCHES, patience=RAG_FT_PATIENCE)
         wanted = json.loads(json.dumps(asdict(ft_cfg)))  # as the manifest keeps it (lists, not tuples)
         same = _run_config(folder) == wanted and _done(folder / DATA_MARKER, data_key)
         done = (folder / "results.json").is_file() and same
@@ -819,9 +819,12 @@ def training_examples(data: Path, ranks: dict | None = None, splits=("train", "v
     examples = [e for f in (f"{s}.jsonl" for s in splits) if (data / f).is_file()
                 for e in load_questions(str(data / f), 10**9)
                 if e.doc_ids and (not ranks or e.id in ranks)]  # fmt: skip
-    ranks = ranks or {}
-    examples.sort(key=lambda e: ranks.get(e.id, 1))  # stable: the split's order within a rank
-    return examples
+    return _rank_order(examples, ranks)
+
+
+def _rank_order(examples: list, ranks: dict | None) -> list:
+    """Those the round-trip reader answered itself (`ranks` 1) first; stable: the given order within a rank."""
+    return sorted(examples, key=lambda e: (ranks or {}).get(e.id, 1))
 
 
 def tune_questions(data: Path, ranks: dict | None) -> dict:
@@ -833,9 +836,7 @@ def tune_questions(data: Path, ranks: dict | None) -> dict:
     from ..gate import MIN_EACH
 
     validation = training_examples(data, ranks, splits=("validation",))
-    # as training_examples(data, ranks) orders them: rank by rank, training questions before validation ones
-    examples = sorted([*training_examples(data, ranks, splits=("train",)), *validation],
-                      key=lambda e: (ranks or {}).get(e.id, 1))  # fmt: skip
+    examples = _rank_order([*training_examples(data, ranks, splits=("train",)), *validation], ranks)  # each read once
     held = validation if GATES_ON_VALIDATION else []
     out = {"examples": examples, "validation": len(held)}
     if len(held) >= MIN_EACH:
