@@ -260,13 +260,11 @@ def cmd_tune(args) -> int:
 
 def _trained_on(generator: str | None) -> frozenset[str]:
     """The questions a generator given as a fine-tuning run's folder (or its model/ folder) was trained on."""
-    if not generator or not os.path.isdir(generator):
-        return frozenset()
     from .finetune.run import RunFolder
 
     try:
-        return RunFolder.open(generator).trained_on
-    except RagtuneError:
+        return RunFolder.open(generator).trained_on if generator else frozenset()
+    except RagtuneError:  # a registered name, or a folder that is no run: nothing recorded
         return frozenset()
 
 
