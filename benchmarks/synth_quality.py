@@ -12,6 +12,7 @@
    model prompted the same way (the baseline, same run).
 
     python benchmarks/synth_quality.py [--n 100] [--conditioned 150] [--pubmed 40] [--writer-backend llama]
+                                       [--adapter RUN/adapter]   # a candidate adapter against the bundled one
 """
 
 from __future__ import annotations
@@ -65,6 +66,11 @@ def main() -> int:
         "--writer-backend", default="",
         help="also run the bundled question writer on this backend (llama, ort, ct2): part 1 and 3 again, with "
         "the ratio of accepted questions per minute to transformers (the baseline, same run)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--adapter", default="",
+        help="also run this question-generation adapter (a run's adapter/ folder, e.g. a retrained one) in part 3, "
+        "with the ratio of its BLEU-4 to the bundled adapter's (the baseline, same run)",
     )  # fmt: skip
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args()
@@ -144,6 +150,8 @@ def main() -> int:
     if args.writer_backend:
         fast = f"{DEFAULT_GENERATOR}@{args.writer_backend}"
         writers.append((f"adapter @{args.writer_backend}", fast, bundled_adapter()))
+    if args.adapter:
+        writers.append(("candidate adapter", DEFAULT_GENERATOR, Path(args.adapter)))
     for name, model, adapter in writers:
         gen = make_generator(model, adapter=adapter)
         t0 = time.perf_counter()
@@ -163,6 +171,11 @@ def main() -> int:
         f"ratio adapter / base BLEU-4 (baseline: the base model, same prompts, same run) = "
         f"{rows['bundled adapter']['bleu4'] / max(base_b, 1e-9):.2f}"
     )
+    if args.adapter:
+        print(
+            f"ratio candidate / bundled adapter BLEU-4 (baseline: the bundled adapter, same prompts, same run) = "
+            f"{rows['candidate adapter']['bleu4'] / max(rows['bundled adapter']['bleu4'], 1e-9):.2f}"
+        )
     for s in rows["bundled adapter"]["samples"][:5]:
         print(f"  real: {s['real']}\n  gen:  {s['generated']}")
 

@@ -297,3 +297,25 @@ def test_recommendation_weighs_freshness_by_its_noise_too():
     assert pick(_tied_results([True] * 3 + [False] * 9, [True] * 12)) == "rag+ft"
     # Results written before freshness was tested compare the rates as they are.
     assert pick(_tied_results([True] * 10 + [False] * 2, [True] * 11 + [False], test_freshness=False)) == "rag+ft"
+
+
+def test_a_synthetic_tie_for_the_fine_tuned_reader_says_not_shown_rather_than_no_gain():
+    from ragtune.evaluation.report import recommendation
+
+    def caveat(res) -> list[str]:
+        return [s for s in recommendation(res) if "understated" in s]
+
+    tied = _tied_results([True] * 10 + [False] * 2, [True] * 11 + [False])  # rag picked, rag+ft tied with it
+    assert caveat(tied) == []  # no source recorded: nothing said about synthetic questions
+    tied.questions = {"source": "real"}
+    assert caveat(tied) == []
+    tied.questions = {"source": "synthetic"}
+    (said,) = caveat(tied)
+    assert "<b>rag+ft</b>" in said and "--questions real.jsonl" in said and "not shown" in said
+    # rag+ft picked (really fresher): no caveat; nor when rag+ft is significantly behind.
+    fresher = _tied_results([True] * 3 + [False] * 9, [True] * 12)
+    fresher.questions = {"source": "synthetic"}
+    assert caveat(fresher) == []
+    tied.paired[0]["p_value"] = 0.01
+    tied.aggregates["rag"]["f1"]["mean"] = 50.0
+    assert caveat(tied) == []
