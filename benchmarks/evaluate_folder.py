@@ -38,8 +38,7 @@ from common import squad_dev  # noqa: E402
 def pick(res) -> str:
     from ragtune.evaluation.report import recommendation
 
-    last = recommendation(res)[-1]
-    m = re.search(r"Recommendation for this data: (.+?)</b>", last)
+    m = re.search(r"Recommendation for this data: (.+?)</b>", " ".join(recommendation(res)))
     return m.group(1) if m else "?"
 
 
