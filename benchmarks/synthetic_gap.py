@@ -18,7 +18,6 @@ fine-tuned models):
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import statistics as st
@@ -27,28 +26,30 @@ from collections import defaultdict
 from pathlib import Path
 
 
-def records(path: Path) -> dict[str, dict[str, dict]]:
-    """strategy -> question id -> record (answerable questions only)."""
-    out: dict[str, dict[str, dict]] = defaultdict(dict)
-    with path.open(newline="", encoding="utf-8") as fh:
-        for r in csv.DictReader(fh):
-            if r["kind"] == "answerable":
-                out[r["strategy"]][r["question_id"]] = r
+def records(run: Path) -> dict:
+    """strategy -> question id -> EvalRecord of a comparison's answerable questions (`compare.load_results`)."""
+    from ragtune.evaluation.compare import load_results
+    from ragtune.evaluation.metrics import QuestionKind
+
+    out: dict = defaultdict(dict)
+    for r in load_results(run).records:
+        if r.kind == QuestionKind.ANSWERABLE:
+            out[r.strategy][r.question_id] = r
     return out
 
 
 def lead(rows: dict, ids: list[str], f1=None) -> dict:
-    """rag+ft − rag on `ids`: means, the paired t-test's p, and where they disagree, who wins."""
-    from scipy.stats import ttest_rel
+    """rag+ft − rag on `ids`: means, the report's paired bootstrap p, and where they disagree, who wins."""
+    from ragtune.evaluation.stats import paired_bootstrap
 
-    f1 = f1 or (lambda s, i: 100 * float(rows[s][i]["f1"]))
+    f1 = f1 or (lambda s, i: 100 * rows[s][i].f1)
     a = [f1("rag", i) for i in ids]
     b = [f1("rag+ft", i) for i in ids]
     if len(ids) < 3:
         return {"n": len(ids)}
-    return {"n": len(ids), "rag": st.mean(a), "rag+ft": st.mean(b), "lead": st.mean(b) - st.mean(a),
-            "p": float(ttest_rel(b, a).pvalue), "rag+ft wins": sum(y > x for x, y in zip(a, b)),
-            "rag wins": sum(x > y for x, y in zip(a, b))}  # fmt: skip
+    test = paired_bootstrap(b, a, ("rag+ft", "rag"), "f1")
+    return {"n": len(ids), "rag": st.mean(a), "rag+ft": st.mean(b), "lead": test.diff, "p": test.p_value,
+            "rag+ft wins": sum(y > x for x, y in zip(a, b)), "rag wins": sum(x > y for x, y in zip(a, b))}  # fmt: skip
 
 
 def show(label: str, d: dict) -> None:
@@ -95,9 +96,9 @@ def main() -> int:
     from ragtune.synth.qg import qg_passage
 
     root = Path(args.folder)
-    if not (root / "run" / "records.csv").is_file() or not (root / "real" / "records.csv").is_file():
-        sys.exit(f"{root} has no run/records.csv and real/records.csv: run benchmarks/evaluate_folder.py first")
-    syn, real = records(root / "run" / "records.csv"), records(root / "real" / "records.csv")
+    if not (root / "run" / "results.json").is_file() or not (root / "real" / "results.json").is_file():
+        sys.exit(f"{root} has no run/results.json and real/results.json: run benchmarks/evaluate_folder.py first")
+    syn, real = records(root / "run"), records(root / "real")
     doc_of = {}
     for path in (root / "real-questions.jsonl", root / "run" / "data" / "test.jsonl"):
         for line in path.read_text(encoding="utf-8").splitlines():
@@ -118,9 +119,10 @@ def main() -> int:
         show(f"{k} test", figures[k]["all"])
     print("2. the gold answer is a training question's target (same document)")
     for k, rows in tests.items():
-        over = [i for i in ids[k] if any(f1_score(t, rows["rag"][i]["gold"].split(" | ")) >= 0.5
-                                         for t in targets.get(doc_of.get(i), []))]  # fmt: skip
-        rest = [i for i in ids[k] if i not in set(over)]
+        trained = {i for i in ids[k]
+                   if any(f1_score(t, rows["rag"][i].gold) >= 0.5 for t in targets.get(doc_of.get(i), []))}  # fmt: skip
+        over = [i for i in ids[k] if i in trained]
+        rest = [i for i in ids[k] if i not in trained]
         figures[k]["trained_target"] = lead(rows, over)
         figures[k]["not_trained_target"] = lead(rows, rest)
         print(f"  {k}: {len(over)} of {len(ids[k])} ({100 * len(over) / max(len(ids[k]), 1):.0f}%)")
@@ -130,7 +132,7 @@ def main() -> int:
 
     def first_gold(s: str, i: str) -> float:
         r = real[s][i]
-        return 0.0 if r["abstained"] == "True" else 100 * f1_score(r["answer"], r["gold"].split(" | ")[:1])
+        return 0.0 if r.abstained else 100 * f1_score(r.answer, r.gold[:1])
 
     figures["real"]["first_gold"] = lead(real, ids["real"], first_gold)
     show("real, first gold only", figures["real"]["first_gold"])
@@ -144,14 +146,14 @@ def main() -> int:
         for i in ids["synthetic"]:
             r = syn["rag"][i]
             if i in contexts:
-                items["synthetic"].append((i, contexts[i], r["gold"].split(" | ")[0], r["question"]))
+                items["synthetic"].append((i, contexts[i], r.gold[0], r.question))
         for i in ids["real"]:
             r = real["rag"][i]
-            gold = r["gold"].split(" | ")[0]
+            gold = r.gold[0]
             sents = split_sentences((root / doc_of[i]).read_text(encoding="utf-8"))
             at = next((n for n, s in enumerate(sents) if gold in s), None)
             if at is not None:
-                items["real"].append((i, qg_passage(sents, at), gold, r["question"]))
+                items["real"].append((i, qg_passage(sents, at), gold, r.question))
         for k, rows in tests.items():
             post = posterior(items[k])
             order = sorted(post, key=post.get)
