@@ -9,7 +9,7 @@ from ragtune import Index
 from ragtune.errors import ConfigError, DocumentError, RagtuneError
 from ragtune.rag import support
 from ragtune.synth import generate as gen_mod
-from ragtune.synth.candidates import looks_like_prose, sentence_candidates
+from ragtune.synth.candidates import looks_like_prose, noun_chunks, sentence_candidates
 from ragtune.synth.generate import SynthConfig, clean_question, synthesize, write_questions
 from ragtune.testing import ScriptedGenerator, make_chunks
 
@@ -23,6 +23,18 @@ def test_candidates_are_exact_spans_of_useful_kinds():
     assert all(c.text in s and s[c.start : c.start + len(c.text)] == c.text for c in cands)
     assert "the tall" not in kinds and "designed by" not in kinds  # phrases may not start or end with a stop word
     assert sentence_candidates("it was so.") == []
+
+
+def test_noun_chunks_are_noun_phrases_without_verbs_or_function_words():
+    s = "The museum environment is controlled to include temperature and light, so certain rivers were diverted."
+    chunks = noun_chunks(s)
+    assert chunks == ["museum environment", "temperature", "light", "certain rivers"]
+    assert all(c in s for c in chunks)
+    # a run that ends on an adjective is cut back to its last noun; one longer than max_words is left out
+    assert noun_chunks("They kept the stone walls intact.") == ["stone walls"]
+    assert noun_chunks("A large old stone water tower stood.", max_words=4) == []
+    assert noun_chunks("A large old stone water tower stood.", max_words=5) == ["large old stone water tower"]
+    assert noun_chunks("It was so.") == []
 
 
 def test_prose_check_rejects_tables_binary_and_non_english():
