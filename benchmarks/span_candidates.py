@@ -25,6 +25,7 @@ import random
 import statistics as st
 import sys
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -42,16 +43,26 @@ def kind(gold: str) -> str:
     return f"lower-case {min(len(words), 3)}{'+' if len(words) >= 3 else ''}"
 
 
-def coverage(paragraphs: list, noun_phrases: bool) -> dict:
+@contextmanager
+def noun_phrases_on(on: bool):
+    """`rag.answer_spans` with its noun phrases (`on`) or without them (the baseline), restored after."""
     import ragtune.synth.candidates as cand
+
+    saved = cand.noun_chunks
+    if not on:
+        cand.noun_chunks = lambda sentence, max_words=4: []
+    try:
+        yield
+    finally:
+        cand.noun_chunks = saved
+
+
+def coverage(paragraphs: list, noun_phrases: bool) -> dict:
     from ragtune.context import Source
     from ragtune.evaluation.metrics import f1_score
     from ragtune.rag import answer_spans
 
-    saved = cand.noun_chunks
-    if not noun_phrases:
-        cand.noun_chunks = lambda sentence, max_words=4: []
-    try:
+    with noun_phrases_on(noun_phrases):
         best, exact, spans, by_kind, hit_kind = [], 0, [], Counter(), Counter()
         for title, p in paragraphs:
             src = [Source(1, title, title, title, p["context"], 1.0)]
@@ -67,29 +78,21 @@ def coverage(paragraphs: list, noun_phrases: bool) -> dict:
                 if f == 1.0:
                     exact += 1
                     hit_kind[k] += 1
-    finally:
-        cand.noun_chunks = saved
     n = len(best)
     return {"questions": n, "exact": 100 * exact / n, "best_f1": 100 * st.mean(best), "spans": st.mean(spans),
             "by_kind": {k: (hit_kind[k], by_kind[k]) for k in sorted(by_kind)}}  # fmt: skip
 
 
-def answer(run: Path, noun_phrases: bool, ranker: str) -> tuple[list[float], list[float], float]:
-    """Each real question's F1 and EM from `rag` (no gate) over the run's index, and seconds a question."""
+def answer(index, generator, questions: list, noun_phrases: bool, ranker: str) -> tuple[list, list, float]:
+    """Each real question's F1 and EM from `rag` (no gate) over `index`, and seconds a question."""
     import time
 
-    import ragtune.synth.candidates as cand
-    from ragtune import Index, RagConfig, make_generator
+    from ragtune import RagConfig
     from ragtune.evaluation.metrics import exact_match, f1_score
     from ragtune.rag import Pipeline
 
-    questions = [json.loads(line) for line in (run / "real-questions.jsonl").read_text().splitlines() if line.strip()]
-    saved = cand.noun_chunks
-    if not noun_phrases:
-        cand.noun_chunks = lambda sentence, max_words=4: []
-    try:
-        config = RagConfig(span_ranker=ranker)
-        pipe = Pipeline(Index.open(str(run / "run" / "index")), make_generator(), config, gate=False)
+    with noun_phrases_on(noun_phrases):
+        pipe = Pipeline(index, generator, RagConfig(span_ranker=ranker), gate=False)
         f1s, ems, t0 = [], [], time.perf_counter()
         for b in range(0, len(questions), 16):
             batch = questions[b : b + 16]
@@ -98,14 +101,13 @@ def answer(run: Path, noun_phrases: bool, ranker: str) -> tuple[list[float], lis
                 f1s.append(100 * f1_score(a.text, golds))
                 ems.append(100 * exact_match(a.text, golds))
         return f1s, ems, (time.perf_counter() - t0) / len(questions)
-    finally:
-        cand.noun_chunks = saved
 
 
 def compare_answers(run: Path, old_ranker: str) -> None:
     import subprocess
     import tempfile
 
+    from ragtune import Index, make_generator
     from ragtune.evaluation.stats import paired_bootstrap
 
     if not old_ranker:
@@ -115,8 +117,10 @@ def compare_answers(run: Path, old_ranker: str) -> None:
                                capture_output=True, cwd=root)  # fmt: skip
         path.write_bytes(shown.stdout)
         old_ranker = str(path)
-    old = answer(run, False, old_ranker)
-    new = answer(run, True, "bundled")
+    questions = [json.loads(line) for line in (run / "real-questions.jsonl").read_text().splitlines() if line.strip()]
+    index, generator = Index.open(str(run / "run" / "index")), make_generator()  # one load for both arms
+    old = answer(index, generator, questions, False, old_ranker)
+    new = answer(index, generator, questions, True, "bundled")
     for name, (f1, em, s) in (("without noun phrases, ranker before them (baseline)", old), ("with noun phrases", new)):
         print(f"{name:52s} F1 {sum(f1) / len(f1):.1f}  EM {sum(em) / len(em):.1f}  {s:.3f} s a question")
     test = paired_bootstrap(new[0], old[0], ("with", "without"), "f1")
