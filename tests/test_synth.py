@@ -9,7 +9,7 @@ from ragtune import Index
 from ragtune.errors import ConfigError, DocumentError, RagtuneError
 from ragtune.rag import support
 from ragtune.synth import generate as gen_mod
-from ragtune.synth.candidates import looks_like_prose, noun_chunks, sentence_candidates
+from ragtune.synth.candidates import looks_like_prose, noun_chunks, sentence_candidates, target_candidates
 from ragtune.synth.generate import SynthConfig, clean_question, synthesize, write_questions
 from ragtune.testing import ScriptedGenerator, make_chunks
 
@@ -35,6 +35,21 @@ def test_noun_chunks_are_noun_phrases_without_verbs_or_function_words():
     assert noun_chunks("A large old stone water tower stood.", max_words=4) == []
     assert noun_chunks("A large old stone water tower stood.", max_words=5) == ["large old stone water tower"]
     assert noun_chunks("It was so.") == []
+
+
+def test_synthetic_targets_are_entities_numbers_and_key_noun_phrases_not_key_phrase_fragments():
+    s = "In 1889 the Paris museum was perceived as complicated, so wrought iron and tall stone walls were used."
+    keywords = ["perceived as complicated", "wrought iron", "stone walls", "Paris museum"]
+    targets = {c.text: c.kind for c in target_candidates(s, max_candidates=6, keywords=keywords)}
+    assert targets.get("1889") == "date"
+    # noun phrases that end on a key phrase's word; "tall stone walls" is the noun phrase, not YAKE's "stone walls"
+    assert targets.get("wrought iron") == "phrase" and targets.get("tall stone walls") == "phrase"
+    assert "perceived as complicated" not in targets  # a key phrase that is no noun phrase is no target
+    assert targets.get("Paris") == "entity" and "Paris museum" not in targets  # overlapping: the entity is kept
+    assert all(t in s for t in targets)
+    # without key phrases there are no phrase targets; max_candidates caps every kind
+    assert {c.kind for c in target_candidates(s, keywords=[])} == {"date", "entity"}
+    assert len(target_candidates(s, max_candidates=2, keywords=keywords)) == 2
 
 
 def test_prose_check_rejects_tables_binary_and_non_english():
@@ -225,15 +240,19 @@ def test_the_round_trip_keeps_a_target_among_the_readers_top_spans_and_records_i
     assert report.kept_by_rank == {2: 5} and "among its 3 most likely" in report.reader
     qs, report = synthesize(chunks_of(DOCS), SynthConfig(n=5, seed=1, round_trip_top=1), qg=m.qg, reader=second)
     assert qs == [] and report.step("round trip").removed > 0  # Alberti et al.'s filter: the reader's answer only
-    last = RankingReader(lambda q: m.answer_of[q])  # every passage here has 9 candidates
+    last = RankingReader(lambda q: m.answer_of[q])  # every passage here has 10 candidates
     qs, report = synthesize(chunks_of(DOCS), SynthConfig(n=5, seed=1, round_trip_top=3), qg=m.qg, reader=last)
     assert qs == [] and report.step("round trip").examples
-    # The default reaches as far down the reader's ranking as real questions do (90% within 6): a target
-    # ranked 6th is kept, the last of 9 is not.
-    sixth = RankingReader(lambda q: m.answer_of[q], place=6)
-    qs, report = synthesize(chunks_of(DOCS), SynthConfig(n=5, seed=1), qg=m.qg, reader=sixth)
-    assert len(qs) == 5 and report.kept_by_rank == {6: 5} and "among its 6 most likely" in report.reader
-    qs, report = synthesize(chunks_of(DOCS), SynthConfig(n=5, seed=1), qg=m.qg, reader=last)
+    # The default reaches as far down the reader's ranking as real questions do (93% within 10): a target
+    # ranked 10th is kept, the last of more than 10 is not.
+    tenth = RankingReader(lambda q: m.answer_of[q], place=10)
+    qs, report = synthesize(chunks_of(DOCS), SynthConfig(n=5, seed=1), qg=m.qg, reader=tenth)
+    assert len(qs) == 5 and report.kept_by_rank == {10: 5} and "among its 10 most likely" in report.reader
+    longer = {f"doc{i}": [f"The town of Alder{i} was founded in {1800 + i} by Marta Kell{i} on the river Sen{i} near "
+                          "Portham, where its mayor Ola Venn opened a mill and a school in 1850 with 300 workers."]
+              for i in range(5)}  # fmt: skip
+    assert all(len(gen_mod.span_candidates(c.text, "1850")) > 10 for c in chunks_of(longer))
+    qs, report = synthesize(chunks_of(longer), SynthConfig(n=5, seed=1), qg=m.qg, reader=last)
     assert qs == [] and report.step("round trip").removed > 0
     with pytest.raises(ConfigError, match="round_trip_top"):
         SynthConfig(round_trip_top=0)

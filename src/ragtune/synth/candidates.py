@@ -144,6 +144,25 @@ def noun_chunks(sentence: str, max_words: int = 4) -> list[str]:
     return out
 
 
+def target_candidates(sentence: str, max_candidates: int = 6, keywords: list[str] | None = None) -> list[Candidate]:
+    """Answer targets for synthetic questions in one sentence, best first: its dates, numbers and
+    entities (`sentence_candidates`), then its noun phrases (`noun_chunks`) that end on a word of one
+    of the passage's key phrases (`keywords`), none overlapping another. The key phrases themselves
+    are not targets: YAKE's n-grams cross phrase boundaries ("perceived as complicated",
+    "dominated marine applications") where the reader, which answers with noun phrases, rarely
+    lands. On the sentences of 400 SQuAD dev paragraphs of the held-out articles, 16.0% of these
+    targets are a real question's gold answer and they hold 36.6% of the gold answers, where the
+    key phrases in place of the noun phrases gave 13.8% and 32.9%."""
+    found = sentence_candidates(sentence, max_candidates=max_candidates)
+    key_words = {w.lower() for k in keywords or [] for w in k.split()}
+    for phrase in noun_chunks(sentence):
+        if phrase.split()[-1].lower() not in key_words or not _ok(phrase, sentence):
+            continue
+        if not any(phrase in c.text or c.text in phrase for c in found):
+            found.append(Candidate(phrase, "phrase", sentence.index(phrase)))
+    return found[:max_candidates]
+
+
 def looks_like_prose(text: str) -> bool:
     """Enough letters and words to be worth asking about (not a table of numbers, not binary-ish)."""
     if not text.strip():
