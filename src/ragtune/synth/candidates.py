@@ -153,14 +153,9 @@ def target_candidates(sentence: str, max_candidates: int = 6, keywords: list[str
     lands. On the sentences of 400 SQuAD dev paragraphs of the held-out articles, 16.0% of these
     targets are a real question's gold answer and they hold 36.6% of the gold answers, where the
     key phrases in place of the noun phrases gave 13.8% and 32.9%."""
-    found = sentence_candidates(sentence, max_candidates=max_candidates)
     key_words = {w.lower() for k in keywords or [] for w in k.split()}
-    for phrase in noun_chunks(sentence):
-        if phrase.split()[-1].lower() not in key_words or not _ok(phrase, sentence):
-            continue
-        if not any(phrase in c.text or c.text in phrase for c in found):
-            found.append(Candidate(phrase, "phrase", sentence.index(phrase)))
-    return found[:max_candidates]
+    phrases = [p for p in noun_chunks(sentence) if p.split()[-1].lower() in key_words]
+    return sentence_candidates(sentence, max_candidates, phrases)  # in the place of the key phrases
 
 
 def looks_like_prose(text: str) -> bool:
