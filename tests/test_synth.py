@@ -37,19 +37,69 @@ def test_noun_chunks_are_noun_phrases_without_verbs_or_function_words():
     assert noun_chunks("It was so.") == []
 
 
-def test_synthetic_targets_are_entities_numbers_and_key_noun_phrases_not_key_phrase_fragments():
+def test_synthetic_targets_are_the_pools_candidates_ranked_by_the_scorer_none_overlapping():
+    import numpy as np
+
+    from ragtune.synth.candidates import (
+        TARGET_FEATURES,
+        PassageContext,
+        TargetScorer,
+        candidate_pool,
+        target_features,  # fmt: skip
+        target_scorer,
+    )
+
     s = "In 1889 the Paris museum was perceived as complicated, so wrought iron and tall stone walls were used."
     keywords = ["perceived as complicated", "wrought iron", "stone walls", "Paris museum"]
-    targets = {c.text: c.kind for c in target_candidates(s, max_candidates=6, keywords=keywords)}
-    assert targets.get("1889") == "date"
-    # noun phrases that end on a key phrase's word; "tall stone walls" is the noun phrase, not YAKE's "stone walls"
-    assert targets.get("wrought iron") == "phrase" and targets.get("tall stone walls") == "phrase"
-    assert "perceived as complicated" not in targets  # a key phrase that is no noun phrase is no target
-    assert targets.get("Paris") == "entity" and "Paris museum" not in targets  # overlapping: the entity is kept
-    assert all(t in s for t in targets)
-    # without key phrases there are no phrase targets; max_candidates caps every kind
-    assert {c.kind for c in target_candidates(s, keywords=[])} == {"date", "entity"}
+    pool = candidate_pool(s)
+    assert pool["1889"] == "date" and pool["Paris"] == "entity" and pool["tall stone walls"] == "phrase"
+    assert "perceived as complicated" not in pool  # a key phrase that is no noun phrase is no candidate
+    ctx = PassageContext.of(s, keywords)
+    targets = target_candidates(s, max_candidates=6, keywords=keywords)
+    texts = [c.text for c in targets]
+    assert "1889" in texts and all(s[c.start : c.start + len(c.text)] == c.text for c in targets)
+    assert not any(a in b for a in texts for b in texts if a != b)  # "Paris" or "Paris museum", not both
+    scores = target_scorer().scores(np.array([target_features(t, pool[t], s, 1, ctx) for t in texts]))
+    assert list(scores) == sorted(scores, reverse=True)  # likeliest first
     assert len(target_candidates(s, max_candidates=2, keywords=keywords)) == 2
+    # The order is the scorer's: one that likes only phrases, or only dates, puts them first.
+    n = len(TARGET_FEATURES)
+    for kind in ("phrase", "date"):
+        w = np.zeros(n)
+        w[TARGET_FEATURES.index(f"kind_{kind}")] = 1.0
+        assert target_candidates(s, keywords=keywords, scorer=TargetScorer(w, np.zeros((n, n)), 0.0))[0].kind == kind
+    assert target_candidates("it was so.") == []
+
+
+def test_target_scorer_ships_with_this_versions_features_and_its_fit_folds_exactly():
+    import importlib.util
+
+    import numpy as np
+    import pytest
+    from sklearn.linear_model import LogisticRegression
+
+    from ragtune.synth.candidates import TARGET_FEATURES, TargetScorer, target_scorer
+
+    bundled = target_scorer()
+    n = len(TARGET_FEATURES)
+    assert bundled.linear.shape == (n,) and bundled.quadratic.shape == (n, n)
+    assert np.allclose(bundled.quadratic, bundled.quadratic.T)
+    bad = bundled.to_json() | {"features": list(TARGET_FEATURES[:-1])}
+    with pytest.raises(ValueError, match="features"):
+        TargetScorer.from_json(bad)
+    # The fit script's folding of sklearn's standardised quadratic model into w.x + x'Qx + b is exact.
+    spec = importlib.util.spec_from_file_location("fit_target_scorer", "scripts/fit_target_scorer.py")
+    fit = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fit)
+    rng = np.random.default_rng(0)
+    x = rng.normal(2.0, 3.0, size=(400, n))
+    y = (x[:, 0] * x[:, 1] + rng.normal(size=400) > 6).astype(float)
+    mu, sd = x.mean(0), x.std(0)
+    p = fit.quadratic_terms((x - mu) / sd)
+    m2, s2 = p.mean(0), p.std(0)
+    lr = LogisticRegression(C=0.1, max_iter=5000).fit((p - m2) / s2, y)
+    folded = fit.fold(lr, mu, sd, m2, s2, n)
+    assert np.allclose(folded.scores(x), lr.decision_function((p - m2) / s2), atol=1e-6)
 
 
 def test_prose_check_rejects_tables_binary_and_non_english():
@@ -123,8 +173,13 @@ def test_every_document_contributes_and_none_dominates():
     assert rec["scores"]["round_trip_f1"] >= 0.5
 
 
+def only_dates(monkeypatch):
+    targets = gen_mod.target_candidates
+    monkeypatch.setattr(gen_mod, "target_candidates", lambda *a, **k: [c for c in targets(*a, **k) if c.kind == "date"])
+
+
 def test_each_filter_is_counted_with_examples(monkeypatch):
-    monkeypatch.setattr(gen_mod, "passage_keywords", lambda text: [])  # one candidate per document: its year
+    only_dates(monkeypatch)  # one candidate per document: its year
     docs = {f"f{i}": [f"It was first founded in the year {1800 + i}."] for i in range(5)}
     m = Scripted()
     m.script = {
@@ -194,7 +249,8 @@ def test_a_span_reader_picks_among_the_passages_candidates():
 
 
 class RankingReader:
-    """A span reader that puts the target at place `place` (1-based) of its ranking, or last."""
+    """A span reader that puts the target at place `place` (1-based) of its ranking, or last (and the
+    spans that share a word with it just before)."""
 
     name = "ranking-reader"
 
@@ -204,12 +260,15 @@ class RankingReader:
     def score(self, prompt, spans):
         target = self.target_of(prompt[-1]["content"].rsplit("Question:", 1)[1].strip())
         others = [s for s in spans if s != target]
-        order = others[: self.place - 1] + [target] + others[self.place - 1 :] if self.place else others + [target]
+        if not self.place:  # last: after every span that shares no word with the target
+            near = [s for s in others if set(s.split()) & set(target.split())]
+            return [-float(([s for s in others if s not in near] + near + [target]).index(s)) for s in spans]
+        order = others[: self.place - 1] + [target] + others[self.place - 1 :]
         return [-float(order.index(s)) for s in spans]
 
 
 def test_round_trip_failures_are_collected_apart_when_asked(monkeypatch):
-    monkeypatch.setattr(gen_mod, "passage_keywords", lambda text: [])  # one candidate per document: its year
+    only_dates(monkeypatch)  # one candidate per document: its year
     docs = {f"f{i}": [f"It was first founded in the year {1800 + i}."] for i in range(6)}
     m = Scripted()
     second = "When was the second town founded?"
@@ -499,27 +558,25 @@ def test_a_short_document_gives_more_than_one_answer_per_sentence():
     assert len({x["answer"] for x in m.asked}) == len(m.asked) >= 4  # each answer asked once
 
 
-def test_a_sentences_extra_candidates_are_tried_only_after_every_sentences_first_ones():
+def test_a_sentences_second_candidate_is_tried_only_after_every_sentences_first_one():
     import random
 
-    from ragtune.synth.generate import FIRST_CANDIDATES, SynthReport, passage_candidates, plan_attempts
+    from ragtune.synth.generate import SynthReport, passage_candidates, plan_attempts
 
     text = (
         "In 1889 Gustave Eiffel of Paris built the Eiffel Tower for the World Fair with 300 workers and 7300 "
         "tonnes of iron. In 1931 Alfred Smith of New York opened the Empire State Building on Fifth Avenue at a "
         "cost of 41 million dollars."
     )
-    firsts = {}
-    for sentence, cands in passage_candidates(text):
-        assert len(cands) > FIRST_CANDIDATES  # the test needs sentences with extra candidates
-        firsts[sentence] = {c.text for c in cands[:FIRST_CANDIDATES]}
+    rank = {}
+    for _, cands in passage_candidates(text):
+        assert len(cands) > 2  # the test needs sentences with several candidates
+        rank |= {c.text: r for r, c in enumerate(cands)}
     chunks = make_chunks("doc0", [text])
     plan = plan_attempts(chunks, SynthConfig(n=100, oversample=1.0), random.Random(0), SynthReport("scripted"))
-    extra = [i for i, a in enumerate(plan) if not any(a.answer in f for f in firsts.values())]
-    first = [i for i, a in enumerate(plan) if i not in extra]
-    assert extra and len(first) == FIRST_CANDIDATES * len(firsts)  # every candidate is tried, each once
-    assert max(first) < min(extra)  # the extras only once every sentence's first ones are queued
-    assert len({a.answer for a in plan}) == len(plan)
+    ranks = [rank[a.answer] for a in plan]
+    assert len(plan) == len(rank) and len({a.answer for a in plan}) == len(plan)  # every candidate once
+    assert ranks == sorted(ranks)  # each sentence's likeliest first, then their second likeliest ...
 
 
 def test_evaluate_retrains_when_the_training_questions_change(tmp_path, monkeypatch):

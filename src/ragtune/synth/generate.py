@@ -24,7 +24,7 @@ from ..finetune.data import StepReport
 from ..paths import check_output
 from ..prompts import rag_messages, strip_citations
 from ..rag import answer_spans, support
-from .candidates import looks_like_prose, passage_keywords, target_candidates
+from .candidates import PassageContext, looks_like_prose, passage_keywords, target_candidates
 from .qg import qg_messages, qg_passage, reader_messages
 
 FILTERS = (  # (name, what it removes), in the order they run
@@ -45,12 +45,11 @@ FILTERS = (  # (name, what it removes), in the order they run
 
 
 WRITER_BACKENDS = BACKENDS  # what can run the bundled question writer
-# Answer candidates per sentence: the first FIRST_CANDIDATES (dates, numbers, entities, then key phrases) in a
-# seeded random order, then up to CANDIDATES_PER_SENTENCE - FIRST_CANDIDATES more, tried only once every
-# sentence of a document has given its first ones. A small folder runs out of candidates before a generous
+# Answer candidates per sentence, likeliest first (`target_candidates`): every sentence of a document gives its
+# first before any gives its second, and so on. A small folder runs out of candidates before a generous
 # budget does: on benchmarks/evaluate_folder.py's 100 SQuAD paragraphs, 1519 candidates at 4 a sentence
 # (a 30-minute run tried every one of the indexed 90's and kept 612 questions), 1831 at 6.
-FIRST_CANDIDATES, CANDIDATES_PER_SENTENCE = 4, 6
+CANDIDATES_PER_SENTENCE = 6
 
 
 @dataclass(frozen=True)
@@ -248,9 +247,7 @@ def plan_attempts(chunks: Sequence[Chunk], cfg: SynthConfig, rng: random.Random,
                 if not cands:
                     report.step("no candidate").catch(f"{chunk.id}: {sentences[i][:120]}")
                     continue
-                first = cands[:FIRST_CANDIDATES]
-                rng.shuffle(first)
-                per_sentence.append((i, first + cands[FIRST_CANDIDATES:]))
+                per_sentence.append((i, cands))
             _take(queue, cap, cfg.window, 0, chunk, sentences, per_sentence)  # one answer from each sentence first
             visited.append((chunk, sentences, per_sentence))
         # A document with fewer sentences than its share needs then gives its sentences' other answers.
@@ -272,8 +269,11 @@ def passage_candidates(text: str) -> list[tuple[str, list]] | None:
     """Each sentence of a passage with its answer candidates, or None when it is not prose."""
     if not looks_like_prose(text):
         return None
-    keywords = passage_keywords(text)
-    return [(s, target_candidates(s, CANDIDATES_PER_SENTENCE, keywords)) for s in split_sentences(text)]
+    ctx = PassageContext.of(text, passage_keywords(text))
+    return [
+        (s, target_candidates(s, CANDIDATES_PER_SENTENCE, sentence_index=i, ctx=ctx))
+        for i, s in enumerate(split_sentences(text))
+    ]
 
 
 def count_candidates(chunks: Iterable[Chunk], limit: int | None = None) -> int:
