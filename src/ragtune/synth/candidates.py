@@ -307,7 +307,7 @@ def target_candidates(
     chose (`target_scorer`); none overlapping a likelier one. `keywords` are the passage's key
     phrases (`passage_keywords`), `ctx` the passage (default: the sentence alone). On the sentences of
     the held-out articles' SQuAD dev paragraphs that hold a gold answer, the first target is a gold
-    answer for 35.7%, where the rule before it (dates, numbers, entities, then noun phrases ending on
+    answer for 35.8%, where the rule before it (dates, numbers, entities, then noun phrases ending on
     a key phrase's word) gave 26.6% (`scripts/fit_target_scorer.py`). Candidates the scorer gives
     less than `min_probability` are no targets."""
     pool = candidate_pool(sentence)
