@@ -58,29 +58,27 @@ def _ok(text: str, sentence: str) -> bool:
     return len(text) < 0.8 * len(sentence)
 
 
+def _spans(sentence: str, phrases: list[str]):
+    """(span, kind) of a sentence, cleaned, in priority order: dates, numbers, entities, then `phrases`;
+    each a span of the sentence that `_ok` accepts, repeats included."""
+    found = [(m.group(0), "date") for m in _DATE.finditer(sentence)]
+    found += [(m.group(0), "number") for m in _NUMBER.finditer(sentence)]
+    # The sentence's first word is capitalised anyway: it is an entity only as part of a longer span.
+    found += [(m.group(0), "entity") for m in _ENTITY.finditer(sentence) if m.start() or " " in m.group(0)]
+    found += [(p, "phrase") for p in phrases if p in sentence]
+    for text, kind in found:
+        text = _clean(text)
+        if text and _ok(text, sentence) and text in sentence:
+            yield text, kind
+
+
 def sentence_candidates(sentence: str, max_candidates: int = 4, keywords: list[str] | None = None) -> list[Candidate]:
     """Candidates in one sentence, best first: dates, numbers, entities, then key phrases."""
     found: dict[str, Candidate] = {}
-
-    def add(text: str, kind: str) -> None:
-        text = _clean(text)
-        if text and text not in found and _ok(text, sentence) and text in sentence:
-            if any(text in c.text or c.text in text for c in found.values()):
-                return  # overlapping spans: keep the first (higher-priority) one
-            found[text] = Candidate(text, kind, sentence.index(text))
-
-    for m in _DATE.finditer(sentence):
-        add(m.group(0), "date")
-    for m in _NUMBER.finditer(sentence):
-        add(m.group(0), "number")
-    for m in _ENTITY.finditer(sentence):
-        # The sentence's first word is capitalised anyway: it is an entity only as part of a longer span.
-        if m.start() == 0 and " " not in m.group(0):
-            continue
-        add(m.group(0), "entity")
-    for kw in keywords or []:
-        if kw in sentence:
-            add(kw, "phrase")
+    for text, kind in _spans(sentence, keywords or []):
+        if text in found or any(text in c.text or c.text in text for c in found.values()):
+            continue  # overlapping spans: keep the first (higher-priority) one
+        found[text] = Candidate(text, kind, sentence.index(text))
     return list(found.values())[:max_candidates]
 
 
@@ -152,22 +150,8 @@ def candidate_pool(sentence: str) -> dict[str, str]:
     """Every answer candidate of a sentence (text -> kind), overlapping ones included: its dates,
     numbers and entities, then its noun phrases (`noun_chunks`) as "phrase"."""
     out: dict[str, str] = {}
-
-    def add(text: str, kind: str) -> None:
-        text = _clean(text)
-        if text and text not in out and _ok(text, sentence) and text in sentence:
-            out[text] = kind
-
-    for m in _DATE.finditer(sentence):
-        add(m.group(0), "date")
-    for m in _NUMBER.finditer(sentence):
-        add(m.group(0), "number")
-    for m in _ENTITY.finditer(sentence):
-        if m.start() == 0 and " " not in m.group(0):  # the sentence's capitalised first word alone
-            continue
-        add(m.group(0), "entity")
-    for p in noun_chunks(sentence):
-        add(p, "phrase")
+    for text, kind in _spans(sentence, noun_chunks(sentence)):
+        out.setdefault(text, kind)
     return out
 
 

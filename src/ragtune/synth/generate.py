@@ -29,7 +29,8 @@ from .qg import qg_messages, qg_passage, reader_messages
 
 FILTERS = (  # (name, what it removes), in the order they run
     ("not prose", "passages that are not English prose (tables of numbers, binary-like or non-English text)"),
-    ("no candidate", "sentences with no answer candidate (entity, number, date, key noun phrase)"),
+    ("no candidate", "sentences with no answer candidate (entity, number, date, noun phrase) that the target "
+                     "scorer does not rule out"),
     ("answer not in passage", "the answer is not a verbatim span of the passage"),
     ("not a question", "the model's output is empty, junk, or not a single question"),
     ("length", "questions outside the word-count bounds"),
