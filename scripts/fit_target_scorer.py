@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
-import string
 import sys
 from pathlib import Path
 
@@ -33,15 +31,11 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from common import SQUAD_DEV  # noqa: E402
 
 
-def normalise(s: str) -> str:
-    s = "".join(ch for ch in s.lower() if ch not in set(string.punctuation))
-    return " ".join(re.sub(r"\b(a|an|the)\b", " ", s).split())
-
-
 def sentence_rows(squad: dict, keep):
     """For each sentence of the kept articles' paragraphs: (sentence, its index, the passage's
     context, its candidate pool, the pool's labels, whether it holds a gold answer, the old rule's targets)."""
     from ragtune.chunking import split_sentences
+    from ragtune.evaluation.metrics import normalize_answer as normalise
     from ragtune.synth.candidates import (
         PassageContext,
         candidate_pool,

@@ -173,9 +173,17 @@ def test_every_document_contributes_and_none_dominates():
     assert rec["scores"]["round_trip_f1"] >= 0.5
 
 
+@pytest.fixture(autouse=True)
+def fresh_candidates():
+    """passage_candidates is cached; a test that patches what it calls must not leave its results behind."""
+    yield
+    gen_mod.passage_candidates.cache_clear()
+
+
 def only_dates(monkeypatch):
     targets = gen_mod.target_candidates
     monkeypatch.setattr(gen_mod, "target_candidates", lambda *a, **k: [c for c in targets(*a, **k) if c.kind == "date"])
+    gen_mod.passage_candidates.cache_clear()  # passages read before the patch (after it: `fresh_candidates`)
 
 
 def test_each_filter_is_counted_with_examples(monkeypatch):

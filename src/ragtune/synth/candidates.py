@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -72,12 +73,17 @@ def _spans(sentence: str, phrases: list[str]):
             yield text, kind
 
 
+def _overlaps(text: str, kept) -> bool:
+    """Whether `text` is, or lies in or around, one of the `kept` candidates."""
+    return any(text in c.text or c.text in text for c in kept)
+
+
 def sentence_candidates(sentence: str, max_candidates: int = 4, keywords: list[str] | None = None) -> list[Candidate]:
     """Candidates in one sentence, best first: dates, numbers, entities, then key phrases."""
     found: dict[str, Candidate] = {}
     for text, kind in _spans(sentence, keywords or []):
-        if text in found or any(text in c.text or c.text in text for c in found.values()):
-            continue  # overlapping spans: keep the first (higher-priority) one
+        if _overlaps(text, found.values()):
+            continue  # keep the first (higher-priority) one
         found[text] = Candidate(text, kind, sentence.index(text))
     return list(found.values())[:max_candidates]
 
@@ -169,10 +175,7 @@ class PassageContext:
         for rank, k in enumerate(keywords or []):
             for w in k.split():
                 key_rank.setdefault(w.lower(), rank)
-        counts: dict[str, int] = {}
-        for w in _WORD.findall(text):
-            counts[w.lower()] = counts.get(w.lower(), 0) + 1
-        return cls(key_rank, counts)
+        return cls(key_rank, Counter(w.lower() for w in _WORD.findall(text)))
 
 
 _WORD = re.compile(r"[A-Za-z][\w'’\-]*")
@@ -307,8 +310,8 @@ def target_candidates(
         if scores[j] < floor:
             break
         t = texts[j]
-        if any(t in c.text or c.text in t for c in out):
-            continue  # overlapping spans: keep the likelier
+        if _overlaps(t, out):
+            continue  # keep the likelier
         out.append(Candidate(t, pool[t], sentence.index(t)))
         if len(out) == max_candidates:
             break

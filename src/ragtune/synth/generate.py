@@ -12,6 +12,7 @@ import random
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 from ..chunking import split_sentences
@@ -24,7 +25,7 @@ from ..finetune.data import StepReport
 from ..paths import check_output
 from ..prompts import rag_messages, strip_citations
 from ..rag import answer_spans, support
-from .candidates import PassageContext, looks_like_prose, passage_keywords, target_candidates
+from .candidates import Candidate, PassageContext, looks_like_prose, passage_keywords, target_candidates
 from .qg import qg_messages, qg_passage, reader_messages
 
 FILTERS = (  # (name, what it removes), in the order they run
@@ -266,15 +267,18 @@ def plan_attempts(chunks: Sequence[Chunk], cfg: SynthConfig, rng: random.Random,
     return plan
 
 
-def passage_candidates(text: str) -> list[tuple[str, list]] | None:
-    """Each sentence of a passage with its answer candidates, or None when it is not prose."""
+@lru_cache(maxsize=4096)
+def passage_candidates(text: str) -> tuple[tuple[str, tuple[Candidate, ...]], ...] | None:
+    """Each sentence of a passage with its answer candidates, or None when it is not prose. Cached:
+    `evaluate` counts the candidates (`count_candidates`, twice while planning) before `plan_attempts`
+    reads the same passages, and each pass runs YAKE, the noun phrases and the target scorer."""
     if not looks_like_prose(text):
         return None
     ctx = PassageContext.of(text, passage_keywords(text))
-    return [
-        (s, target_candidates(s, CANDIDATES_PER_SENTENCE, sentence_index=i, ctx=ctx))
+    return tuple(
+        (s, tuple(target_candidates(s, CANDIDATES_PER_SENTENCE, sentence_index=i, ctx=ctx)))
         for i, s in enumerate(split_sentences(text))
-    ]
+    )
 
 
 def count_candidates(chunks: Iterable[Chunk], limit: int | None = None) -> int:
